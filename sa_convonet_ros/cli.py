@@ -1,0 +1,163 @@
+"""`sa-convonet`: reconstruct a mesh from a point-cloud file, or evaluate a mesh against ground truth.
+
+    sa-convonet reconstruct INPUT -o MESH [--profile fast|paper|feedforward] [--device auto|cpu|cuda]
+                            [--checkpoint PATH] [--png PREVIEW] [--iterations N] [--config YAML]
+    sa-convonet evaluate MESH GT [--tau 0.02 0.05] [--input CLOUD]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _load_config(args):
+    from .config import ReconstructionConfig, get_profile
+
+    config = get_profile(args.profile)
+    if args.config:
+        import yaml
+
+        with open(args.config) as handle:
+            values = yaml.safe_load(handle) or {}
+        config = config.updated(**values)
+    overrides = {}
+    if args.device:
+        overrides["device"] = args.device
+    if args.checkpoint:
+        overrides["checkpoint"] = str(args.checkpoint)
+    if args.voxel_size:
+        overrides["meshing"] = {"voxel_size": args.voxel_size}
+    if args.window_size:
+        overrides["windows"] = {"window_size": args.window_size}
+    return config.updated(**overrides) if overrides else config
+
+
+class _ProgressBars:
+    """One tqdm bar per stage, shown on stderr."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bars = enabled, {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit="step" if stage == "optimize" else "it",
+                                          leave=True, file=sys.stderr)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def cmd_reconstruct(args) -> int:
+    from .io import read_point_cloud, write_mesh
+    from .pipeline import reconstruct
+
+    config = _load_config(args)
+    cloud = read_point_cloud(args.input)
+    bars = _ProgressBars(enabled=not args.quiet)
+    try:
+        result = reconstruct(cloud.points, config, colors=cloud.colors, iterations=args.iterations, progress=bars)
+    finally:
+        bars.close()
+    written = write_mesh(result.mesh, args.output)
+    if args.png:
+        from .preview import render_mesh_png
+
+        render_mesh_png(result.mesh, args.png, title=Path(args.output).name)
+    stats = result.stats.as_dict()
+    stats["output"] = str(written)
+    if args.png:
+        stats["preview"] = str(args.png)
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        _print_stats(stats)
+    return 0
+
+
+def _print_stats(stats: dict) -> None:
+    print(f"mesh: {stats['vertices']} vertices, {stats['faces']} faces -> {stats['output']}")
+    print(f"points: {stats['input_points']} in, {stats['points_used']} used "
+          f"({stats['non_finite_removed']} non-finite removed)")
+    print(f"windows: {stats['windows_run']} run, {stats['windows_skipped']} skipped, {stats['windows_reused']} reused; "
+          f"{stats['iterations']} iterations each; device {stats['device']}; profile {stats['profile']}")
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in stats["seconds"].items())
+    print(f"time: {stats['total_seconds']:.2f}s ({stages})")
+    if "preview" in stats:
+        print(f"preview: {stats['preview']}")
+
+
+def cmd_evaluate(args) -> int:
+    from .metrics import evaluate_mesh_files
+
+    input_points = None
+    if args.input:
+        from .io import read_point_cloud
+
+        input_points = read_point_cloud(args.input).points
+    scores = evaluate_mesh_files(args.mesh, args.gt, taus=tuple(args.tau), input_points=input_points)
+    if args.json:
+        print(json.dumps(scores, indent=2, default=float))
+        return 0
+    for key, value in scores.items():
+        if isinstance(value, (float, np.floating)):
+            print(f"{key:>22}: {value:.5f}")
+        else:
+            print(f"{key:>22}: {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sa-convonet", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    rec = commands.add_parser("reconstruct", help="reconstruct a mesh from a point cloud (PLY/PCD/XYZ/NPY)")
+    rec.add_argument("input", type=Path)
+    rec.add_argument("-o", "--output", type=Path, required=True, help="mesh file (.ply, .obj, .glb)")
+    rec.add_argument("--profile", default="fast", help="fast (CPU-friendly), paper (the release's settings), "
+                                                       "feedforward (no optimisation)")
+    rec.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the profile's, auto)")
+    rec.add_argument("--checkpoint", type=Path, default=None, help="model file (default: the shipped model)")
+    rec.add_argument("--png", type=Path, default=None, help="also write a PNG preview of the mesh")
+    rec.add_argument("--iterations", type=int, default=None, help="optimisation steps per window (0: feed-forward)")
+    rec.add_argument("--voxel-size", type=float, default=None, help="meshing grid spacing, metres")
+    rec.add_argument("--window-size", type=float, default=None, help="window core edge, metres")
+    rec.add_argument("--config", type=Path, default=None, help="YAML with optimization/windows/meshing overrides")
+    rec.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    rec.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    rec.set_defaults(run=cmd_reconstruct)
+
+    ev = commands.add_parser("evaluate", help="Chamfer-L1, normal consistency and F-scores of a mesh")
+    ev.add_argument("mesh", type=Path)
+    ev.add_argument("gt", type=Path, help="ground truth: a mesh, or a point cloud with normals")
+    ev.add_argument("--tau", type=float, nargs="+", default=[0.02, 0.05], help="F-score thresholds, metres")
+    ev.add_argument("--input", type=Path, default=None,
+                    help="the input cloud: completeness is then measured on the ground truth it saw")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(run=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"sa-convonet: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

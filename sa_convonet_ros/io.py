@@ -1,0 +1,221 @@
+"""Reading point clouds and writing meshes / point clouds in the common file formats.
+
+Readers return the cloud exactly as stored: NaN or infinite coordinates are *not* removed here,
+so that callers decide how to treat invalid returns (see ``PointCloudData.finite_mask``).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+POINT_CLOUD_READ_EXTENSIONS = (".ply", ".pcd", ".xyz", ".txt", ".pts", ".npy", ".npz")
+POINT_CLOUD_WRITE_EXTENSIONS = (".ply", ".pcd", ".npy", ".xyz")
+MESH_WRITE_EXTENSIONS = (".ply", ".obj", ".glb", ".stl", ".off")
+
+_TEXT_EXTENSIONS = (".xyz", ".txt", ".pts")
+
+
+@dataclass
+class PointCloudData:
+    """A point cloud: (N, 3) float64 points in metres, optional (N, 3) float32 colours in [0, 1]
+    and optional (N, 3) float64 normals (only some formats carry them)."""
+
+    points: np.ndarray
+    colors: np.ndarray | None = None
+    normals: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.points.shape[0])
+
+    def finite_mask(self) -> np.ndarray:
+        """Boolean mask of the points whose three coordinates are finite."""
+        return np.isfinite(self.points).all(axis=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+def read_point_cloud(path: str | Path) -> PointCloudData:
+    """Read a point cloud from .ply, .pcd, .xyz/.txt/.pts (text), .npy or .npz.
+
+    Text files hold ``x y z [r g b]`` per line; colours may be 0-255 or 0-1 (detected from
+    their range). .npy holds an (N, 3) or (N, 6) array (xyz + rgb); .npz holds ``points`` and
+    optionally ``colors`` / ``normals``. Raises FileNotFoundError / ValueError naming the file.
+    NaN points are kept; use ``PointCloudData.finite_mask()`` to filter them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"point cloud file not found: {path}")
+    ext = path.suffix.lower()
+    if ext in (".ply", ".pcd"):
+        cloud = _read_with_open3d(path)
+    elif ext in _TEXT_EXTENSIONS:
+        cloud = _read_text(path)
+    elif ext == ".npy":
+        cloud = _split_columns(_load_npy(path), path)
+    elif ext == ".npz":
+        cloud = _read_npz(path)
+    else:
+        raise ValueError(
+            f"{path}: unsupported point cloud extension '{path.suffix}' "
+            f"(supported: {', '.join(POINT_CLOUD_READ_EXTENSIONS)})"
+        )
+    if len(cloud) == 0:
+        raise ValueError(f"{path}: the file contains zero points (empty or unreadable)")
+    return cloud
+
+
+def _read_with_open3d(path: Path) -> PointCloudData:
+    import open3d as o3d
+
+    pcd = o3d.io.read_point_cloud(str(path), remove_nan_points=False, remove_infinite_points=False)
+    points = np.asarray(pcd.points, dtype=np.float64).reshape(-1, 3)
+    colors = np.asarray(pcd.colors, dtype=np.float32) if pcd.has_colors() else None
+    normals = np.asarray(pcd.normals, dtype=np.float64) if pcd.has_normals() else None
+    return PointCloudData(points=points.copy(), colors=colors, normals=normals)
+
+
+def _read_text(path: Path) -> PointCloudData:
+    skip_rows = _count_header_rows(path)
+    try:
+        with warnings.catch_warnings():  # an empty file is reported below as "zero points"
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(path, comments="#", ndmin=2, skiprows=skip_rows, dtype=np.float64)
+    except ValueError as error:
+        raise ValueError(f"{path}: not a numeric 'x y z [r g b]' table ({error})") from None
+    if table.size == 0:
+        return PointCloudData(points=np.zeros((0, 3)))
+    if table.shape[1] < 3:
+        raise ValueError(f"{path}: expected at least 3 columns (x y z [r g b]), found {table.shape[1]}")
+    # Three columns after xyz are read as colours unless negative (then they are e.g. normals);
+    # other layouts (x y z intensity ...) keep just the coordinates.
+    has_colors = table.shape[1] >= 6 and not (table[:, 3:6] < 0).any()
+    return _split_columns(table[:, :6] if has_colors else table[:, :3], path)
+
+
+def _count_header_rows(path: Path) -> int:
+    """1 when the first data line holds a single number (the point count of some .pts files)."""
+    with path.open("r", errors="replace") as stream:
+        for index, line in enumerate(stream):
+            fields = line.split("#", 1)[0].split()
+            if fields:
+                return index + 1 if len(fields) == 1 else 0
+    return 0
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise ValueError(f"{path}: cannot read .npy array ({error})") from None
+    return _numeric_array(array, path, "array")
+
+
+def _read_npz(path: Path) -> PointCloudData:
+    with np.load(path, allow_pickle=False) as archive:
+        if "points" not in archive:
+            raise ValueError(f"{path}: .npz has no 'points' array (keys: {', '.join(archive.files)})")
+        points = _numeric_array(archive["points"], path, "'points'")
+        colors = _numeric_array(archive["colors"], path, "'colors'") if "colors" in archive else None
+        normals = _numeric_array(archive["normals"], path, "'normals'") if "normals" in archive else None
+    _check_columns(points, 3, path, "'points'")
+    for name, extra in (("'colors'", colors), ("'normals'", normals)):
+        if extra is not None and extra.shape != points.shape:
+            raise ValueError(f"{path}: {name} has shape {extra.shape}, expected {points.shape} like 'points'")
+    return PointCloudData(
+        points=points.astype(np.float64),
+        colors=None if colors is None else _normalise_colors(colors),
+        normals=None if normals is None else normals.astype(np.float64),
+    )
+
+
+def _numeric_array(array: np.ndarray, path: Path, what: str) -> np.ndarray:
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise ValueError(f"{path}: {what} is not numeric (dtype {array.dtype})")
+    return array
+
+
+def _check_columns(array: np.ndarray, columns: int, path: Path, what: str) -> None:
+    if array.ndim != 2 or array.shape[1] != columns:
+        raise ValueError(f"{path}: {what} has shape {array.shape}, expected (N, {columns})")
+
+
+def _split_columns(table: np.ndarray, path: Path) -> PointCloudData:
+    """(N, 3) -> points; (N, 6) -> points + colours."""
+    if table.ndim != 2 or table.shape[1] not in (3, 6):
+        raise ValueError(f"{path}: array has shape {table.shape}, expected (N, 3) or (N, 6)")
+    points = table[:, :3].astype(np.float64)
+    colors = _normalise_colors(table[:, 3:6]) if table.shape[1] == 6 else None
+    return PointCloudData(points=points, colors=colors)
+
+
+def _normalise_colors(colors: np.ndarray) -> np.ndarray:
+    """Colours to float32 in [0, 1]; integer types or values above 1 are taken as 0-255."""
+    colors = np.asarray(colors)
+    finite = colors[np.isfinite(colors)] if colors.dtype.kind == "f" else colors
+    if colors.dtype.kind in "ui" or (finite.size and finite.max() > 1.0):
+        colors = colors / 255.0
+    return np.clip(colors, 0.0, 1.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+def write_mesh(mesh: trimesh.Trimesh, path: str | Path) -> Path:
+    """Write a mesh with trimesh (.ply/.obj/.glb/.stl/.off), creating parent directories.
+
+    Vertex colours survive in PLY and GLB (OBJ/STL/OFF writers may drop them)."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in MESH_WRITE_EXTENSIONS:
+        raise ValueError(
+            f"{path}: unsupported mesh extension '{path.suffix}' (supported: {', '.join(MESH_WRITE_EXTENSIONS)})"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mesh.export(path, file_type=ext[1:])
+    return path
+
+
+def write_point_cloud(points: np.ndarray, path: str | Path, colors: np.ndarray | None = None) -> Path:
+    """Write points (N, 3) with optional colours (N, 3) in [0, 1] to .ply/.pcd/.npy/.xyz.
+
+    .npy stores an (N, 3) or (N, 6) float array; .xyz stores ``x y z [r g b]`` with 0-255 colours."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in POINT_CLOUD_WRITE_EXTENSIONS:
+        raise ValueError(
+            f"{path}: unsupported point cloud extension '{path.suffix}' "
+            f"(supported: {', '.join(POINT_CLOUD_WRITE_EXTENSIONS)})"
+        )
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"{path}: points have shape {points.shape}, expected (N, 3)")
+    if colors is not None:
+        colors = np.clip(np.asarray(colors, dtype=np.float64), 0.0, 1.0)
+        if colors.shape != points.shape:
+            raise ValueError(f"{path}: colors have shape {colors.shape}, expected {points.shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    if ext in (".ply", ".pcd"):
+        import open3d as o3d
+
+        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
+        if colors is not None:
+            pcd.colors = o3d.utility.Vector3dVector(colors)
+        if not o3d.io.write_point_cloud(str(path), pcd, write_ascii=False):
+            raise OSError(f"{path}: Open3D failed to write the point cloud")
+    elif ext == ".npy":
+        np.save(path, points if colors is None else np.hstack([points, colors]))
+    else:  # .xyz
+        if colors is None:
+            np.savetxt(path, points, fmt="%.6f")
+        else:
+            table = np.hstack([points, np.round(colors * 255.0)])
+            np.savetxt(path, table, fmt=["%.6f"] * 3 + ["%d"] * 3)
+    return path

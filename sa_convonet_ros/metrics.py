@@ -1,0 +1,170 @@
+"""Standard surface-reconstruction metrics (as in Occupancy Networks / ConvONet evaluations).
+
+Both surfaces are compared through point samples with nearest-neighbour distances:
+accuracy (prediction -> ground truth), completeness (ground truth -> prediction), their mean
+(Chamfer-L1), normal consistency, and precision / recall / F-score at distance thresholds tau.
+Distances are in the units of the inputs (metres for robot maps).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import trimesh
+from scipy.spatial import cKDTree
+
+DEFAULT_TAUS = (0.02, 0.05)
+
+
+def sample_mesh(mesh: trimesh.Trimesh, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` area-weighted surface samples (n, 3) and the normals (n, 3) of their faces."""
+    points, face_index = trimesh.sample.sample_surface(mesh, int(n), seed=seed)
+    return np.asarray(points, dtype=np.float64), np.asarray(mesh.face_normals[face_index], dtype=np.float64)
+
+
+def visible_mask(gt_points: np.ndarray, input_points: np.ndarray, radius: float = 0.03) -> np.ndarray:
+    """Boolean mask of the ground-truth points within ``radius`` of some input point, i.e. the
+    part of the surface that the scan actually saw."""
+    input_points = np.asarray(input_points, dtype=np.float64)
+    input_points = input_points[np.isfinite(input_points).all(axis=1)]
+    if len(input_points) == 0:
+        return np.zeros(len(gt_points), dtype=bool)
+    distances, _ = cKDTree(input_points).query(np.asarray(gt_points, dtype=np.float64),
+                                               distance_upper_bound=radius, workers=-1)
+    return np.isfinite(distances)
+
+
+def _tau_key(name: str, tau: float) -> str:
+    return f"{name}@{tau:g}"
+
+
+def _unit(normals: np.ndarray) -> np.ndarray:
+    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+
+
+def _failure_metrics(taus: Sequence[float], n_gt: int, n_gt_evaluated: int) -> dict:
+    """What an empty prediction scores: infinite distances and zero for every score."""
+    metrics = {
+        "chamfer_l1": np.inf, "chamfer_l2": np.inf, "accuracy": np.inf, "completeness": np.inf,
+        "normal_consistency": 0.0,
+    }
+    for tau in taus:
+        metrics.update({_tau_key("precision", tau): 0.0, _tau_key("recall", tau): 0.0, _tau_key("fscore", tau): 0.0})
+    metrics.update({"n_pred_samples": 0, "n_gt_points": n_gt, "n_gt_evaluated": n_gt_evaluated,
+                    "empty_prediction": True})
+    return metrics
+
+
+def evaluate_mesh(pred: trimesh.Trimesh, gt_points: np.ndarray, gt_normals: np.ndarray | None,
+                  taus: Sequence[float] = DEFAULT_TAUS, n_samples: int = 200_000, seed: int = 0,
+                  completeness_mask: np.ndarray | None = None) -> dict:
+    """Compare a predicted mesh with ground-truth surface points (and normals).
+
+    Returns a dict with 'chamfer_l1' (= 0.5 (accuracy + completeness), mean Euclidean distances),
+    'chamfer_l2' (same with squared distances), 'accuracy', 'completeness', 'normal_consistency'
+    (NaN when ``gt_normals`` is None), 'precision@tau', 'recall@tau', 'fscore@tau' for each tau,
+    'n_pred_samples', 'n_gt_points', 'n_gt_evaluated' and 'empty_prediction'.
+
+    ``completeness_mask`` (bool per GT point, e.g. from ``visible_mask``) limits the GT side
+    (completeness, recall, GT->prediction normal consistency) to the part the scan saw; accuracy
+    and precision always measure against all GT points. An empty prediction yields infinite
+    distances and zero scores with 'empty_prediction' True instead of raising.
+    """
+    gt_points = np.asarray(gt_points, dtype=np.float64)
+    if gt_points.ndim != 2 or gt_points.shape[1] != 3 or len(gt_points) == 0:
+        raise ValueError(f"gt_points must be a non-empty (N, 3) array, got shape {gt_points.shape}")
+    if gt_normals is not None:
+        gt_normals = _unit(np.asarray(gt_normals, dtype=np.float64))
+        if gt_normals.shape != gt_points.shape:
+            raise ValueError(f"gt_normals has shape {gt_normals.shape}, expected {gt_points.shape}")
+    if completeness_mask is None:
+        completeness_mask = np.ones(len(gt_points), dtype=bool)
+    completeness_mask = np.asarray(completeness_mask, dtype=bool)
+    if completeness_mask.shape != (len(gt_points),):
+        raise ValueError(f"completeness_mask has shape {completeness_mask.shape}, expected ({len(gt_points)},)")
+    n_gt_evaluated = int(completeness_mask.sum())
+
+    if len(pred.faces) == 0 or not pred.area > 0:
+        return _failure_metrics(taus, len(gt_points), n_gt_evaluated)
+    pred_points, pred_normals = sample_mesh(pred, n_samples, seed)
+
+    # Accuracy side: every prediction sample against the whole ground truth.
+    pred_to_gt, gt_index = cKDTree(gt_points).query(pred_points, workers=-1)
+    # Completeness side: the (visible) ground truth against the prediction.
+    gt_eval_points = gt_points[completeness_mask]
+    if n_gt_evaluated:
+        gt_to_pred, pred_index = cKDTree(pred_points).query(gt_eval_points, workers=-1)
+    else:
+        gt_to_pred, pred_index = np.zeros(0), np.zeros(0, dtype=np.int64)
+
+    accuracy = float(pred_to_gt.mean())
+    completeness = float(gt_to_pred.mean()) if n_gt_evaluated else np.nan
+    metrics = {
+        "chamfer_l1": 0.5 * (accuracy + completeness),
+        "chamfer_l2": 0.5 * (float(np.mean(pred_to_gt ** 2)) + (float(np.mean(gt_to_pred ** 2)) if n_gt_evaluated else np.nan)),
+        "accuracy": accuracy,
+        "completeness": completeness,
+        "normal_consistency": np.nan,
+    }
+    if gt_normals is not None:
+        # Orientation-free: |cos| of the angle, as reconstructions may have either sign.
+        pred_side = np.abs(np.einsum("ij,ij->i", pred_normals, gt_normals[gt_index])).mean()
+        gt_side = (np.abs(np.einsum("ij,ij->i", gt_normals[completeness_mask], pred_normals[pred_index])).mean()
+                   if n_gt_evaluated else np.nan)
+        metrics["normal_consistency"] = float(0.5 * (pred_side + gt_side))
+    for tau in taus:
+        precision = float(np.mean(pred_to_gt <= tau))
+        recall = float(np.mean(gt_to_pred <= tau)) if n_gt_evaluated else np.nan
+        fscore = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        metrics.update({_tau_key("precision", tau): precision, _tau_key("recall", tau): recall,
+                        _tau_key("fscore", tau): float(fscore)})
+    metrics.update({"n_pred_samples": int(len(pred_points)), "n_gt_points": int(len(gt_points)),
+                    "n_gt_evaluated": n_gt_evaluated, "empty_prediction": False})
+    return metrics
+
+
+def load_mesh(path: str | Path) -> trimesh.Trimesh:
+    """Load a mesh file as one Trimesh (scenes are concatenated); a file without faces gives an
+    empty mesh rather than an error so that failed reconstructions can still be scored."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mesh file not found: {path}")
+    loaded = trimesh.load(path, force="mesh", process=False)
+    if isinstance(loaded, trimesh.Trimesh):
+        return loaded
+    return trimesh.Trimesh()  # e.g. a PLY holding only vertices
+
+
+def load_ground_truth(path: str | Path, n_samples: int = 200_000, seed: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+    """Ground-truth surface points and normals from a mesh file (sampled) or a point cloud with
+    normals (.ply with vertex normals, .npz with 'points' and 'normals'; normals may be absent)."""
+    from .io import read_point_cloud
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ground-truth file not found: {path}")
+    if path.suffix.lower() in (".ply", ".obj", ".off", ".stl", ".glb", ".gltf"):
+        mesh = load_mesh(path)
+        if len(mesh.faces) > 0:
+            return sample_mesh(mesh, n_samples, seed)
+    cloud = read_point_cloud(path)
+    finite = cloud.finite_mask()
+    normals = None if cloud.normals is None else cloud.normals[finite]
+    return cloud.points[finite], normals
+
+
+def evaluate_mesh_files(mesh_path: str | Path, gt_path: str | Path, taus: Sequence[float] = DEFAULT_TAUS,
+                        n_samples: int = 200_000, seed: int = 0, input_path: str | Path | None = None,
+                        visibility_radius: float = 0.03) -> dict:
+    """``evaluate_mesh`` on files. ``gt_path``: a mesh (sampled with ``n_samples`` points) or a point
+    cloud with normals. With ``input_path`` (the scan fed to the reconstruction), completeness and
+    recall are measured only on GT within ``visibility_radius`` of the scan."""
+    from .io import read_point_cloud
+
+    gt_points, gt_normals = load_ground_truth(gt_path, n_samples, seed + 1)
+    mask = None
+    if input_path is not None:
+        scan = read_point_cloud(input_path)
+        mask = visible_mask(gt_points, scan.points, visibility_radius)
+    return evaluate_mesh(load_mesh(mesh_path), gt_points, gt_normals, taus, n_samples, seed, mask)

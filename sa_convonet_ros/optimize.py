@@ -1,0 +1,189 @@
+"""Sign-agnostic test-time optimisation (SA-ConvONet) of one network copy per window, batched.
+
+The unsigned cross-entropy (UCE) pushes the observed points onto the 0.5 level set of the occupancy
+and everything else away from it, without ever saying which side is inside:
+
+    UCE = BCE(sigmoid(|logit(q)|), 0.5)   for q on the observed surface,
+          BCE(sigmoid(|logit(q)|), 1.0)   for q = observed point + N(0, sigma^2).
+
+Each window starts from the pretrained weights and adapts to its own geometry. The windows of a batch
+run together: the optimised parameters are stacked along a leading window axis and the network is
+applied with `torch.func.vmap`. Adam is element-wise and the loss is a sum of per-window means, so this
+is exactly W independent optimisations. The cloud of a window is encoded once per step (the release
+encodes one copy per batch element), and not at all when only the decoder adapts.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, vmap
+
+from .config import OptimizationConfig
+from .model import ConvONet
+
+
+class ReconstructionCancelled(RuntimeError):
+    """Raised when a reconstruction is cancelled through its cancel event."""
+
+
+def uce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Unsigned cross-entropy, averaged over the last axis: BCE(sigmoid(|logit|), target)."""
+    return F.binary_cross_entropy_with_logits(logits.abs(), targets, reduction="none").mean(dim=-1)
+
+
+@dataclass
+class WindowBatch:
+    """Input points of several windows, each in its own unit-cube frame, padded to one length."""
+
+    points: torch.Tensor  # [W, N, 3] float32; padding rows are zero
+    mask: torch.Tensor  # [W, N] bool, True for real points (real points come first)
+    counts: torch.Tensor  # [W] number of real points
+
+    @classmethod
+    def from_arrays(cls, clouds: list[np.ndarray], device: torch.device, max_points: int,
+                    rng: np.random.Generator) -> "WindowBatch":
+        chosen = [c if len(c) <= max_points else c[rng.choice(len(c), max_points, replace=False)] for c in clouds]
+        length = max(len(c) for c in chosen)
+        points = np.zeros((len(chosen), length, 3), dtype=np.float32)
+        mask = np.zeros((len(chosen), length), dtype=bool)
+        for w, cloud in enumerate(chosen):
+            points[w, :len(cloud)] = cloud
+            mask[w, :len(cloud)] = True
+        return cls(torch.from_numpy(points).to(device), torch.from_numpy(mask).to(device),
+                   torch.tensor([len(c) for c in chosen], device=device))
+
+    def __len__(self) -> int:
+        return self.points.shape[0]
+
+
+def sample_uce_queries(batch: WindowBatch, n_surface: int, n_off_surface: int, sigma: float,
+                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Surface samples (target 0.5) and noisy off-surface samples (target 1.0) from each window's points."""
+    windows, device = len(batch), batch.points.device
+    total = n_surface + n_off_surface
+    pick = (torch.rand(windows, total, device=device, generator=generator) * batch.counts[:, None]).long()
+    queries = torch.gather(batch.points, 1, pick.unsqueeze(-1).expand(-1, -1, 3))
+    noise = torch.randn(windows, n_off_surface, 3, device=device, generator=generator) * sigma
+    queries = torch.cat([queries[:, :n_surface], queries[:, n_surface:] + noise], dim=1)
+    targets = torch.cat([torch.full((windows, n_surface), 0.5, device=device),
+                         torch.ones(windows, n_off_surface, device=device)], dim=1)
+    return queries, targets
+
+
+def optimized_parameter_names(model: ConvONet, parts: str, freeze_norm: bool) -> list[str]:
+    prefixes = {"all": ("encoder.", "decoder."), "encoder": ("encoder.",), "decoder": ("decoder.",)}[parts]
+    norm_names = {f"{name}.{p}" for name, module in model.named_modules()
+                  if isinstance(module, torch.nn.GroupNorm) for p in ("weight", "bias")}
+    return [name for name, _ in model.named_parameters()
+            if name.startswith(prefixes) and not (freeze_norm and name in norm_names)]
+
+
+@dataclass
+class WindowEnsemble:
+    """One network per window: shared pretrained weights plus a stacked copy of the adapted ones."""
+
+    model: ConvONet
+    batch: WindowBatch
+    stacked: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [W, ...]
+    features: torch.Tensor | None = None  # cached when the encoder is not adapted
+    loss_history: list[float] = field(default_factory=list)
+
+    def _split(self, prefix: str):
+        params, dims = {}, {}
+        for name, value in self.model.named_parameters():
+            if name.startswith(prefix):
+                key = name[len(prefix):]
+                params[key] = self.stacked.get(name, value)
+                dims[key] = 0 if name in self.stacked else None
+        for name, value in self.model.named_buffers():
+            if name.startswith(prefix):
+                params[name[len(prefix):]], dims[name[len(prefix):]] = value, None
+        return params, dims
+
+    def encode(self) -> torch.Tensor:
+        if self.features is not None:
+            return self.features
+        params, dims = self._split("encoder.")
+        if not any(d == 0 for d in dims.values()):
+            return self.model.encode(self.batch.points, self.batch.mask)
+
+        def encode_one(p, points, mask):
+            return functional_call(self.model.encoder, p, (points[None], mask[None]))[0]
+
+        return vmap(encode_one, in_dims=(dims, 0, 0))(params, self.batch.points, self.batch.mask)
+
+    def decode(self, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """queries [W, M, 3] (one row per window of this ensemble) -> logits [W, M]."""
+        params, dims = self._split("decoder.")
+        if not any(d == 0 for d in dims.values()):
+            return self.model.decode(queries, features)
+
+        def decode_one(p, q, c):
+            return functional_call(self.model.decoder, p, (q[None], c[None]))[0]
+
+        return vmap(decode_one, in_dims=(dims, 0, 0))(params, queries, features)
+
+    def decode_window(self, window: int, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Logits of queries [M, 3] under window `window`'s network (features of the whole batch)."""
+        params, _ = self._split("decoder.")
+        params = {k: (v[window] if self.stacked.get("decoder." + k) is not None else v) for k, v in params.items()}
+        return functional_call(self.model.decoder, params, (queries[None], features[window:window + 1]))[0]
+
+
+def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationConfig,
+                     iterations: int | None = None, seed: int = 0,
+                     on_step: Callable[[int, int, float], None] | None = None,
+                     cancel: threading.Event | None = None) -> WindowEnsemble:
+    """Run the UCE optimisation for every window of the batch; returns the adapted ensemble."""
+    iterations = config.iterations if iterations is None else iterations
+    model.eval()  # no dropout/batch-norm; GroupNorm behaves the same either way
+    for p in model.parameters():
+        p.requires_grad_(False)
+    ensemble = WindowEnsemble(model, batch)
+    names = optimized_parameter_names(model, config.optimized_parts, config.freeze_norm) if iterations else []
+    if not names:
+        with torch.no_grad():
+            ensemble.features = ensemble.encode()
+        return ensemble
+    own = dict(model.named_parameters())
+    ensemble.stacked = {n: own[n].detach().unsqueeze(0).repeat(len(batch), *[1] * own[n].dim()).requires_grad_(True)
+                        for n in names}
+    if config.optimized_parts == "decoder":
+        with torch.no_grad():
+            ensemble.features = ensemble.encode()
+    optimizer = torch.optim.Adam(ensemble.stacked.values(), lr=config.learning_rate)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.decay_every, gamma=config.decay_factor)
+    generator = torch.Generator(device=batch.points.device).manual_seed(seed)
+    best, stale = float("inf"), 0
+    for step in range(iterations):
+        if cancel is not None and cancel.is_set():
+            raise ReconstructionCancelled("reconstruction cancelled")
+        queries, targets = sample_uce_queries(batch, config.surface_samples, config.off_surface_samples,
+                                              config.sigma, generator)
+        loss = uce_loss(ensemble.decode(queries, ensemble.encode()), targets).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        value = loss.item() / len(batch)
+        ensemble.loss_history.append(value)
+        if on_step is not None:
+            on_step(step + 1, iterations, value)
+        if config.early_stop_patience:
+            if value < best * (1.0 - config.early_stop_tolerance):
+                best, stale = value, 0
+            else:
+                stale += 1
+                if stale >= config.early_stop_patience:
+                    break
+    for tensor in ensemble.stacked.values():
+        tensor.requires_grad_(False)
+    if config.optimized_parts != "decoder":
+        with torch.no_grad():
+            ensemble.features = ensemble.encode()
+    return ensemble

@@ -1,0 +1,272 @@
+"""`reconstruct(points, config) -> Result`: the one entry point of the reconstruction.
+
+points (N x 3, metres) -> windows -> per-window UCE optimisation (batched) -> logits on one global grid
+-> block-wise marching cubes -> one seamless mesh (trimmed, coloured) + statistics.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import trimesh
+
+from .config import ReconstructionConfig, get_profile
+from .meshing import BlockField, color_from_points, extract_mesh, trim_far_faces
+from .model import ConvONet, load_model, resolve_device
+from .optimize import WindowBatch, optimize_windows
+from .windows import WindowGrid, core_band_mask, select_windows
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class ReconstructionError(ValueError):
+    """The input cannot be reconstructed; the message says why."""
+
+
+@dataclass
+class ReconstructionStats:
+    input_points: int = 0
+    points_used: int = 0
+    non_finite_removed: int = 0
+    windows_run: int = 0
+    windows_skipped: int = 0
+    windows_reused: int = 0
+    iterations: int = 0
+    final_loss: float = float("nan")
+    device: str = ""
+    profile: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+    vertices: int = 0
+    faces: int = 0
+    bbox_min: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    bbox_max: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @property
+    def total_seconds(self) -> float:
+        return float(sum(self.seconds.values()))
+
+    def as_dict(self) -> dict:
+        values = asdict(self)
+        values["total_seconds"] = self.total_seconds
+        return values
+
+
+@dataclass
+class Result:
+    mesh: trimesh.Trimesh
+    stats: ReconstructionStats
+
+
+class WindowCache:
+    """Field blocks of earlier runs, reused for windows whose input points and settings did not change."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[int, int, int], tuple[str, np.ndarray]] = {}
+
+    def get(self, key: tuple[int, int, int], fingerprint: str) -> np.ndarray | None:
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None and entry[0] == fingerprint else None
+
+    def put(self, key: tuple[int, int, int], fingerprint: str, block: np.ndarray) -> None:
+        self._entries[key] = (fingerprint, block)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def validate_points(points: np.ndarray) -> tuple[np.ndarray, int]:
+    """N x 3 finite float64 points; returns them and how many non-finite rows were dropped."""
+    array = np.asarray(points)
+    if array.ndim != 2 or array.shape[1] != 3:
+        raise ReconstructionError(f"points must be an N x 3 array, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.number):
+        raise ReconstructionError(f"points must be numeric, got dtype {array.dtype}")
+    array = array.astype(np.float64, copy=False)
+    finite = np.isfinite(array).all(axis=1)
+    if len(array) == 0:
+        raise ReconstructionError("the point cloud is empty")
+    if not finite.any():
+        raise ReconstructionError(f"all {len(array)} points are NaN or infinite")
+    return array[finite], int(len(array) - finite.sum())
+
+
+def crop_to_region(points: np.ndarray, region) -> np.ndarray:
+    """Indices of the points inside an axis-aligned box (min_xyz, max_xyz)."""
+    low, high = (np.asarray(v, dtype=np.float64).reshape(3) for v in region)
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise ReconstructionError("the region bounds must be finite")
+    if np.any(high <= low):
+        raise ReconstructionError(f"the region is empty or inverted: min {low.tolist()} must be below max {high.tolist()}")
+    return np.flatnonzero(np.all((points >= low) & (points <= high), axis=1))
+
+
+class _Clock:
+    def __init__(self, device: torch.device, seconds: dict[str, float]):
+        self.device, self.seconds = device, seconds
+
+    def lap(self, stage: str, start: float) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - start
+        return now
+
+
+def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, *,
+                colors: np.ndarray | None = None, model: ConvONet | None = None, region=None,
+                iterations: int | None = None, progress: Progress | None = None,
+                cancel: threading.Event | None = None, cache: WindowCache | None = None) -> Result:
+    """Reconstruct one mesh from a metric point cloud.
+
+    points: N x 3 (metres, any origin); colors: optional N x 3 in [0, 1] for vertex colours;
+    model: a loaded model (default: `config.checkpoint`, or the shipped model); region: optional
+    (min_xyz, max_xyz) crop; iterations: overrides the profile's optimisation steps (0 = feed-forward);
+    progress(stage, done, total) is called as work advances; setting `cancel` aborts between steps;
+    `cache` reuses the field of windows whose points did not change since an earlier call.
+    """
+    config = config or get_profile("fast")
+    stats = ReconstructionStats(profile=config.profile)
+    start = time.perf_counter()
+    report = progress or (lambda stage, done, total: None)
+
+    raw_count = len(points) if hasattr(points, "__len__") else 0
+    pts, stats.non_finite_removed = validate_points(points)
+    stats.input_points = raw_count
+    if colors is not None:
+        colors = np.asarray(colors, dtype=np.float64)
+        if colors.shape != (raw_count, 3):
+            raise ReconstructionError(f"colors must be N x 3 like the points, got {colors.shape}")
+        colors = colors[np.isfinite(np.asarray(points, dtype=np.float64)).all(axis=1)]
+    if region is not None:
+        inside = crop_to_region(pts, region)
+        if len(inside) == 0:
+            raise ReconstructionError("the requested region holds no points")
+        pts = pts[inside]
+        colors = colors[inside] if colors is not None else None
+    stats.points_used = len(pts)
+    mesh_cfg, opt_cfg = config.meshing, config.optimization
+    extent = pts.max(axis=0) - pts.min(axis=0)
+    if len(pts) < config.windows.min_points or extent.max() < 2 * mesh_cfg.voxel_size:
+        raise ReconstructionError(
+            f"too few distinct points to reconstruct a surface: {len(pts)} point(s) spanning "
+            f"{extent.max():.4g} m (need at least {config.windows.min_points} points in one window, "
+            f"spanning more than two voxels of {mesh_cfg.voxel_size} m)")
+
+    device = resolve_device(config.device)
+    stats.device = str(device)
+    clock = _Clock(device, stats.seconds)
+    if model is None:
+        model = load_model(config.checkpoint, device=device)
+    else:
+        model = model.to(device)
+    start = clock.lap("prepare", start)
+
+    grid = WindowGrid.from_sizes(config.windows.window_size, mesh_cfg.voxel_size, config.windows.margin)
+    band = None if mesh_cfg.trim_distance is None else mesh_cfg.trim_distance + 2 * mesh_cfg.voxel_size
+    windows = select_windows(pts, grid, config.windows.min_points, band if band is not None else grid.margin)
+    stats.windows_skipped = windows.skipped
+    if len(windows) == 0:
+        raise ReconstructionError(
+            f"no window holds {config.windows.min_points} or more points near its core; "
+            f"the cloud is too sparse for windows of {grid.core_size:.3g} m")
+    start = clock.lap("windows", start)
+
+    steps = opt_cfg.iterations if iterations is None else int(iterations)
+    if steps < 0:
+        raise ReconstructionError(f"iterations must be >= 0, got {steps}")
+    stats.iterations = steps
+    model_id = _model_fingerprint(model)
+    field = BlockField(grid)
+    todo = []
+    for w in range(len(windows)):
+        key = tuple(int(v) for v in windows.index[w])
+        fingerprint = _window_fingerprint(pts[windows.crop_points[w]], config, steps, model_id) if cache else ""
+        reused = cache.get(key, fingerprint) if cache is not None else None
+        if reused is not None:
+            field.blocks[key] = reused
+            stats.windows_reused += 1
+        else:
+            todo.append((w, key, fingerprint))
+    stats.windows_run = len(todo)
+
+    rng = np.random.default_rng(opt_cfg.seed)
+    batches = [todo[i:i + opt_cfg.window_batch] for i in range(0, len(todo), opt_cfg.window_batch)]
+    losses = []
+    for number, batch_windows in enumerate(batches):
+        clouds = [grid.to_unit(pts[windows.crop_points[w]], windows.index[w]) for w, _, _ in batch_windows]
+        batch = WindowBatch.from_arrays(clouds, device, opt_cfg.max_points_per_window, rng)
+        done_before = number * steps
+
+        def on_step(step, total, loss, done_before=done_before):
+            report("optimize", done_before + step, len(batches) * steps)
+
+        ensemble = optimize_windows(model, batch, opt_cfg, iterations=steps, seed=opt_cfg.seed + number,
+                                    on_step=on_step, cancel=cancel)
+        if ensemble.loss_history:
+            losses.append(ensemble.loss_history[-1])
+        start = clock.lap("optimize", start)
+        with torch.no_grad():
+            for slot, (w, key, fingerprint) in enumerate(batch_windows):
+                block = _evaluate_block(ensemble, slot, grid, windows.index[w], pts[windows.crop_points[w]],
+                                        band, mesh_cfg.eval_chunk, device)
+                field.blocks[key] = block
+                if cache is not None:
+                    cache.put(key, fingerprint, block)
+        report("field", number + 1, len(batches))
+        start = clock.lap("field", start)
+        if cancel is not None and cancel.is_set():
+            from .optimize import ReconstructionCancelled
+            raise ReconstructionCancelled("reconstruction cancelled")
+    stats.final_loss = float(np.mean(losses)) if losses else float("nan")
+
+    report("mesh", 0, 1)
+    mesh = extract_mesh(field, mesh_cfg.threshold)
+    start = clock.lap("marching_cubes", start)
+    if mesh_cfg.trim_distance is not None:
+        mesh = trim_far_faces(mesh, pts, mesh_cfg.trim_distance)
+    if colors is not None and mesh_cfg.color_from_input:
+        color_from_points(mesh, pts, colors)
+    clock.lap("trim_color", start)
+    report("mesh", 1, 1)
+
+    stats.vertices, stats.faces = len(mesh.vertices), len(mesh.faces)
+    if len(mesh.vertices):
+        stats.bbox_min = tuple(float(v) for v in mesh.vertices.min(axis=0))
+        stats.bbox_max = tuple(float(v) for v in mesh.vertices.max(axis=0))
+    return Result(mesh=mesh, stats=stats)
+
+
+def _evaluate_block(ensemble, slot: int, grid: WindowGrid, window: np.ndarray, crop_points: np.ndarray,
+                    band: float | None, chunk: int, device: torch.device) -> np.ndarray:
+    """Logits of one window's core grid points (within the band of its points; the rest stays empty)."""
+    from .meshing import EMPTY_LOGIT
+    mask = core_band_mask(grid, window, crop_points, band)
+    block = np.full(mask.shape, EMPTY_LOGIT, dtype=np.float32)
+    queries = torch.from_numpy(grid.core_unit_points(window)[mask]).to(device)
+    values = [ensemble.decode_window(slot, queries[i:i + chunk], ensemble.features).float().cpu()
+              for i in range(0, len(queries), chunk)]
+    if values:
+        block[mask] = torch.cat(values).numpy()
+    return block
+
+
+def _model_fingerprint(model: ConvONet) -> str:
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().sum().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _window_fingerprint(points: np.ndarray, config: ReconstructionConfig, steps: int, model_id: str) -> str:
+    digest = hashlib.sha1()
+    digest.update(np.ascontiguousarray(np.round(points, 4)).tobytes())
+    settings = {**config.to_dict(), "steps": steps, "model": model_id}
+    settings.pop("device", None)
+    digest.update(repr(sorted(settings.items())).encode())
+    return digest.hexdigest()

@@ -1,0 +1,516 @@
+"""Headless PNG previews of meshes and point clouds.
+
+A small software renderer in numpy (no display, no OpenGL) so previews work on bare servers and
+in CI: triangles are rasterised exactly (edge functions at pixel centres, vectorised over all
+candidate pixels of each triangle's bounding box), hidden surfaces are resolved with a z-buffer,
+and pixels are shaded with Lambert + ambient lighting using two-sided normals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import trimesh
+from PIL import Image, ImageDraw, ImageFont
+from scipy.spatial import cKDTree
+
+from .io import PointCloudData
+
+# Camera directions as (azimuth, elevation) in degrees around the up axis; azimuth 0 looks from +x
+# (or +z for y-up data), and the default "iso" view looks down from an elevated front-right corner.
+VIEWS = {
+    "iso": (-50.0, 35.0),
+    "front": (-90.0, 0.0),
+    "back": (90.0, 0.0),
+    "left": (180.0, 0.0),
+    "right": (0.0, 0.0),
+    "top": (-90.0, 90.0),
+}
+
+BACKGROUND = np.array([1.0, 1.0, 1.0])
+MESH_BASE_COLOR = np.array([0.80, 0.80, 0.82])
+FOV_DEGREES = 30.0
+CREASE_DEGREES = 40.0
+AMBIENT, KEY_LIGHT, HEAD_LIGHT = 0.22, 0.58, 0.28
+# Light from the viewer's upper left, in camera coordinates (x right, y down, z forward).
+KEY_LIGHT_DIRECTION_CAMERA = np.array([-0.5, -0.8, -1.0]) / np.linalg.norm([-0.5, -0.8, -1.0])
+# Candidate pixels processed per batch; bounds the renderer's memory to a few hundred MB.
+RASTER_BATCH = 1_500_000
+
+Renderable = Union[trimesh.Trimesh, trimesh.PointCloud, PointCloudData, np.ndarray]
+View = Union[str, tuple]
+
+
+# --------------------------------------------------------------------------------------------
+# Camera
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Camera:
+    """Pinhole camera: ``rotation`` rows are the camera's right, down and forward axes in world."""
+
+    position: np.ndarray
+    rotation: np.ndarray
+    focal_px: float
+    width: int
+    height: int
+
+    def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """World points (N, 3) -> pixel coordinates u, v (continuous, pixel centres at +0.5) and depth."""
+        local = (points - self.position) @ self.rotation.T
+        depth = local[:, 2]
+        safe = np.where(depth > 1e-9, depth, 1e-9)
+        u = self.focal_px * local[:, 0] / safe + 0.5 * self.width
+        v = self.focal_px * local[:, 1] / safe + 0.5 * self.height
+        return u, v, depth
+
+    def forward(self) -> np.ndarray:
+        return self.rotation[2]
+
+
+def _world_frame(up: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two horizontal axes and the up axis (right-handed) for z-up (ROS) or y-up data."""
+    eye = np.eye(3)
+    if up == "z":
+        return eye[0], eye[1], eye[2]
+    if up == "y":
+        return eye[2], eye[0], eye[1]
+    raise ValueError(f"up must be 'z' or 'y', got {up!r}")
+
+
+def _view_angles(view: View) -> tuple[float, float]:
+    if isinstance(view, str):
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r}; use one of {sorted(VIEWS)} or (azimuth, elevation)")
+        return VIEWS[view]
+    azimuth, elevation = view
+    return float(azimuth), float(elevation)
+
+
+def camera_for_points(points: np.ndarray, size: tuple[int, int], view: View = "iso", up: str = "z",
+                      fill: float = 0.92) -> Camera:
+    """A camera looking at ``points`` (N, 3) from ``view``, aimed and placed so that their projection
+    is centred and fills ``fill`` of the image in its tighter direction."""
+    width, height = int(size[0]), int(size[1])
+    points = np.asarray(points, dtype=np.float64)
+    axis_a, axis_b, up_axis = _world_frame(up)
+    azimuth, elevation = np.radians(_view_angles(view))
+    to_camera = (np.cos(elevation) * (np.cos(azimuth) * axis_a + np.sin(azimuth) * axis_b)
+                 + np.sin(elevation) * up_axis)
+    forward = -to_camera / np.linalg.norm(to_camera)
+    right = np.cross(forward, up_axis)
+    if np.linalg.norm(right) < 1e-6:  # looking straight down/up: keep axis_a pointing right
+        right = np.cross(forward, axis_b) if forward @ up_axis < 0 else -np.cross(forward, axis_b)
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    rotation = np.stack([right, down, forward])
+    focal = 0.5 * min(width, height) / np.tan(np.radians(FOV_DEGREES) / 2)
+    extent = max(float(np.ptp(points, axis=0).max()), 1e-6)
+
+    def fitting_distance(target: np.ndarray) -> float:
+        # Every point must satisfy |x| f / (d + z) <= half the image size (times fill).
+        local = (points - target) @ rotation.T
+        needed_x = np.abs(local[:, 0]) * focal / (0.5 * width * fill) - local[:, 2]
+        needed_y = np.abs(local[:, 1]) * focal / (0.5 * height * fill) - local[:, 2]
+        in_front = -local[:, 2].min() + 0.02 * extent  # camera stays in front of everything
+        return float(max(needed_x.max(), needed_y.max(), in_front))
+
+    # Perspective makes the projection off-centre; re-aim a few times at its middle.
+    target = 0.5 * (points.min(axis=0) + points.max(axis=0))
+    for _ in range(3):
+        distance = fitting_distance(target)
+        local = (points - target) @ rotation.T
+        depth = local[:, 2] + distance
+        u, v = focal * local[:, 0] / depth, focal * local[:, 1] / depth
+        shift_u, shift_v = 0.5 * (u.min() + u.max()), 0.5 * (v.min() + v.max())
+        target = target + (shift_u * right + shift_v * down) * distance / focal
+    distance = fitting_distance(target)
+    return Camera(position=target - forward * distance, rotation=rotation, focal_px=float(focal),
+                  width=width, height=height)
+
+
+def _framing_points(points: np.ndarray, limit: int = 50_000) -> np.ndarray:
+    """Finite points, thinned with a stride, for camera fitting (exactness is not needed)."""
+    points = points[np.isfinite(points).all(axis=1)]
+    return points[:: max(1, len(points) // limit)]
+
+
+# --------------------------------------------------------------------------------------------
+# Depth buffer and rasterisation
+# --------------------------------------------------------------------------------------------
+
+class _DepthBuffer:
+    """Keeps the nearest depth per pixel over successive batches of fragments."""
+
+    def __init__(self, n_pixels: int):
+        self.depth = np.full(n_pixels, np.inf)
+
+    def nearest(self, pixels: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """Indices of the fragments that are now front-most at their (then unique) pixels."""
+        if pixels.size == 0:
+            return pixels
+        order = np.lexsort((depth, pixels))
+        sorted_pixels = pixels[order]
+        first_of_pixel = np.empty(order.size, dtype=bool)
+        first_of_pixel[0] = True
+        np.not_equal(sorted_pixels[1:], sorted_pixels[:-1], out=first_of_pixel[1:])
+        winners = order[first_of_pixel]
+        winners = winners[depth[winners] < self.depth[pixels[winners]]]
+        self.depth[pixels[winners]] = depth[winners]
+        return winners
+
+
+def _rasterize(vertices: np.ndarray, faces: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel: the visible face index (-1 for background) and perspective-correct barycentrics."""
+    width, height = camera.width, camera.height
+    u, v, z = camera.project(vertices)
+    tri_u, tri_v, tri_z = u[faces], v[faces], z[faces]
+    area = ((tri_u[:, 1] - tri_u[:, 0]) * (tri_v[:, 2] - tri_v[:, 0])
+            - (tri_v[:, 1] - tri_v[:, 0]) * (tri_u[:, 2] - tri_u[:, 0]))
+    # Pixel (i, j) has its centre at (i + 0.5, j + 0.5); bounding boxes of covered centres.
+    x_min = np.clip(np.ceil(tri_u.min(axis=1) - 0.5), 0, width).astype(np.int64)
+    x_max = np.clip(np.floor(tri_u.max(axis=1) - 0.5), -1, width - 1).astype(np.int64)
+    y_min = np.clip(np.ceil(tri_v.min(axis=1) - 0.5), 0, height).astype(np.int64)
+    y_max = np.clip(np.floor(tri_v.max(axis=1) - 0.5), -1, height - 1).astype(np.int64)
+    box_w, box_h = x_max - x_min + 1, y_max - y_min + 1
+    drawable = (tri_z > 1e-9).all(axis=1) & (np.abs(area) > 1e-12) & (box_w > 0) & (box_h > 0)
+
+    face_ids = np.flatnonzero(drawable)
+    depth_buffer = _DepthBuffer(width * height)
+    face_buffer = np.full(width * height, -1, dtype=np.int64)
+    bary_buffer = np.zeros((width * height, 3), dtype=np.float32)
+    if face_ids.size == 0:
+        return face_buffer, bary_buffer
+
+    # Barycentrics are affine in screen space: b_i = dx * x + dy * y + b_i(box corner), with x, y
+    # counted from the first pixel centre of the face's box (small numbers, no precision loss).
+    tri_u, tri_v, area = tri_u[face_ids], tri_v[face_ids], area[face_ids]
+    corner_u, corner_v = x_min[face_ids] + 0.5, y_min[face_ids] + 0.5
+    slopes = np.empty((face_ids.size, 3, 3))
+    for i in range(3):  # weight of vertex i = edge function of the opposite edge / area
+        j, k = (i + 1) % 3, (i + 2) % 3
+        edge_u, edge_v = tri_u[:, k] - tri_u[:, j], tri_v[:, k] - tri_v[:, j]
+        slopes[:, i, 0] = -edge_v / area
+        slopes[:, i, 1] = edge_u / area
+        slopes[:, i, 2] = (edge_u * (corner_v - tri_v[:, j]) - edge_v * (corner_u - tri_u[:, j])) / area
+    inverse_z = 1.0 / tri_z[face_ids]
+    first_pixel = y_min[face_ids] * width + x_min[face_ids]
+    box_w = box_w[face_ids]
+    counts = box_w * box_h[face_ids]
+
+    ends = np.cumsum(counts)
+    splits = np.unique(np.searchsorted(ends, np.arange(RASTER_BATCH, ends[-1], RASTER_BATCH), side="right"))
+    for batch in np.split(np.arange(face_ids.size), splits):
+        if batch.size == 0:
+            continue
+        batch_counts = counts[batch]
+        owner = np.repeat(batch, batch_counts)  # index into the drawable faces
+        starts = np.cumsum(batch_counts) - batch_counts
+        offset = np.arange(owner.size) - np.repeat(starts, batch_counts)
+        local_y, local_x = np.divmod(offset, box_w[owner])
+        plane = slopes[owner]
+        bary = plane[:, :, 0] * local_x[:, None] + plane[:, :, 1] * local_y[:, None] + plane[:, :, 2]
+        # A small tolerance keeps pixels on shared edges from falling through both triangles.
+        inside = np.flatnonzero((bary >= -1e-6).all(axis=1))
+        owner, bary = owner[inside], bary[inside]
+        pixels = first_pixel[owner] + local_y[inside] * width + local_x[inside]
+        weighted = bary * inverse_z[owner]  # 1/z is affine in screen space, so interpolate it there
+        inverse_depth = weighted.sum(axis=1)
+        winners = depth_buffer.nearest(pixels, 1.0 / inverse_depth)
+        face_buffer[pixels[winners]] = face_ids[owner[winners]]
+        bary_buffer[pixels[winners]] = weighted[winners] / inverse_depth[winners, None]
+    return face_buffer, bary_buffer
+
+
+# --------------------------------------------------------------------------------------------
+# Shading
+# --------------------------------------------------------------------------------------------
+
+_HEIGHT_PALETTE = np.array([
+    [0.23, 0.30, 0.75], [0.27, 0.60, 0.85], [0.40, 0.78, 0.62], [0.85, 0.85, 0.40], [0.90, 0.45, 0.30],
+])
+
+
+def height_colors(heights: np.ndarray) -> np.ndarray:
+    """Blue (low) to orange (high) colours for heights, normalised by their 1-99 % range."""
+    heights = np.asarray(heights, dtype=np.float64)
+    if heights.size == 0:
+        return np.zeros((0, 3))
+    low, high = np.percentile(heights, [1, 99])
+    t = np.clip((heights - low) / max(high - low, 1e-9), 0.0, 1.0) * (len(_HEIGHT_PALETTE) - 1)
+    stops = np.arange(len(_HEIGHT_PALETTE))
+    return np.stack([np.interp(t, stops, _HEIGHT_PALETTE[:, c]) for c in range(3)], axis=1)
+
+
+def _lighting(normals: np.ndarray, view_dirs: np.ndarray, camera: Camera) -> np.ndarray:
+    """Ambient + key light + head light intensity, normals flipped to face the viewer."""
+    facing = np.einsum("ij,ij->i", normals, view_dirs)
+    normals = np.where(facing[:, None] < 0, -normals, normals)
+    key = camera.rotation.T @ KEY_LIGHT_DIRECTION_CAMERA
+    diffuse = np.clip(normals @ key, 0.0, None)
+    head = np.abs(facing)
+    return np.clip(AMBIENT + KEY_LIGHT * diffuse + HEAD_LIGHT * head, 0.0, 1.0)
+
+
+def _mesh_colors(mesh: trimesh.Trimesh) -> tuple[str, np.ndarray | None]:
+    """('vertex' | 'face' | 'none', colours in [0, 1]) from the mesh's visuals."""
+    kind = getattr(mesh.visual, "kind", None)
+    if kind == "vertex":
+        return "vertex", np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
+    if kind == "face":
+        return "face", np.asarray(mesh.visual.face_colors)[:, :3] / 255.0
+    if kind == "texture":
+        try:
+            return "vertex", np.asarray(mesh.visual.to_color().vertex_colors)[:, :3] / 255.0
+        except Exception:  # textures without UVs or images: fall back to the base colour
+            return "none", None
+    return "none", None
+
+
+def _shade_mesh(mesh: trimesh.Trimesh, camera: Camera, smooth: bool, color_by_height: bool,
+                up: str) -> tuple[np.ndarray, np.ndarray]:
+    """RGB image (H, W, 3) in [0, 1] and a coverage mask."""
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    finite_faces = np.isfinite(vertices).all(axis=1)[faces].all(axis=1)
+    face_buffer, bary_buffer = _rasterize(vertices, faces[finite_faces], camera)
+    face_of_pixel = np.flatnonzero(finite_faces)
+
+    covered = face_buffer >= 0
+    face_index = face_of_pixel[face_buffer[covered]]
+    bary = bary_buffer[covered].astype(np.float64)
+    corners = faces[face_index]
+    positions = np.einsum("ni,nij->nj", bary, vertices[corners])
+    face_normals = np.asarray(mesh.face_normals)[face_index]
+    if smooth:
+        # Vertex normals averaged across a crease (box edges) would shade flat faces as curved;
+        # corners whose vertex normal leaves the face normal by > CREASE_DEGREES use the latter.
+        corner_normals = np.asarray(mesh.vertex_normals)[corners]
+        creased = np.einsum("nij,nj->ni", corner_normals, face_normals) < np.cos(np.radians(CREASE_DEGREES))
+        corner_normals = np.where(creased[..., None], face_normals[:, None, :], corner_normals)
+        normals = np.einsum("ni,nij->nj", bary, corner_normals)
+    else:
+        normals = face_normals.copy()
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    view_dirs = camera.position - positions
+    view_dirs /= np.maximum(np.linalg.norm(view_dirs, axis=1, keepdims=True), 1e-12)
+
+    color_kind, colors = _mesh_colors(mesh)
+    if color_kind == "vertex":
+        base = np.einsum("ni,nij->nj", bary, colors[corners])
+    elif color_kind == "face":
+        base = colors[face_index]
+    elif color_by_height:
+        base = height_colors(positions @ _world_frame(up)[2])
+    else:
+        base = np.broadcast_to(MESH_BASE_COLOR, positions.shape)
+
+    image = np.broadcast_to(BACKGROUND, (camera.height * camera.width, 3)).copy()
+    image[covered] = base * _lighting(normals, view_dirs, camera)[:, None]
+    return image.reshape(camera.height, camera.width, 3), covered.reshape(camera.height, camera.width)
+
+
+def _auto_point_size(points: np.ndarray, depth: np.ndarray, camera: Camera) -> int:
+    """Splat size (pixels) that covers the typical point spacing at the typical depth, so the
+    points of a surface tile it without holes."""
+    if len(points) < 2:
+        return 3
+    rng = np.random.default_rng(0)
+    subset = points[rng.choice(len(points), min(len(points), 50_000), replace=False)]
+    distances, _ = cKDTree(subset).query(subset, k=2)
+    # Thinning a surface sample by a factor m spreads its points by about sqrt(m).
+    spacing = np.median(distances[:, 1]) * np.sqrt(len(subset) / len(points))
+    size = 2.5 * camera.focal_px * spacing / max(float(np.median(depth)), 1e-9)
+    return int(np.clip(np.ceil(size), 1, 8))
+
+
+def _shade_points(points: np.ndarray, colors: np.ndarray | None, camera: Camera, point_size: int | None,
+                  up: str) -> tuple[np.ndarray, np.ndarray]:
+    finite = np.isfinite(points).all(axis=1)
+    points = points[finite]
+    colors = None if colors is None else np.asarray(colors, dtype=np.float64)[finite]
+    u, v, depth = camera.project(points)
+    in_front = depth > 1e-9
+    points, u, v, depth = points[in_front], u[in_front], v[in_front], depth[in_front]
+    colors = height_colors(points @ _world_frame(up)[2]) if colors is None else colors[in_front]
+    size = point_size or _auto_point_size(points, depth, camera)
+
+    # Slightly darker with distance so overlapping layers stay readable without normals.
+    if depth.size:
+        near, far = depth.min(), depth.max()
+        colors = colors * (1.0 - 0.35 * (depth - near) / max(far - near, 1e-9))[:, None]
+    width, height = camera.width, camera.height
+    depth_buffer = _DepthBuffer(width * height)
+    image = np.broadcast_to(BACKGROUND, (height * width, 3)).copy()
+    covered = np.zeros(height * width, dtype=bool)
+    base_x = np.floor(u - 0.5 * (size - 1)).astype(np.int64)
+    base_y = np.floor(v - 0.5 * (size - 1)).astype(np.int64)
+    for dx in range(size):
+        for dy in range(size):
+            x, y = base_x + dx, base_y + dy
+            visible = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+            index = np.flatnonzero(visible)
+            pixels = y[index] * width + x[index]
+            winners = depth_buffer.nearest(pixels, depth[index])
+            image[pixels[winners]] = colors[index[winners]]
+            covered[pixels[winners]] = True
+    return image.reshape(height, width, 3), covered.reshape(height, width)
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+def _as_renderable(item: Renderable) -> tuple[str, np.ndarray, object]:
+    """('mesh', vertices, mesh) or ('points', points, colours)."""
+    if isinstance(item, trimesh.Trimesh):
+        return "mesh", np.asarray(item.vertices, dtype=np.float64), item
+    if isinstance(item, trimesh.PointCloud):
+        colors = item.colors[:, :3] / 255.0 if len(item.colors) else None
+        return "points", np.asarray(item.vertices, dtype=np.float64), colors
+    if isinstance(item, PointCloudData):
+        return "points", np.asarray(item.points, dtype=np.float64), item.colors
+    array = np.asarray(item, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] not in (3, 6):
+        raise ValueError(f"points must have shape (N, 3) or (N, 6), got {array.shape}")
+    return "points", array[:, :3], (array[:, 3:6] if array.shape[1] == 6 else None)
+
+
+def _referenced_vertices(mesh: trimesh.Trimesh) -> np.ndarray:
+    used = np.zeros(len(mesh.vertices), dtype=bool)
+    used[np.asarray(mesh.faces).ravel()] = True
+    return np.asarray(mesh.vertices, dtype=np.float64)[used]
+
+
+def _font(size_px: int):
+    try:
+        return ImageFont.load_default(size=size_px)
+    except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _title_band_height(height: int) -> int:
+    return max(18, int(round(0.06 * height)))
+
+
+def _draw_title(image: Image.Image, title: str, band_height: int) -> None:
+    draw = ImageDraw.Draw(image)
+    font = _font(int(band_height * 0.65))
+    left, top, right, bottom = draw.textbbox((0, 0), title, font=font)
+    x = max(4, (image.width - (right - left)) // 2)
+    y = (band_height - (bottom - top)) // 2 - top
+    draw.text((x, y), title, fill=(20, 20, 20), font=font)
+
+
+def _to_pil(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8), mode="RGB")
+
+
+def _render_item(kind: str, data: np.ndarray, extra, camera: Camera, smooth: bool, color_by_height: bool,
+                 point_size: int | None, up: str) -> np.ndarray:
+    if kind == "mesh":
+        return _shade_mesh(extra, camera, smooth, color_by_height, up)[0]
+    return _shade_points(data, extra, camera, point_size, up)[0]
+
+
+def _render_panel(item: Renderable, size: tuple[int, int], title: str | None, framing: np.ndarray,
+                  view: View, up: str, smooth: bool, color_by_height: bool, point_size: int | None,
+                  supersample: int) -> Image.Image:
+    """One image of ``size`` with an optional title band above the view."""
+    width, height = int(size[0]), int(size[1])
+    band = _title_band_height(height) if title else 0
+    kind, data, extra = _as_renderable(item)
+    scale = max(1, int(supersample))
+    camera = camera_for_points(framing, (width * scale, (height - band) * scale), view, up)
+    if kind == "points" and point_size is not None:
+        point_size = point_size * scale
+    rendered = _to_pil(_render_item(kind, data, extra, camera, smooth, color_by_height, point_size, up))
+    if scale > 1:  # supersampling: average scale x scale samples per output pixel
+        rendered = rendered.resize((width, height - band), Image.Resampling.BOX)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    canvas.paste(rendered, (0, band))
+    if title:
+        _draw_title(canvas, title, band)
+    return canvas
+
+
+def render_mesh_png(mesh: trimesh.Trimesh, path: str | Path, size: tuple[int, int] = (1024, 768),
+                    view: View = "iso", title: str | None = None, up: str = "z", smooth: bool = True,
+                    color_by_height: bool = False, supersample: int = 1) -> Path:
+    """Render a mesh to a PNG of ``size`` (width, height) pixels.
+
+    ``view``: one of VIEWS or (azimuth, elevation) degrees; ``up``: 'z' (ROS maps) or 'y'.
+    Vertex/face colours are used when present, else light grey (or height colours).
+    ``smooth`` interpolates vertex normals (except across creases); ``supersample`` > 1
+    anti-aliases (cost grows with its square). Raises ValueError for a mesh without faces or
+    finite vertices."""
+    if len(mesh.faces) == 0:
+        raise ValueError("cannot render an empty mesh (it has no faces)")
+    framing = _framing_points(_referenced_vertices(mesh))
+    if len(framing) == 0:
+        raise ValueError("cannot render a mesh without finite vertices")
+    image = _render_panel(mesh, size, title, framing, view, up, smooth, color_by_height, None, supersample)
+    return _save(image, path)
+
+
+def render_points_png(points: np.ndarray, path: str | Path, colors: np.ndarray | None = None,
+                      size: tuple[int, int] = (1024, 768), view: View = "iso", title: str | None = None,
+                      up: str = "z", point_size: int | None = None) -> Path:
+    """Render a point cloud (N, 3) as square splats; colours (N, 3) in [0, 1] or height colours.
+    Non-finite points are skipped. ``point_size`` in pixels (default: from the point spacing)."""
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must have shape (N, 3), got {points.shape}")
+    framing = _framing_points(points)
+    if len(framing) == 0:
+        raise ValueError("cannot render a point cloud without finite points")
+    cloud = PointCloudData(points=points, colors=colors)
+    image = _render_panel(cloud, size, title, framing, view, up, True, False, point_size, 1)
+    return _save(image, path)
+
+
+def render_side_by_side(panels: Sequence[tuple[str, Renderable]], path: str | Path,
+                        panel_size: tuple[int, int] = (640, 480), view: View = "iso", up: str = "z",
+                        columns: int | None = None, smooth: bool = True, point_size: int | None = None,
+                        supersample: int = 1) -> Path:
+    """Compose titled panels (meshes or point clouds) into one PNG grid, all seen by the same
+    camera (fitted to all panels together) so they are directly comparable. An empty mesh gets a
+    panel marked '(empty)' instead of failing the whole figure."""
+    if not panels:
+        raise ValueError("render_side_by_side needs at least one panel")
+    items = []
+    for title, item in panels:
+        kind, data, extra = _as_renderable(item)
+        empty = kind == "mesh" and len(extra.faces) == 0
+        framing = _framing_points(_referenced_vertices(extra) if kind == "mesh" and not empty else data)
+        items.append((title, item, empty or len(framing) == 0, framing))
+    framings = [framing for _, _, empty, framing in items if not empty]
+    if not framings:
+        raise ValueError("none of the panels has finite geometry to render")
+    shared_framing = _framing_points(np.concatenate(framings))
+
+    columns = columns or len(items)
+    rows = int(np.ceil(len(items) / columns))
+    width, height = int(panel_size[0]), int(panel_size[1])
+    gap = 4
+    sheet = Image.new("RGB", (columns * width + (columns - 1) * gap, rows * height + (rows - 1) * gap),
+                      (200, 200, 200))
+    for index, (title, item, empty, _) in enumerate(items):
+        if empty:
+            panel = Image.new("RGB", (width, height), (255, 255, 255))
+            _draw_title(panel, f"{title} (empty)", _title_band_height(height))
+        else:
+            panel = _render_panel(item, (width, height), title, shared_framing, view, up, smooth, False,
+                                  point_size, supersample)
+        row, column = divmod(index, columns)
+        sheet.paste(panel, (column * (width + gap), row * (height + gap)))
+    return _save(sheet, path)
+
+
+def _save(image: Image.Image, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG")
+    return path

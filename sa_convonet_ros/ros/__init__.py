@@ -1,0 +1,1 @@
+"""ROS 2 message conversions: point clouds in, meshes out."""

@@ -1,0 +1,175 @@
+"""Triangle meshes as messages: RViz markers (stock RViz, no plugin) and shape_msgs/Mesh.
+
+Building geometry_msgs/Point and std_msgs/ColorRGBA objects is the slow part in Python, so
+one Point is made per mesh vertex and one ColorRGBA per distinct 8-bit colour, and the
+per-corner lists of a TRIANGLE_LIST only repeat references to them. Serialisation reads
+each entry, so shared objects cost nothing on the wire; callers must not mutate them.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import Point
+from shape_msgs.msg import Mesh, MeshTriangle
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+COLOR_MODES = ("rgb", "height", "uniform")
+
+# Anchor colours of the height ramp (dark blue -> cyan -> green -> yellow -> red), evenly
+# spaced over [0, 1]; chosen by eye to stay readable on RViz's dark background.
+_RAMP_ANCHORS = np.array([
+    [0.19, 0.07, 0.35],
+    [0.16, 0.40, 0.95],
+    [0.10, 0.80, 0.85],
+    [0.35, 0.95, 0.35],
+    [0.95, 0.85, 0.15],
+    [0.95, 0.40, 0.10],
+    [0.60, 0.05, 0.05],
+], dtype=np.float64)
+
+
+def height_colors(z) -> np.ndarray:
+    """(N, 3) float32 RGB in [0, 1] from a colour ramp spread over the range of `z`."""
+    z = np.asarray(z, dtype=np.float64).reshape(-1)
+    if z.size == 0:
+        return np.empty((0, 3), dtype=np.float32)
+    low, high = np.nanmin(z), np.nanmax(z)
+    span = high - low
+    # A flat mesh gets the middle of the ramp rather than a division by zero.
+    t = (z - low) / span if span > 0 else np.full_like(z, 0.5)
+    t = np.nan_to_num(t, nan=0.5)
+    stops = np.linspace(0.0, 1.0, len(_RAMP_ANCHORS))
+    rgb = np.stack([np.interp(t, stops, _RAMP_ANCHORS[:, c]) for c in range(3)], axis=1)
+    return rgb.astype(np.float32)
+
+
+def mesh_to_markers(
+    vertices,
+    faces,
+    frame_id: str,
+    *,
+    colors=None,
+    color_mode: str = "rgb",
+    uniform_color: Sequence[float] = (0.7, 0.7, 0.75, 1.0),
+    max_triangles_per_marker: int = 200_000,
+    namespace: str = "reconstruction",
+    lifetime: float = 0.0,
+) -> MarkerArray:
+    """A MarkerArray that replaces whatever this display showed with the given mesh.
+
+    The first marker is a DELETEALL; then TRIANGLE_LIST markers with ids 0..k-1, each with
+    at most `max_triangles_per_marker` triangles. An empty mesh gives only the DELETEALL,
+    since RViz rejects a TRIANGLE_LIST without points.
+
+    color_mode: 'rgb' uses the per-vertex `colors` (falls back to 'height' when None),
+    'height' colours by z, 'uniform' uses `uniform_color` (r, g, b, a) as the marker colour
+    with no per-point colours, which lets RViz shade the surface (it switches lighting off
+    for meshes with per-point colours).
+    """
+    vertices, faces = _check_mesh(vertices, faces)
+    if color_mode not in COLOR_MODES:
+        raise ValueError(f"color_mode must be one of {COLOR_MODES}, got {color_mode!r}")
+    if max_triangles_per_marker < 1:
+        raise ValueError("max_triangles_per_marker must be at least 1")
+    if color_mode == "rgb" and colors is None:
+        color_mode = "height"
+
+    array = MarkerArray()
+    clear = Marker(action=Marker.DELETEALL, ns=namespace, id=0)
+    clear.header.frame_id = frame_id
+    array.markers.append(clear)
+    if len(faces) == 0:
+        return array
+
+    vertex_points = _points(vertices)
+    vertex_colors = None
+    if color_mode == "rgb":
+        vertex_colors = _vertex_colors(_check_colors(colors, len(vertices)))
+    elif color_mode == "height":
+        vertex_colors = _vertex_colors(height_colors(vertices[:, 2]))
+
+    for marker_id, start in enumerate(range(0, len(faces), max_triangles_per_marker)):
+        corners = faces[start:start + max_triangles_per_marker].reshape(-1).tolist()
+        marker = _triangle_marker(frame_id, namespace, marker_id, lifetime)
+        marker.points = list(map(vertex_points.__getitem__, corners))
+        if vertex_colors is None:
+            marker.color = _color(uniform_color)
+        else:
+            marker.colors = list(map(vertex_colors.__getitem__, corners))
+        array.markers.append(marker)
+    return array
+
+
+def mesh_to_shape_msg(vertices, faces) -> Mesh:
+    """shape_msgs/Mesh: indexed triangles, vertices as Points."""
+    vertices, faces = _check_mesh(vertices, faces)
+    mesh = Mesh()
+    mesh.vertices = _points(vertices)
+    # Iterating uint32 rows is quicker than lists: the setter copies into a uint32 array anyway.
+    mesh.triangles = [MeshTriangle(vertex_indices=tri) for tri in faces.astype(np.uint32)]
+    return mesh
+
+
+def _check_mesh(vertices, faces):
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces)
+    if vertices.ndim != 2 or vertices.shape[1] != 3:
+        raise ValueError(f"vertices must have shape (V, 3), got {vertices.shape}")
+    if faces.size == 0:
+        return vertices, np.empty((0, 3), dtype=np.int64)
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"faces must have shape (F, 3), got {faces.shape}")
+    if not np.issubdtype(faces.dtype, np.integer):
+        raise ValueError(f"faces must hold integer vertex indices, got {faces.dtype}")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise ValueError(f"faces index vertices outside [0, {len(vertices)})")
+    return vertices, faces.astype(np.int64, copy=False)
+
+
+def _check_colors(colors, num_vertices: int) -> np.ndarray:
+    colors = np.asarray(colors, dtype=np.float64)
+    if colors.ndim != 2 or colors.shape[1] not in (3, 4) or colors.shape[0] != num_vertices:
+        raise ValueError(
+            f"colors must have shape ({num_vertices}, 3), one RGB row per vertex; "
+            f"got {colors.shape}"
+        )
+    return colors[:, :3]
+
+
+def _triangle_marker(frame_id: str, namespace: str, marker_id: int, lifetime: float) -> Marker:
+    marker = Marker(type=Marker.TRIANGLE_LIST, action=Marker.ADD, ns=namespace, id=marker_id)
+    # A zero stamp tells RViz to use the latest transform of the frame.
+    marker.header.frame_id = frame_id
+    marker.pose.orientation.w = 1.0
+    marker.scale.x = marker.scale.y = marker.scale.z = 1.0
+    # RViz multiplies per-point alpha by this alpha, so keep it opaque white.
+    marker.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+    sec, nanosec = divmod(int(round(max(float(lifetime), 0.0) * 1e9)), 10**9)
+    marker.lifetime = Duration(sec=sec, nanosec=nanosec)
+    return marker
+
+
+def _points(vertices: np.ndarray) -> list:
+    return [Point(x=x, y=y, z=z) for x, y, z in vertices.tolist()]
+
+
+def _color(rgba: Sequence[float]) -> ColorRGBA:
+    r, g, b, *rest = (float(v) for v in rgba)
+    return ColorRGBA(r=r, g=g, b=b, a=rest[0] if rest else 1.0)
+
+
+def _vertex_colors(rgb: np.ndarray) -> list:
+    """One ColorRGBA reference per vertex, one object per distinct 8-bit colour.
+
+    8 bits per channel is what RViz renders, and meshes coloured from point clouds or by a
+    ramp have far fewer distinct colours than vertices.
+    """
+    channels = np.clip(np.rint(np.asarray(rgb, dtype=np.float64) * 255.0), 0, 255).astype(np.uint32)
+    packed = (channels[:, 0] << 16) | (channels[:, 1] << 8) | channels[:, 2]
+    unique, per_vertex = np.unique(packed, return_inverse=True)
+    levels = np.stack([(unique >> shift) & 0xFF for shift in (16, 8, 0)], axis=1) / 255.0
+    palette = [ColorRGBA(r=r, g=g, b=b, a=1.0) for r, g, b in levels.tolist()]
+    return list(map(palette.__getitem__, per_vertex.reshape(-1).tolist()))

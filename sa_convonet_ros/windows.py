@@ -1,0 +1,168 @@
+"""Sliding windows in metric units over one global grid.
+
+The world is covered by a regular grid of spacing `voxel_size` whose points sit at integer multiples of
+the voxel size (so windows stay put when the map grows). Windows are cubes of `cells` x `cells` x `cells`
+grid points: window w owns grid points i with floor(i / cells) == w — its *core*. Every grid point thus
+belongs to exactly one window, which is what makes the stitched mesh seamless. The network of a window
+sees its core plus a context `margin` on every side (the *crop*), scaled into the model's unit cube.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class WindowGrid:
+    voxel_size: float  # metres between grid points
+    cells: int  # grid points per core edge
+    margin: float  # metres of context around the core
+
+    @classmethod
+    def from_sizes(cls, window_size: float, voxel_size: float, margin: float) -> "WindowGrid":
+        cells = max(2, int(round(window_size / voxel_size)))
+        if margin >= cells * voxel_size:
+            raise ValueError("the window margin must be smaller than the window core")
+        return cls(voxel_size=float(voxel_size), cells=cells, margin=float(margin))
+
+    @property
+    def core_size(self) -> float:
+        return self.cells * self.voxel_size
+
+    @property
+    def crop_size(self) -> float:
+        """Edge of the cube mapped onto the unit cube [-0.5, 0.5]^3."""
+        return self.core_size + 2.0 * self.margin
+
+    def cell_of(self, points: np.ndarray) -> np.ndarray:
+        """Integer grid cell [i, i+1) of each point, per axis."""
+        return np.floor(np.asarray(points, dtype=np.float64) / self.voxel_size).astype(np.int64)
+
+    def window_of(self, points: np.ndarray) -> np.ndarray:
+        return np.floor_divide(self.cell_of(points), self.cells)
+
+    def core_min(self, windows: np.ndarray) -> np.ndarray:
+        """World position of each window's first grid point."""
+        return np.asarray(windows, dtype=np.int64) * self.cells * self.voxel_size
+
+    def center(self, windows: np.ndarray) -> np.ndarray:
+        """Centre of each window: the middle of its core grid points."""
+        first = np.asarray(windows, dtype=np.float64) * self.cells
+        return (first + (self.cells - 1) / 2.0) * self.voxel_size
+
+    def to_unit(self, points: np.ndarray, window: np.ndarray) -> np.ndarray:
+        """World points -> the unit-cube frame of one window (float64 in, float32 out, after centring)."""
+        return ((np.asarray(points, dtype=np.float64) - self.center(window)) / self.crop_size).astype(np.float32)
+
+    def core_unit_points(self, window: np.ndarray) -> np.ndarray:
+        """All core grid points of one window in its unit-cube frame, shape (cells, cells, cells, 3), x first."""
+        offsets = (np.arange(self.cells) - (self.cells - 1) / 2.0) * self.voxel_size / self.crop_size
+        grid = np.stack(np.meshgrid(offsets, offsets, offsets, indexing="ij"), axis=-1)
+        return grid.astype(np.float32)
+
+
+@dataclass
+class WindowSet:
+    """The windows that will be run, with the points each one sees."""
+
+    index: np.ndarray  # (W, 3) int64 window coordinates
+    crop_points: list[np.ndarray]  # indices into the input points of each window's crop
+    near_counts: np.ndarray  # (W,) points within the band around each core
+    skipped: int  # windows that had some points in their crop but too few near the core
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def window_memberships(points: np.ndarray, grid: WindowGrid, reach: float):
+    """Every (window, point) pair where the point lies within `reach` metres (L-inf) of the window's core.
+
+    Returns (windows (M, 3), point ids (M,), distance outside the core (M,)). `reach` < core size, so a
+    point can only belong to its own window and the 26 around it.
+    """
+    cells = grid.cell_of(points)
+    own = np.floor_divide(cells, grid.cells)
+    # position inside the own core in metres, in [0, core_size)
+    inside = np.asarray(points, dtype=np.float64) - own * grid.core_size
+    near_low = inside < reach
+    near_high = inside >= grid.core_size - reach
+    windows, ids, gaps = [], [], []
+    for offset in itertools.product((-1, 0, 1), repeat=3):
+        keep = np.ones(len(points), dtype=bool)
+        gap = np.zeros(len(points))
+        for axis, step in enumerate(offset):
+            if step == -1:
+                keep &= near_low[:, axis]
+                gap = np.maximum(gap, inside[:, axis])
+            elif step == 1:
+                keep &= near_high[:, axis]
+                gap = np.maximum(gap, grid.core_size - inside[:, axis])
+        chosen = np.flatnonzero(keep)
+        windows.append(own[chosen] + np.asarray(offset, dtype=np.int64))
+        ids.append(chosen)
+        gaps.append(gap[chosen])
+    return np.concatenate(windows), np.concatenate(ids), np.concatenate(gaps)
+
+
+def group_by_window(windows: np.ndarray, *columns: np.ndarray):
+    """Sort pairs by window: returns unique windows (U, 3), split positions, and the sorted columns."""
+    if len(windows) == 0:
+        return np.zeros((0, 3), np.int64), np.zeros(1, np.int64), [c[:0] for c in columns]
+    low = windows.min(axis=0)
+    span = windows.max(axis=0) - low + 1
+    keys = np.ravel_multi_index((windows - low).T, span)
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    unique = windows[order[starts]]
+    bounds = np.r_[starts, len(keys)]
+    return unique, bounds, [c[order] for c in columns]
+
+
+def select_windows(points: np.ndarray, grid: WindowGrid, min_points: int, band: float) -> WindowSet:
+    """Windows whose core (grown by `band`) holds at least `min_points` points, with their crop points."""
+    band = min(band, grid.margin) if grid.margin > 0 else 0.0
+    windows, ids, gaps = window_memberships(points, grid, reach=grid.margin)
+    unique, bounds, (ids, gaps) = group_by_window(windows, ids, gaps)
+    chosen, crops, counts = [], [], []
+    for w in range(len(unique)):
+        near = int(np.count_nonzero(gaps[bounds[w]:bounds[w + 1]] <= band))
+        if near >= min_points:
+            chosen.append(w)
+            crops.append(ids[bounds[w]:bounds[w + 1]])
+            counts.append(near)
+    # windows reached only through their margin are not counted as skipped: they hold no surface
+    had_core_points = {tuple(w) for w in np.unique(grid.window_of(points), axis=0)} if len(points) else set()
+    run = {tuple(unique[w]) for w in chosen}
+    return WindowSet(
+        index=unique[chosen] if chosen else np.zeros((0, 3), np.int64),
+        crop_points=crops,
+        near_counts=np.asarray(counts, dtype=np.int64),
+        skipped=len(had_core_points - run),
+    )
+
+
+def core_band_mask(grid: WindowGrid, window: np.ndarray, points: np.ndarray, band: float | None) -> np.ndarray:
+    """Bool (cells,)*3: the core grid points within about `band` metres (L-inf, never less) of a point.
+
+    `band=None` selects the whole core.
+    """
+    shape = (grid.cells,) * 3
+    if band is None:
+        return np.ones(shape, dtype=bool)
+    reach = int(np.ceil(band / grid.voxel_size)) + 1
+    first = np.asarray(window, dtype=np.int64) * grid.cells - reach
+    size = grid.cells + 2 * reach
+    local = grid.cell_of(points) - first
+    local = local[np.all((local >= 0) & (local < size), axis=1)]
+    marks = np.zeros((size,) * 3, dtype=bool)
+    marks[local[:, 0], local[:, 1], local[:, 2]] = True
+    # a point in cell c touches grid points c and c+1: grow by one more on the high side
+    grown = ndimage.maximum_filter(marks, size=2 * reach + 1, mode="constant", cval=False)
+    grown[1:, :, :] |= grown[:-1, :, :]
+    grown[:, 1:, :] |= grown[:, :-1, :]
+    grown[:, :, 1:] |= grown[:, :, :-1]
+    return grown[reach:reach + grid.cells, reach:reach + grid.cells, reach:reach + grid.cells]

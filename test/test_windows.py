@@ -1,0 +1,101 @@
+"""Window tiling: every occupied grid cell belongs to exactly one window; crops and bands are right."""
+import numpy as np
+import pytest
+
+from sa_convonet_ros.windows import WindowGrid, core_band_mask, select_windows, window_memberships
+
+
+def test_grid_sizes_round_to_voxels():
+    grid = WindowGrid.from_sizes(window_size=1.0, voxel_size=0.03, margin=0.2)
+    assert grid.cells == 33
+    assert grid.core_size == pytest.approx(0.99)
+    assert grid.crop_size == pytest.approx(1.39)
+    with pytest.raises(ValueError, match="margin"):
+        WindowGrid.from_sizes(window_size=0.5, voxel_size=0.05, margin=0.6)
+
+
+def test_every_point_has_exactly_one_own_window():
+    rng = np.random.default_rng(0)
+    grid = WindowGrid.from_sizes(1.0, 0.05, 0.2)
+    points = rng.uniform(-3.1, 2.7, size=(20000, 3))
+    own = grid.window_of(points)
+    low = grid.core_min(own)
+    # half-open core intervals: low <= p < low + core
+    assert np.all(points >= low - 1e-9) and np.all(points < low + grid.core_size + 1e-9)
+    windows, ids, gaps = window_memberships(points, grid, reach=0.0)
+    assert np.array_equal(np.sort(ids), np.arange(len(points)))  # reach 0: each point once, its own window
+    assert np.all(gaps == 0)
+
+
+def test_memberships_cover_exactly_the_points_within_reach():
+    rng = np.random.default_rng(1)
+    grid = WindowGrid.from_sizes(1.0, 0.05, 0.25)
+    points = rng.uniform(-2, 2, size=(5000, 3))
+    windows, ids, gaps = window_memberships(points, grid, reach=0.25)
+    pairs = set(zip(map(tuple, windows), ids))
+    # brute force over the 27 candidate windows of each point
+    for i in rng.choice(len(points), 300, replace=False):
+        own = grid.window_of(points[i:i + 1])[0]
+        for offset in np.stack(np.meshgrid(*[[-1, 0, 1]] * 3, indexing="ij"), -1).reshape(-1, 3):
+            w = own + offset
+            low = grid.core_min(w)
+            outside = np.maximum(np.maximum(low - points[i], points[i] - (low + grid.core_size)), 0).max()
+            assert ((tuple(w), i) in pairs) == (outside < 0.25 or np.all(offset == 0)), (i, offset)
+
+
+def test_every_occupied_grid_cell_is_owned_by_one_run_window():
+    rng = np.random.default_rng(2)
+    grid = WindowGrid.from_sizes(0.6, 0.05, 0.1)
+    # a tilted plane crossing many window borders, away from the origin
+    uv = rng.uniform(0, 2.5, size=(30000, 2))
+    points = np.c_[uv[:, 0], uv[:, 1], 0.3 * uv[:, 0] + 0.2 * uv[:, 1]] + [10.0, -4.0, 1.0]
+    selected = select_windows(points, grid, min_points=1, band=0.1)
+    run = {tuple(w) for w in selected.index}
+    owners = {tuple(w) for w in grid.window_of(points)}
+    assert owners <= run  # every cell holding points is in exactly one run window (window_of is a function)
+    assert len(run) == len(selected.index)  # no window twice
+    for w, crop in zip(selected.index, selected.crop_points):  # crops: the core plus the margin
+        low = grid.core_min(w) - grid.margin
+        assert np.all(points[crop] >= low - 1e-9) and np.all(points[crop] < low + grid.crop_size + 1e-9)
+
+
+def test_sparse_windows_are_skipped():
+    grid = WindowGrid.from_sizes(1.0, 0.05, 0.2)
+    dense = np.random.default_rng(3).uniform(0.1, 0.9, size=(500, 3))
+    lonely = np.array([[5.5, 5.5, 5.5], [5.6, 5.5, 5.5]])
+    selected = select_windows(np.vstack([dense, lonely]), grid, min_points=50, band=0.1)
+    assert [tuple(w) for w in selected.index] == [(0, 0, 0)]
+    assert selected.skipped == 1
+
+
+def test_unit_frame_maps_the_crop_onto_the_unit_cube():
+    grid = WindowGrid.from_sizes(1.0, 0.05, 0.2)
+    w = np.array([3, -2, 0])
+    low = grid.core_min(w) - grid.margin
+    corners = np.array([low, low + grid.crop_size])
+    unit = grid.to_unit(corners, w)
+    assert np.allclose(unit[0], -0.5, atol=0.03) and np.allclose(unit[1], 0.5, atol=0.03)
+    core = grid.core_unit_points(w)
+    assert core.shape == (20, 20, 20, 3)
+    assert np.allclose(core.mean(axis=(0, 1, 2)), 0, atol=1e-6)  # core grid points are centred
+
+
+def test_huge_coordinates_keep_precision():
+    grid = WindowGrid.from_sizes(1.0, 0.01, 0.2)
+    points = np.array([[1e6 + 0.123, -1e6 + 0.456, 5e5 + 0.789]])
+    w = grid.window_of(points)[0]
+    unit = grid.to_unit(points, w)
+    back = unit.astype(np.float64) * grid.crop_size + grid.center(w)
+    assert np.allclose(back, points, atol=1e-6)
+
+
+def test_band_mask_marks_grid_points_near_points_only():
+    grid = WindowGrid.from_sizes(1.0, 0.05, 0.2)
+    w = np.array([0, 0, 0])
+    points = np.array([[0.5, 0.5, 0.5]])
+    mask = core_band_mask(grid, w, points, band=0.1)
+    coords = np.stack(np.meshgrid(*[np.arange(20) * 0.05] * 3, indexing="ij"), -1)
+    distance = np.abs(coords - points[0]).max(axis=-1)
+    assert mask[distance <= 0.1].all()  # never less than the band
+    assert not mask[distance > 0.25].any()  # and not much more
+    assert core_band_mask(grid, w, points, band=None).all()
