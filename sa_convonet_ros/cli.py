@@ -102,12 +102,7 @@ def _print_stats(stats: dict) -> None:
 def cmd_evaluate(args) -> int:
     from .metrics import evaluate_mesh_files
 
-    input_points = None
-    if args.input:
-        from .io import read_point_cloud
-
-        input_points = read_point_cloud(args.input).points
-    scores = evaluate_mesh_files(args.mesh, args.gt, taus=tuple(args.tau), input_points=input_points)
+    scores = evaluate_mesh_files(args.mesh, args.gt, taus=tuple(args.tau), input_path=args.input)
     if args.json:
         print(json.dumps(scores, indent=2, default=float))
         return 0

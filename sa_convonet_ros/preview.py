@@ -66,9 +66,6 @@ class Camera:
         v = self.focal_px * local[:, 1] / safe + 0.5 * self.height
         return u, v, depth
 
-    def forward(self) -> np.ndarray:
-        return self.rotation[2]
-
 
 def _world_frame(up: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two horizontal axes and the up axis (right-handed) for z-up (ROS) or y-up data."""

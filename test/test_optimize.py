@@ -1,0 +1,113 @@
+"""The UCE loss, its sampling, and the batched per-window optimisation."""
+import math
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from sa_convonet_ros.config import ModelConfig, OptimizationConfig
+from sa_convonet_ros.model import ConvONet
+from sa_convonet_ros.optimize import (ReconstructionCancelled, WindowBatch, optimize_windows,
+                                      optimized_parameter_names, sample_uce_queries, uce_loss)
+
+TINY = ModelConfig(c_dim=8, hidden_dim=16, grid_resolution=8, unet_levels=2, unet_base_channels=8)
+CPU = torch.device("cpu")
+
+
+def plane(n, seed, height=0.0):
+    rng = np.random.default_rng(seed)
+    return np.c_[rng.uniform(-0.4, 0.4, (n, 2)), np.full(n, height)].astype(np.float32)
+
+
+def test_uce_loss_matches_the_formula_and_ignores_the_sign():
+    logits = torch.tensor([[0.0, 2.0, -2.0, 10.0]])
+    targets = torch.tensor([[0.5, 0.5, 1.0, 1.0]])
+    def bce(p, t):
+        return -(t * math.log(p) + (1 - t) * math.log(1 - p))
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    expected = np.mean([bce(0.5, 0.5), bce(sig(2), 0.5), bce(sig(2), 1.0), bce(sig(10), 1.0)])
+    assert uce_loss(logits, targets).item() == pytest.approx(expected, rel=1e-6)
+    assert torch.equal(uce_loss(logits, targets), uce_loss(-logits, targets))
+    # the minimum of the surface term is at logit 0 (occupancy 0.5), where it equals log 2
+    assert uce_loss(torch.zeros(1, 1), torch.full((1, 1), 0.5)).item() == pytest.approx(math.log(2))
+
+
+def test_sampling_uses_real_points_and_adds_noise_of_sigma():
+    clouds = [plane(300, 0), plane(1000, 1, height=0.2)]
+    batch = WindowBatch.from_arrays(clouds, CPU, max_points=5000, rng=np.random.default_rng(0))
+    assert batch.points.shape == (2, 1000, 3) and batch.counts.tolist() == [300, 1000]
+    generator = torch.Generator().manual_seed(0)
+    queries, targets = sample_uce_queries(batch, 4000, 4000, sigma=0.05, generator=generator)
+    assert queries.shape == (2, 8000, 3) and targets.shape == (2, 8000)
+    assert torch.all(targets[:, :4000] == 0.5) and torch.all(targets[:, 4000:] == 1.0)
+    for w, cloud in enumerate(clouds):
+        surface = queries[w, :4000].numpy()
+        # surface samples are input points (never the zero padding of the shorter window)
+        distance = np.abs(surface[:, None, :] - cloud[None, :200]).sum(-1).min(1)
+        assert np.all(np.isin(surface[:, 2], cloud[:, 2]))
+        assert distance.min() == 0
+        off = queries[w, 4000:, 2].numpy() - cloud[0, 2]
+        assert off.std() == pytest.approx(0.05, rel=0.1)
+
+
+def test_batch_caps_points_per_window():
+    batch = WindowBatch.from_arrays([plane(5000, 0)], CPU, max_points=1000, rng=np.random.default_rng(0))
+    assert batch.points.shape == (1, 1000, 3) and bool(batch.mask.all())
+
+
+def test_which_parameters_are_optimised():
+    model = ConvONet(TINY)
+    decoder = optimized_parameter_names(model, "decoder", freeze_norm=True)
+    assert decoder and all(n.startswith("decoder.") for n in decoder)
+    encoder = optimized_parameter_names(model, "encoder", freeze_norm=True)
+    assert encoder and all(n.startswith("encoder.") and "groupnorm" not in n for n in encoder)
+    assert any("groupnorm" in n for n in optimized_parameter_names(model, "all", freeze_norm=False))
+
+
+@pytest.mark.parametrize("parts", ["decoder", "all"])
+def test_optimisation_lowers_the_loss(parts):
+    torch.manual_seed(0)
+    model = ConvONet(TINY)
+    batch = WindowBatch.from_arrays([plane(2000, 0), plane(2000, 1, 0.1)], CPU, 5000, np.random.default_rng(0))
+    config = OptimizationConfig(iterations=60, optimized_parts=parts, learning_rate=3e-3, decay_every=1000,
+                                surface_samples=512, off_surface_samples=512, sigma=0.1)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    ensemble = optimize_windows(model, batch, config, seed=0)
+    history = ensemble.loss_history
+    assert len(history) == 60
+    assert np.mean(history[-10:]) < np.mean(history[:10]) - 0.02
+    # the pretrained weights themselves are untouched: every window adapted its own copy
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+    first = next(iter(ensemble.stacked.values()))
+    assert first.shape[0] == 2 and not torch.equal(first[0], first[1])
+
+
+def test_windows_in_a_batch_are_independent():
+    """Window A ends up the same whichever window it shares its batch with."""
+    config = OptimizationConfig(iterations=15, optimized_parts="all", freeze_norm=False, learning_rate=1e-3,
+                                surface_samples=256, off_surface_samples=128)
+    a = plane(800, 0)
+    results = []
+    for partner in (plane(800, 1, 0.2), plane(800, 2, -0.3) * [1, 0.5, 1]):
+        torch.manual_seed(0)
+        model = ConvONet(TINY)
+        batch = WindowBatch.from_arrays([a, partner], CPU, 5000, np.random.default_rng(0))
+        ensemble = optimize_windows(model, batch, config, seed=3)
+        results.append({n: t[0] for n, t in ensemble.stacked.items()})
+    for name in results[0]:
+        assert torch.allclose(results[0][name], results[1][name], atol=1e-5), name
+
+
+def test_zero_iterations_is_feed_forward_and_cancel_stops():
+    model = ConvONet(TINY)
+    batch = WindowBatch.from_arrays([plane(500, 0)], CPU, 5000, np.random.default_rng(0))
+    ensemble = optimize_windows(model, batch, OptimizationConfig(iterations=0))
+    assert ensemble.stacked == {} and ensemble.features is not None
+    queries = torch.rand(1, 10, 3) - 0.5
+    with torch.no_grad():
+        assert torch.allclose(ensemble.decode_window(0, queries[0], ensemble.features), model(batch.points, queries)[0])
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(ReconstructionCancelled):
+        optimize_windows(model, batch, OptimizationConfig(iterations=5), cancel=cancel)
