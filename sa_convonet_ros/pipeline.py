@@ -185,7 +185,7 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     todo = []
     for w in range(len(windows)):
         key = tuple(int(v) for v in windows.index[w])
-        fingerprint = _window_fingerprint(pts[windows.crop_points[w]], config, steps, model_id) if cache else ""
+        fingerprint = _window_fingerprint(pts[windows.crop_points[w]], config, steps, model_id) if cache is not None else ""
         reused = cache.get(key, fingerprint) if cache is not None else None
         if reused is not None:
             field.blocks[key] = reused

@@ -1,0 +1,62 @@
+"""The `sa-convonet` command line: reconstruct a file, write a preview, evaluate against ground truth."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sa_convonet_ros.cli import main
+from sa_convonet_ros.config import ModelConfig
+from sa_convonet_ros.data import generate_room, simulate_scans
+from sa_convonet_ros.io import write_point_cloud
+from sa_convonet_ros.model import ConvONet, save_model
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    scene = generate_room(seed=5)
+    points, _ = simulate_scans(scene, "sparse", seed=1)
+    low = scene.bounds[0]
+    points = points[np.all(points[:, :2] <= low[:2] + 1.5, axis=1)]
+    cloud = write_point_cloud(points, folder / "corner.ply")
+    torch.manual_seed(0)
+    model = save_model(ConvONet(ModelConfig(c_dim=8, hidden_dim=16, grid_resolution=8, unet_levels=2,
+                                            unet_base_channels=8)), folder / "tiny.pt")
+    gt_points, gt_normals = scene.sample_surface(50000, seed=0)
+    gt = folder / "gt.npz"
+    np.savez(gt, points=gt_points, normals=gt_normals)
+    return folder, cloud, model, gt
+
+
+def test_reconstruct_writes_mesh_preview_and_stats(files, capsys):
+    folder, cloud, model, _ = files
+    mesh, png = folder / "out" / "mesh.ply", folder / "out" / "mesh.png"
+    code = main(["reconstruct", str(cloud), "-o", str(mesh), "--checkpoint", str(model), "--iterations", "2",
+                 "--voxel-size", "0.04", "--png", str(png), "--json", "-q"])
+    assert code == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert mesh.is_file() and png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert stats["faces"] > 0 and stats["iterations"] == 2 and stats["output"] == str(mesh)
+
+
+def test_evaluate_prints_metrics(files, capsys):
+    folder, cloud, model, gt = files
+    mesh = folder / "eval.ply"
+    assert main(["reconstruct", str(cloud), "-o", str(mesh), "--checkpoint", str(model), "--iterations", "0",
+                 "--voxel-size", "0.04", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(mesh), str(gt), "--tau", "0.02", "0.05", "--input", str(cloud), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert {"chamfer_l1", "normal_consistency", "fscore@0.02", "fscore@0.05"} <= set(scores)
+    assert 0 <= scores["fscore@0.05"] <= 1
+
+
+def test_errors_are_reported_not_raised(files, capsys):
+    folder, cloud, model, _ = files
+    assert main(["reconstruct", str(folder / "missing.ply"), "-o", str(folder / "x.ply")]) == 2
+    assert "missing.ply" in capsys.readouterr().err
+    assert main(["reconstruct", str(cloud), "-o", str(folder / "x.ply"), "--profile", "nope"]) == 2
+    assert "unknown profile" in capsys.readouterr().err
+    assert main(["reconstruct", str(cloud), "-o", str(folder / "x.ply"), "--checkpoint", str(cloud)]) == 2
+    assert "could not be read" in capsys.readouterr().err

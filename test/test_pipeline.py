@@ -1,0 +1,128 @@
+"""End to end: points in metres -> one mesh; and what bad input gets."""
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from sa_convonet_ros.config import ModelConfig, get_profile
+from sa_convonet_ros.data import generate_room, simulate_scans
+from sa_convonet_ros.model import DEFAULT_CHECKPOINT, ConvONet, load_model
+from sa_convonet_ros.pipeline import ReconstructionError, WindowCache, reconstruct
+
+TINY = ModelConfig(c_dim=8, hidden_dim=16, grid_resolution=8, unet_levels=2, unet_base_channels=8)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return ConvONet(TINY).eval()
+
+
+@pytest.fixture(scope="module")
+def room_corner():
+    """A sparse simulated scan of a 2 x 2 m corner of a generated room (walls, floor, furniture)."""
+    scene = generate_room(seed=3)
+    points, _ = simulate_scans(scene, "sparse", seed=0)
+    low = scene.bounds[0]
+    keep = np.all((points[:, :2] >= low[:2]) & (points[:, :2] <= low[:2] + 2.0), axis=1)
+    return points[keep].astype(np.float64)
+
+
+def small_config(iterations=0):
+    config = get_profile("fast")
+    return config.updated(optimization={"iterations": iterations, "surface_samples": 256,
+                                        "off_surface_samples": 128},
+                          meshing={"voxel_size": 0.04}, windows={"window_size": 0.8, "margin": 0.2})
+
+
+def test_shipped_model_reconstructs_a_room_corner(room_corner):
+    assert DEFAULT_CHECKPOINT.is_file(), "the shipped default model is missing"
+    model = load_model(device="cpu")
+    config = get_profile("fast").updated(optimization={"iterations": 30})
+    result = reconstruct(room_corner, config, model=model)
+    mesh, stats = result.mesh, result.stats
+    assert len(mesh.faces) > 1000 and stats.faces == len(mesh.faces)
+    assert stats.windows_run > 0 and stats.iterations == 30 and np.isfinite(stats.final_loss)
+    # the mesh is close to the input: accuracy (mesh -> points) and completeness (points -> mesh)
+    samples = mesh.sample(20000, return_index=False)
+    to_input, _ = cKDTree(room_corner).query(samples)
+    to_mesh, _ = cKDTree(samples).query(room_corner)
+    assert np.median(to_input) < 0.03 and np.percentile(to_input, 95) < config.meshing.trim_distance + 0.01
+    assert np.median(to_mesh) < 0.03 and np.mean(to_mesh < 0.05) > 0.9
+    assert set(stats.seconds) >= {"prepare", "windows", "optimize", "field", "marching_cubes"}
+
+
+def test_huge_coordinates_give_the_same_mesh_shifted(tiny_model, room_corner):
+    config = small_config()
+    shift = np.array([1.0, -2.0, 0.5]) * 1e6 // config.windows.window_size * config.windows.window_size
+    base = reconstruct(room_corner, config, model=tiny_model).mesh
+    moved = reconstruct(room_corner + shift, config, model=tiny_model).mesh
+    assert len(base.faces) == len(moved.faces) > 0
+    assert np.allclose(moved.vertices - shift, base.vertices, atol=1e-4)
+
+
+def test_non_finite_points_are_dropped_and_counted(tiny_model, room_corner):
+    noisy = room_corner.copy()
+    noisy[::50] = np.nan
+    noisy[1::50, 2] = np.inf
+    result = reconstruct(noisy, small_config(), model=tiny_model)
+    assert result.stats.non_finite_removed == len(noisy[::50]) + len(noisy[1::50])
+    assert result.stats.input_points == len(noisy)
+    assert result.stats.points_used == len(noisy) - result.stats.non_finite_removed
+
+
+@pytest.mark.parametrize("points, message", [
+    (np.zeros((0, 3)), "empty"),
+    (np.full((100, 3), np.nan), "NaN or infinite"),
+    (np.array([[1.0, 2.0, 3.0]]), "too few distinct points"),
+    (np.tile([[1.0, 2.0, 3.0]], (5000, 1)), "too few distinct points"),
+    (np.zeros((10, 2)), "N x 3"),
+    (np.array([["a", "b", "c"]]), "numeric"),
+])
+def test_bad_input_gets_a_clear_error(tiny_model, points, message):
+    with pytest.raises(ReconstructionError, match=message):
+        reconstruct(points, small_config(), model=tiny_model)
+
+
+def test_regions(tiny_model, room_corner):
+    low = room_corner.min(axis=0)
+    with pytest.raises(ReconstructionError, match="inverted"):
+        reconstruct(room_corner, small_config(), model=tiny_model, region=(low + 1, low))
+    with pytest.raises(ReconstructionError, match="holds no points"):
+        reconstruct(room_corner, small_config(), model=tiny_model, region=(low - 10, low - 9))
+    result = reconstruct(room_corner, small_config(), model=tiny_model, region=(low, low + [1.0, 1.0, 3.0]))
+    assert result.stats.points_used < len(room_corner)
+    assert np.all(result.mesh.vertices[:, :2] <= low[:2] + 1.0 + small_config().windows.margin + 0.2)
+
+
+def test_colours_come_from_the_input(tiny_model, room_corner):
+    colours = np.tile([[0.0, 1.0, 0.0]], (len(room_corner), 1))
+    result = reconstruct(room_corner, small_config(), model=tiny_model, colors=colours)
+    assert np.all(result.mesh.visual.vertex_colors[:, :3] == [0, 255, 0])
+    with pytest.raises(ReconstructionError, match="colors"):
+        reconstruct(room_corner, small_config(), model=tiny_model, colors=colours[:10])
+
+
+def test_cache_reuses_unchanged_windows(tiny_model, room_corner):
+    cache = WindowCache()
+    config = small_config(iterations=2)
+    first = reconstruct(room_corner, config, model=tiny_model, cache=cache)
+    again = reconstruct(room_corner, config, model=tiny_model, cache=cache)
+    assert again.stats.windows_reused == first.stats.windows_run and again.stats.windows_run == 0
+    assert np.array_equal(first.mesh.faces, again.mesh.faces)
+    # new points in one corner re-run only the windows that see them
+    extra = room_corner.min(axis=0) + np.random.default_rng(0).uniform(0, 0.1, (200, 3))
+    changed = reconstruct(np.vstack([room_corner, extra]), config, model=tiny_model, cache=cache)
+    # a 10 cm cluster touches at most 8 windows (and their margins): everything else is reused
+    assert 0 < changed.stats.windows_run <= 8
+    assert changed.stats.windows_reused >= first.stats.windows_run - 8
+
+
+def test_progress_is_reported(tiny_model, room_corner):
+    seen = []
+    reconstruct(room_corner, small_config(iterations=3), model=tiny_model,
+                progress=lambda stage, done, total: seen.append((stage, done, total)))
+    stages = [s for s, _, _ in seen]
+    assert "optimize" in stages and "field" in stages and stages[-1] == "mesh"
+    last_optimize = [x for x in seen if x[0] == "optimize"][-1]
+    assert last_optimize[1] == last_optimize[2]
