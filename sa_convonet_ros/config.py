@@ -51,7 +51,8 @@ class OptimizationConfig:
     surface_samples: int = 1536  # per window and step, drawn from the observed points
     off_surface_samples: int = 512  # observed points + Gaussian noise
     sigma: float = 0.1  # noise std of off-surface samples, in unit-cube units of a window
-    max_points_per_window: int = 20000  # input points fed to the encoder per window
+    max_points_per_window: int = 4096  # input points fed to the encoder per window (as in training)
+    max_samples_per_window: int = 100_000  # observed points the UCE loss samples from, per window
     window_batch: int = 8  # windows optimised together as one batch
     early_stop_patience: int = 0  # stop a batch when its loss has not improved for this many steps (0 = never)
     early_stop_tolerance: float = 1e-3  # relative improvement that counts
@@ -66,8 +67,8 @@ class OptimizationConfig:
             raise ValueError("learning_rate and sigma must be > 0, decay_every >= 1, 0 < decay_factor <= 1")
         if self.surface_samples < 1 or self.off_surface_samples < 0:
             raise ValueError("surface_samples must be >= 1 and off_surface_samples >= 0")
-        if self.max_points_per_window < 1 or self.window_batch < 1:
-            raise ValueError("max_points_per_window and window_batch must be >= 1")
+        if self.max_points_per_window < 1 or self.max_samples_per_window < 1 or self.window_batch < 1:
+            raise ValueError("max_points_per_window, max_samples_per_window and window_batch must be >= 1")
 
 
 @dataclass
@@ -170,7 +171,7 @@ def _paper() -> ReconstructionConfig:
         optimization=OptimizationConfig(
             iterations=720, optimized_parts="all", freeze_norm=False, learning_rate=3e-5, decay_every=300,
             decay_factor=0.3, surface_samples=6 * 1536, off_surface_samples=6 * 512, sigma=0.1,
-            max_points_per_window=20000, window_batch=8),
+            window_batch=8),
         meshing=MeshingConfig(voxel_size=0.01, threshold=0.5, trim_distance=0.06),
     )
 
@@ -181,8 +182,7 @@ def _fast() -> ReconstructionConfig:
         profile="fast",
         optimization=OptimizationConfig(
             iterations=150, optimized_parts="decoder", learning_rate=1e-3, decay_every=100, decay_factor=0.3,
-            surface_samples=2048, off_surface_samples=1024, sigma=0.1, max_points_per_window=10000,
-            window_batch=16),
+            surface_samples=2048, off_surface_samples=1024, sigma=0.1, window_batch=16),
         meshing=MeshingConfig(voxel_size=0.02, threshold=0.5, trim_distance=0.08),
     )
 

@@ -38,36 +38,55 @@ def uce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class WindowBatch:
-    """Input points of several windows, each in its own unit-cube frame, padded to one length."""
+    """Points of several windows, each in its own unit-cube frame, padded to one length.
+
+    `points` feed the encoder (capped at `max_points` per window, as in training); `samples` are the
+    observed points the UCE loss draws its surface samples from (all of them, up to `max_samples`).
+    """
 
     points: torch.Tensor  # [W, N, 3] float32; padding rows are zero
     mask: torch.Tensor  # [W, N] bool, True for real points (real points come first)
     counts: torch.Tensor  # [W] number of real points
+    samples: torch.Tensor | None = None  # [W, S, 3]; None: draw from `points`
+    sample_counts: torch.Tensor | None = None  # [W]
 
     @classmethod
     def from_arrays(cls, clouds: list[np.ndarray], device: torch.device, max_points: int,
-                    rng: np.random.Generator) -> "WindowBatch":
-        chosen = [c if len(c) <= max_points else c[rng.choice(len(c), max_points, replace=False)] for c in clouds]
-        length = max(len(c) for c in chosen)
-        points = np.zeros((len(chosen), length, 3), dtype=np.float32)
-        mask = np.zeros((len(chosen), length), dtype=bool)
-        for w, cloud in enumerate(chosen):
-            points[w, :len(cloud)] = cloud
-            mask[w, :len(cloud)] = True
-        return cls(torch.from_numpy(points).to(device), torch.from_numpy(mask).to(device),
-                   torch.tensor([len(c) for c in chosen], device=device))
+                    rng: np.random.Generator, max_samples: int | None = None) -> "WindowBatch":
+        points, mask, counts = _pad([_cap(c, max_points, rng) for c in clouds], device)
+        if max_samples is None or all(len(c) <= max_points for c in clouds):
+            return cls(points, mask, counts)
+        samples, _, sample_counts = _pad([_cap(c, max_samples, rng) for c in clouds], device)
+        return cls(points, mask, counts, samples, sample_counts)
 
     def __len__(self) -> int:
         return self.points.shape[0]
+
+
+def _cap(cloud: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    return cloud if len(cloud) <= limit else cloud[rng.choice(len(cloud), limit, replace=False)]
+
+
+def _pad(clouds: list[np.ndarray], device: torch.device):
+    length = max(len(c) for c in clouds)
+    points = np.zeros((len(clouds), length, 3), dtype=np.float32)
+    mask = np.zeros((len(clouds), length), dtype=bool)
+    for w, cloud in enumerate(clouds):
+        points[w, :len(cloud)] = cloud
+        mask[w, :len(cloud)] = True
+    counts = torch.tensor([len(c) for c in clouds], device=device)
+    return torch.from_numpy(points).to(device), torch.from_numpy(mask).to(device), counts
 
 
 def sample_uce_queries(batch: WindowBatch, n_surface: int, n_off_surface: int, sigma: float,
                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Surface samples (target 0.5) and noisy off-surface samples (target 1.0) from each window's points."""
     windows, device = len(batch), batch.points.device
+    source, counts = ((batch.samples, batch.sample_counts) if batch.samples is not None
+                      else (batch.points, batch.counts))
     total = n_surface + n_off_surface
-    pick = (torch.rand(windows, total, device=device, generator=generator) * batch.counts[:, None]).long()
-    queries = torch.gather(batch.points, 1, pick.unsqueeze(-1).expand(-1, -1, 3))
+    pick = (torch.rand(windows, total, device=device, generator=generator) * counts[:, None]).long()
+    queries = torch.gather(source, 1, pick.unsqueeze(-1).expand(-1, -1, 3))
     noise = torch.randn(windows, n_off_surface, 3, device=device, generator=generator) * sigma
     queries = torch.cat([queries[:, :n_surface], queries[:, n_surface:] + noise], dim=1)
     targets = torch.cat([torch.full((windows, n_surface), 0.5, device=device),

@@ -199,7 +199,8 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     losses = []
     for number, batch_windows in enumerate(batches):
         clouds = [grid.to_unit(pts[windows.crop_points[w]], windows.index[w]) for w, _, _ in batch_windows]
-        batch = WindowBatch.from_arrays(clouds, device, opt_cfg.max_points_per_window, rng)
+        batch = WindowBatch.from_arrays(clouds, device, opt_cfg.max_points_per_window, rng,
+                                        max_samples=opt_cfg.max_samples_per_window)
         done_before = number * steps
 
         def on_step(step, total, loss, done_before=done_before):

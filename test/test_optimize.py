@@ -51,9 +51,13 @@ def test_sampling_uses_real_points_and_adds_noise_of_sigma():
         assert off.std() == pytest.approx(0.05, rel=0.1)
 
 
-def test_batch_caps_points_per_window():
-    batch = WindowBatch.from_arrays([plane(5000, 0)], CPU, max_points=1000, rng=np.random.default_rng(0))
+def test_batch_caps_encoder_points_but_samples_all_points():
+    cloud = plane(5000, 0)
+    batch = WindowBatch.from_arrays([cloud], CPU, max_points=1000, rng=np.random.default_rng(0), max_samples=10000)
     assert batch.points.shape == (1, 1000, 3) and bool(batch.mask.all())
+    assert batch.samples.shape == (1, 5000, 3)
+    queries, _ = sample_uce_queries(batch, 20000, 0, 0.1, torch.Generator().manual_seed(0))
+    assert len(np.unique(queries[0, :, 0].numpy())) > 3000  # drawn from all 5000 points, not the 1000
 
 
 def test_which_parameters_are_optimised():

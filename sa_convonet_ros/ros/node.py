@@ -1,0 +1,702 @@
+"""ROS 2 node: accumulated point-cloud map in, SA-ConvONet surface mesh out.
+
+The node only converts messages, holds state and schedules work; the reconstruction itself is
+`sa_convonet_ros.pipeline.reconstruct`. Interface (see docs/ros.md):
+
+  subscribes  map_cloud (sensor_msgs/PointCloud2; name from `input_topic`, remappable)
+  service     /reconstruct_scene (sa_convonet_ros/ReconstructScene)
+  service     ~/cancel (std_srvs/Trigger): cancels the running reconstruction
+  publishes   ~/mesh_markers (visualization_msgs/MarkerArray, transient local)
+              ~/progress (sa_convonet_ros/ReconstructionProgress), ~/stats (ReconstructionStats)
+
+Threading: a MultiThreadedExecutor runs the map subscription in its own callback group and the
+reconstruction entry points (service, cancel, automatic-mode timer) in a reentrant group, so maps,
+cancel requests and parameter services are served while a reconstruction runs. One reconstruction
+runs at a time: a request arriving meanwhile is refused at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import Point
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_policy_name_from_kind)
+from sensor_msgs.msg import PointCloud2
+from shape_msgs.msg import Mesh
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
+
+from sa_convonet_ros.config import ReconstructionConfig, get_profile
+from sa_convonet_ros.model import load_model, resolve_device
+from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
+from sa_convonet_ros.optimize import ReconstructionCancelled
+from sa_convonet_ros.pipeline import ReconstructionError, WindowCache, reconstruct
+from sa_convonet_ros.ros.markers import COLOR_MODES, mesh_to_markers, mesh_to_shape_msg
+from sa_convonet_ros.ros.pointcloud2 import CloudArrays, cloud_to_arrays
+from sa_convonet_ros.srv import ReconstructScene
+
+NODE_NAME = 'sa_convonet_reconstruction'
+MESH_EXTENSIONS = ('.ply', '.obj', '.glb', '.stl', '.off')
+AUTO_CHECK_PERIOD = 0.5  # seconds between checks of the automatic mode
+PROGRESS_LOG_PERIOD = 2.0  # seconds between progress log lines within one stage
+
+# name -> (default, description, read_only). Read-only parameters shape the node's topics and
+# services, which are created once at start-up; the others may change at run time.
+PARAMETERS = {
+    'profile': ('fast', 'Reconstruction profile: fast | paper | feedforward.', False),
+    'device': ('auto', 'Compute device: auto | cpu | cuda | cuda:N.', False),
+    'strict_device': (False, 'Fail (instead of warning and using the CPU) when the requested CUDA '
+                      'device is not available.', False),
+    'checkpoint': ('', 'Model checkpoint file; empty = the model shipped with the package. '
+                   'Setting it at run time (re)loads the model.', False),
+    'iterations': (-1, 'Test-time optimisation steps per window; -1 = the profile\'s value, '
+                   '0 = feed-forward only.', False),
+    'voxel_size': (-1.0, 'Mesh grid spacing in metres; -1 = the profile\'s value.', False),
+    'window_size': (-1.0, 'Edge of a sliding window\'s core in metres; -1 = the profile\'s value.', False),
+    'margin': (-1.0, 'Context around each window in metres; -1 = the profile\'s value.', False),
+    'trim_distance': (-1.0, 'Drop faces farther than this (metres) from every input point; '
+                      '0 = no trimming, -1 = the profile\'s value.', False),
+    'threshold': (-1.0, 'Occupancy probability of the surface, in (0, 1); -1 = the profile\'s value.',
+                  False),
+    'window_batch': (-1, 'Windows optimised together (memory vs. speed); -1 = the profile\'s value.',
+                     False),
+    'max_points': (1_000_000, 'Cap on the points handed to the reconstruction; larger clouds are '
+                   'voxel-subsampled (logged). 0 = no cap.', False),
+    'input_topic': ('map_cloud', 'Topic of the accumulated sensor_msgs/PointCloud2 map (remappable).',
+                    True),
+    'input_reliability': ('reliable', 'Reliability QoS of the map subscription: reliable | best_effort.',
+                          True),
+    'input_durability': ('transient_local', 'Durability QoS of the map subscription: transient_local '
+                         '(receives latched maps) | volatile.', True),
+    'service_name': ('/reconstruct_scene', 'Name of the ReconstructScene service.', True),
+    'frame_id': ('', 'Frame of the published mesh; empty = the frame of the input cloud.', False),
+    'marker_topic': ('~/mesh_markers', 'Topic of the visualization_msgs/MarkerArray mesh for RViz.', True),
+    'color_mode': ('rgb', 'Marker colours: rgb (input colours when present, else height) | height | '
+                   'uniform.', False),
+    'max_triangles_per_marker': (200_000, 'Split the mesh into TRIANGLE_LIST markers of at most this '
+                                 'many triangles.', False),
+    'auto_reconstruct': (False, 'Reconstruct automatically whenever the map changed.', False),
+    'auto_min_period': (30.0, 'Automatic mode: at least this many seconds between the starts of two '
+                        'reconstructions.', False),
+    'output_dir': ('', 'Folder for relative output_path values of requests; empty = the node\'s '
+                   'working directory.', False),
+}
+_MODEL_PARAMETERS = ('checkpoint', 'device', 'strict_device')
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated run-time settings, derived from the parameters."""
+
+    config: ReconstructionConfig
+    device: str  # resolved, e.g. 'cpu' or 'cuda:0'
+    checkpoint: Optional[str]
+    max_points: int
+    frame_id: str
+    color_mode: str
+    max_triangles_per_marker: int
+    auto_reconstruct: bool
+    auto_min_period: float
+    output_dir: str
+    notes: tuple = ()  # warnings to log, e.g. a CUDA fallback
+
+
+def settings_from_parameters(values: dict) -> Settings:
+    """Validate parameter values; raises ValueError naming the parameter and the problem."""
+    config = get_profile(values['profile'])  # ValueError lists the profiles
+    optimization, windows, meshing = {}, {}, {}
+
+    def profile_or(name, section, key, ok, rule):
+        value = values[name]
+        if value == -1:
+            return
+        if not ok(value):
+            raise ValueError(f'parameter {name} must be {rule} (or -1 for the profile\'s value), got {value}')
+        section[key] = value
+
+    profile_or('iterations', optimization, 'iterations', lambda v: v >= 0, '>= 0')
+    profile_or('window_batch', optimization, 'window_batch', lambda v: v >= 1, '>= 1')
+    profile_or('voxel_size', meshing, 'voxel_size', lambda v: v > 0, '> 0')
+    profile_or('threshold', meshing, 'threshold', lambda v: 0 < v < 1, 'in (0, 1)')
+    profile_or('window_size', windows, 'window_size', lambda v: v > 0, '> 0')
+    profile_or('margin', windows, 'margin', lambda v: v >= 0, '>= 0')
+    profile_or('trim_distance', meshing, 'trim_distance', lambda v: v >= 0, '>= 0')
+    if meshing.get('trim_distance') == 0:
+        meshing['trim_distance'] = None  # 0 = keep every face
+    if values['max_points'] != 0 and values['max_points'] < 1000:
+        raise ValueError(f'parameter max_points must be 0 (no cap) or >= 1000, got {values["max_points"]}')
+    if values['color_mode'] not in COLOR_MODES:
+        raise ValueError(f'parameter color_mode must be one of {", ".join(COLOR_MODES)}, '
+                         f'got {values["color_mode"]!r}')
+    if values['max_triangles_per_marker'] < 1:
+        raise ValueError('parameter max_triangles_per_marker must be >= 1, '
+                         f'got {values["max_triangles_per_marker"]}')
+    if values['auto_min_period'] < 0:
+        raise ValueError(f'parameter auto_min_period must be >= 0, got {values["auto_min_period"]}')
+
+    notes = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        try:
+            device = resolve_device(values['device'], strict=values['strict_device'])
+        except ValueError as error:
+            raise ValueError(f'parameter device: {error}') from None
+    notes += [str(w.message) for w in caught]
+    checkpoint = values['checkpoint'].strip() or None
+    try:
+        config = config.updated(optimization=optimization, windows=windows, meshing=meshing,
+                                device=str(device), checkpoint=checkpoint)
+    except ValueError as error:
+        raise ValueError(f'inconsistent reconstruction parameters: {error}') from None
+    return Settings(config=config, device=str(device), checkpoint=checkpoint,
+                    max_points=values['max_points'], frame_id=values['frame_id'].strip(),
+                    color_mode=values['color_mode'],
+                    max_triangles_per_marker=values['max_triangles_per_marker'],
+                    auto_reconstruct=values['auto_reconstruct'],
+                    auto_min_period=float(values['auto_min_period']),
+                    output_dir=values['output_dir'].strip(), notes=tuple(notes))
+
+
+def voxel_subsample(points: np.ndarray, max_points: int) -> np.ndarray:
+    """Sorted indices of at most `max_points` points: the first point of each voxel of a grid.
+
+    A voxel grid (rather than a random draw) keeps the density even and picks the same points when
+    an unchanged part of the map is seen again, which lets automatic mode reuse those windows.
+    """
+    low = points.min(axis=0)
+    extent = np.maximum(points.max(axis=0) - low, 1e-3)
+    # Start finer than a filled volume would need; maps are surfaces, whose count drops with size^2.
+    size = float(np.prod(extent) / max_points) ** (1.0 / 3.0) / 4.0
+    while True:
+        shape = np.floor(extent / size).astype(np.int64) + 1
+        cells = np.minimum(np.floor((points - low) / size).astype(np.int64), shape - 1)
+        keys = np.ravel_multi_index(cells.T, shape)
+        _, first = np.unique(keys, return_index=True)
+        if len(first) <= max_points:
+            return np.sort(first)
+        size *= max(1.05, float(np.sqrt(len(first) / max_points)))
+
+
+@dataclass
+class Job:
+    """One reconstruction: what to reconstruct and how far it got."""
+
+    cloud: CloudArrays
+    source: str  # where the cloud came from, for messages
+    region: Optional[tuple] = None
+    iterations: Optional[int] = None  # None = the configured value
+    output_path: str = ''
+    write_preview: bool = False
+    cache: Optional[WindowCache] = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+    stage: str = 'prepare'
+
+
+@dataclass
+class Outcome:
+    success: bool
+    message: str
+    mesh: Mesh = field(default_factory=Mesh)
+    stats: ReconstructionStats = field(default_factory=ReconstructionStats)
+
+
+class ReconstructionNode(Node):
+
+    def __init__(self):
+        super().__init__(NODE_NAME)
+        self._state_lock = threading.Lock()  # guards the map, settings and model below
+        self._busy = threading.Lock()  # held while a reconstruction runs
+        self._job: Optional[Job] = None
+        self._map: Optional[CloudArrays] = None
+        self._map_fingerprint = ''
+        self._model = None
+        self._model_error = 'the model has not been loaded'
+        self._settings: Optional[Settings] = None
+        self._settings_error = ''
+        self._auto_cache = WindowCache()
+        self._auto_done_fingerprint = ''
+        self._auto_last_start = -float('inf')
+
+        self._declare_parameters()
+        self._apply_startup_settings()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        # Maps are converted in their own group so they keep arriving during a reconstruction;
+        # the reentrant group lets a second request (refused), ~/cancel and the timer run meanwhile.
+        map_group = MutuallyExclusiveCallbackGroup()
+        work_group = ReentrantCallbackGroup()
+        self._input_topic = self._entity_name('input_topic', self.resolve_topic_name)
+        self._map_subscription = self.create_subscription(
+            PointCloud2, self._input_topic, self._on_map, self._input_qos(), callback_group=map_group,
+            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos))
+        latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._marker_topic = self._entity_name('marker_topic', self.resolve_topic_name)
+        self._marker_publisher = self.create_publisher(MarkerArray, self._marker_topic, latched)
+        self._stats_publisher = self.create_publisher(ReconstructionStats, '~/stats', latched)
+        self._progress_publisher = self.create_publisher(ReconstructionProgress, '~/progress', 10)
+        self._service_name = self._entity_name('service_name', self.resolve_service_name)
+        self._service = self.create_service(ReconstructScene, self._service_name, self._on_reconstruct,
+                                            callback_group=work_group)
+        self._cancel_service = self.create_service(Trigger, '~/cancel', self._on_cancel,
+                                                   callback_group=work_group)
+        self._auto_timer = self.create_timer(AUTO_CHECK_PERIOD, self._on_auto_timer, callback_group=work_group)
+
+        reliability, durability = self._input_qos_names()
+        self.get_logger().info(
+            f'ready: map from {self._input_topic} ({reliability}, {durability}), service '
+            f'{self._service_name}, mesh markers on {self._marker_topic}; '
+            + (f'model {self._settings.checkpoint or "(shipped default)"} on {self._settings.device}'
+               if self._model is not None else f'NOT READY: {self._problem()}'))
+
+    # ------------------------------------------------------------------------------ parameters
+
+    def _declare_parameters(self):
+        for name, (default, description, read_only) in PARAMETERS.items():
+            descriptor = ParameterDescriptor(description=description, read_only=read_only)
+            try:
+                self.declare_parameter(name, default, descriptor)
+            except ParameterException as error:
+                # A wrongly typed override must not kill the node: an integer for a double is
+                # taken as meant (1 -> 1.0), anything else falls back to the default.
+                given = self._parameter_overrides[name].value
+                if isinstance(default, float) and isinstance(given, int) and not isinstance(given, bool):
+                    self.get_logger().warning(f'parameter {name}: integer {given} taken as {float(given)}')
+                    value = float(given)
+                else:
+                    self.get_logger().error(f'parameter {name}: {error}; using the default {default!r}')
+                    value = default
+                self.declare_parameter(name, value, descriptor, ignore_override=True)
+        known = set(PARAMETERS) | {'use_sim_time', 'start_type_description_service'}
+        unknown = sorted(set(self._parameter_overrides) - known)
+        if unknown:
+            self.get_logger().warning(f'ignoring unknown parameter(s) {", ".join(unknown)} (typo?)')
+
+    def _parameter_values(self) -> dict:
+        return {name: self.get_parameter(name).value for name in PARAMETERS}
+
+    def _apply_startup_settings(self) -> None:
+        """Validate the parameters and load the model, logging (never raising) what is wrong."""
+        try:
+            settings = settings_from_parameters(self._parameter_values())
+        except ValueError as error:
+            self._settings_error = str(error)
+            self.get_logger().error(f'invalid parameters: {error}; requests will fail until it is fixed')
+            return
+        for note in settings.notes:
+            self.get_logger().warning(note)
+        self._settings, self._settings_error = settings, ''
+        self._model, self._model_error = self._try_load(settings)
+
+    def _try_load(self, settings: Settings):
+        """(model, '') or (None, why it failed)."""
+        try:
+            return self._load(settings), ''
+        except (OSError, ValueError, RuntimeError) as error:
+            self.get_logger().error(f'cannot load the model: {error}; requests will fail until the '
+                                    'checkpoint parameter names a valid model')
+            return None, str(error)
+
+    def _load(self, settings: Settings):
+        start = time.monotonic()
+        model = load_model(settings.checkpoint, device=settings.device)
+        self.get_logger().info(f'loaded model {settings.checkpoint or "(shipped default)"} on '
+                               f'{settings.device} in {time.monotonic() - start:.1f} s')
+        return model
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """Accept a change only when the resulting settings are valid (and the model loads)."""
+        values = self._parameter_values()
+        values.update({p.name: p.value for p in parameters})
+        try:
+            settings = settings_from_parameters(values)
+        except ValueError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        model, model_error = self._model, self._model_error
+        if any(p.name in _MODEL_PARAMETERS for p in parameters):
+            # A new model source must load, or the change is refused and the current model stays.
+            try:
+                model, model_error = self._load(settings), ''
+            except (OSError, ValueError, RuntimeError) as error:
+                return SetParametersResult(successful=False, reason=f'cannot load the model: {error}')
+        elif model is None:
+            # Settings were invalid at start-up, so no model was loaded yet: try now.
+            model, model_error = self._try_load(settings)
+        for note in settings.notes:
+            self.get_logger().warning(note)
+        with self._state_lock:
+            self._settings, self._settings_error = settings, ''
+            self._model, self._model_error = model, model_error
+            self._auto_done_fingerprint = ''  # new settings: automatic mode may run again
+        return SetParametersResult(successful=True)
+
+    def _entity_name(self, parameter: str, resolve) -> str:
+        """Fully qualified topic/service name from a parameter, or the default when invalid."""
+        name = self.get_parameter(parameter).value
+        try:
+            return resolve(name)
+        except Exception as error:  # rclpy raises several name-validation exception types
+            default = PARAMETERS[parameter][0]
+            self.get_logger().error(f'parameter {parameter}: invalid name {name!r} ({error}); '
+                                    f'using {default!r}')
+            return resolve(default)
+
+    def _input_qos_names(self) -> tuple:
+        reliability = self.get_parameter('input_reliability').value
+        durability = self.get_parameter('input_durability').value
+        if reliability not in ('reliable', 'best_effort'):
+            self.get_logger().error(f'parameter input_reliability must be reliable or best_effort, got '
+                                    f'{reliability!r}; using reliable')
+            reliability = 'reliable'
+        if durability not in ('transient_local', 'volatile'):
+            self.get_logger().error(f'parameter input_durability must be transient_local or volatile, '
+                                    f'got {durability!r}; using transient_local')
+            durability = 'transient_local'
+        return reliability, durability
+
+    def _input_qos(self) -> QoSProfile:
+        # Depth 1: only the newest map matters, older ones are superseded.
+        reliability, durability = self._input_qos_names()
+        return QoSProfile(
+            depth=1, history=HistoryPolicy.KEEP_LAST,
+            reliability=(ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+                         else ReliabilityPolicy.BEST_EFFORT),
+            durability=(DurabilityPolicy.TRANSIENT_LOCAL if durability == 'transient_local'
+                        else DurabilityPolicy.VOLATILE))
+
+    # ------------------------------------------------------------------------------------ input
+
+    def _on_map(self, msg: PointCloud2) -> None:
+        try:
+            cloud = cloud_to_arrays(msg)
+        except Exception as error:  # any malformed message is dropped, never fatal
+            with self._state_lock:
+                kept = f'{self._map.num_points} points' if self._map is not None else 'none yet'
+            self.get_logger().error(f'dropped a map message on {self._input_topic}: {error} '
+                                    f'(keeping the last good map: {kept})')
+            return
+        digest = hashlib.blake2b(cloud.points.tobytes(), digest_size=16)
+        if cloud.colors is not None:
+            digest.update(cloud.colors.tobytes())
+        fingerprint = f'{cloud.frame_id}:{digest.hexdigest()}'
+        with self._state_lock:
+            changed = fingerprint != self._map_fingerprint
+            self._map, self._map_fingerprint = cloud, fingerprint
+        if changed:
+            removed = f', {cloud.num_removed} non-finite dropped' if cloud.num_removed else ''
+            self.get_logger().info(f'map received: {cloud.num_points} points in frame '
+                                   f'"{cloud.frame_id}"{removed}')
+
+    def _on_incompatible_qos(self, event) -> None:
+        policy = qos_policy_name_from_kind(event.last_policy_kind)
+        self.get_logger().warning(
+            f'a publisher on {self._input_topic} offers QoS incompatible with this subscription '
+            f'({policy}); its maps are not received. A volatile publisher needs input_durability: '
+            'volatile, a best-effort one input_reliability: best_effort (see docs/ros.md).',
+            throttle_duration_sec=10.0)
+
+    # ---------------------------------------------------------------------------------- service
+
+    def _on_reconstruct(self, request: ReconstructScene.Request, response: ReconstructScene.Response):
+        # Refuse at once while busy, before even converting a cloud carried by the request.
+        if not self._busy.acquire(blocking=False):
+            outcome = Outcome(False, self._busy_message())
+        else:
+            try:
+                job = self._job_from_request(request)
+                outcome = job if isinstance(job, Outcome) else self._run(job)
+            except Exception as error:  # a bug must cost one request, not the node
+                self.get_logger().error(f'internal error: {type(error).__name__}: {error}')
+                outcome = Outcome(False, f'internal error: {type(error).__name__}: {error}')
+            finally:
+                self._job = None
+                self._busy.release()
+        response.success, response.message = outcome.success, outcome.message
+        response.mesh, response.stats = outcome.mesh, outcome.stats
+        # (rclpy wants one severity per logging call site, hence two calls.)
+        if outcome.success:
+            self.get_logger().info(f'{self._service_name}: done: {outcome.message}')
+        else:
+            self.get_logger().warning(f'{self._service_name}: failed: {outcome.message}')
+        return response
+
+    def _job_from_request(self, request):
+        """The Job a request asks for, or the Outcome that says why it cannot run."""
+        if request.iterations < -1:
+            return Outcome(False, f'iterations must be -1 (configured value) or >= 0, got {request.iterations}')
+        if request.cloud.width * request.cloud.height > 0:
+            try:
+                cloud = cloud_to_arrays(request.cloud)
+            except Exception as error:  # any malformed cloud gets an answer, never a crash
+                return Outcome(False, f'the cloud in the request is unusable: {error}')
+            source = 'the cloud in the request'
+        else:
+            with self._state_lock:
+                cloud = self._map
+            if cloud is None:
+                return Outcome(False, f'no map received yet on {self._input_topic} and the request '
+                                      'carries no cloud')
+            source = f'the map from {self._input_topic}'
+        region = None
+        if request.use_region:
+            low, high = request.region_min, request.region_max
+            region = ((low.x, low.y, low.z), (high.x, high.y, high.z))
+        return Job(cloud=cloud, source=source, region=region,
+                   iterations=None if request.iterations == -1 else request.iterations,
+                   output_path=request.output_path.strip(), write_preview=request.write_preview)
+
+    def _busy_message(self) -> str:
+        job = self._job
+        if job is None:
+            return 'busy: another reconstruction is starting; try again later'
+        return (f'busy: a reconstruction of {job.source} has been running for '
+                f'{time.monotonic() - job.started:.1f} s (stage: {job.stage}); only one runs at a time. '
+                f'Try again when it is done, or cancel it with {self.resolve_service_name("~/cancel")}')
+
+    def _on_cancel(self, request, response):
+        job = self._job
+        if job is None:
+            response.success, response.message = False, 'no reconstruction is running'
+        else:
+            job.cancel.set()
+            response.success = True
+            response.message = (f'cancelling the reconstruction of {job.source} (running for '
+                                f'{time.monotonic() - job.started:.1f} s, stage: {job.stage})')
+            self.get_logger().warning(response.message)
+        return response
+
+    # ----------------------------------------------------------------------------- automatic mode
+
+    def _on_auto_timer(self) -> None:
+        with self._state_lock:
+            settings, cloud, fingerprint = self._settings, self._map, self._map_fingerprint
+            due = (settings is not None and settings.auto_reconstruct and cloud is not None
+                   and fingerprint != self._auto_done_fingerprint
+                   and time.monotonic() - self._auto_last_start >= settings.auto_min_period)
+        if not due or not self._busy.acquire(blocking=False):
+            return
+        try:
+            self._auto_done_fingerprint = fingerprint
+            self._auto_last_start = time.monotonic()
+            outcome = self._run(Job(cloud=cloud, source=f'the map from {self._input_topic} (automatic)',
+                                    cache=self._auto_cache))
+        except Exception as error:  # a bug must cost one run, not the node
+            outcome = Outcome(False, f'internal error: {type(error).__name__}: {error}')
+        finally:
+            self._job = None
+            self._busy.release()
+        if outcome.success:
+            self.get_logger().info(f'automatic reconstruction done: {outcome.message}')
+        else:
+            self.get_logger().error(f'automatic reconstruction failed: {outcome.message}')
+
+    # -------------------------------------------------------------------------------------- work
+
+    def _run(self, job: Job) -> Outcome:
+        """One reconstruction (the caller holds the busy lock); publishes only when all succeeded."""
+        self._job = job
+        with self._state_lock:
+            settings, model = self._settings, self._model
+            problem = self._problem()
+        if problem:
+            return Outcome(False, problem)
+        config = settings.config
+        stats_msg = ReconstructionStats(device=settings.device, profile=config.profile)
+        try:
+            output = self._output_paths(job, settings)
+        except ValueError as error:
+            return Outcome(False, str(error), stats=stats_msg)
+
+        cloud = job.cloud
+        frame_id = settings.frame_id or cloud.frame_id or 'map'
+        points, colors = cloud.points, cloud.colors
+        if settings.max_points and len(points) > settings.max_points:
+            keep = voxel_subsample(points, settings.max_points)
+            self.get_logger().info(f'{job.source} has {len(points)} points, more than max_points='
+                                   f'{settings.max_points}: voxel-subsampled to {len(keep)}')
+            points, colors = points[keep], (colors[keep] if colors is not None else None)
+
+        self.get_logger().info(f'reconstructing {job.source}: {len(points)} points, profile '
+                               f'{config.profile}, device {settings.device}')
+        progress = _ProgressReporter(self, job, frame_id)
+        try:
+            result = reconstruct(points, config, colors=colors, model=model, region=job.region,
+                                 iterations=job.iterations, progress=progress, cancel=job.cancel,
+                                 cache=job.cache)
+            if job.cancel.is_set():
+                raise ReconstructionCancelled('reconstruction cancelled')
+            if len(result.mesh.faces) == 0:
+                raise ReconstructionError(
+                    f'the reconstruction produced an empty mesh (no surface at threshold '
+                    f'{config.meshing.threshold}); try more iterations or another threshold')
+            progress('messages', 0, 1)
+            start = time.perf_counter()
+            mesh = result.mesh
+            vertex_colors = (np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
+                             if mesh.visual.kind == 'vertex' and colors is not None else None)
+            markers = mesh_to_markers(mesh.vertices, mesh.faces, frame_id, colors=vertex_colors,
+                                      color_mode=settings.color_mode,
+                                      max_triangles_per_marker=settings.max_triangles_per_marker)
+            mesh_msg = mesh_to_shape_msg(mesh.vertices, mesh.faces)
+            seconds = dict(result.stats.seconds, messages=time.perf_counter() - start)
+            if output:
+                progress('write', 0, 1)
+                start = time.perf_counter()
+                self._write(mesh, *output)
+                seconds['write'] = time.perf_counter() - start
+        except ReconstructionCancelled:
+            progress.finish('cancelled', 'cancelled; the published mesh is unchanged')
+            return Outcome(False, f'cancelled after {time.monotonic() - job.started:.1f} s; the '
+                                  'published mesh is unchanged', stats=stats_msg)
+        except ReconstructionError as error:
+            progress.finish('failed', str(error))
+            return Outcome(False, f'cannot reconstruct {job.source}: {error}', stats=stats_msg)
+        except Exception as error:  # an unexpected failure must not take the node down
+            self.get_logger().error(f'reconstruction failed: {type(error).__name__}: {error}')
+            progress.finish('failed', str(error))
+            return Outcome(False, f'reconstruction failed: {type(error).__name__}: {error}',
+                           stats=stats_msg)
+
+        stats_msg = self._stats_msg(result.stats, seconds, output)
+        # One MarkerArray (DELETEALL + triangle lists) replaces the previous mesh in a single message.
+        self._marker_publisher.publish(markers)
+        self._stats_publisher.publish(stats_msg)
+        progress.finish('done', f'{stats_msg.faces} faces in {stats_msg.total_seconds:.1f} s')
+        written = f', wrote {stats_msg.output_path}' if stats_msg.output_path else ''
+        return Outcome(True, f'reconstructed {job.source}: {stats_msg.vertices} vertices, '
+                             f'{stats_msg.faces} faces from {result.stats.points_used} points in '
+                             f'{stats_msg.total_seconds:.1f} s{written}', mesh_msg, stats_msg)
+
+    def _problem(self) -> str:
+        """Why no reconstruction can run now ('' when ready). Call with the state lock held."""
+        if self._settings is None or self._settings_error:
+            return f'invalid parameters: {self._settings_error}'
+        if self._model is None:
+            return (f'no model loaded: {self._model_error}. Set the checkpoint parameter to a valid '
+                    'model file to retry')
+        return ''
+
+    @staticmethod
+    def _output_paths(job: Job, settings: Settings):
+        """(mesh path, preview path or None) for the request, or None; checked before any work."""
+        if not job.output_path:
+            return None
+        path = Path(job.output_path).expanduser()
+        if not path.is_absolute():
+            path = Path(settings.output_dir).expanduser() / path if settings.output_dir else path.absolute()
+        if path.is_dir():
+            raise ValueError(f'output_path {str(path)!r} is a directory; give a mesh file name')
+        if path.suffix.lower() not in MESH_EXTENSIONS:
+            raise ValueError(f'output_path {str(path)!r}: unsupported mesh extension {path.suffix!r} '
+                             f'(use one of {", ".join(MESH_EXTENSIONS)})')
+        return path, (path.with_suffix('.png') if job.write_preview else None)
+
+    @staticmethod
+    def _write(mesh, path: Path, preview: Optional[Path]) -> None:
+        # Imported here: the file writers pull in heavier libraries that most runs never need.
+        from sa_convonet_ros.io import write_mesh
+        write_mesh(mesh, path)
+        if preview is not None:
+            from sa_convonet_ros.preview import render_mesh_png
+            render_mesh_png(mesh, preview, title=path.name)
+
+    @staticmethod
+    def _stats_msg(stats, seconds: dict, output) -> ReconstructionStats:
+        values = stats.as_dict()
+        msg = ReconstructionStats(
+            input_points=values['input_points'], points_used=values['points_used'],
+            windows_run=values['windows_run'], windows_skipped=values['windows_skipped'],
+            windows_reused=values['windows_reused'], iterations=values['iterations'],
+            device=values['device'], profile=values['profile'],
+            stage_names=list(seconds), stage_seconds=[float(s) for s in seconds.values()],
+            total_seconds=float(sum(seconds.values())),
+            vertices=values['vertices'], faces=values['faces'],
+            bbox_min=Point(x=values['bbox_min'][0], y=values['bbox_min'][1], z=values['bbox_min'][2]),
+            bbox_max=Point(x=values['bbox_max'][0], y=values['bbox_max'][1], z=values['bbox_max'][2]))
+        if output:
+            msg.output_path = str(output[0])
+            msg.preview_path = str(output[1]) if output[1] is not None else ''
+        return msg
+
+    def cancel_running_job(self) -> None:
+        job = self._job
+        if job is not None:
+            job.cancel.set()
+
+
+class _ProgressReporter:
+    """Turns the core's progress(stage, done, total) calls into ~/progress messages and log lines."""
+
+    # Overall fraction at the start and end of each stage (optimisation and field evaluation
+    # alternate per batch of windows, so they share one range).
+    RANGES = {'prepare': (0.0, 0.05), 'optimize': (0.05, 0.85), 'field': (0.05, 0.85),
+              'mesh': (0.85, 0.9), 'messages': (0.9, 0.95), 'write': (0.95, 1.0)}
+
+    def __init__(self, node: ReconstructionNode, job: Job, frame_id: str):
+        self._node, self._job, self._frame_id = node, job, frame_id
+        self._fraction = 0.0
+        self._last_log = 0.0
+        self('prepare', 0, 0)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        low, high = self.RANGES.get(stage, (self._fraction, self._fraction))
+        share = done / total if total else 0.0
+        self._fraction = max(self._fraction, low + (high - low) * min(share, 1.0))  # never goes back
+        text = f'{stage} {done}/{total}' if total else stage
+        now = time.monotonic()
+        if stage != self._job.stage or now - self._last_log >= PROGRESS_LOG_PERIOD:
+            self._node.get_logger().info(f'progress: {text} ({100 * self._fraction:.0f} %)')
+            self._last_log = now
+        self._job.stage = stage
+        self._publish(stage, done, total, text)
+
+    def finish(self, stage: str, message: str) -> None:
+        if stage == 'done':
+            self._fraction = 1.0
+        self._job.stage = stage
+        self._publish(stage, 0, 0, message)
+
+    def _publish(self, stage: str, done: int, total: int, message: str) -> None:
+        msg = ReconstructionProgress(stage=stage, done=max(int(done), 0), total=max(int(total), 0),
+                                     fraction=float(self._fraction), message=message)
+        msg.header.frame_id = self._frame_id
+        msg.header.stamp = self._node.get_clock().now().to_msg()
+        self._node._progress_publisher.publish(msg)
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = ReconstructionNode()
+    # Four threads: one reconstruction, plus maps, cancel/refusals and parameter services.
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.cancel_running_job()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,531 @@
+"""The reconstruction node as a separate process, driven through real rclpy topics and services.
+
+One node process serves the whole module (started like the launch file does, with a small model
+trained here in a few seconds); the corrupt-checkpoint test starts its own.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import re
+import time
+
+import numpy as np
+import pytest
+import torch
+from geometry_msgs.msg import Point
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from scipy.spatial import cKDTree
+from sensor_msgs.msg import PointCloud2, PointField
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import Marker, MarkerArray
+
+from node_process import NODE_NAME, NodeProcess, RosClient
+from sa_convonet_ros.config import ModelConfig
+from sa_convonet_ros.data.scans import surface_cloud
+from sa_convonet_ros.data.scenes import RoomConfig, generate_room
+from sa_convonet_ros.model import ConvONet, save_model
+from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
+from sa_convonet_ros.ros.pointcloud2 import arrays_to_cloud
+from sa_convonet_ros.srv import ReconstructScene
+
+MAP_TOPIC = '/map_cloud'
+SERVICE = '/reconstruct_scene'
+PRIVATE = f'/{NODE_NAME}'
+VOXEL, TRIM = 0.05, 0.1
+# Small, CPU-friendly settings: feed-forward by default, one window per ~1.6 m.
+NODE_PARAMETERS = {'device': 'cpu', 'voxel_size': VOXEL, 'window_size': 1.6, 'margin': 0.2,
+                   'trim_distance': TRIM, 'iterations': 0, 'max_points': 200_000}
+LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Subscribers keep more than one message, so none is lost between two spins of the test.
+LATE_JOINER = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+CALL_TIMEOUT = 60.0
+
+
+# ------------------------------------------------------------------------------------------ model
+
+def _train_test_model(path):
+    """A tiny ConvONet that marks a thin shell around the input points as occupied.
+
+    An untrained network yields no surface at all; a few seconds of supervised training on random
+    planes give a model whose feed-forward surface lies within a few centimetres of the input,
+    which is all these tests need (the shipped model is far too slow for them on a CPU).
+    """
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = ConvONet(ModelConfig(grid_resolution=16, unet_levels=2, unet_base_channels=8, c_dim=16,
+                                 hidden_dim=16))
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(100):
+            clouds, queries, labels = [], [], []
+            for _ in range(2):
+                patches = []
+                for _ in range(rng.integers(1, 4)):
+                    origin = rng.uniform(-0.3, 0.3, 3)
+                    u, v = np.linalg.qr(rng.normal(size=(3, 3)))[0][:, :2].T
+                    a, b = rng.uniform(-0.7, 0.7, (2, 4096, 1))
+                    patch = origin + a * u + b * v
+                    patches.append(patch[np.all(np.abs(patch) < 0.5, axis=1)][:1024])
+                cloud = np.concatenate(patches)
+                cloud = cloud[rng.choice(len(cloud), 1024)]
+                query = np.concatenate([rng.uniform(-0.55, 0.55, (512, 3)),
+                                        cloud[rng.choice(1024, 512)] + rng.normal(0, 0.05, (512, 3))])
+                clouds.append(cloud)
+                queries.append(query)
+                labels.append(cKDTree(cloud).query(query)[0] < 0.03)
+            points, query, label = (torch.tensor(np.array(x), dtype=torch.float32)
+                                    for x in (clouds, queries, labels))
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(points, query), label)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    save_model(model, path)
+
+
+@pytest.fixture(scope='session')
+def test_model(request, tmp_path_factory):
+    """The trained test model, kept in pytest's cache (keyed by the training code) across runs."""
+    key = hashlib.sha1(inspect.getsource(_train_test_model).encode()).hexdigest()[:12]
+    path = request.config.cache.mkdir('sa_convonet_ros') / f'shell_model_{key}.pt'
+    if not path.exists():
+        scratch = tmp_path_factory.mktemp('model') / 'shell.pt'
+        _train_test_model(scratch)
+        scratch.replace(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ scene
+
+def room_points(n=60_000, seed=3):
+    """Surface samples (float64, N x 3) of a small furnished room, and colours by height."""
+    scene = generate_room(seed, RoomConfig(length_range=(2.4, 2.4), width_range=(2.0, 2.0),
+                                           height_range=(1.2, 1.2), chair_count=(0, 1),
+                                           clutter_count=(1, 3), open_probability=0.0,
+                                           door_probability=0.0))
+    points = surface_cloud(scene, n, noise_std=0.003, seed=seed).astype(np.float64)
+    z = (points[:, 2] - points[:, 2].min()) / np.ptp(points[:, 2])
+    colors = np.stack([z, 0.5 * np.ones_like(z), 1.0 - z], axis=1)
+    return points, colors
+
+
+ROOM, ROOM_COLORS = room_points()
+
+
+def room_cloud(frame_id='map'):
+    return arrays_to_cloud(ROOM, ROOM_COLORS, frame_id=frame_id)
+
+
+# --------------------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope='module')
+def node(tmp_path_factory, test_model, ros_domain):
+    folder = tmp_path_factory.mktemp('node')
+    process = NodeProcess(folder / 'node.log', {**NODE_PARAMETERS, 'checkpoint': str(test_model),
+                                                'output_dir': str(folder / 'out')})
+    with process:
+        process.wait_for_log(r'ready: ', timeout=60)
+        yield process
+    assert process.process.returncode == 0, f'node did not shut down cleanly:\n{process.log_tail()}'
+
+
+@pytest.fixture(scope='module')
+def ros(node):
+    client = RosClient('test_node_client')
+    client.map_publisher = client.node.create_publisher(PointCloud2, MAP_TOPIC, LATCHED)
+    client.reconstruct = client.node.create_client(ReconstructScene, SERVICE)
+    client.cancel = client.node.create_client(Trigger, f'{PRIVATE}/cancel')
+    client.set_parameters = client.node.create_client(SetParameters, f'{PRIVATE}/set_parameters')
+    client.wait_for_service(client.reconstruct, 30, node)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def room_map(node, ros):
+    """The room published as the latched map, and received by the node."""
+    ros.map_publisher.publish(room_cloud())
+    if not _map_seen(node, ros, len(ROOM)):
+        pytest.fail(f'the node did not receive the map:\n{node.log_tail()}')
+    return ROOM
+
+
+def _map_seen(node, ros, count, timeout=30):
+    """Whether the node's current map has `count` points.
+
+    The node logs each map that differs from its current one (and only those), so the last such
+    line names the current map.
+    """
+    def current_is_ours():
+        counts = re.findall(r'map received: (\d+) points', node.log_text())
+        return bool(counts) and int(counts[-1]) == count
+    return ros.spin_until(current_is_ours, timeout)
+
+
+def request(**fields):
+    msg = ReconstructScene.Request(iterations=-1)
+    for name, value in fields.items():
+        setattr(msg, name, value)
+    return msg
+
+
+def call(ros, node, msg, timeout=CALL_TIMEOUT):
+    return ros.call(ros.reconstruct, msg, timeout, node)
+
+
+def set_parameters(ros, node, **values):
+    msgs = []
+    for name, value in values.items():
+        if isinstance(value, bool):
+            pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+        elif isinstance(value, int):
+            pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+        elif isinstance(value, float):
+            pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+        else:
+            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        msgs.append(ParameterMsg(name=name, value=pv))
+    ros.wait_for_service(ros.set_parameters, 10, node)
+    return ros.call(ros.set_parameters, SetParameters.Request(parameters=msgs), 30, node).results
+
+
+class Collector:
+    """Keeps every message of a subscription."""
+
+    def __init__(self, ros, msg_type, topic, qos=10):
+        self.messages = []
+        self.subscription = ros.node.create_subscription(msg_type, topic, self.messages.append, qos)
+        self.ros = ros
+
+    def close(self):
+        self.ros.node.destroy_subscription(self.subscription)
+
+
+def check_markers(array: MarkerArray, frame_id: str, faces: int):
+    """The invariants RViz relies on: replace-all first, then non-empty triangle lists."""
+    assert array.markers[0].action == Marker.DELETEALL
+    triangles = array.markers[1:]
+    assert triangles, 'no TRIANGLE_LIST marker'
+    for marker in triangles:
+        assert marker.type == Marker.TRIANGLE_LIST and marker.action == Marker.ADD
+        assert marker.header.frame_id == frame_id
+        assert (marker.header.stamp.sec, marker.header.stamp.nanosec) == (0, 0)
+        position, orientation = marker.pose.position, marker.pose.orientation
+        assert (position.x, position.y, position.z) == (0.0, 0.0, 0.0)
+        assert (orientation.x, orientation.y, orientation.z, orientation.w) == (0.0, 0.0, 0.0, 1.0)
+        assert len(marker.points) > 0 and len(marker.points) % 3 == 0
+        assert len(marker.colors) in (0, len(marker.points))
+    assert len({m.id for m in triangles}) == len(triangles)
+    assert sum(len(m.points) for m in triangles) == 3 * faces
+
+
+def mesh_vertices(mesh) -> np.ndarray:
+    return np.array([(p.x, p.y, p.z) for p in mesh.vertices])
+
+
+def assert_refused(response, *phrases):
+    assert not response.success
+    assert len(response.mesh.triangles) == 0
+    for phrase in phrases:
+        assert phrase in response.message, response.message
+
+
+# ------------------------------------------------------------------------------------------ tests
+
+def test_reconstructs_the_map_and_publishes_markers(node, ros, room_map, tmp_path):
+    progress = Collector(ros, ReconstructionProgress, f'{PRIVATE}/progress')
+    ros.spin_for(0.5)  # let the progress subscription match before the request
+    output = tmp_path / 'room.ply'
+    response = call(ros, node, request(output_path=str(output), write_preview=True))
+    assert response.success, response.message
+
+    # The mesh lies on the input surface, in the map's metric frame.
+    vertices = mesh_vertices(response.mesh)
+    assert len(vertices) > 100 and len(response.mesh.triangles) > 100
+    distance = cKDTree(room_map).query(vertices)[0]
+    assert np.median(distance) < 0.06
+    assert distance.max() < TRIM + 2 * VOXEL
+
+    stats = response.stats
+    assert stats.faces == len(response.mesh.triangles) and stats.vertices == len(vertices)
+    assert stats.windows_run > 0 and stats.input_points == len(room_map)
+    assert stats.device == 'cpu' and stats.profile == 'fast' and stats.iterations == 0
+    assert len(stats.stage_names) == len(stats.stage_seconds) > 0
+    assert math.isclose(stats.total_seconds, sum(stats.stage_seconds), rel_tol=1e-6)
+    assert np.allclose([stats.bbox_min.x, stats.bbox_min.y, stats.bbox_min.z], vertices.min(axis=0))
+    assert np.allclose([stats.bbox_max.x, stats.bbox_max.y, stats.bbox_max.z], vertices.max(axis=0))
+    assert stats.output_path == str(output) and output.stat().st_size > 0
+    assert stats.preview_path == str(output.with_suffix('.png'))
+    assert output.with_suffix('.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+    # Progress: reported while running, fractions never go back, ends with 'done' at 1.0.
+    ros.spin_until(lambda: any(m.stage == 'done' for m in progress.messages), 5)
+    progress.close()
+    stages = [m.stage for m in progress.messages]
+    assert 'prepare' in stages and stages[-1] == 'done', stages
+    fractions = [m.fraction for m in progress.messages]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert all(m.header.frame_id == 'map' for m in progress.messages)
+
+    # A late subscriber (like RViz started afterwards) still gets the mesh and the stats.
+    markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
+    latched_stats = Collector(ros, ReconstructionStats, f'{PRIVATE}/stats', LATE_JOINER)
+    assert ros.spin_until(lambda: markers.messages and latched_stats.messages, 15), 'no latched markers'
+    check_markers(markers.messages[-1], 'map', stats.faces)
+    colored = [m for m in markers.messages[-1].markers[1:]]
+    assert all(len(m.colors) == len(m.points) for m in colored)  # the map has colours (rgb mode)
+    assert latched_stats.messages[-1].faces == stats.faces
+    markers.close()
+    latched_stats.close()
+    assert 'progress: ' in node.log_text()
+
+
+def test_request_cloud_replaces_the_map_and_markers_split(node, ros, room_map):
+    results = set_parameters(ros, node, max_triangles_per_marker=5000, color_mode='uniform', frame_id='')
+    assert all(r.successful for r in results), results
+    try:
+        cloud = arrays_to_cloud(room_map + [10.0, 0.0, 0.0], frame_id='odom', dtype='float64')
+        response = call(ros, node, request(cloud=cloud))
+        assert response.success, response.message
+        assert mesh_vertices(response.mesh)[:, 0].min() > 8.0
+        markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
+        assert ros.spin_until(lambda: markers.messages, 15)
+        array = markers.messages[-1]
+        check_markers(array, 'odom', response.stats.faces)
+        assert len(array.markers) - 1 == math.ceil(response.stats.faces / 5000)
+        assert all(len(m.colors) == 0 for m in array.markers[1:])  # uniform colour
+        markers.close()
+    finally:
+        set_parameters(ros, node, max_triangles_per_marker=200_000, color_mode='rgb')
+
+
+def _bad_clouds():
+    nan = arrays_to_cloud(np.full((500, 3), np.nan), frame_id='map')
+    no_xyz = arrays_to_cloud(ROOM[:500], frame_id='map')
+    for field in no_xyz.fields:
+        field.name = {'x': 'a', 'y': 'b', 'z': 'c'}.get(field.name, field.name)
+    int_xyz = arrays_to_cloud(ROOM[:500], frame_id='map')
+    for field in int_xyz.fields:
+        field.datatype = PointField.INT32
+    unknown_type = arrays_to_cloud(ROOM[:500], frame_id='map')
+    unknown_type.fields[0].datatype = 99
+    short = arrays_to_cloud(ROOM[:500], frame_id='map')
+    short.data = short.data[:100]
+    return {'all-NaN': (nan, 'NaN'), 'without x/y/z': (no_xyz, 'lacks field'),
+            'integer x/y/z': (int_xyz, 'only FLOAT32 and FLOAT64'),
+            'unknown field type': (unknown_type, 'datatype'),
+            'truncated data': (short, 'inconsistent')}
+
+
+@pytest.mark.parametrize('name', list(_bad_clouds()))
+def test_bad_cloud_in_request_is_answered_clearly(node, ros, room_map, name):
+    cloud, phrase = _bad_clouds()[name]
+    response = call(ros, node, request(cloud=cloud))
+    assert_refused(response, 'the cloud in the request is unusable', phrase)
+    assert node.alive
+
+
+def test_bad_map_messages_are_dropped_and_the_last_good_map_kept(node, ros, room_map):
+    empty = arrays_to_cloud(np.zeros((0, 3)), frame_id='map')
+    bad = [empty] + [cloud for cloud, _ in _bad_clouds().values()]
+    start = len(node.log_text())
+    for number, cloud in enumerate(bad):
+        ros.map_publisher.publish(cloud)
+        # Depth 1 on both sides: wait for each one to be handled before sending the next.
+        ros.spin_until(lambda: node.log_text().count('dropped a map message', start) > number, 10)
+    log = node.log_text()[start:]
+    assert log.count('dropped a map message') == len(bad), log
+    assert 'zero points' in log and 'lacks field' in log and 'keeping the last good map' in log
+    assert node.alive
+    response = call(ros, node, request())
+    assert response.success, response.message
+    assert response.stats.input_points == len(room_map)
+
+
+def test_empty_request_cloud_means_the_latest_map(node, ros, room_map):
+    response = call(ros, node, request(cloud=arrays_to_cloud(np.zeros((0, 3)), frame_id='x')))
+    assert response.success, response.message
+    assert response.stats.input_points == len(room_map)
+
+
+@pytest.mark.parametrize('low, high, phrase', [
+    ((20.0, 20.0, 20.0), (21.0, 21.0, 21.0), 'holds no points'),
+    ((1.0, 1.0, 1.0), (-1.0, 2.0, 2.0), 'inverted'),
+    ((0.0, 0.0, 0.0), (0.0, 1.0, 1.0), 'inverted'),
+])
+def test_bad_regions_are_answered_clearly(node, ros, room_map, low, high, phrase):
+    response = call(ros, node, request(use_region=True, region_min=Point(x=low[0], y=low[1], z=low[2]),
+                                       region_max=Point(x=high[0], y=high[1], z=high[2])))
+    assert_refused(response, phrase)
+
+
+def test_region_crops_the_map(node, ros, room_map):
+    response = call(ros, node, request(use_region=True, region_min=Point(x=-1.5, y=-1.5, z=-0.5),
+                                       region_max=Point(x=0.0, y=1.5, z=2.0)))
+    assert response.success, response.message
+    assert mesh_vertices(response.mesh)[:, 0].max() < 0.0 + TRIM + 2 * VOXEL
+
+
+def test_bad_request_values_are_refused(node, ros, room_map, tmp_path):
+    assert_refused(call(ros, node, request(iterations=-5)), 'iterations')
+    assert_refused(call(ros, node, request(output_path=str(tmp_path / 'mesh.xyz'))), 'unsupported mesh extension')
+    assert_refused(call(ros, node, request(output_path=str(tmp_path))), 'directory')
+
+
+def test_request_while_busy_is_refused_and_cancel_stops_the_job(node, ros, room_map):
+    markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
+    progress = Collector(ros, ReconstructionProgress, f'{PRIVATE}/progress')
+    ros.spin_until(lambda: markers.messages, 10)
+    published_before = len(markers.messages)
+
+    long_job = ros.reconstruct.call_async(request(iterations=100_000))
+    assert ros.spin_until(lambda: any(m.stage == 'optimize' for m in progress.messages), 30), node.log_tail()
+    started = time.monotonic()
+    refusal = call(ros, node, request(), timeout=10)
+    assert time.monotonic() - started < 5.0
+    assert_refused(refusal, 'busy', 'optimize', 'cancel')
+    # Map updates keep being accepted meanwhile.
+    start = len(node.log_text())
+    ros.map_publisher.publish(arrays_to_cloud(ROOM[:20_000], frame_id='map'))
+    node.wait_for_log(r'map received: 20000 points', timeout=20, start=start)
+
+    cancelled = ros.call(ros.cancel, Trigger.Request(), 10, node)
+    assert cancelled.success, cancelled.message
+    assert ros.spin_until(long_job.done, 30), node.log_tail()
+    result = long_job.result()
+    assert_refused(result, 'cancelled', 'unchanged')
+    assert ros.spin_until(lambda: progress.messages[-1].stage == 'cancelled', 5)
+    ros.spin_for(0.5)
+    assert len(markers.messages) == published_before  # nothing half-published
+    assert not ros.call(ros.cancel, Trigger.Request(), 10, node).success  # nothing left to cancel
+
+    # ... and the node serves the next request normally.
+    ros.map_publisher.publish(room_cloud())
+    assert _map_seen(node, ros, len(ROOM))
+    ros.spin_for(0.5)
+    assert call(ros, node, request()).success
+    assert ros.spin_until(lambda: len(markers.messages) == published_before + 1, 10)
+    markers.close()
+    progress.close()
+
+
+def test_parameter_changes_are_validated(node, ros):
+    rejected = {
+        'voxel_size': -3.0, 'margin': 5.0, 'threshold': 1.5, 'profile': 'slow', 'color_mode': 'rainbow',
+        'max_points': 10, 'checkpoint': '/nonexistent/model.pt', 'device': 'tpu', 'input_topic': '/other',
+    }
+    for name, value in rejected.items():
+        result, = set_parameters(ros, node, **{name: value})
+        assert not result.successful, name
+        assert result.reason, name
+    reasons = {name: set_parameters(ros, node, **{name: value})[0].reason for name, value in
+               [('voxel_size', -3.0), ('checkpoint', '/nonexistent/model.pt'), ('input_topic', '/x')]}
+    assert 'voxel_size' in reasons['voxel_size']
+    assert '/nonexistent/model.pt' in reasons['checkpoint'] and 'does not exist' in reasons['checkpoint']
+    assert 'read-only' in reasons['input_topic'].lower() or 'read only' in reasons['input_topic'].lower()
+    accepted, = set_parameters(ros, node, auto_min_period=12.5)
+    assert accepted.successful
+    assert node.alive
+
+
+def test_cuda_without_cuda(node, ros):
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA')
+    try:
+        assert set_parameters(ros, node, strict_device=True)[0].successful  # device is cpu
+        strict, = set_parameters(ros, node, device='cuda')
+        assert not strict.successful and 'CUDA is not available' in strict.reason
+        assert set_parameters(ros, node, strict_device=False)[0].successful
+        start = len(node.log_text())
+        relaxed, = set_parameters(ros, node, device='cuda')
+        assert relaxed.successful, relaxed.reason
+        node.wait_for_log(r'CUDA is not available; using the CPU', timeout=10, start=start)
+    finally:
+        set_parameters(ros, node, device='cpu', strict_device=False)
+
+
+def test_automatic_mode_reuses_unchanged_windows(node, ros, room_map):
+    stats = Collector(ros, ReconstructionStats, f'{PRIVATE}/stats', LATE_JOINER)
+    ros.spin_until(lambda: stats.messages, 10)
+    seen = len(stats.messages)
+    start = len(node.log_text())
+    assert all(r.successful for r in set_parameters(ros, node, auto_min_period=0.0, auto_reconstruct=True))
+    try:
+        first_done = node.wait_for_log(r'automatic reconstruction done', timeout=60, start=start).end()
+        # Grow the map in one corner: only the windows there run again.
+        extra = np.random.default_rng(1).uniform([0.9, 0.7, 0.2], [1.1, 0.9, 0.4], (3000, 3))
+        ros.map_publisher.publish(arrays_to_cloud(np.vstack([room_map, extra]), frame_id='map'))
+        node.wait_for_log(r'automatic reconstruction (done|failed)', timeout=60, start=first_done)
+        assert ros.spin_until(lambda: len(stats.messages) >= seen + 2, 10)
+        latest = stats.messages[-1]
+        assert latest.windows_reused > 0 and latest.windows_run > 0
+        assert latest.input_points == len(room_map) + len(extra)
+    finally:
+        set_parameters(ros, node, auto_reconstruct=False)
+        stats.close()
+    ros.map_publisher.publish(room_cloud())
+
+
+def test_two_million_point_map(node, ros):
+    rng = np.random.default_rng(7)
+    points = ROOM[rng.integers(0, len(ROOM), 2_000_000)] + rng.normal(0, 0.002, (2_000_000, 3))
+    start = len(node.log_text())
+    ros.map_publisher.publish(arrays_to_cloud(points, frame_id='map', rgb_field=None))
+    node.wait_for_log(r'map received: 2000000 points', timeout=60, start=start)
+    response = call(ros, node, request(), timeout=120)
+    assert response.success, response.message
+    assert response.stats.input_points <= NODE_PARAMETERS['max_points']
+    assert response.stats.faces > 100
+    node.wait_for_log(r'has 2000000 points, more than max_points=200000: voxel-subsampled', timeout=1,
+                      start=start)
+    ros.map_publisher.publish(room_cloud())
+
+
+def test_bad_start_up_parameters_and_corrupt_checkpoint_keep_the_node_answering(tmp_path, test_model,
+                                                                                 ros_domain):
+    corrupt = tmp_path / 'corrupt.pt'
+    corrupt.write_bytes(b'not a checkpoint' * 64)
+    # Its own namespace and a relative service name, so it shares no names with the module's node.
+    process = NodeProcess(tmp_path / 'node.log', {**NODE_PARAMETERS, 'checkpoint': str(corrupt),
+                                                  'voxel_size': -5.0, 'service_name': 'reconstruct_scene'},
+                          remappings={'__ns': '/corrupt'})
+    client = RosClient('test_corrupt_checkpoint')
+    try:
+        process.start()
+        process.wait_for_log(r'invalid parameters: parameter voxel_size must be > 0', timeout=60)
+        reconstruct = client.node.create_client(ReconstructScene, '/corrupt/reconstruct_scene')
+        client.set_parameters = client.node.create_client(SetParameters, f'/corrupt{PRIVATE}/set_parameters')
+        client.wait_for_service(reconstruct, 30, process)
+        cloud = arrays_to_cloud(ROOM, frame_id='map')
+        answer = client.call(reconstruct, request(cloud=cloud), CALL_TIMEOUT, process)
+        assert_refused(answer, 'invalid parameters', 'voxel_size')
+
+        # Fixing the size makes the node load the model, which fails: the reason is in every answer.
+        assert set_parameters(client, process, voxel_size=VOXEL)[0].successful
+        process.wait_for_log(r'cannot load the model: .*corrupt\.pt', timeout=30)
+        answer = client.call(reconstruct, request(cloud=cloud), CALL_TIMEOUT, process)
+        assert_refused(answer, 'no model loaded', str(corrupt), 'could not be read', 'checkpoint')
+
+        # Another bad file is refused; pointing the checkpoint at a good one recovers.
+        empty = tmp_path / 'empty.pt'
+        empty.write_bytes(b'')
+        refused, = set_parameters(client, process, checkpoint=str(empty))
+        assert not refused.successful and 'empty' in refused.reason and str(empty) in refused.reason
+        accepted, = set_parameters(client, process, checkpoint=str(test_model))
+        assert accepted.successful, accepted.reason
+        answer = client.call(reconstruct, request(cloud=cloud), CALL_TIMEOUT, process)
+        assert answer.success, answer.message
+    finally:
+        client.close()
+        code = process.stop()
+    assert code == 0, process.log_tail()
