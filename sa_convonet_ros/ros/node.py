@@ -41,6 +41,7 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from sa_convonet_ros.config import ReconstructionConfig, get_profile
+from sa_convonet_ros.io import MESH_WRITE_EXTENSIONS, write_mesh
 from sa_convonet_ros.model import load_model, resolve_device
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
 from sa_convonet_ros.optimize import ReconstructionCancelled
@@ -50,7 +51,6 @@ from sa_convonet_ros.ros.pointcloud2 import CloudArrays, cloud_to_arrays
 from sa_convonet_ros.srv import ReconstructScene
 
 NODE_NAME = 'sa_convonet_reconstruction'
-MESH_EXTENSIONS = ('.ply', '.obj', '.glb', '.stl', '.off')
 AUTO_CHECK_PERIOD = 0.5  # seconds between checks of the automatic mode
 PROGRESS_LOG_PERIOD = 2.0  # seconds between progress log lines within one stage
 
@@ -430,7 +430,9 @@ class ReconstructionNode(Node):
         response.success, response.message = outcome.success, outcome.message
         response.mesh, response.stats = outcome.mesh, outcome.stats
         # (rclpy wants one severity per logging call site, hence two calls.)
-        if outcome.success:
+        if not self.context.ok():
+            pass  # shutting down (Ctrl-C during a job): nothing left to log to
+        elif outcome.success:
             self.get_logger().info(f'{self._service_name}: done: {outcome.message}')
         else:
             self.get_logger().warning(f'{self._service_name}: failed: {outcome.message}')
@@ -602,17 +604,16 @@ class ReconstructionNode(Node):
             path = Path(settings.output_dir).expanduser() / path if settings.output_dir else path.absolute()
         if path.is_dir():
             raise ValueError(f'output_path {str(path)!r} is a directory; give a mesh file name')
-        if path.suffix.lower() not in MESH_EXTENSIONS:
+        if path.suffix.lower() not in MESH_WRITE_EXTENSIONS:
             raise ValueError(f'output_path {str(path)!r}: unsupported mesh extension {path.suffix!r} '
-                             f'(use one of {", ".join(MESH_EXTENSIONS)})')
+                             f'(use one of {", ".join(MESH_WRITE_EXTENSIONS)})')
         return path, (path.with_suffix('.png') if job.write_preview else None)
 
     @staticmethod
     def _write(mesh, path: Path, preview: Optional[Path]) -> None:
-        # Imported here: the file writers pull in heavier libraries that most runs never need.
-        from sa_convonet_ros.io import write_mesh
         write_mesh(mesh, path)
         if preview is not None:
+            # Imported here: the renderer pulls in libraries that most runs never need.
             from sa_convonet_ros.preview import render_mesh_png
             render_mesh_png(mesh, preview, title=path.name)
 
@@ -673,6 +674,8 @@ class _ProgressReporter:
         self._publish(stage, 0, 0, message)
 
     def _publish(self, stage: str, done: int, total: int, message: str) -> None:
+        if not self._node.context.ok():
+            return  # Ctrl-C: the job is being cancelled, and publishers are gone
         msg = ReconstructionProgress(stage=stage, done=max(int(done), 0), total=max(int(total), 0),
                                      fraction=float(self._fraction), message=message)
         msg.header.frame_id = self._frame_id

@@ -18,6 +18,7 @@ from geometry_msgs.msg import Point
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from scipy.spatial import cKDTree
 from sensor_msgs.msg import PointCloud2, PointField
@@ -207,6 +208,11 @@ class Collector:
         self.subscription = ros.node.create_subscription(msg_type, topic, self.messages.append, qos)
         self.ros = ros
 
+    def wait_until_connected(self, timeout=15.0):
+        """Wait until the node's publisher is matched, so no message of a request is missed."""
+        assert self.ros.spin_until(lambda: self.subscription.get_publisher_count() > 0, timeout), \
+            f'no publisher on {self.subscription.topic_name}'
+
     def close(self):
         self.ros.node.destroy_subscription(self.subscription)
 
@@ -244,7 +250,7 @@ def assert_refused(response, *phrases):
 
 def test_reconstructs_the_map_and_publishes_markers(node, ros, room_map, tmp_path):
     progress = Collector(ros, ReconstructionProgress, f'{PRIVATE}/progress')
-    ros.spin_for(0.5)  # let the progress subscription match before the request
+    progress.wait_until_connected()
     output = tmp_path / 'room.ply'
     response = call(ros, node, request(output_path=str(output), write_preview=True))
     assert response.success, response.message
@@ -385,7 +391,9 @@ def test_bad_request_values_are_refused(node, ros, room_map, tmp_path):
 def test_request_while_busy_is_refused_and_cancel_stops_the_job(node, ros, room_map):
     markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
     progress = Collector(ros, ReconstructionProgress, f'{PRIVATE}/progress')
-    ros.spin_until(lambda: markers.messages, 10)
+    progress.wait_until_connected()
+    markers.wait_until_connected()
+    ros.spin_until(lambda: markers.messages, 5)
     published_before = len(markers.messages)
 
     long_job = ros.reconstruct.call_async(request(iterations=100_000))
@@ -412,11 +420,23 @@ def test_request_while_busy_is_refused_and_cancel_stops_the_job(node, ros, room_
     # ... and the node serves the next request normally.
     ros.map_publisher.publish(room_cloud())
     assert _map_seen(node, ros, len(ROOM))
-    ros.spin_for(0.5)
     assert call(ros, node, request()).success
     assert ros.spin_until(lambda: len(markers.messages) == published_before + 1, 10)
     markers.close()
     progress.close()
+
+
+def test_incompatible_map_publisher_is_reported(node, ros):
+    start = len(node.log_text())
+    volatile = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+    # (No default event callbacks: this side's own incompatibility warning is expected here.)
+    publisher = ros.node.create_publisher(PointCloud2, MAP_TOPIC, volatile,
+                                          event_callbacks=PublisherEventCallbacks(use_default_callbacks=False))
+    try:
+        assert ros.spin_until(lambda: 'offers QoS incompatible' in node.log_text()[start:], 15), node.log_tail()
+        assert 'DURABILITY' in node.log_text()[start:] and 'input_durability' in node.log_text()[start:]
+    finally:
+        ros.node.destroy_publisher(publisher)
 
 
 def test_parameter_changes_are_validated(node, ros):
@@ -456,7 +476,8 @@ def test_cuda_without_cuda(node, ros):
 
 def test_automatic_mode_reuses_unchanged_windows(node, ros, room_map):
     stats = Collector(ros, ReconstructionStats, f'{PRIVATE}/stats', LATE_JOINER)
-    ros.spin_until(lambda: stats.messages, 10)
+    stats.wait_until_connected()
+    ros.spin_until(lambda: stats.messages, 2)  # the latched stats of an earlier test, if any
     seen = len(stats.messages)
     start = len(node.log_text())
     assert all(r.successful for r in set_parameters(ros, node, auto_min_period=0.0, auto_reconstruct=True))
