@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import ast
 import os
+from pathlib import Path
 
 import pytest
 import yaml
 from rcl_interfaces.srv import DescribeParameters, ListParameters
 
-from node_process import EXECUTABLE, NODE_NAME, PACKAGE, REPO, NodeProcess, RosClient, install_prefix
+from sa_convonet_ros.ros.node_process import EXECUTABLE, NODE_NAME, PACKAGE, NodeProcess, RosClient, install_prefix
+
+REPO = Path(__file__).resolve().parents[2]
 from sa_convonet_ros.ros import node as node_module
 
 LAUNCH_FILE = REPO / 'launch' / 'reconstruct.launch.py'
@@ -121,7 +124,8 @@ def running_node(tmp_path_factory, ros_domain):
     """The node started as the launch file starts it (params file, remapped map topic)."""
     folder = tmp_path_factory.mktemp('launch_node')
     process = NodeProcess(folder / 'node.log', {'device': 'cpu'},
-                          remappings={'__ns': NAMESPACE, 'map_cloud': '/octomap_point_cloud_centers'})
+                          remappings={'__ns': NAMESPACE, 'map_cloud': '/octomap_point_cloud_centers'},
+                          torch_threads=1)
     client = RosClient('test_launch_file_client')
     with process:
         process.wait_for_log(r'ready: ', timeout=60)

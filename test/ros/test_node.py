@@ -25,7 +25,7 @@ from sensor_msgs.msg import PointCloud2, PointField
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
-from node_process import NODE_NAME, NodeProcess, RosClient
+from sa_convonet_ros.ros.node_process import NODE_NAME, NodeProcess, RosClient
 from sa_convonet_ros.config import ModelConfig
 from sa_convonet_ros.data.scans import surface_cloud
 from sa_convonet_ros.data.scenes import RoomConfig, generate_room
@@ -133,7 +133,7 @@ def room_cloud(frame_id='map'):
 def node(tmp_path_factory, test_model, ros_domain):
     folder = tmp_path_factory.mktemp('node')
     process = NodeProcess(folder / 'node.log', {**NODE_PARAMETERS, 'checkpoint': str(test_model),
-                                                'output_dir': str(folder / 'out')})
+                                                'output_dir': str(folder / 'out')}, torch_threads=1)
     with process:
         process.wait_for_log(r'ready: ', timeout=60)
         yield process
@@ -519,7 +519,7 @@ def test_bad_start_up_parameters_and_corrupt_checkpoint_keep_the_node_answering(
     # Its own namespace and a relative service name, so it shares no names with the module's node.
     process = NodeProcess(tmp_path / 'node.log', {**NODE_PARAMETERS, 'checkpoint': str(corrupt),
                                                   'voxel_size': -5.0, 'service_name': 'reconstruct_scene'},
-                          remappings={'__ns': '/corrupt'})
+                          remappings={'__ns': '/corrupt'}, torch_threads=1)
     client = RosClient('test_corrupt_checkpoint')
     try:
         process.start()

@@ -1,4 +1,4 @@
-"""Test helpers: run the installed reconstruction node as its own process, and talk to it with rclpy.
+"""Run the installed reconstruction node as its own process and talk to it with rclpy (demo and tests).
 
 The node is started exactly as launch/reconstruct.launch.py starts it: the installed executable
 lib/sa_convonet_ros/reconstruction_node with `--ros-args --params-file <share>/config/reconstruct.yaml`,
@@ -19,7 +19,6 @@ from rclpy.executors import SingleThreadedExecutor
 PACKAGE = 'sa_convonet_ros'
 EXECUTABLE = 'reconstruction_node'
 NODE_NAME = 'sa_convonet_reconstruction'
-REPO = Path(__file__).resolve().parents[2]
 
 
 def install_prefix() -> Path:
@@ -51,7 +50,7 @@ class NodeProcess:
     """The reconstruction node in a child process; a context manager that always stops it."""
 
     def __init__(self, log_path: Path, parameters: dict | None = None, remappings: dict | None = None,
-                 params_file: Path | None = None):
+                 params_file: Path | None = None, torch_threads: int | None = None):
         self.log_path = Path(log_path)
         self.command = [str(node_executable()), '--ros-args',
                         '--params-file', str(params_file or installed_params_file())]
@@ -59,13 +58,15 @@ class NodeProcess:
             self.command += ['-p', f'{name}:={ros_arg(value)}']
         for old, new in (remappings or {}).items():
             self.command += ['-r', f'{old}:={new}']
+        self.torch_threads = torch_threads
         self.process: subprocess.Popen | None = None
 
     def start(self) -> 'NodeProcess':
         env = dict(os.environ)
-        # Unbuffered, so the log file can be read while the node runs; one torch thread, because
-        # the test machines are small and shared.
-        env.update(PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1', RCUTILS_COLORIZED_OUTPUT='0')
+        # Unbuffered, so the log file can be read while the node runs.
+        env.update(PYTHONUNBUFFERED='1', RCUTILS_COLORIZED_OUTPUT='0')
+        if self.torch_threads:
+            env['OMP_NUM_THREADS'] = str(self.torch_threads)
         self._log = open(self.log_path, 'wb')
         self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                         cwd=self.log_path.parent)
