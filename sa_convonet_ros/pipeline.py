@@ -105,6 +105,26 @@ def crop_to_region(points: np.ndarray, region) -> np.ndarray:
     return np.flatnonzero(np.all((points >= low) & (points <= high), axis=1))
 
 
+def subsample_evenly(points: np.ndarray, max_points: int) -> np.ndarray:
+    """Sorted indices of at most `max_points` points: the first point of each voxel of a grid.
+
+    A voxel grid (rather than a random draw) keeps the density even and picks the same points when
+    an unchanged part of the map is seen again, which lets automatic mode reuse those windows.
+    """
+    low = points.min(axis=0)
+    extent = np.maximum(points.max(axis=0) - low, 1e-3)
+    # Start finer than a filled volume would need; maps are surfaces, whose count drops with size^2.
+    size = float(np.prod(extent) / max_points) ** (1.0 / 3.0) / 4.0
+    while True:
+        shape = np.floor(extent / size).astype(np.int64) + 1
+        cells = np.minimum(np.floor((points - low) / size).astype(np.int64), shape - 1)
+        keys = np.ravel_multi_index(cells.T, shape)
+        _, first = np.unique(keys, return_index=True)
+        if len(first) <= max_points:
+            return np.sort(first)
+        size *= max(1.05, float(np.sqrt(len(first) / max_points)))
+
+
 class _Clock:
     def __init__(self, device: torch.device, seconds: dict[str, float]):
         self.device, self.seconds = device, seconds

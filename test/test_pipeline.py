@@ -126,3 +126,15 @@ def test_progress_is_reported(tiny_model, room_corner):
     assert "optimize" in stages and "field" in stages and stages[-1] == "mesh"
     last_optimize = [x for x in seen if x[0] == "optimize"][-1]
     assert last_optimize[1] == last_optimize[2]
+
+
+def test_even_subsampling_caps_the_count_and_keeps_the_extent():
+    from sa_convonet_ros.pipeline import subsample_evenly
+
+    rng = np.random.default_rng(0)
+    points = np.vstack([rng.uniform(0, 1, (50000, 3)), rng.uniform(5, 5.1, (50000, 3))])  # two densities
+    keep = subsample_evenly(points, 5000)
+    assert 1000 < len(keep) <= 5000 and np.all(np.diff(keep) > 0)
+    kept = points[keep]
+    assert kept[:, 0].min() < 0.1 and kept[:, 0].max() > 5.0  # both clusters survive
+    assert np.array_equal(keep, subsample_evenly(points, 5000))  # the same points every time

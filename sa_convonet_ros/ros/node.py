@@ -45,7 +45,7 @@ from sa_convonet_ros.io import MESH_WRITE_EXTENSIONS, write_mesh
 from sa_convonet_ros.model import load_model, resolve_device
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
 from sa_convonet_ros.optimize import ReconstructionCancelled
-from sa_convonet_ros.pipeline import ReconstructionError, WindowCache, reconstruct
+from sa_convonet_ros.pipeline import ReconstructionError, WindowCache, reconstruct, subsample_evenly
 from sa_convonet_ros.ros.markers import COLOR_MODES, mesh_to_markers, mesh_to_shape_msg
 from sa_convonet_ros.ros.pointcloud2 import CloudArrays, cloud_to_arrays
 from sa_convonet_ros.srv import ReconstructScene
@@ -169,26 +169,6 @@ def settings_from_parameters(values: dict) -> Settings:
                     auto_reconstruct=values['auto_reconstruct'],
                     auto_min_period=float(values['auto_min_period']),
                     output_dir=values['output_dir'].strip(), notes=tuple(notes))
-
-
-def voxel_subsample(points: np.ndarray, max_points: int) -> np.ndarray:
-    """Sorted indices of at most `max_points` points: the first point of each voxel of a grid.
-
-    A voxel grid (rather than a random draw) keeps the density even and picks the same points when
-    an unchanged part of the map is seen again, which lets automatic mode reuse those windows.
-    """
-    low = points.min(axis=0)
-    extent = np.maximum(points.max(axis=0) - low, 1e-3)
-    # Start finer than a filled volume would need; maps are surfaces, whose count drops with size^2.
-    size = float(np.prod(extent) / max_points) ** (1.0 / 3.0) / 4.0
-    while True:
-        shape = np.floor(extent / size).astype(np.int64) + 1
-        cells = np.minimum(np.floor((points - low) / size).astype(np.int64), shape - 1)
-        keys = np.ravel_multi_index(cells.T, shape)
-        _, first = np.unique(keys, return_index=True)
-        if len(first) <= max_points:
-            return np.sort(first)
-        size *= max(1.05, float(np.sqrt(len(first) / max_points)))
 
 
 @dataclass
@@ -529,7 +509,7 @@ class ReconstructionNode(Node):
         frame_id = settings.frame_id or cloud.frame_id or 'map'
         points, colors = cloud.points, cloud.colors
         if settings.max_points and len(points) > settings.max_points:
-            keep = voxel_subsample(points, settings.max_points)
+            keep = subsample_evenly(points, settings.max_points)
             self.get_logger().info(f'{job.source} has {len(points)} points, more than max_points='
                                    f'{settings.max_points}: voxel-subsampled to {len(keep)}')
             points, colors = points[keep], (colors[keep] if colors is not None else None)
@@ -576,6 +556,7 @@ class ReconstructionNode(Node):
                            stats=stats_msg)
 
         stats_msg = self._stats_msg(result.stats, seconds, output)
+        stats_msg.input_points = len(cloud.points) + cloud.num_removed  # as received, before any subsampling
         # One MarkerArray (DELETEALL + triangle lists) replaces the previous mesh in a single message.
         self._marker_publisher.publish(markers)
         self._stats_publisher.publish(stats_msg)

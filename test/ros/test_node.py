@@ -505,7 +505,8 @@ def test_two_million_point_map(node, ros):
     node.wait_for_log(r'map received: 2000000 points', timeout=60, start=start)
     response = call(ros, node, request(), timeout=120)
     assert response.success, response.message
-    assert response.stats.input_points <= NODE_PARAMETERS['max_points']
+    assert response.stats.input_points == 2_000_000
+    assert response.stats.points_used <= NODE_PARAMETERS['max_points']
     assert response.stats.faces > 100
     node.wait_for_log(r'has 2000000 points, more than max_points=200000: voxel-subsampled', timeout=1,
                       start=start)
