@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from .config import MeshingConfig, ModelConfig, WindowConfig
 from .data.scans import simulate_scans
-from .data.scenes import Scene, generate_room
+from .data.rooms import generate_room
+from .data.scenes import Scene
 from .model import ConvONet, count_parameters, resolve_device, save_model
 from .windows import WindowGrid
 
@@ -424,7 +425,7 @@ def export(run_dir: str | Path, path: str | Path, command: str | None = None) ->
     name = config.name
     metadata = {
         "trained_by": "sa_convonet_ros.train",
-        "data": {"generator": "sa_convonet_ros.data.scenes.generate_room",
+        "data": {"generator": "sa_convonet_ros.data.rooms.generate_room",
                  "train_seeds": list(config.train_seeds), "val_seeds": list(config.val_seeds),
                  "inputs": "simulate_scans dense + sparse, noisy surface samples",
                  "crop_size_m": config.grid.crop_size, "window_size_m": config.window_size,

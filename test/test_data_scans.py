@@ -12,7 +12,7 @@ from sa_convonet_ros.data.scans import (
     surface_cloud,
     voxel_downsample,
 )
-from sa_convonet_ros.data.scenes import generate_room, make_primitive_gallery_scene
+from sa_convonet_ros.data import generate_room, make_primitive_gallery_scene
 
 
 @pytest.fixture(scope="module")

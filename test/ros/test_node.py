@@ -28,7 +28,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from sa_convonet_ros.ros.node_process import NODE_NAME, NodeProcess, RosClient
 from sa_convonet_ros.config import ModelConfig
 from sa_convonet_ros.data.scans import surface_cloud
-from sa_convonet_ros.data.scenes import RoomConfig, generate_room
+from sa_convonet_ros.data.rooms import RoomConfig, generate_room
 from sa_convonet_ros.model import ConvONet, save_model
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
 from sa_convonet_ros.ros.pointcloud2 import arrays_to_cloud
