@@ -346,7 +346,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.wall_seconds = int(state["step"]), float(state["wall_seconds"])
         self.best, self.history = state["best"], state["history"]
-        self.commands = list(state.get("commands", []))
+        self.commands = list(state.get("commands") or [_training_command(TrainConfig.from_dict(state["config"]))])
         self.rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
         self.log(f"resumed {path} at step {self.step} ({self.wall_seconds / 60:.1f} min trained)")
