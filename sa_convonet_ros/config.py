@@ -92,7 +92,7 @@ class MeshingConfig:
 
     voxel_size: float = 0.02  # spacing of the global grid, metres
     threshold: float = 0.5  # occupancy probability of the surface
-    trim_distance: float | None = 0.08  # drop faces farther than this from any input point (None: keep all)
+    trim_distance: float | None = 0.04  # drop faces farther than this from any input point (None: keep all)
     eval_chunk: int = 200_000  # grid points decoded per network call
     color_from_input: bool = True  # colour vertices from the nearest input point when it has colours
 
@@ -172,7 +172,7 @@ def _paper() -> ReconstructionConfig:
             iterations=720, optimized_parts="all", freeze_norm=False, learning_rate=3e-5, decay_every=300,
             decay_factor=0.3, surface_samples=6 * 1536, off_surface_samples=6 * 512, sigma=0.1,
             window_batch=8),
-        meshing=MeshingConfig(voxel_size=0.01, threshold=0.5, trim_distance=0.06),
+        meshing=MeshingConfig(voxel_size=0.01, threshold=0.5, trim_distance=0.04),
     )
 
 
@@ -181,9 +181,9 @@ def _fast() -> ReconstructionConfig:
     return ReconstructionConfig(
         profile="fast",
         optimization=OptimizationConfig(
-            iterations=150, optimized_parts="decoder", learning_rate=1e-3, decay_every=100, decay_factor=0.3,
+            iterations=150, optimized_parts="decoder", learning_rate=3e-4, decay_every=100, decay_factor=0.3,
             surface_samples=2048, off_surface_samples=1024, sigma=0.1, window_batch=16),
-        meshing=MeshingConfig(voxel_size=0.02, threshold=0.5, trim_distance=0.08),
+        meshing=MeshingConfig(voxel_size=0.02, threshold=0.5, trim_distance=0.04),
     )
 
 
