@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] map: {len(points)} points from {len(scan.camera_poses)} camera poses, room "
           f"{high[0] - low[0]:.1f} x {high[1] - low[1]:.1f} x {high[2] - low[2]:.1f} m", flush=True)
 
-    parameters = {"profile": args.profile, "device": args.device, "checkpoint": args.checkpoint,
-                  "output_dir": str(out)}
+    parameters = {"profile": args.profile, "device": args.device, "output_dir": str(out)}
+    if args.checkpoint:  # an empty override cannot be given on the command line; empty is the default
+        parameters["checkpoint"] = args.checkpoint
     process = NodeProcess(out / "node.log", parameters)
     client = RosClient("sa_convonet_demo")
     latched = qos.QoSProfile(depth=1, reliability=qos.ReliabilityPolicy.RELIABLE,
