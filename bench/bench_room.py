@@ -97,7 +97,7 @@ def main(argv=None) -> int:
           f"device `{stats.device}`" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"- windows: {stats.windows_run} run, {stats.windows_skipped} skipped; "
           f"{stats.iterations} iterations; batch of {config.optimization.window_batch} windows")
-    print(f"- stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in stats.seconds.items()))
+    print("- stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in stats.seconds.items()))
     print(f"- seconds per optimisation step (one batch of up to {config.optimization.window_batch} windows): "
           f"{step_seconds:.4f}")
     if device.type == "cuda":

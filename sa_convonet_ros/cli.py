@@ -15,7 +15,7 @@ import numpy as np
 
 
 def _load_config(args):
-    from .config import ReconstructionConfig, get_profile
+    from .config import get_profile
 
     config = get_profile(args.profile)
     if args.config:

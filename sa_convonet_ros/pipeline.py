@@ -16,9 +16,9 @@ import torch
 import trimesh
 
 from .config import ReconstructionConfig, get_profile
-from .meshing import BlockField, color_from_points, extract_mesh, trim_far_faces
+from .meshing import EMPTY_LOGIT, BlockField, color_from_points, extract_mesh, trim_far_faces
 from .model import ConvONet, load_model, resolve_device
-from .optimize import WindowBatch, optimize_windows
+from .optimize import ReconstructionCancelled, WindowBatch, optimize_windows
 from .windows import WindowGrid, core_band_mask, select_windows
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -241,7 +241,6 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
         report("field", number + 1, len(batches))
         start = clock.lap("field", start)
         if cancel is not None and cancel.is_set():
-            from .optimize import ReconstructionCancelled
             raise ReconstructionCancelled("reconstruction cancelled")
     stats.final_loss = float(np.mean(losses)) if losses else float("nan")
 
@@ -265,7 +264,6 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
 def _evaluate_block(ensemble, slot: int, grid: WindowGrid, window: np.ndarray, crop_points: np.ndarray,
                     band: float | None, chunk: int, device: torch.device) -> np.ndarray:
     """Logits of one window's core grid points (within the band of its points; the rest stays empty)."""
-    from .meshing import EMPTY_LOGIT
     mask = core_band_mask(grid, window, crop_points, band)
     block = np.full(mask.shape, EMPTY_LOGIT, dtype=np.float32)
     queries = torch.from_numpy(grid.core_unit_points(window)[mask]).to(device)
