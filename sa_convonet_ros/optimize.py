@@ -53,10 +53,10 @@ class WindowBatch:
     @classmethod
     def from_arrays(cls, clouds: list[np.ndarray], device: torch.device, max_points: int,
                     rng: np.random.Generator, max_samples: int | None = None) -> "WindowBatch":
-        points, mask, counts = _pad([_cap(c, max_points, rng) for c in clouds], device)
+        points, mask, counts = pad_clouds([_cap(c, max_points, rng) for c in clouds], device)
         if max_samples is None or all(len(c) <= max_points for c in clouds):
             return cls(points, mask, counts)
-        samples, _, sample_counts = _pad([_cap(c, max_samples, rng) for c in clouds], device)
+        samples, _, sample_counts = pad_clouds([_cap(c, max_samples, rng) for c in clouds], device)
         return cls(points, mask, counts, samples, sample_counts)
 
     def __len__(self) -> int:
@@ -67,7 +67,8 @@ def _cap(cloud: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
     return cloud if len(cloud) <= limit else cloud[rng.choice(len(cloud), limit, replace=False)]
 
 
-def _pad(clouds: list[np.ndarray], device: torch.device):
+def pad_clouds(clouds: list[np.ndarray], device: torch.device):
+    """Stack clouds of different lengths: zero-padded points [W, N, 3], mask of real points [W, N], counts [W]."""
     length = max(len(c) for c in clouds)
     points = np.zeros((len(clouds), length, 3), dtype=np.float32)
     mask = np.zeros((len(clouds), length), dtype=bool)

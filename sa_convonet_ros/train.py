@@ -37,6 +37,7 @@ from .data.scans import simulate_scans
 from .data.rooms import generate_room
 from .data.scenes import Scene
 from .model import ConvONet, count_parameters, resolve_device, save_model
+from .optimize import pad_clouds
 from .windows import WindowGrid
 
 CACHE_VERSION = 1
@@ -221,16 +222,10 @@ def _crop_queries(room: Room, config: TrainConfig, centre, rotation, rng) -> tup
 
 def collate(crops: list[Crop], device: torch.device):
     """Pad input points to one length (mask marks real points); queries all have the same count."""
-    length = max(len(c.points) for c in crops)
-    points = np.zeros((len(crops), length, 3), np.float32)
-    mask = np.zeros((len(crops), length), bool)
-    for i, crop in enumerate(crops):
-        points[i, :len(crop.points)] = crop.points
-        mask[i, :len(crop.points)] = True
+    points, mask, _ = pad_clouds([c.points for c in crops], device)
     queries = np.stack([c.queries for c in crops])
     labels = np.stack([c.labels for c in crops]).astype(np.float32)
-    return (torch.from_numpy(points).to(device), torch.from_numpy(mask).to(device),
-            torch.from_numpy(queries).to(device), torch.from_numpy(labels).to(device))
+    return points, mask, torch.from_numpy(queries).to(device), torch.from_numpy(labels).to(device)
 
 
 def sample_batch(rooms: list[Room], config: TrainConfig, rng: np.random.Generator) -> list[Crop]:
