@@ -79,8 +79,8 @@ class WindowCache:
         return len(self._entries)
 
 
-def validate_points(points: np.ndarray) -> tuple[np.ndarray, int]:
-    """N x 3 finite float64 points; returns them and how many non-finite rows were dropped."""
+def validate_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """N x 3 finite float64 points, and the mask of the input rows they came from (non-finite rows dropped)."""
     array = np.asarray(points)
     if array.ndim != 2 or array.shape[1] != 3:
         raise ReconstructionError(f"points must be an N x 3 array, got shape {array.shape}")
@@ -92,7 +92,7 @@ def validate_points(points: np.ndarray) -> tuple[np.ndarray, int]:
         raise ReconstructionError("the point cloud is empty")
     if not finite.any():
         raise ReconstructionError(f"all {len(array)} points are NaN or infinite")
-    return array[finite], int(len(array) - finite.sum())
+    return array[finite], finite
 
 
 def crop_to_region(points: np.ndarray, region) -> np.ndarray:
@@ -154,14 +154,13 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     start = time.perf_counter()
     report = progress or (lambda stage, done, total: None)
 
-    raw_count = len(points) if hasattr(points, "__len__") else 0
-    pts, stats.non_finite_removed = validate_points(points)
-    stats.input_points = raw_count
+    pts, finite = validate_points(points)
+    stats.input_points, stats.non_finite_removed = len(finite), int(len(finite) - len(pts))
     if colors is not None:
         colors = np.asarray(colors, dtype=np.float64)
-        if colors.shape != (raw_count, 3):
+        if colors.shape != (len(finite), 3):
             raise ReconstructionError(f"colors must be N x 3 like the points, got {colors.shape}")
-        colors = colors[np.isfinite(np.asarray(points, dtype=np.float64)).all(axis=1)]
+        colors = colors[finite]
     if region is not None:
         inside = crop_to_region(pts, region)
         if len(inside) == 0:
