@@ -44,11 +44,6 @@ def make_room(size, setting, seed, n_points):
     return scene, points.astype(np.float64)
 
 
-def scores(mesh, gt_points, gt_normals, visible):
-    s = evaluate_mesh(mesh, gt_points, gt_normals, taus=(0.02, 0.05), completeness_mask=visible)
-    return s
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="fast")
@@ -87,8 +82,8 @@ def main(argv=None) -> int:
     poisson = screened_poisson(points, depth=args.poisson_depth)
     poisson_seconds = time.perf_counter() - start
 
-    ours_scores = scores(ours.mesh, gt_points, gt_normals, visible)
-    poisson_scores = scores(poisson, gt_points, gt_normals, visible)
+    ours_scores = evaluate_mesh(ours.mesh, gt_points, gt_normals, completeness_mask=visible)
+    poisson_scores = evaluate_mesh(poisson, gt_points, gt_normals, completeness_mask=visible)
 
     print(f"## Room {args.size[0]:g} x {args.size[1]:g} x {args.size[2]:g} m, {args.setting} scan, "
           f"{len(points)} points, seed {args.seed}, profile `{args.profile}`")
