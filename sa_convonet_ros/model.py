@@ -227,6 +227,16 @@ def resolve_device(spec: str | torch.device = "auto", strict: bool = False) -> t
     raise ValueError(f"invalid device {spec!r}; use auto, cpu, cuda or cuda:N")
 
 
+def resolve_devices(spec: str | torch.device = "auto", strict: bool = False) -> list[torch.device]:
+    """The devices windows are spread over: 'auto' takes every visible CUDA GPU (else the CPU); a
+    comma-separated list ('cuda:0,cuda:1') names them; anything else is one device (`resolve_device`)."""
+    text = str(spec or "auto").strip().lower()
+    if text == "auto" and torch.cuda.device_count() > 1:
+        return [torch.device(f"cuda:{index}") for index in range(torch.cuda.device_count())]
+    names = [name.strip() for name in text.split(",") if name.strip()] or ["auto"]
+    return [resolve_device(name, strict) for name in names]
+
+
 # ------------------------------------------------------------------------------------------- checkpoints
 
 def save_model(model: ConvONet, path: str | Path, **metadata: Any) -> Path:

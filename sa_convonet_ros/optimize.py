@@ -14,6 +14,7 @@ encodes one copy per batch element), and not at all when only the decoder adapts
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -95,6 +96,33 @@ def sample_uce_queries(batch: WindowBatch, n_surface: int, n_off_surface: int, s
     return queries, targets
 
 
+@contextlib.contextmanager
+def precision_mode(precision: str, device: torch.device):
+    """Numerics of the optimisation steps: 'fp32'; 'tf32' (CUDA matmuls and convolutions on TF32 tensor
+    cores, a no-op elsewhere); 'bf16' (autocast to bfloat16; the loss and Adam stay in float32)."""
+    if precision == "bf16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+    elif precision == "tf32" and device.type == "cuda":
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    else:
+        yield
+
+
+@dataclass
+class WindowState:
+    """What one window learned, kept (on the CPU, compactly) to warm-start the same window later:
+    its adapted parameters and how far its feature grid moved from what the encoder gave."""
+
+    parameters: dict[str, torch.Tensor]
+    feature_delta: torch.Tensor | None = None  # float16 [C, R, R, R]
+
+
 def optimized_parameter_names(model: ConvONet, parts: str, freeze_norm: bool) -> list[str]:
     prefixes = {"all": ("encoder.", "decoder."), "encoder": ("encoder.",), "decoder": ("decoder.",)}[parts]
     norm_names = {f"{name}.{p}" for name, module in model.named_modules()
@@ -111,7 +139,14 @@ class WindowEnsemble:
     batch: WindowBatch
     stacked: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [W, ...]
     features: torch.Tensor | None = None  # cached when the encoder is not adapted
+    encoded: torch.Tensor | None = None  # the encoder's output before the feature grid adapted
     loss_history: list[float] = field(default_factory=list)
+
+    def window_state(self, window: int) -> WindowState:
+        delta = None
+        if self.encoded is not None and self.features is not None:
+            delta = (self.features[window] - self.encoded[window]).to("cpu", torch.float16)
+        return WindowState({n: t[window].detach().cpu().clone() for n, t in self.stacked.items()}, delta)
 
     def _split(self, prefix: str):
         params, dims = {}, {}
@@ -158,25 +193,38 @@ class WindowEnsemble:
 def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationConfig,
                      iterations: int | None = None, seed: int = 0,
                      on_step: Callable[[int, int, float], None] | None = None,
-                     cancel: threading.Event | None = None) -> WindowEnsemble:
-    """Run the UCE optimisation for every window of the batch; returns the adapted ensemble."""
+                     cancel: threading.Event | None = None,
+                     initial: list[WindowState | None] | None = None) -> WindowEnsemble:
+    """Run the UCE optimisation for every window of the batch; returns the adapted ensemble.
+
+    `initial` (one entry per window, None for a cold start) continues from earlier results of the
+    same windows instead of the pretrained weights: a warm start."""
     iterations = config.iterations if iterations is None else iterations
     model.eval()  # no dropout/batch-norm; GroupNorm behaves the same either way
     for p in model.parameters():
         p.requires_grad_(False)
     ensemble = WindowEnsemble(model, batch)
     names = optimized_parameter_names(model, config.optimized_parts, config.freeze_norm) if iterations else []
-    if not names:
+    if not names and not (iterations and config.optimize_features):
         with torch.no_grad():
             ensemble.features = ensemble.encode()
         return ensemble
     own = dict(model.named_parameters())
     ensemble.stacked = {n: own[n].detach().unsqueeze(0).repeat(len(batch), *[1] * own[n].dim()).requires_grad_(True)
                         for n in names}
+    groups = [{"params": list(ensemble.stacked.values()), "lr": config.learning_rate}] if names else []
     if config.optimized_parts == "decoder":
         with torch.no_grad():
             ensemble.features = ensemble.encode()
-    optimizer = torch.optim.Adam(ensemble.stacked.values(), lr=config.learning_rate)
+        if config.optimize_features:
+            ensemble.encoded = ensemble.features.clone()
+            # The encoder's output grid becomes a free per-window latent: each cell can move the surface
+            # locally, which the shared decoder alone cannot do.
+            ensemble.features.requires_grad_(True)
+            groups.append({"params": [ensemble.features], "lr": config.feature_learning_rate})
+    # The fused kernel updates all stacked tensors in one pass: a third less time per step on CPU.
+    _apply_initial_states(ensemble, initial)
+    optimizer = torch.optim.Adam(groups, fused=batch.points.device.type in ("cpu", "cuda"))
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.decay_every, gamma=config.decay_factor)
     generator = torch.Generator(device=batch.points.device).manual_seed(seed)
     best, stale = float("inf"), 0
@@ -185,7 +233,9 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
             raise ReconstructionCancelled("reconstruction cancelled")
         queries, targets = sample_uce_queries(batch, config.surface_samples, config.off_surface_samples,
                                               config.sigma, generator)
-        loss = uce_loss(ensemble.decode(queries, ensemble.encode()), targets).sum()
+        with precision_mode(config.precision, batch.points.device):
+            logits = ensemble.decode(queries, ensemble.encode())
+        loss = uce_loss(logits.float(), targets).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -203,7 +253,25 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
                     break
     for tensor in ensemble.stacked.values():
         tensor.requires_grad_(False)
+    if ensemble.features is not None:
+        ensemble.features.requires_grad_(False)
     if config.optimized_parts != "decoder":
         with torch.no_grad():
             ensemble.features = ensemble.encode()
     return ensemble
+
+
+def _apply_initial_states(ensemble: WindowEnsemble, initial: list[WindowState | None] | None) -> None:
+    if not initial:
+        return
+    if len(initial) != len(ensemble.batch):
+        raise ValueError(f"{len(initial)} initial states for a batch of {len(ensemble.batch)} windows")
+    with torch.no_grad():
+        for window, state in enumerate(initial):
+            if state is None:
+                continue
+            for name, tensor in ensemble.stacked.items():
+                if name in state.parameters:
+                    tensor[window] = state.parameters[name].to(tensor.device)
+            if state.feature_delta is not None and ensemble.encoded is not None:
+                ensemble.features[window] += state.feature_delta.to(ensemble.features.device, torch.float32)

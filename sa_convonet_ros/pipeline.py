@@ -5,6 +5,7 @@ points (N x 3, metres) -> windows -> per-window UCE optimisation (batched) -> lo
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import threading
 import time
@@ -17,8 +18,8 @@ import trimesh
 
 from .config import ReconstructionConfig, get_profile
 from .meshing import EMPTY_LOGIT, BlockField, color_from_points, extract_mesh, trim_far_faces
-from .model import ConvONet, load_model, resolve_device
-from .optimize import ReconstructionCancelled, WindowBatch, optimize_windows
+from .model import ConvONet, load_model, resolve_devices
+from .optimize import ReconstructionCancelled, WindowBatch, WindowState, optimize_windows
 from .windows import WindowGrid, core_band_mask, select_windows
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -36,6 +37,7 @@ class ReconstructionStats:
     windows_run: int = 0
     windows_skipped: int = 0
     windows_reused: int = 0
+    windows_warm_started: int = 0
     iterations: int = 0
     final_loss: float = float("nan")
     device: str = ""
@@ -63,10 +65,19 @@ class Result:
 
 
 class WindowCache:
-    """Field blocks of earlier runs, reused for windows whose input points and settings did not change."""
+    """What earlier runs computed per window: field blocks, reused as they are for windows whose input
+    points and settings did not change, and adapted states, which warm-start windows whose points did."""
 
     def __init__(self) -> None:
         self._entries: dict[tuple[int, int, int], tuple[str, np.ndarray]] = {}
+        self._states: dict[tuple[int, int, int], tuple[str, WindowState]] = {}
+
+    def get_state(self, key: tuple[int, int, int], settings_id: str) -> WindowState | None:
+        entry = self._states.get(key)
+        return entry[1] if entry is not None and entry[0] == settings_id else None
+
+    def put_state(self, key: tuple[int, int, int], settings_id: str, state: WindowState) -> None:
+        self._states[key] = (settings_id, state)
 
     def get(self, key: tuple[int, int, int], fingerprint: str) -> np.ndarray | None:
         entry = self._entries.get(key)
@@ -125,16 +136,51 @@ def subsample_evenly(points: np.ndarray, max_points: int) -> np.ndarray:
         size *= max(1.05, float(np.sqrt(len(first) / max_points)))
 
 
+def _synchronized(device: torch.device) -> float:
+    """The time once the device has finished its queued work (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 class _Clock:
-    def __init__(self, device: torch.device, seconds: dict[str, float]):
-        self.device, self.seconds = device, seconds
+    def __init__(self, devices: list[torch.device], seconds: dict[str, float]):
+        self.devices, self.seconds = devices, seconds
 
     def lap(self, stage: str, start: float) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
+        now = max(_synchronized(device) for device in self.devices)
         self.seconds[stage] = self.seconds.get(stage, 0.0) + now - start
         return now
+
+
+def _run_jobs(jobs: list, replicas: list[ConvONet], run_job, stop: threading.Event) -> list:
+    """Run `run_job(number, job, replica)` for every job: in order on one device, or with one worker
+    thread per device pulling the next job (torch releases the GIL inside its kernels)."""
+    if len(replicas) == 1:
+        return [run_job(number, job, replicas[0]) for number, job in enumerate(jobs)]
+    queue = list(enumerate(jobs))[::-1]
+    lock, results, errors = threading.Lock(), {}, []
+
+    def worker(replica):
+        while not stop.is_set():
+            with lock:
+                if not queue:
+                    return
+                number, job = queue.pop()
+            try:
+                results[number] = run_job(number, job, replica)
+            except BaseException as error:  # re-raised in the caller's thread
+                errors.append(error)
+                stop.set()
+
+    threads = [threading.Thread(target=worker, args=(replica,), daemon=True) for replica in replicas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return [results[number] for number in range(len(jobs))]
 
 
 def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, *,
@@ -176,13 +222,11 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
             f"{extent.max():.4g} m (need at least {config.windows.min_points} points in one window, "
             f"spanning more than two voxels of {mesh_cfg.voxel_size} m)")
 
-    device = resolve_device(config.device)
-    stats.device = str(device)
-    clock = _Clock(device, stats.seconds)
-    if model is None:
-        model = load_model(config.checkpoint, device=device)
-    else:
-        model = model.to(device)
+    devices = resolve_devices(config.device)
+    stats.device = ",".join(str(d) for d in devices)
+    clock = _Clock(devices, stats.seconds)
+    model = load_model(config.checkpoint, device=devices[0]) if model is None else model.to(devices[0])
+    replicas = [model if d == devices[0] else copy.deepcopy(model).to(d) for d in devices]
     start = clock.lap("prepare", start)
 
     grid = WindowGrid.from_sizes(config.windows.window_size, mesh_cfg.voxel_size, config.windows.margin)
@@ -200,47 +244,73 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
         raise ReconstructionError(f"iterations must be >= 0, got {steps}")
     stats.iterations = steps
     model_id = _model_fingerprint(model)
+    settings_id = _settings_fingerprint(config, steps, model_id)
+    warm_steps = min(opt_cfg.warm_start_iterations, steps) if cache is not None else 0
     field = BlockField(grid)
-    todo = []
+    cold, warm = [], []
     for w in range(len(windows)):
         key = tuple(int(v) for v in windows.index[w])
-        fingerprint = _window_fingerprint(pts[windows.crop_points[w]], config, steps, model_id) if cache is not None else ""
+        fingerprint = _window_fingerprint(pts[windows.crop_points[w]], settings_id) if cache is not None else ""
         reused = cache.get(key, fingerprint) if cache is not None else None
         if reused is not None:
             field.blocks[key] = reused
             stats.windows_reused += 1
+        elif warm_steps and cache.get_state(key, settings_id) is not None:
+            warm.append((w, key, fingerprint))
         else:
-            todo.append((w, key, fingerprint))
-    stats.windows_run = len(todo)
+            cold.append((w, key, fingerprint))
+    stats.windows_run, stats.windows_warm_started = len(cold) + len(warm), len(warm)
 
-    rng = np.random.default_rng(opt_cfg.seed)
-    batches = [todo[i:i + opt_cfg.window_batch] for i in range(0, len(todo), opt_cfg.window_batch)]
-    losses = []
-    for number, batch_windows in enumerate(batches):
-        clouds = [grid.to_unit(pts[windows.crop_points[w]], windows.index[w]) for w, _, _ in batch_windows]
+    size = opt_cfg.window_batch
+    jobs = ([(cold[i:i + size], steps, False) for i in range(0, len(cold), size)]
+            + [(warm[i:i + size], warm_steps, True) for i in range(0, len(warm), size)])
+    total_steps, done = sum(job[1] for job in jobs), [0, 0]  # optimisation steps, field blocks
+    lock, stop = threading.Lock(), cancel if cancel is not None else threading.Event()
+
+    def run_job(number: int, job, replica: ConvONet) -> tuple[float, float, float]:
+        """Optimise one batch of windows on the replica's device and write their field blocks."""
+        job_windows, job_steps, warm_start = job
+        device = next(replica.parameters()).device
+        began = time.perf_counter()
+        rng = np.random.default_rng([opt_cfg.seed, number])  # the same points whichever device runs it
+        clouds = [grid.to_unit(pts[windows.crop_points[w]], windows.index[w]) for w, _, _ in job_windows]
         batch = WindowBatch.from_arrays(clouds, device, opt_cfg.max_points_per_window, rng,
                                         max_samples=opt_cfg.max_samples_per_window)
-        done_before = number * steps
+        initial = [cache.get_state(key, settings_id) for _, key, _ in job_windows] if warm_start else None
 
-        def on_step(step, total, loss, done_before=done_before):
-            report("optimize", done_before + step, len(batches) * steps)
+        def on_step(step, total, loss):
+            with lock:
+                done[0] += 1
+                report("optimize", done[0], total_steps)
 
-        ensemble = optimize_windows(model, batch, opt_cfg, iterations=steps, seed=opt_cfg.seed + number,
-                                    on_step=on_step, cancel=cancel)
-        if ensemble.loss_history:
-            losses.append(ensemble.loss_history[-1])
-        start = clock.lap("optimize", start)
+        ensemble = optimize_windows(replica, batch, opt_cfg, iterations=job_steps, seed=opt_cfg.seed + number,
+                                    on_step=on_step, cancel=stop, initial=initial)
+        optimized = _synchronized(device)
         with torch.no_grad():
-            for slot, (w, key, fingerprint) in enumerate(batch_windows):
+            for slot, (w, key, fingerprint) in enumerate(job_windows):
                 block = _evaluate_block(ensemble, slot, grid, windows.index[w], pts[windows.crop_points[w]],
                                         band, mesh_cfg.eval_chunk, device)
                 field.blocks[key] = block
                 if cache is not None:
                     cache.put(key, fingerprint, block)
-        report("field", number + 1, len(batches))
-        start = clock.lap("field", start)
-        if cancel is not None and cancel.is_set():
+                    if job_steps:
+                        cache.put_state(key, settings_id, ensemble.window_state(slot))
+        with lock:
+            done[1] += 1
+            report("field", done[1], len(jobs))
+        if stop.is_set():
             raise ReconstructionCancelled("reconstruction cancelled")
+        loss = ensemble.loss_history[-1] if ensemble.loss_history else float("nan")
+        return loss, optimized - began, _synchronized(device) - optimized
+
+    results = _run_jobs(jobs, replicas, run_job, stop)
+    # With several devices the jobs overlap: share the wall time out in proportion to the work.
+    wall = time.perf_counter() - start
+    busy = sum(r[1] + r[2] for r in results) or 1.0
+    stats.seconds["optimize"] = wall * sum(r[1] for r in results) / busy
+    stats.seconds["field"] = wall * sum(r[2] for r in results) / busy
+    start = time.perf_counter()
+    losses = [r[0] for r in results if np.isfinite(r[0])]
     stats.final_loss = float(np.mean(losses)) if losses else float("nan")
 
     report("mesh", 0, 1)
@@ -281,10 +351,13 @@ def _model_fingerprint(model: ConvONet) -> str:
     return digest.hexdigest()
 
 
-def _window_fingerprint(points: np.ndarray, config: ReconstructionConfig, steps: int, model_id: str) -> str:
-    digest = hashlib.sha1()
-    digest.update(np.ascontiguousarray(np.round(points, 4)).tobytes())
+def _settings_fingerprint(config: ReconstructionConfig, steps: int, model_id: str) -> str:
     settings = {**config.to_dict(), "steps": steps, "model": model_id}
     settings.pop("device", None)
-    digest.update(repr(sorted(settings.items())).encode())
+    return hashlib.sha1(repr(sorted(settings.items())).encode()).hexdigest()
+
+
+def _window_fingerprint(points: np.ndarray, settings_id: str) -> str:
+    digest = hashlib.sha1(settings_id.encode())
+    digest.update(np.ascontiguousarray(np.round(points, 4)).tobytes())
     return digest.hexdigest()

@@ -41,3 +41,31 @@ def test_pipeline_runs_on_cuda():
     config = get_profile("fast").updated(device="cuda", optimization={"iterations": 5})
     result = reconstruct(points, config, model=model)
     assert result.stats.device.startswith("cuda") and result.stats.faces > 0
+
+
+def test_bf16_and_tf32_keep_the_mesh_of_float32():
+    rng = np.random.default_rng(0)
+    points = np.c_[rng.uniform(0, 2, (20000, 2)), np.full(20000, 0.3)]
+    torch.manual_seed(0)
+    model = ConvONet(SMALL)
+    meshes = {}
+    for precision in ("fp32", "tf32", "bf16"):
+        config = get_profile("fast").updated(device="cuda", optimization={"iterations": 20, "precision": precision})
+        meshes[precision] = reconstruct(points, config, model=model).mesh
+    from sa_convonet_ros.metrics import evaluate_mesh, sample_mesh
+
+    reference = sample_mesh(meshes["fp32"], 50_000)
+    for precision in ("tf32", "bf16"):
+        scores = evaluate_mesh(meshes[precision], *reference, taus=(0.01,))
+        assert scores["fscore@0.01"] > 0.95, precision
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_auto_spreads_windows_over_every_gpu():
+    rng = np.random.default_rng(0)
+    points = np.c_[rng.uniform(0, 3, (30000, 2)), np.full(30000, 0.3)]
+    torch.manual_seed(0)
+    model = ConvONet(SMALL)
+    config = get_profile("fast").updated(device="auto", optimization={"iterations": 5, "window_batch": 2})
+    result = reconstruct(points, config, model=model)
+    assert result.stats.device.count("cuda") == torch.cuda.device_count() and result.stats.faces > 0

@@ -108,3 +108,28 @@ def test_evaluate_mesh_files(tmp_path, sphere, sphere_gt):
 
     write_mesh(trimesh.Trimesh(), tmp_path / "empty.ply")
     assert evaluate_mesh_files(tmp_path / "empty.ply", tmp_path / "gt.npz")["empty_prediction"] is True
+
+
+def test_exact_distances_leave_no_sampling_floor():
+    """Completeness is point-to-triangle; with an analytic distance accuracy is too, however sparse the samples."""
+    plane = trimesh.Trimesh(vertices=[[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], faces=[[0, 1, 2], [0, 2, 3]])
+    gt_points, gt_normals = sample_mesh(plane, 500, seed=1)  # ~4.5 cm spacing
+    shifted = plane.copy()
+    shifted.apply_translation([0, 0, 0.004])
+    sampled = evaluate_mesh(shifted, gt_points, gt_normals, n_samples=500)
+    exact = evaluate_mesh(shifted, gt_points, gt_normals, n_samples=500, gt_distance=lambda p: p[:, 2])
+    assert exact["completeness"] == pytest.approx(0.004, abs=1e-6)
+    assert exact["accuracy"] == pytest.approx(0.004, abs=1e-6)
+    assert sampled["accuracy"] > 0.01  # nearest-sample distance is dominated by the spacing
+    assert exact["fscore@0.02"] == 1.0 and exact["normal_consistency"] == pytest.approx(1.0)
+
+
+def test_exact_completeness_far_from_the_origin():
+    """Map coordinates of 1e5 m must not cost float32 precision in the point-to-triangle distances."""
+    plane = trimesh.Trimesh(vertices=[[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], faces=[[0, 1, 2], [0, 2, 3]])
+    gt_points, gt_normals = sample_mesh(plane, 2000, seed=1)
+    offset = np.array([1e5, -2e5, 30.0])
+    shifted = plane.copy()
+    shifted.apply_translation(offset + [0, 0, 0.002])
+    result = evaluate_mesh(shifted, gt_points + offset, gt_normals, n_samples=2000)
+    assert result["completeness"] == pytest.approx(0.002, abs=1e-5)

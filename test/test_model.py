@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from sa_convonet_ros.config import ModelConfig
 from sa_convonet_ros.model import (ConvONet, count_parameters, load_model, normalize_coordinates, resolve_device,
-                                   save_model)
+                                   resolve_devices, save_model)
 
 SMALL = ModelConfig(c_dim=8, hidden_dim=16, grid_resolution=16, unet_levels=3, unet_base_channels=8)
 
@@ -91,6 +91,15 @@ def test_resolve_device():
             assert resolve_device("cuda").type == "cpu"
         with pytest.raises(ValueError, match="not available"):
             resolve_device("cuda", strict=True)
+
+
+def test_resolve_devices_lists_every_device_to_use():
+    assert resolve_devices("cpu") == [torch.device("cpu")]
+    assert resolve_devices(" cpu , cpu ") == [torch.device("cpu")] * 2
+    gpus = torch.cuda.device_count()
+    assert len(resolve_devices("auto")) == max(gpus, 1)  # every visible GPU, else the CPU
+    with pytest.raises(ValueError, match="invalid device"):
+        resolve_devices("cpu,tpu")
 
 
 # ------------------------------------------------------------------------------------------------------

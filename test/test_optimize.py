@@ -87,10 +87,11 @@ def test_optimisation_lowers_the_loss(parts):
     assert first.shape[0] == 2 and not torch.equal(first[0], first[1])
 
 
-def test_windows_in_a_batch_are_independent():
+@pytest.mark.parametrize("parts, features", [("all", False), ("decoder", True)])
+def test_windows_in_a_batch_are_independent(parts, features):
     """Window A ends up the same whichever window it shares its batch with."""
-    config = OptimizationConfig(iterations=15, optimized_parts="all", freeze_norm=False, learning_rate=1e-3,
-                                surface_samples=256, off_surface_samples=128)
+    config = OptimizationConfig(iterations=15, optimized_parts=parts, freeze_norm=False, learning_rate=1e-3,
+                                optimize_features=features, surface_samples=256, off_surface_samples=128)
     a = plane(800, 0)
     results = []
     for partner in (plane(800, 1, 0.2), plane(800, 2, -0.3) * [1, 0.5, 1]):
@@ -98,7 +99,7 @@ def test_windows_in_a_batch_are_independent():
         model = ConvONet(TINY)
         batch = WindowBatch.from_arrays([a, partner], CPU, 5000, np.random.default_rng(0))
         ensemble = optimize_windows(model, batch, config, seed=3)
-        results.append({n: t[0] for n, t in ensemble.stacked.items()})
+        results.append({n: t[0] for n, t in ensemble.stacked.items()} | {"features": ensemble.features[0]})
     for name in results[0]:
         assert torch.allclose(results[0][name], results[1][name], atol=1e-5), name
 
@@ -115,3 +116,69 @@ def test_zero_iterations_is_feed_forward_and_cancel_stops():
     cancel.set()
     with pytest.raises(ReconstructionCancelled):
         optimize_windows(model, batch, OptimizationConfig(iterations=5), cancel=cancel)
+
+
+def test_adapting_the_feature_grid_fits_better_than_the_decoder_alone():
+    torch.manual_seed(0)
+    model = ConvONet(TINY)
+    batch = WindowBatch.from_arrays([plane(2000, 0), plane(2000, 1, 0.1)], CPU, 5000, np.random.default_rng(0))
+    with torch.no_grad():
+        encoded = model.encode(batch.points, batch.mask)
+    final = {}
+    for features in (False, True):
+        config = OptimizationConfig(iterations=40, optimized_parts="decoder", optimize_features=features,
+                                    learning_rate=3e-3, feature_learning_rate=1e-2, decay_every=1000,
+                                    surface_samples=512, off_surface_samples=512)
+        ensemble = optimize_windows(model, batch, config, seed=0)
+        final[features] = np.mean(ensemble.loss_history[-5:])
+        assert not ensemble.features.requires_grad
+        assert torch.equal(ensemble.features, encoded) != features  # adapted only when asked
+    assert final[True] < final[False]
+
+
+def test_feature_adaptation_needs_a_fixed_encoder():
+    with pytest.raises(ValueError, match="optimize_features"):
+        OptimizationConfig(optimized_parts="all", optimize_features=True)
+    with pytest.raises(ValueError, match="feature_learning_rate"):
+        OptimizationConfig(optimize_features=True, feature_learning_rate=0)
+
+
+def test_a_warm_start_resumes_where_the_earlier_run_ended():
+    torch.manual_seed(0)
+    model = ConvONet(TINY)
+    batch = WindowBatch.from_arrays([plane(2000, 0), plane(2000, 1, 0.1)], CPU, 5000, np.random.default_rng(0))
+    config = OptimizationConfig(iterations=40, optimize_features=True, learning_rate=3e-3, decay_every=1000,
+                                surface_samples=512, off_surface_samples=512)
+    earlier = optimize_windows(model, batch, config, seed=0)
+    states = [earlier.window_state(0), None]  # window 1 starts cold
+    assert states[0].feature_delta.dtype == torch.float16 and states[0].feature_delta.abs().max() > 0
+    warm = optimize_windows(model, batch, config, iterations=1, seed=1, initial=states)
+    cold = optimize_windows(model, batch, config, iterations=1, seed=1)
+    # one step from the earlier result is far below one step from the pretrained weights, per window
+    with torch.no_grad():
+        queries, targets = sample_uce_queries(batch, 512, 512, config.sigma, torch.Generator().manual_seed(5))
+        warm_loss = uce_loss(warm.decode(queries, warm.features), targets)
+        cold_loss = uce_loss(cold.decode(queries, cold.features), targets)
+    assert warm_loss[0] < cold_loss[0] - 0.02
+    assert warm_loss[1] == pytest.approx(cold_loss[1].item(), abs=1e-6)
+    with pytest.raises(ValueError, match="initial states"):
+        optimize_windows(model, batch, config, iterations=1, initial=states[:1])
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_reduced_precision_follows_the_float32_optimisation(precision):
+    batch = WindowBatch.from_arrays([plane(2000, 0)], CPU, 5000, np.random.default_rng(0))
+    histories = {}
+    for mode in ("fp32", precision):
+        torch.manual_seed(0)
+        model = ConvONet(TINY)
+        config = OptimizationConfig(iterations=20, optimize_features=True, learning_rate=3e-3, precision=mode,
+                                    surface_samples=512, off_surface_samples=512)
+        histories[mode] = np.array(optimize_windows(model, batch, config, seed=0).loss_history)
+    if precision == "tf32":  # TF32 only exists on CUDA: on the CPU it is exactly float32
+        assert np.array_equal(histories["tf32"], histories["fp32"])
+    else:
+        np.testing.assert_allclose(histories[precision], histories["fp32"], atol=0.02)
+        assert histories[precision][-1] < histories[precision][0]
+    with pytest.raises(ValueError, match="precision"):
+        OptimizationConfig(precision="fp8")

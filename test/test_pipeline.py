@@ -147,3 +147,27 @@ def test_even_subsampling_caps_the_count_and_keeps_the_extent():
     kept = points[keep]
     assert kept[:, 0].min() < 0.1 and kept[:, 0].max() > 5.0  # both clusters survive
     assert np.array_equal(keep, subsample_evenly(points, 5000))  # the same points every time
+
+
+def test_warm_start_continues_windows_whose_points_changed(tiny_model, room_corner):
+    cache = WindowCache()
+    config = small_config(iterations=3).updated(optimization={"warm_start_iterations": 1})
+    first = reconstruct(room_corner, config, model=tiny_model, cache=cache)
+    assert first.stats.windows_warm_started == 0  # nothing to start from yet
+    extra = room_corner.min(axis=0) + np.random.default_rng(0).uniform(0, 0.1, (200, 3))
+    changed = reconstruct(np.vstack([room_corner, extra]), config, model=tiny_model, cache=cache)
+    # windows that existed before start warm; a window the new points create starts cold
+    assert 0 < changed.stats.windows_warm_started <= changed.stats.windows_run <= 8
+    # other settings: the cached states do not fit, every changed window starts cold
+    other = config.updated(optimization={"learning_rate": 1e-3})
+    cold = reconstruct(np.vstack([room_corner, extra[:100]]), other, model=tiny_model, cache=cache)
+    assert cold.stats.windows_warm_started == 0 and cold.stats.windows_run >= first.stats.windows_run
+
+
+def test_windows_spread_over_several_devices_give_the_same_mesh(tiny_model, room_corner):
+    config = small_config(iterations=2).updated(optimization={"window_batch": 2})
+    one = reconstruct(room_corner, config, model=tiny_model)
+    two = reconstruct(room_corner, config.updated(device="cpu,cpu"), model=tiny_model)
+    assert two.stats.device == "cpu,cpu" and two.stats.windows_run == one.stats.windows_run
+    np.testing.assert_allclose(two.mesh.vertices, one.mesh.vertices, atol=1e-6)
+    assert np.array_equal(two.mesh.faces, one.mesh.faces)

@@ -85,6 +85,11 @@ class Scene:
                 distance[indices] = np.minimum(distance[indices], primitive.sdf(points[indices]))
         return distance
 
+    def surface_distance(self, points: np.ndarray) -> np.ndarray:
+        """Unsigned distance (N,) to the union's boundary: exact outside, a lower bound inside where
+        primitives overlap (see `sdf`). The exact accuracy metric of a reconstruction."""
+        return np.abs(self.sdf(points))
+
     def mesh(self) -> trimesh.Trimesh:
         """All primitive meshes concatenated (overlapping, not a boolean union); cached."""
         if self._mesh_cache is None:

@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     mesh = trimesh.load(stats.output_path, force="mesh", process=False)
     gt_points, gt_normals = scene.sample_surface(300_000, seed=args.seed + 1)
     scores = evaluate_mesh(mesh, gt_points, gt_normals, taus=(0.02, 0.05),
-                           completeness_mask=visible_mask(gt_points, points, radius=0.03))
+                           completeness_mask=visible_mask(gt_points, points, radius=0.03),
+                           gt_distance=scene.surface_distance)
     print(f"[demo] accuracy vs ground truth (completeness on the part the camera saw): "
           f"Chamfer-L1 {100 * scores['chamfer_l1']:.2f} cm, normal consistency {scores['normal_consistency']:.3f}, "
           f"F@2cm {scores['fscore@0.02']:.3f}, F@5cm {scores['fscore@0.05']:.3f}")

@@ -42,7 +42,7 @@ from visualization_msgs.msg import MarkerArray
 
 from sa_convonet_ros.config import ReconstructionConfig, get_profile
 from sa_convonet_ros.io import MESH_WRITE_EXTENSIONS, write_mesh
-from sa_convonet_ros.model import load_model, resolve_device
+from sa_convonet_ros.model import load_model, resolve_devices
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
 from sa_convonet_ros.optimize import ReconstructionCancelled
 from sa_convonet_ros.pipeline import ReconstructionError, WindowCache, reconstruct, subsample_evenly
@@ -58,7 +58,8 @@ PROGRESS_LOG_PERIOD = 2.0  # seconds between progress log lines within one stage
 # services, which are created once at start-up; the others may change at run time.
 PARAMETERS = {
     'profile': ('fast', 'Reconstruction profile: fast | paper | feedforward.', False),
-    'device': ('auto', 'Compute device: auto | cpu | cuda | cuda:N.', False),
+    'device': ('auto', 'Compute device(s): auto (every visible GPU, else the CPU) | cpu | cuda | cuda:N | '
+               'a comma-separated list such as cuda:0,cuda:1.', False),
     'strict_device': (False, 'Fail (instead of warning and using the CPU) when the requested CUDA '
                       'device is not available.', False),
     'checkpoint': ('', 'Model checkpoint file; empty = the model shipped with the package. '
@@ -103,7 +104,7 @@ class Settings:
     """The validated run-time settings, derived from the parameters."""
 
     config: ReconstructionConfig
-    device: str  # resolved, e.g. 'cpu' or 'cuda:0'
+    device: str  # resolved, e.g. 'cpu' or 'cuda:0'; the model is loaded there (config.device lists all)
     checkpoint: Optional[str]
     max_points: int
     frame_id: str
@@ -152,17 +153,17 @@ def settings_from_parameters(values: dict) -> Settings:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         try:
-            device = resolve_device(values['device'], strict=values['strict_device'])
+            devices = resolve_devices(values['device'], strict=values['strict_device'])
         except ValueError as error:
             raise ValueError(f'parameter device: {error}') from None
     notes += [str(w.message) for w in caught]
     checkpoint = values['checkpoint'].strip() or None
     try:
         config = config.updated(optimization=optimization, windows=windows, meshing=meshing,
-                                device=str(device), checkpoint=checkpoint)
+                                device=','.join(str(d) for d in devices), checkpoint=checkpoint)
     except ValueError as error:
         raise ValueError(f'inconsistent reconstruction parameters: {error}') from None
-    return Settings(config=config, device=str(device), checkpoint=checkpoint,
+    return Settings(config=config, device=str(devices[0]), checkpoint=checkpoint,
                     max_points=values['max_points'], frame_id=values['frame_id'].strip(),
                     color_mode=values['color_mode'],
                     max_triangles_per_marker=values['max_triangles_per_marker'],
@@ -499,7 +500,7 @@ class ReconstructionNode(Node):
         if problem:
             return Outcome(False, problem)
         config = settings.config
-        stats_msg = ReconstructionStats(device=settings.device, profile=config.profile)
+        stats_msg = ReconstructionStats(device=config.device, profile=config.profile)
         try:
             output = self._output_paths(job, settings)
         except ValueError as error:
