@@ -82,7 +82,8 @@ def main(argv=None) -> int:
             meshes = []
             for method in args.methods:
                 mesh, seconds = run_method(method, points, model, device, args.iterations)
-                s = evaluate_mesh(mesh, gt_points, gt_normals, taus=(0.02, 0.05), completeness_mask=visible)
+                s = evaluate_mesh(mesh, gt_points, gt_normals, taus=(0.02, 0.05), completeness_mask=visible,
+                                  gt_distance=scene.surface_distance)
                 rows.setdefault(setting, []).append((seed, method, seconds, s, len(points)))
                 meshes.append((METHOD_NAMES[method], mesh))
                 print(f"[{setting} seed {seed}] {METHOD_NAMES[method]}: {seconds:.1f}s "

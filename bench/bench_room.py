@@ -82,8 +82,10 @@ def main(argv=None) -> int:
     poisson = screened_poisson(points, depth=args.poisson_depth)
     poisson_seconds = time.perf_counter() - start
 
-    ours_scores = evaluate_mesh(ours.mesh, gt_points, gt_normals, completeness_mask=visible)
-    poisson_scores = evaluate_mesh(poisson, gt_points, gt_normals, completeness_mask=visible)
+    ours_scores = evaluate_mesh(ours.mesh, gt_points, gt_normals, completeness_mask=visible,
+                               gt_distance=scene.surface_distance)
+    poisson_scores = evaluate_mesh(poisson, gt_points, gt_normals, completeness_mask=visible,
+                               gt_distance=scene.surface_distance)
 
     print(f"## Room {args.size[0]:g} x {args.size[1]:g} x {args.size[2]:g} m, {args.setting} scan, "
           f"{len(points)} points, seed {args.seed}, profile `{args.profile}`")

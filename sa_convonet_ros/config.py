@@ -196,7 +196,7 @@ def _fast() -> ReconstructionConfig:
         profile="fast",
         optimization=OptimizationConfig(
             iterations=50, optimized_parts="decoder", optimize_features=True, learning_rate=3e-4,
-            feature_learning_rate=1e-2, decay_every=100, decay_factor=0.3,
+            feature_learning_rate=1e-2, decay_every=100, decay_factor=0.3, warm_start_iterations=20,
             surface_samples=2048, off_surface_samples=1024, sigma=0.1, window_batch=16),
         meshing=MeshingConfig(voxel_size=0.02, threshold=0.5, trim_distance=0.03),
     )

@@ -39,6 +39,8 @@ class ReconstructionStats:
     windows_reused: int = 0
     windows_warm_started: int = 0
     iterations: int = 0
+    batches_run: int = 0
+    steps_run: int = 0  # optimisation steps taken, over all batches (fewer than planned after an early stop)
     final_loss: float = float("nan")
     device: str = ""
     profile: str = ""
@@ -226,7 +228,9 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     stats.device = ",".join(str(d) for d in devices)
     clock = _Clock(devices, stats.seconds)
     model = load_model(config.checkpoint, device=devices[0]) if model is None else model.to(devices[0])
-    replicas = [model if d == devices[0] else copy.deepcopy(model).to(d) for d in devices]
+    # One model per worker, even on the same device: functional_call swaps a module's parameters
+    # while it runs, so two threads must never share one.
+    replicas = [model] + [copy.deepcopy(model).to(d) for d in devices[1:]]
     start = clock.lap("prepare", start)
 
     grid = WindowGrid.from_sizes(config.windows.window_size, mesh_cfg.voxel_size, config.windows.margin)
@@ -267,7 +271,7 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     total_steps, done = sum(job[1] for job in jobs), [0, 0]  # optimisation steps, field blocks
     lock, stop = threading.Lock(), cancel if cancel is not None else threading.Event()
 
-    def run_job(number: int, job, replica: ConvONet) -> tuple[float, float, float]:
+    def run_job(number: int, job, replica: ConvONet) -> tuple[float, float, float, int]:
         """Optimise one batch of windows on the replica's device and write their field blocks."""
         job_windows, job_steps, warm_start = job
         device = next(replica.parameters()).device
@@ -301,7 +305,7 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
         if stop.is_set():
             raise ReconstructionCancelled("reconstruction cancelled")
         loss = ensemble.loss_history[-1] if ensemble.loss_history else float("nan")
-        return loss, optimized - began, _synchronized(device) - optimized
+        return loss, optimized - began, _synchronized(device) - optimized, len(ensemble.loss_history)
 
     results = _run_jobs(jobs, replicas, run_job, stop)
     # With several devices the jobs overlap: share the wall time out in proportion to the work.
@@ -310,6 +314,7 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     stats.seconds["optimize"] = wall * sum(r[1] for r in results) / busy
     stats.seconds["field"] = wall * sum(r[2] for r in results) / busy
     start = time.perf_counter()
+    stats.batches_run, stats.steps_run = len(results), sum(r[3] for r in results)
     losses = [r[0] for r in results if np.isfinite(r[0])]
     stats.final_loss = float(np.mean(losses)) if losses else float("nan")
 

@@ -1,0 +1,140 @@
+"""What each speed-up buys, measured in one run on one map: time and quality against its baseline.
+
+    python bench/bench_speedups.py --size 4 3 2.5 --setting sparse --device auto
+
+- fused Adam: seconds per optimisation step of a batch of windows, fused kernel against the plain one;
+- precision: fp32 against tf32 and bf16 (autocast) for the `fast` profile;
+- early stop: the profile's fixed steps against stopping when the loss plateaus;
+- warm start: a map that grew (a second pass of the camera merged in) reconstructed cold, and warm from
+  the cached states of the first map's windows;
+- devices: the windows on one device against the same windows spread over every listed device.
+Quality: Chamfer-L1 and F@2cm against the room's exact ground truth (completeness on the seen part).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sa_convonet_ros.config import get_profile  # noqa: E402
+from sa_convonet_ros.data import RoomConfig, generate_room, simulate_scans  # noqa: E402
+from sa_convonet_ros.data.scans import voxel_downsample  # noqa: E402
+from sa_convonet_ros.metrics import evaluate_mesh, visible_mask  # noqa: E402
+from sa_convonet_ros.model import load_model, resolve_device, resolve_devices  # noqa: E402
+from sa_convonet_ros.optimize import WindowBatch, WindowEnsemble, sample_uce_queries, uce_loss  # noqa: E402
+from sa_convonet_ros.pipeline import WindowCache, reconstruct  # noqa: E402
+from sa_convonet_ros.windows import WindowGrid, select_windows  # noqa: E402
+
+
+def adam_step_seconds(model, points, config, device, fused: bool, steps: int = 20) -> float:
+    """Seconds per step of the fast profile's update (decoder + feature grids), with either Adam kernel."""
+    grid = WindowGrid.from_sizes(config.windows.window_size, config.meshing.voxel_size, config.windows.margin)
+    windows = select_windows(points, grid, config.windows.min_points, grid.margin)
+    opt = config.optimization
+    chosen = range(min(opt.window_batch, len(windows)))
+    clouds = [grid.to_unit(points[windows.crop_points[w]], windows.index[w]) for w in chosen]
+    batch = WindowBatch.from_arrays(clouds, device, opt.max_points_per_window, np.random.default_rng(0))
+    ensemble = WindowEnsemble(model, batch)
+    ensemble.stacked = {n: p.detach().unsqueeze(0).repeat(len(batch), *[1] * p.dim()).requires_grad_(True)
+                        for n, p in model.named_parameters() if n.startswith("decoder.")}
+    with torch.no_grad():
+        ensemble.features = model.encode(batch.points, batch.mask)
+    ensemble.features.requires_grad_(True)
+    optimizer = torch.optim.Adam([{"params": list(ensemble.stacked.values()), "lr": opt.learning_rate},
+                                  {"params": [ensemble.features], "lr": opt.feature_learning_rate}], fused=fused)
+    generator = torch.Generator(device=device).manual_seed(0)
+    for step in range(steps + 3):  # three warm-up steps
+        if step == 3:
+            start = synchronized(device)
+        queries, targets = sample_uce_queries(batch, opt.surface_samples, opt.off_surface_samples, opt.sigma, generator)
+        loss = uce_loss(ensemble.decode(queries, ensemble.features), targets).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return (synchronized(device) - start) / steps
+
+
+def synchronized(device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=float, nargs=3, default=[4.0, 3.0, 2.5])
+    parser.add_argument("--setting", default="sparse", choices=["dense", "sparse"])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--devices", default="", help="list for the devices row, e.g. cuda:0,cuda:1 (default: auto)")
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--warm-iterations", type=int, default=20)
+    args = parser.parse_args(argv)
+
+    device = resolve_device(args.device)
+    model = load_model(None, device=device)
+    length, width, height = args.size
+    scene = generate_room(args.seed, RoomConfig(length_range=(length, length), width_range=(width, width),
+                                                height_range=(height, height)))
+    first, _ = simulate_scans(scene, args.setting, seed=args.seed)
+    second, _ = simulate_scans(scene, args.setting, seed=args.seed + 1)
+    voxel = {"dense": 0.01, "sparse": 0.04}[args.setting]
+    grown = voxel_downsample(np.vstack([first, second]).astype(np.float64), voxel)
+    first = first.astype(np.float64)
+    gt_points, gt_normals = scene.sample_surface(300_000, seed=args.seed + 2)
+    base = get_profile("fast").updated(device=str(device))
+    rows = []
+
+    def run(name, points, config, baseline=None, **kwargs):
+        start = time.perf_counter()
+        result = reconstruct(points, config, model=model, **kwargs)
+        seconds = time.perf_counter() - start
+        s = evaluate_mesh(result.mesh, gt_points, gt_normals, taus=(0.02,), gt_distance=scene.surface_distance,
+                          completeness_mask=visible_mask(gt_points, points, 0.03))
+        rows.append((name, len(points), result.stats, seconds, s, baseline))
+        print(f"[speedups] {name}: {seconds:.1f} s, CD {100 * s['chamfer_l1']:.2f} cm", file=sys.stderr, flush=True)
+        return seconds
+
+    plain = adam_step_seconds(model, first, base, device, fused=False)
+    fused = adam_step_seconds(model, first, base, device, fused=True)
+
+    fp32 = run("fp32 (baseline)", first, base)
+    for precision in ("tf32", "bf16"):
+        run(precision, first, base.updated(optimization={"precision": precision}), fp32)
+    run(f"early stop (patience {args.patience})", first,
+        base.updated(optimization={"early_stop_patience": args.patience, "early_stop_tolerance": 1e-2}), fp32)
+
+    cache = WindowCache()
+    reconstruct(first, base.updated(optimization={"warm_start_iterations": args.warm_iterations}), model=model,
+                cache=cache)
+    cold = run("grown map, cold", grown, base)
+    run(f"grown map, warm ({args.warm_iterations} steps)", grown,
+        base.updated(optimization={"warm_start_iterations": args.warm_iterations}), cold, cache=cache)
+
+    listed = args.devices or "auto"
+    spread = resolve_devices(listed)
+    if len(spread) > 1:
+        run(f"devices {','.join(map(str, spread))}", first, base.updated(device=listed), fp32)
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"## Speed-ups on a {length:g} x {width:g} x {height:g} m room ({args.setting} scan, seed {args.seed}), {name}\n")
+    print(f"- Adam step (batch of {base.optimization.window_batch} windows, decoder + feature grids): "
+          f"{1000 * plain:.1f} ms plain, {1000 * fused:.1f} ms fused ({plain / fused:.2f}x)\n")
+    print("| run | points | windows (warm) | steps per window | seconds | speed-up | Chamfer-L1 (cm) | F@2cm |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, n, stats, seconds, s, baseline in rows:
+        speedup = f"{baseline / seconds:.2f}x" if baseline else "1.00x"
+        print(f"| {name} | {n} | {stats.windows_run} ({stats.windows_warm_started}) | "
+              f"{stats.steps_run / max(stats.batches_run, 1):.0f} | "
+              f"{seconds:.1f} | {speedup} | {100 * s['chamfer_l1']:.2f} | {s['fscore@0.02']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
