@@ -605,7 +605,8 @@ class ReconstructionNode(Node):
         msg = ReconstructionStats(
             input_points=values['input_points'], points_used=values['points_used'],
             windows_run=values['windows_run'], windows_skipped=values['windows_skipped'],
-            windows_reused=values['windows_reused'], iterations=values['iterations'],
+            windows_reused=values['windows_reused'], windows_warm_started=values['windows_warm_started'],
+            iterations=values['iterations'],
             device=values['device'], profile=values['profile'],
             stage_names=list(seconds), stage_seconds=[float(s) for s in seconds.values()],
             total_seconds=float(sum(seconds.values())),

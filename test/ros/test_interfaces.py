@@ -35,6 +35,7 @@ STATS_FIELDS = {
     "windows_run": "uint32",
     "windows_skipped": "uint32",
     "windows_reused": "uint32",
+    "windows_warm_started": "uint32",
     "iterations": "uint32",
     "device": "string",
     "profile": "string",
