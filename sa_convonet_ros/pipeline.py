@@ -70,16 +70,27 @@ class WindowCache:
     """What earlier runs computed per window: field blocks, reused as they are for windows whose input
     points and settings did not change, and adapted states, which warm-start windows whose points did."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_state_bytes: int = 1 << 30) -> None:
         self._entries: dict[tuple[int, int, int], tuple[str, np.ndarray]] = {}
         self._states: dict[tuple[int, int, int], tuple[str, WindowState]] = {}
+        self.max_state_bytes = max_state_bytes  # the least recently stored states go first beyond this
+        self._state_bytes = 0
 
     def get_state(self, key: tuple[int, int, int], settings_id: str) -> WindowState | None:
         entry = self._states.get(key)
         return entry[1] if entry is not None and entry[0] == settings_id else None
 
     def put_state(self, key: tuple[int, int, int], settings_id: str, state: WindowState) -> None:
+        self._drop_state(key)
         self._states[key] = (settings_id, state)
+        self._state_bytes += _state_size(state)
+        while self._state_bytes > self.max_state_bytes and self._states:
+            self._drop_state(next(iter(self._states)))
+
+    def _drop_state(self, key: tuple[int, int, int]) -> None:
+        entry = self._states.pop(key, None)
+        if entry is not None:
+            self._state_bytes -= _state_size(entry[1])
 
     def get(self, key: tuple[int, int, int], fingerprint: str) -> np.ndarray | None:
         entry = self._entries.get(key)
@@ -90,6 +101,11 @@ class WindowCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _state_size(state: WindowState) -> int:
+    tensors = list(state.parameters.values()) + ([state.feature_delta] if state.feature_delta is not None else [])
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def validate_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

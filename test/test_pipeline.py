@@ -171,3 +171,17 @@ def test_windows_spread_over_several_devices_give_the_same_mesh(tiny_model, room
     assert two.stats.device == "cpu,cpu" and two.stats.windows_run == one.stats.windows_run
     np.testing.assert_allclose(two.mesh.vertices, one.mesh.vertices, atol=1e-6)
     assert np.array_equal(two.mesh.faces, one.mesh.faces)
+
+
+def test_cached_states_stay_within_their_memory_budget():
+    from sa_convonet_ros.optimize import WindowState
+
+    state = WindowState({"w": torch.zeros(250)}, torch.zeros(500, dtype=torch.float16))  # 2,000 bytes
+    cache = WindowCache(max_state_bytes=5_000)
+    for i in range(4):
+        cache.put_state((i, 0, 0), "settings", state)
+    # the two oldest states made room for the newer ones; a re-stored key counts once
+    assert cache.get_state((0, 0, 0), "settings") is None and cache.get_state((1, 0, 0), "settings") is None
+    assert cache.get_state((3, 0, 0), "settings") is state
+    cache.put_state((3, 0, 0), "settings", state)
+    assert cache.get_state((2, 0, 0), "settings") is state
