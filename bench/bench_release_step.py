@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sa_convonet_ros.config import get_profile  # noqa: E402
 from sa_convonet_ros.data import generate_room, simulate_scans  # noqa: E402
-from sa_convonet_ros.model import load_model, resolve_device  # noqa: E402
+from sa_convonet_ros.model import load_model, resolve_device, synchronized_time  # noqa: E402
 from sa_convonet_ros.optimize import WindowBatch, optimize_windows, sample_uce_queries, uce_loss  # noqa: E402
 from sa_convonet_ros.windows import WindowGrid, select_windows  # noqa: E402
 
@@ -51,8 +50,7 @@ def release_step_loop(path, clouds, device, iterations, lr, max_points):
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         batch = WindowBatch.from_arrays([cloud] * COPIES, device, max_points, rng)
         generator = torch.Generator(device=device).manual_seed(0)
-        _sync(device)
-        start = time.perf_counter()
+        start = synchronized_time(device)
         for _ in range(iterations):
             queries, targets = sample_uce_queries(batch, SURFACE, OFF, 0.1, generator)
             logits = model.decode(queries, model.encode(batch.points, batch.mask))  # 6 encodings
@@ -60,8 +58,7 @@ def release_step_loop(path, clouds, device, iterations, lr, max_points):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        _sync(device)
-        seconds += time.perf_counter() - start
+        seconds += synchronized_time(device) - start
         losses.append(loss.item())
     return seconds / (len(clouds) * iterations), float(np.mean(losses))
 
@@ -72,17 +69,10 @@ def our_step_loop(path, clouds, device, iterations, lr, max_points):
     config.surface_samples, config.off_surface_samples = COPIES * SURFACE, COPIES * OFF
     model = load_model(path, device=device)
     batch = WindowBatch.from_arrays(clouds, device, max_points, np.random.default_rng(0))
-    _sync(device)
-    start = time.perf_counter()
+    start = synchronized_time(device)
     ensemble = optimize_windows(model, batch, config, iterations=iterations)
-    _sync(device)
-    seconds = time.perf_counter() - start
+    seconds = synchronized_time(device) - start
     return seconds / (len(clouds) * iterations), ensemble.loss_history[-1]
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv=None) -> int:

@@ -36,8 +36,7 @@ def peak_rss_mb() -> float:
 
 def make_room(size, setting, seed, n_points):
     length, width, height = size
-    config = RoomConfig(length_range=(length, length), width_range=(width, width), height_range=(height, height))
-    scene = generate_room(seed, config)
+    scene = generate_room(seed, RoomConfig.of_size(length, width, height))
     points, _ = simulate_scans(scene, setting, seed=seed)
     if n_points and len(points) > n_points:
         points = points[np.random.default_rng(seed).choice(len(points), n_points, replace=False)]

@@ -35,8 +35,7 @@ def parse_size(text: str) -> tuple[float, float]:
 
 def scan_room(length, width, height, setting, seed, max_points):
     # No missing walls, so that the rooms differ only in size (the generator opens some rooms at random).
-    config = RoomConfig(length_range=(length, length), width_range=(width, width), height_range=(height, height),
-                        open_probability=0.0)
+    config = RoomConfig.of_size(length, width, height, open_probability=0.0)
     points, _ = simulate_scans(generate_room(seed, config), setting, seed=seed)
     points = points.astype(np.float64)
     return points[subsample_evenly(points, max_points)] if len(points) > max_points else points

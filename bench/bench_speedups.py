@@ -13,6 +13,7 @@ Quality: Chamfer-L1 and F@2cm against the room's exact ground truth (completenes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -23,47 +24,27 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sa_convonet_ros.config import get_profile  # noqa: E402
-from sa_convonet_ros.data import RoomConfig, generate_room, simulate_scans  # noqa: E402
+from sa_convonet_ros.data import SCAN_SETTINGS, RoomConfig, generate_room, simulate_scans  # noqa: E402
 from sa_convonet_ros.data.scans import voxel_downsample  # noqa: E402
 from sa_convonet_ros.metrics import evaluate_mesh, visible_mask  # noqa: E402
-from sa_convonet_ros.model import load_model, resolve_device, resolve_devices  # noqa: E402
-from sa_convonet_ros.optimize import WindowBatch, WindowEnsemble, sample_uce_queries, uce_loss  # noqa: E402
+from sa_convonet_ros.model import load_model, resolve_device, resolve_devices, synchronized_time  # noqa: E402
+from sa_convonet_ros.optimize import WindowBatch, optimize_windows  # noqa: E402
 from sa_convonet_ros.pipeline import WindowCache, reconstruct  # noqa: E402
 from sa_convonet_ros.windows import WindowGrid, select_windows  # noqa: E402
 
 
 def adam_step_seconds(model, points, config, device, fused: bool, steps: int = 20) -> float:
-    """Seconds per step of the fast profile's update (decoder + feature grids), with either Adam kernel."""
+    """Seconds per step of the profile's optimisation of one batch of windows, with either Adam kernel."""
     grid = WindowGrid.from_sizes(config.windows.window_size, config.meshing.voxel_size, config.windows.margin)
     windows = select_windows(points, grid, config.windows.min_points, grid.margin)
-    opt = config.optimization
+    opt = dataclasses.replace(config.optimization, fused_adam=fused)
     chosen = range(min(opt.window_batch, len(windows)))
     clouds = [grid.to_unit(points[windows.crop_points[w]], windows.index[w]) for w in chosen]
     batch = WindowBatch.from_arrays(clouds, device, opt.max_points_per_window, np.random.default_rng(0))
-    ensemble = WindowEnsemble(model, batch)
-    ensemble.stacked = {n: p.detach().unsqueeze(0).repeat(len(batch), *[1] * p.dim()).requires_grad_(True)
-                        for n, p in model.named_parameters() if n.startswith("decoder.")}
-    with torch.no_grad():
-        ensemble.features = model.encode(batch.points, batch.mask)
-    ensemble.features.requires_grad_(True)
-    optimizer = torch.optim.Adam([{"params": list(ensemble.stacked.values()), "lr": opt.learning_rate},
-                                  {"params": [ensemble.features], "lr": opt.feature_learning_rate}], fused=fused)
-    generator = torch.Generator(device=device).manual_seed(0)
-    for step in range(steps + 3):  # three warm-up steps
-        if step == 3:
-            start = synchronized(device)
-        queries, targets = sample_uce_queries(batch, opt.surface_samples, opt.off_surface_samples, opt.sigma, generator)
-        loss = uce_loss(ensemble.decode(queries, ensemble.features), targets).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return (synchronized(device) - start) / steps
-
-
-def synchronized(device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
+    ends = []  # when each step finished; the first three are warm-up
+    optimize_windows(model, batch, opt, iterations=steps + 3,
+                     on_step=lambda step, total, loss: ends.append(synchronized_time(device)))
+    return (ends[-1] - ends[2]) / steps
 
 
 def main(argv=None) -> int:
@@ -80,12 +61,10 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     model = load_model(None, device=device)
     length, width, height = args.size
-    scene = generate_room(args.seed, RoomConfig(length_range=(length, length), width_range=(width, width),
-                                                height_range=(height, height)))
+    scene = generate_room(args.seed, RoomConfig.of_size(length, width, height))
     first, _ = simulate_scans(scene, args.setting, seed=args.seed)
     second, _ = simulate_scans(scene, args.setting, seed=args.seed + 1)
-    voxel = {"dense": 0.01, "sparse": 0.04}[args.setting]
-    grown = voxel_downsample(np.vstack([first, second]).astype(np.float64), voxel)
+    grown = voxel_downsample(np.vstack([first, second]).astype(np.float64), SCAN_SETTINGS[args.setting].voxel_size)
     first = first.astype(np.float64)
     gt_points, gt_normals = scene.sample_surface(300_000, seed=args.seed + 2)
     base = get_profile("fast").updated(device=str(device))
@@ -101,8 +80,10 @@ def main(argv=None) -> int:
         print(f"[speedups] {name}: {seconds:.1f} s, CD {100 * s['chamfer_l1']:.2f} cm", file=sys.stderr, flush=True)
         return seconds
 
-    plain = adam_step_seconds(model, first, base, device, fused=False)
-    fused = adam_step_seconds(model, first, base, device, fused=True)
+    decoder_only = base.updated(optimization={"optimize_features": False})
+    step_seconds = {(what, fused): adam_step_seconds(model, first, config, device, fused)
+                    for what, config in (("decoder + feature grids", base), ("decoder only", decoder_only))
+                    for fused in (False, True)}
 
     fp32 = run("fp32 (baseline)", first, base)
     for precision in ("tf32", "bf16"):
@@ -124,8 +105,11 @@ def main(argv=None) -> int:
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"## Speed-ups on a {length:g} x {width:g} x {height:g} m room ({args.setting} scan, seed {args.seed}), {name}\n")
-    print(f"- Adam step (batch of {base.optimization.window_batch} windows, decoder + feature grids): "
-          f"{1000 * plain:.1f} ms plain, {1000 * fused:.1f} ms fused ({plain / fused:.2f}x)\n")
+    for what in ("decoder + feature grids", "decoder only"):
+        plain, fused = step_seconds[(what, False)], step_seconds[(what, True)]
+        print(f"- optimisation step, {what} (batch of {base.optimization.window_batch} windows): "
+              f"{1000 * plain:.1f} ms with plain Adam, {1000 * fused:.1f} ms fused ({plain / fused:.2f}x)")
+    print()
     print("| run | points | windows (warm) | steps per window | seconds | speed-up | Chamfer-L1 (cm) | F@2cm |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, n, stats, seconds, s, baseline in rows:

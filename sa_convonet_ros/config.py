@@ -61,6 +61,7 @@ class OptimizationConfig:
     early_stop_tolerance: float = 1e-3  # relative improvement that counts
     warm_start_iterations: int = 0  # steps for a window whose earlier result is cached (0 = always cold)
     precision: str = "fp32"  # fp32 | tf32 | bf16 (autocast) for the optimisation steps
+    fused_adam: bool = True  # one fused Adam kernel per step where the device has one (CPU, CUDA)
     seed: int = 0
 
     def __post_init__(self) -> None:

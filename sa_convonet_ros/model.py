@@ -8,6 +8,7 @@ Pure torch: voxel pooling uses `scatter_reduce`, so no compiled extensions are n
 from __future__ import annotations
 
 import dataclasses
+import time
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -225,6 +226,13 @@ def resolve_device(spec: str | torch.device = "auto", strict: bool = False) -> t
             raise ValueError(f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
         return device
     raise ValueError(f"invalid device {spec!r}; use auto, cpu, cuda or cuda:N")
+
+
+def synchronized_time(device: torch.device) -> float:
+    """`time.perf_counter()` once the device has finished its queued work (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def resolve_devices(spec: str | torch.device = "auto", strict: bool = False) -> list[torch.device]:

@@ -204,15 +204,15 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
     for p in model.parameters():
         p.requires_grad_(False)
     ensemble = WindowEnsemble(model, batch)
-    names = optimized_parameter_names(model, config.optimized_parts, config.freeze_norm) if iterations else []
-    if not names and not (iterations and config.optimize_features):
+    if not iterations:
         with torch.no_grad():
             ensemble.features = ensemble.encode()
         return ensemble
+    names = optimized_parameter_names(model, config.optimized_parts, config.freeze_norm)
     own = dict(model.named_parameters())
     ensemble.stacked = {n: own[n].detach().unsqueeze(0).repeat(len(batch), *[1] * own[n].dim()).requires_grad_(True)
                         for n in names}
-    groups = [{"params": list(ensemble.stacked.values()), "lr": config.learning_rate}] if names else []
+    groups = [{"params": list(ensemble.stacked.values()), "lr": config.learning_rate}]
     if config.optimized_parts == "decoder":
         with torch.no_grad():
             ensemble.features = ensemble.encode()
@@ -222,9 +222,10 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
             # locally, which the shared decoder alone cannot do.
             ensemble.features.requires_grad_(True)
             groups.append({"params": [ensemble.features], "lr": config.feature_learning_rate})
-    # The fused kernel updates all stacked tensors in one pass: a third less time per step on CPU.
     _apply_initial_states(ensemble, initial)
-    optimizer = torch.optim.Adam(groups, fused=batch.points.device.type in ("cpu", "cuda"))
+    # The fused kernel updates all stacked tensors in one pass (CPU and CUDA have one).
+    fused = config.fused_adam and batch.points.device.type in ("cpu", "cuda")
+    optimizer = torch.optim.Adam(groups, fused=fused)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.decay_every, gamma=config.decay_factor)
     generator = torch.Generator(device=batch.points.device).manual_seed(seed)
     best, stale = float("inf"), 0

@@ -18,7 +18,7 @@ import trimesh
 
 from .config import ReconstructionConfig, get_profile
 from .meshing import EMPTY_LOGIT, BlockField, color_from_points, extract_mesh, trim_far_faces
-from .model import ConvONet, load_model, resolve_devices
+from .model import ConvONet, load_model, resolve_devices, synchronized_time
 from .optimize import ReconstructionCancelled, WindowBatch, WindowState, optimize_windows
 from .windows import WindowGrid, core_band_mask, select_windows
 
@@ -154,19 +154,12 @@ def subsample_evenly(points: np.ndarray, max_points: int) -> np.ndarray:
         size *= max(1.05, float(np.sqrt(len(first) / max_points)))
 
 
-def _synchronized(device: torch.device) -> float:
-    """The time once the device has finished its queued work (CUDA runs asynchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 class _Clock:
     def __init__(self, devices: list[torch.device], seconds: dict[str, float]):
         self.devices, self.seconds = devices, seconds
 
     def lap(self, stage: str, start: float) -> float:
-        now = max(_synchronized(device) for device in self.devices)
+        now = max(synchronized_time(device) for device in self.devices)
         self.seconds[stage] = self.seconds.get(stage, 0.0) + now - start
         return now
 
@@ -305,7 +298,7 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
 
         ensemble = optimize_windows(replica, batch, opt_cfg, iterations=job_steps, seed=opt_cfg.seed + number,
                                     on_step=on_step, cancel=stop, initial=initial)
-        optimized = _synchronized(device)
+        optimized = synchronized_time(device)
         with torch.no_grad():
             for slot, (w, key, fingerprint) in enumerate(job_windows):
                 block = _evaluate_block(ensemble, slot, grid, windows.index[w], pts[windows.crop_points[w]],
@@ -321,7 +314,7 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
         if stop.is_set():
             raise ReconstructionCancelled("reconstruction cancelled")
         loss = ensemble.loss_history[-1] if ensemble.loss_history else float("nan")
-        return loss, optimized - began, _synchronized(device) - optimized, len(ensemble.loss_history)
+        return loss, optimized - began, synchronized_time(device) - optimized, len(ensemble.loss_history)
 
     results = _run_jobs(jobs, replicas, run_job, stop)
     # With several devices the jobs overlap: share the wall time out in proportion to the work.

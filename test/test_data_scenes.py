@@ -196,3 +196,10 @@ def test_room_options():
     empty = generate_room(0, RoomConfig(table_count=(0, 0), chair_count=(0, 0), shelf_count=(0, 0),
                                         sofa_count=(0, 0), lamp_count=(0, 0), clutter_count=(0, 0)))
     assert set(empty.labels) <= SHELL_LABELS
+
+
+def test_rooms_of_a_fixed_size():
+    scene = generate_room(4, RoomConfig.of_size(3.5, 2.5, 2.0, open_probability=0.0, door_probability=0.0))
+    lo, hi = scene.interior
+    np.testing.assert_allclose(hi - lo, [3.5, 2.5, 2.0], atol=1e-9)
+    assert scene.labels.count("wall") == 4

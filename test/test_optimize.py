@@ -182,3 +182,14 @@ def test_reduced_precision_follows_the_float32_optimisation(precision):
         assert histories[precision][-1] < histories[precision][0]
     with pytest.raises(ValueError, match="precision"):
         OptimizationConfig(precision="fp8")
+
+
+def test_the_fused_adam_kernel_takes_the_same_steps():
+    batch = WindowBatch.from_arrays([plane(1000, 0), plane(1000, 1, 0.1)], CPU, 5000, np.random.default_rng(0))
+    histories = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        config = OptimizationConfig(iterations=15, optimize_features=True, learning_rate=3e-3, fused_adam=fused,
+                                    surface_samples=256, off_surface_samples=256)
+        histories.append(optimize_windows(ConvONet(TINY), batch, config, seed=0).loss_history)
+    np.testing.assert_allclose(histories[0], histories[1], rtol=1e-4)

@@ -45,6 +45,12 @@ class RoomConfig:
     gap: float = 0.03  # clearance that furniture keeps from walls and from other furniture
     placement_tries: int = 40
 
+    @classmethod
+    def of_size(cls, length: float, width: float, height: float, **fields) -> "RoomConfig":
+        """Rooms of exactly this interior size (furniture and the rest still drawn from their ranges)."""
+        return cls(length_range=(length, length), width_range=(width, width), height_range=(height, height),
+                   **fields)
+
 
 @dataclass
 class _Footprint:

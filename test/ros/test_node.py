@@ -110,10 +110,8 @@ def test_model(request, tmp_path_factory):
 
 def room_points(n=60_000, seed=3):
     """Surface samples (float64, N x 3) of a small furnished room, and colours by height."""
-    scene = generate_room(seed, RoomConfig(length_range=(2.4, 2.4), width_range=(2.0, 2.0),
-                                           height_range=(1.2, 1.2), chair_count=(0, 1),
-                                           clutter_count=(1, 3), open_probability=0.0,
-                                           door_probability=0.0))
+    scene = generate_room(seed, RoomConfig.of_size(2.4, 2.0, 1.2, chair_count=(0, 1), clutter_count=(1, 3),
+                                                   open_probability=0.0, door_probability=0.0))
     points = surface_cloud(scene, n, noise_std=0.003, seed=seed).astype(np.float64)
     z = (points[:, 2] - points[:, 2].min()) / np.ptp(points[:, 2])
     colors = np.stack([z, 0.5 * np.ones_like(z), 1.0 - z], axis=1)

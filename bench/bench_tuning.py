@@ -1,0 +1,104 @@
+"""How the `fast` profile was chosen: variants of it on the tuning rooms, and what the chosen one misses.
+
+    python bench/bench_tuning.py --crop 2.0
+
+The tuning rooms (seeds 6000 and 6001, both scan settings, a 2 m square footprint of each to bound CPU
+time) are never used for training or for the held-out benchmarks. Every variant is the `fast` profile
+with a few settings replaced (see VARIANTS). Metrics as in bench_quality.py (exact distances). For the
+first variant, the ground truth it misses by more than 2 cm is broken down by object label.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_quality import crop_scene_points  # noqa: E402
+from sa_convonet_ros.config import get_profile  # noqa: E402
+from sa_convonet_ros.data import generate_room, simulate_scans  # noqa: E402
+from sa_convonet_ros.metrics import closest_points_on_mesh, evaluate_mesh, visible_mask  # noqa: E402
+from sa_convonet_ros.model import load_model, resolve_device  # noqa: E402
+from sa_convonet_ros.pipeline import reconstruct  # noqa: E402
+
+VARIANTS = {
+    "fast": {},
+    "decoder only, 150 steps, trim 4 cm": {"optimization": {"optimize_features": False, "iterations": 150},
+                                           "meshing": {"trim_distance": 0.04}},
+    "feature grids, 100 steps": {"optimization": {"iterations": 100}},
+    "feature lr 3e-3": {"optimization": {"feature_learning_rate": 3e-3}},
+    "trim 4 cm": {"meshing": {"trim_distance": 0.04}},
+    "mesh grid 1.5 cm": {"meshing": {"voxel_size": 0.015}},
+    "mesh grid 1 cm": {"meshing": {"voxel_size": 0.01}},
+}
+
+
+def missed_by_label(scene, mesh, gt_points, tau=0.02) -> dict[str, tuple[int, int]]:
+    """label -> (GT points farther than tau from the mesh, GT points) for the given (visible) GT points."""
+    owner = np.stack([np.abs(p.sdf(gt_points)) for p in scene.primitives]).argmin(axis=0)
+    labels = np.array(scene.labels)[owner]
+    missed = closest_points_on_mesh(mesh, gt_points)[0] > tau
+    totals, misses = Counter(labels.tolist()), Counter(labels[missed].tolist())
+    return {label: (misses[label], totals[label]) for label in sorted(totals, key=lambda k: -misses[k])}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[6000, 6001])
+    parser.add_argument("--settings", nargs="+", default=["dense", "sparse"])
+    parser.add_argument("--crop", type=float, default=2.0)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+
+    device = resolve_device(args.device)
+    model = load_model(None, device=device)
+    rows, missed = [], []
+    for seed in args.seeds:
+        scene = generate_room(seed)
+        for setting in args.settings:
+            points, _ = simulate_scans(scene, setting, seed=seed)
+            gt_points, gt_normals = scene.sample_surface(300_000, seed=seed + 1)
+            points, gt_points, gt_normals = crop_scene_points(points.astype(np.float64), gt_points, gt_normals,
+                                                              args.crop, seed)
+            visible = visible_mask(gt_points, points, radius=0.03)
+            for index, name in enumerate(args.variants):
+                config = get_profile("fast").updated(device=str(device), **VARIANTS[name])
+                start = time.perf_counter()
+                mesh = reconstruct(points, config, model=model).mesh
+                seconds = time.perf_counter() - start
+                s = evaluate_mesh(mesh, gt_points, gt_normals, taus=(0.02, 0.05), completeness_mask=visible,
+                                  gt_distance=scene.surface_distance)
+                rows.append((f"{setting} {seed}", name, seconds, s))
+                print(f"[{setting} {seed}] {name}: {seconds:.1f}s CD {100 * s['chamfer_l1']:.2f} cm",
+                      file=sys.stderr, flush=True)
+                if index == 0:
+                    missed.append((f"{setting} {seed}", missed_by_label(scene, mesh, gt_points[visible])))
+
+    print(f"### Variants of `fast` on the tuning rooms ({args.crop:g} m crops)\n")
+    print("| scene | variant | seconds | Chamfer-L1 (cm) | NC | precision@2cm | recall@2cm | F@2cm | F@5cm |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for scene_name, name, seconds, s in rows:
+        print(f"| {scene_name} | {name} | {seconds:.1f} | {100 * s['chamfer_l1']:.2f} | {s['normal_consistency']:.3f} | "
+              f"{s['precision@0.02']:.3f} | {s['recall@0.02']:.3f} | {s['fscore@0.02']:.3f} | {s['fscore@0.05']:.3f} |")
+    print("\nMean over scenes:\n")
+    print("| variant | seconds | Chamfer-L1 (cm) | NC | F@2cm | F@5cm |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in args.variants:
+        mine = [r for r in rows if r[1] == name]
+        mean = lambda key: np.mean([r[3][key] for r in mine])  # noqa: E731
+        print(f"| {name} | {np.mean([r[2] for r in mine]):.1f} | {100 * mean('chamfer_l1'):.2f} | "
+              f"{mean('normal_consistency'):.3f} | {mean('fscore@0.02'):.3f} | {mean('fscore@0.05'):.3f} |")
+    print(f"\nVisible ground truth that `{args.variants[0]}` misses by more than 2 cm, by object:\n")
+    for scene_name, by_label in missed:
+        print(f"- {scene_name}: " + ", ".join(f"{label} {m}/{n}" for label, (m, n) in by_label.items() if m))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
