@@ -53,6 +53,7 @@ class OptimizationConfig:
     decay_factor: float = 0.3
     surface_samples: int = 1536  # per window and step, drawn from the observed points
     off_surface_samples: int = 512  # observed points + Gaussian noise
+    residual_sampling: float = 0.0  # fraction of surface samples drawn where the fit is worst (0 = uniform)
     sigma: float = 0.1  # noise std of off-surface samples, in unit-cube units of a window
     max_points_per_window: int = 4096  # input points fed to the encoder per window (as in training)
     max_samples_per_window: int = 100_000  # observed points the UCE loss samples from, per window
@@ -71,6 +72,8 @@ class OptimizationConfig:
             raise ValueError(f"optimized_parts must be 'all', 'encoder' or 'decoder', got {self.optimized_parts!r}")
         if self.learning_rate <= 0 or self.sigma <= 0 or self.decay_every < 1 or not 0 < self.decay_factor <= 1:
             raise ValueError("learning_rate and sigma must be > 0, decay_every >= 1, 0 < decay_factor <= 1")
+        if not 0.0 <= self.residual_sampling <= 1.0:
+            raise ValueError(f"residual_sampling must be in [0, 1], got {self.residual_sampling}")
         if self.surface_samples < 1 or self.off_surface_samples < 0:
             raise ValueError("surface_samples must be >= 1 and off_surface_samples >= 0")
         if self.optimize_features and self.optimized_parts != "decoder":

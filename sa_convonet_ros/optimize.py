@@ -15,6 +15,7 @@ encodes one copy per batch element), and not at all when only the decoder adapts
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -32,9 +33,14 @@ class ReconstructionCancelled(RuntimeError):
     """Raised when a reconstruction is cancelled through its cancel event."""
 
 
+def uce_per_query(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Unsigned cross-entropy of each query: BCE(sigmoid(|logit|), target)."""
+    return F.binary_cross_entropy_with_logits(logits.abs(), targets, reduction="none")
+
+
 def uce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Unsigned cross-entropy, averaged over the last axis: BCE(sigmoid(|logit|), target)."""
-    return F.binary_cross_entropy_with_logits(logits.abs(), targets, reduction="none").mean(dim=-1)
+    """Unsigned cross-entropy, averaged over the last axis."""
+    return uce_per_query(logits, targets).mean(dim=-1)
 
 
 @dataclass
@@ -80,14 +86,51 @@ def pad_clouds(clouds: list[np.ndarray], device: torch.device):
     return torch.from_numpy(points).to(device), torch.from_numpy(mask).to(device), counts
 
 
+class ResidualSampling:
+    """Where the fit is worst: a running UCE excess per observed point of each window.
+
+    Part of every step's surface samples is drawn in proportion to it, so the steps go to the points
+    the surface still misses (typically thin parts) rather than to the floor that fits after a few
+    steps. Points not drawn yet keep a high weight, so every point is visited."""
+
+    UNSEEN = 1.0  # about the excess of a point 3 logits off the surface
+    FLOOR = 1e-3  # a point that fits keeps a small chance
+
+    def __init__(self, batch: WindowBatch, fraction: float) -> None:
+        source_counts = batch.sample_counts if batch.samples is not None else batch.counts
+        length = (batch.samples if batch.samples is not None else batch.points).shape[1]
+        arange = torch.arange(length, device=batch.points.device)
+        self.weights = (arange[None] < source_counts[:, None]).float() * self.UNSEEN
+        self.fraction = fraction
+        self.last_pick: torch.Tensor | None = None
+
+    def weighted_count(self, n_surface: int) -> int:
+        """How many of the `n_surface` samples come from the weights."""
+        return int(round(self.fraction * n_surface))
+
+    def update(self, surface_losses: torch.Tensor) -> None:
+        """Record the UCE of the surface samples just drawn ([W, n_surface], in draw order)."""
+        excess = (surface_losses.detach().float() - math.log(2.0)).clamp_min(0.0) + self.FLOOR
+        self.weights.scatter_(1, self.last_pick, excess)
+
+
 def sample_uce_queries(batch: WindowBatch, n_surface: int, n_off_surface: int, sigma: float,
-                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Surface samples (target 0.5) and noisy off-surface samples (target 1.0) from each window's points."""
+                       generator: torch.Generator,
+                       residuals: ResidualSampling | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Surface samples (target 0.5) and noisy off-surface samples (target 1.0) from each window's points.
+
+    With `residuals`, part of the surface samples is drawn where the fit is worst (see ResidualSampling)."""
     windows, device = len(batch), batch.points.device
     source, counts = ((batch.samples, batch.sample_counts) if batch.samples is not None
                       else (batch.points, batch.counts))
     total = n_surface + n_off_surface
     pick = (torch.rand(windows, total, device=device, generator=generator) * counts[:, None]).long()
+    if residuals is not None:
+        weighted = residuals.weighted_count(n_surface)
+        if weighted:
+            pick[:, :weighted] = torch.multinomial(residuals.weights, weighted, replacement=True,
+                                                   generator=generator)
+        residuals.last_pick = pick[:, :n_surface]
     queries = torch.gather(source, 1, pick.unsqueeze(-1).expand(-1, -1, 3))
     noise = torch.randn(windows, n_off_surface, 3, device=device, generator=generator) * sigma
     queries = torch.cat([queries[:, :n_surface], queries[:, n_surface:] + noise], dim=1)
@@ -228,15 +271,19 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
     optimizer = torch.optim.Adam(groups, fused=fused)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.decay_every, gamma=config.decay_factor)
     generator = torch.Generator(device=batch.points.device).manual_seed(seed)
+    residuals = (ResidualSampling(batch, config.residual_sampling) if config.residual_sampling > 0 else None)
     best, stale = float("inf"), 0
     for step in range(iterations):
         if cancel is not None and cancel.is_set():
             raise ReconstructionCancelled("reconstruction cancelled")
         queries, targets = sample_uce_queries(batch, config.surface_samples, config.off_surface_samples,
-                                              config.sigma, generator)
+                                              config.sigma, generator, residuals)
         with precision_mode(config.precision, batch.points.device):
             logits = ensemble.decode(queries, ensemble.encode())
-        loss = uce_loss(logits.float(), targets).sum()
+        per_query = uce_per_query(logits.float(), targets)
+        if residuals is not None:
+            residuals.update(per_query[:, :config.surface_samples])
+        loss = per_query.mean(dim=-1).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -8,8 +8,8 @@ import torch
 
 from sa_convonet_ros.config import ModelConfig, OptimizationConfig
 from sa_convonet_ros.model import ConvONet
-from sa_convonet_ros.optimize import (ReconstructionCancelled, WindowBatch, optimize_windows,
-                                      optimized_parameter_names, sample_uce_queries, uce_loss)
+from sa_convonet_ros.optimize import (ReconstructionCancelled, ResidualSampling, WindowBatch, optimize_windows,
+                                      optimized_parameter_names, sample_uce_queries, uce_loss, uce_per_query)
 
 TINY = ModelConfig(c_dim=8, hidden_dim=16, grid_resolution=8, unet_levels=2, unet_base_channels=8)
 CPU = torch.device("cpu")
@@ -58,6 +58,40 @@ def test_batch_caps_encoder_points_but_samples_all_points():
     assert batch.samples.shape == (1, 5000, 3)
     queries, _ = sample_uce_queries(batch, 20000, 0, 0.1, torch.Generator().manual_seed(0))
     assert len(np.unique(queries[0, :, 0].numpy())) > 3000  # drawn from all 5000 points, not the 1000
+
+
+def test_residual_sampling_draws_where_the_fit_is_worst():
+    clouds = [plane(300, 0), plane(1000, 1)]
+    batch = WindowBatch.from_arrays(clouds, CPU, max_points=5000, rng=np.random.default_rng(0))
+    residuals = ResidualSampling(batch, fraction=0.5)
+    # before anything is drawn every real point may be drawn, never the padding of the shorter window
+    assert residuals.weights[0, :300].min() > 0 and residuals.weights[0, 300:].max() == 0
+    generator = torch.Generator().manual_seed(0)
+    sample_uce_queries(batch, 1000, 0, 0.1, generator, residuals)
+    assert residuals.last_pick.shape == (2, 1000) and residuals.last_pick[0].max() < 300
+    # say points 0-9 of each window fit badly (3 logits off) and everything else fits
+    residuals.weights.fill_(0.0)
+    residuals.weights[:, :300] = 1.0
+    picked = residuals.last_pick
+    logits = torch.where(picked < 10, 3.0, 0.0)
+    residuals.update(uce_per_query(logits, torch.full_like(logits, 0.5)))
+    assert residuals.weights[0, picked[0, picked[0] < 10]].min() > 0.5
+    assert residuals.weights[0, picked[0, picked[0] >= 10]].max() == pytest.approx(ResidualSampling.FLOOR)
+    residuals.weights[:, 10:] = ResidualSampling.FLOOR  # all the rest seen and fitted
+    queries, _ = sample_uce_queries(batch, 1000, 0, 0.1, generator, residuals)
+    weighted = residuals.last_pick[:, :500]
+    assert (weighted < 10).float().mean() > 0.8  # the weighted half goes to the 10 bad points
+    assert (residuals.last_pick[:, 500:] < 10).float().mean() < 0.2  # the other half stays uniform
+
+
+def test_residual_sampling_runs_in_the_optimisation():
+    model = ConvONet(TINY)
+    batch = WindowBatch.from_arrays([plane(500, 0), plane(400, 1)], CPU, max_points=5000, rng=np.random.default_rng(0))
+    config = OptimizationConfig(iterations=5, surface_samples=64, off_surface_samples=32, residual_sampling=0.5)
+    ensemble = optimize_windows(model, batch, config)
+    assert len(ensemble.loss_history) == 5 and np.isfinite(ensemble.loss_history).all()
+    with pytest.raises(ValueError, match="residual_sampling"):
+        OptimizationConfig(residual_sampling=1.5)
 
 
 def test_which_parameters_are_optimised():
