@@ -11,6 +11,7 @@ Markdown table per setting plus the mean, and writes side-by-side renders with -
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -39,11 +40,11 @@ def crop_scene_points(points, gt_points, gt_normals, size, seed):
     return points[keep(points)], gt_points[keep(gt_points)], gt_normals[keep(gt_points)]
 
 
-def run_method(method, points, model, device, iterations=None):
+def run_method(method, points, model, device, iterations=None, updates=None):
     start = time.perf_counter()
     if method in ("ff", "fast", "paper"):
         profile = {"ff": "feedforward", "fast": "fast", "paper": "paper"}[method]
-        config = get_profile(profile).updated(device=str(device))
+        config = get_profile(profile).updated(device=str(device), **(updates if method != "ff" and updates else {}))
         mesh = reconstruct(points, config, model=model, iterations=iterations if method != "ff" else 0).mesh
     elif method == "poisson":
         mesh = screened_poisson(points, depth=9)
@@ -64,6 +65,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--iterations", type=int, default=None, help="override the UCE profiles' iterations")
+    parser.add_argument("--updates", type=json.loads, default=None,
+                        help='settings replaced in the UCE profiles, as JSON, e.g. \'{"meshing": {"voxel_size": 0.01}}\'')
     parser.add_argument("--png-dir", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -81,7 +84,7 @@ def main(argv=None) -> int:
             visible = visible_mask(gt_points, points, radius=0.03)
             meshes = []
             for method in args.methods:
-                mesh, seconds = run_method(method, points, model, device, args.iterations)
+                mesh, seconds = run_method(method, points, model, device, args.iterations, args.updates)
                 s = evaluate_mesh(mesh, gt_points, gt_normals, taus=(0.02, 0.05), completeness_mask=visible,
                                   gt_distance=scene.surface_distance)
                 rows.setdefault(setting, []).append((seed, method, seconds, s, len(points)))
@@ -98,7 +101,8 @@ def main(argv=None) -> int:
 
     for setting, entries in rows.items():
         print(f"\n### {setting} scans ({args.scenes} held-out rooms from seed {args.first_seed}"
-              + (f", {args.crop:g} m crops" if args.crop else "") + ")\n")
+              + (f", {args.crop:g} m crops" if args.crop else "")
+              + (f", UCE settings replaced: {json.dumps(args.updates)}" if args.updates else "") + ")\n")
         print("| scene | points | method | seconds | Chamfer-L1 (cm) | normal consistency | F@2cm | F@5cm |")
         print("|---|---:|---|---:|---:|---:|---:|---:|")
         for seed, method, seconds, s, n in entries:

@@ -43,6 +43,8 @@ VARIANTS = {
     "sigma 0.05": {"optimization": {"sigma": 0.05}},
     "sigma 0.03": {"optimization": {"sigma": 0.03}},
     "off-surface 2048": {"optimization": {"off_surface_samples": 2048}},
+    "100 steps, mesh grid 1 cm": {"optimization": {"iterations": 100}, "meshing": {"voxel_size": 0.01}},
+    "200 steps, mesh grid 1 cm": {"optimization": {"iterations": 200}, "meshing": {"voxel_size": 0.01}},
     "residual sampling 0.5": {"optimization": {"residual_sampling": 0.5}},
     "residual sampling 0.75": {"optimization": {"residual_sampling": 0.75}},
     "residual sampling 0.5, decoder lr 1e-3": {"optimization": {"residual_sampling": 0.5, "learning_rate": 1e-3}},
