@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sa_convonet_ros.baselines import ball_pivoting, screened_poisson  # noqa: E402
 from sa_convonet_ros.config import get_profile  # noqa: E402
-from sa_convonet_ros.data import generate_room, simulate_scans  # noqa: E402
+from sa_convonet_ros.data import Scene, generate_room, simulate_scans  # noqa: E402
 from sa_convonet_ros.metrics import evaluate_mesh, visible_mask  # noqa: E402
 from sa_convonet_ros.model import load_model, resolve_device  # noqa: E402
 from sa_convonet_ros.pipeline import reconstruct  # noqa: E402
@@ -38,6 +39,31 @@ def crop_scene_points(points, gt_points, gt_normals, size, seed):
     low = points.min(axis=0)[:2] + np.random.default_rng(seed).uniform(0, 0.5, 2)
     keep = lambda p: np.all((p[:, :2] >= low) & (p[:, :2] <= low + size), axis=1)  # noqa: E731
     return points[keep(points)], gt_points[keep(gt_points)], gt_normals[keep(gt_points)]
+
+
+@dataclass
+class ScoredScan:
+    """A generated room's simulated scan (optionally cropped) and the ground truth it is scored against."""
+
+    scene: Scene
+    points: np.ndarray
+    gt_points: np.ndarray
+    gt_normals: np.ndarray
+    visible: np.ndarray  # ground-truth points the scan saw (within 3 cm of an input point)
+
+    @classmethod
+    def generate(cls, seed: int, setting: str, crop: float = 0.0) -> "ScoredScan":
+        scene = generate_room(seed)
+        points, _ = simulate_scans(scene, setting, seed=seed)
+        gt_points, gt_normals = scene.sample_surface(300_000, seed=seed + 1)
+        points, gt_points, gt_normals = crop_scene_points(points.astype(np.float64), gt_points, gt_normals,
+                                                          crop, seed)
+        return cls(scene, points, gt_points, gt_normals, visible_mask(gt_points, points, radius=0.03))
+
+    def score(self, mesh) -> dict:
+        """Exact accuracy against the whole ground truth, completeness against the part the scan saw."""
+        return evaluate_mesh(mesh, self.gt_points, self.gt_normals, taus=(0.02, 0.05),
+                             completeness_mask=self.visible, gt_distance=self.scene.surface_distance)
 
 
 def run_method(method, points, model, device, iterations=None, updates=None):
@@ -76,17 +102,12 @@ def main(argv=None) -> int:
     for setting in args.settings:
         for index in range(args.scenes):
             seed = args.first_seed + index
-            scene = generate_room(seed)
-            points, _ = simulate_scans(scene, setting, seed=seed)
-            gt_points, gt_normals = scene.sample_surface(300_000, seed=seed + 1)
-            points, gt_points, gt_normals = crop_scene_points(points.astype(np.float64), gt_points, gt_normals,
-                                                              args.crop, seed)
-            visible = visible_mask(gt_points, points, radius=0.03)
+            case = ScoredScan.generate(seed, setting, args.crop)
+            points = case.points
             meshes = []
             for method in args.methods:
                 mesh, seconds = run_method(method, points, model, device, args.iterations, args.updates)
-                s = evaluate_mesh(mesh, gt_points, gt_normals, taus=(0.02, 0.05), completeness_mask=visible,
-                                  gt_distance=scene.surface_distance)
+                s = case.score(mesh)
                 rows.setdefault(setting, []).append((seed, method, seconds, s, len(points)))
                 meshes.append((METHOD_NAMES[method], mesh))
                 print(f"[{setting} seed {seed}] {METHOD_NAMES[method]}: {seconds:.1f}s "

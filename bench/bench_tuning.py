@@ -21,10 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_quality import crop_scene_points  # noqa: E402
+from bench.bench_quality import ScoredScan  # noqa: E402
 from sa_convonet_ros.config import get_profile  # noqa: E402
-from sa_convonet_ros.data import generate_room, simulate_scans  # noqa: E402
-from sa_convonet_ros.metrics import closest_points_on_mesh, evaluate_mesh, visible_mask  # noqa: E402
+from sa_convonet_ros.metrics import closest_points_on_mesh  # noqa: E402
 from sa_convonet_ros.model import load_model, resolve_device  # noqa: E402
 from sa_convonet_ros.pipeline import reconstruct  # noqa: E402
 
@@ -84,26 +83,21 @@ def main(argv=None) -> int:
     model = load_model(None, device=device)
     rows, missed = [], []
     for seed in args.seeds:
-        scene = generate_room(seed)
         for setting in args.settings:
-            points, _ = simulate_scans(scene, setting, seed=seed)
-            gt_points, gt_normals = scene.sample_surface(300_000, seed=seed + 1)
-            points, gt_points, gt_normals = crop_scene_points(points.astype(np.float64), gt_points, gt_normals,
-                                                              args.crop, seed)
-            visible = visible_mask(gt_points, points, radius=0.03)
+            case = ScoredScan.generate(seed, setting, args.crop)
+            scene, points = case.scene, case.points
             for index, name in enumerate(args.variants):
                 config = get_profile("fast").updated(device=str(device), **VARIANTS[name])
                 start = time.perf_counter()
                 mesh = reconstruct(points, config, model=model).mesh
                 seconds = time.perf_counter() - start
-                s = evaluate_mesh(mesh, gt_points, gt_normals, taus=(0.02, 0.05), completeness_mask=visible,
-                                  gt_distance=scene.surface_distance)
+                s = case.score(mesh)
                 s["unfitted"] = unfitted_object_inputs(scene, mesh, points)
                 rows.append((f"{setting} {seed}", name, seconds, s))
                 print(f"[{setting} {seed}] {name}: {seconds:.1f}s CD {100 * s['chamfer_l1']:.2f} cm",
                       file=sys.stderr, flush=True)
                 if index == 0:
-                    missed.append((f"{setting} {seed}", missed_by_label(scene, mesh, gt_points[visible])))
+                    missed.append((f"{setting} {seed}", missed_by_label(scene, mesh, case.gt_points[case.visible])))
 
     print(f"### Variants of `fast` on the tuning rooms ({args.crop:g} m crops)\n")
     print("| scene | variant | seconds | Chamfer-L1 (cm) | NC | precision@2cm | recall@2cm | F@2cm | F@5cm "

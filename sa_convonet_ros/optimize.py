@@ -69,6 +69,12 @@ class WindowBatch:
     def __len__(self) -> int:
         return self.points.shape[0]
 
+    def loss_points(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The points the UCE loss draws from, [W, S, 3], and how many are real per window, [W]."""
+        if self.samples is not None:
+            return self.samples, self.sample_counts
+        return self.points, self.counts
+
 
 def _cap(cloud: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
     return cloud if len(cloud) <= limit else cloud[rng.choice(len(cloud), limit, replace=False)]
@@ -97,10 +103,9 @@ class ResidualSampling:
     FLOOR = 1e-3  # a point that fits keeps a small chance
 
     def __init__(self, batch: WindowBatch, fraction: float) -> None:
-        source_counts = batch.sample_counts if batch.samples is not None else batch.counts
-        length = (batch.samples if batch.samples is not None else batch.points).shape[1]
-        arange = torch.arange(length, device=batch.points.device)
-        self.weights = (arange[None] < source_counts[:, None]).float() * self.UNSEEN
+        source, counts = batch.loss_points()
+        arange = torch.arange(source.shape[1], device=source.device)
+        self.weights = (arange[None] < counts[:, None]).float() * self.UNSEEN
         self.fraction = fraction
         self.last_pick: torch.Tensor | None = None
 
@@ -121,8 +126,7 @@ def sample_uce_queries(batch: WindowBatch, n_surface: int, n_off_surface: int, s
 
     With `residuals`, part of the surface samples is drawn where the fit is worst (see ResidualSampling)."""
     windows, device = len(batch), batch.points.device
-    source, counts = ((batch.samples, batch.sample_counts) if batch.samples is not None
-                      else (batch.points, batch.counts))
+    source, counts = batch.loss_points()
     total = n_surface + n_off_surface
     pick = (torch.rand(windows, total, device=device, generator=generator) * counts[:, None]).long()
     if residuals is not None:
