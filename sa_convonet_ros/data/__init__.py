@@ -1,6 +1,8 @@
 """Synthetic data: procedural rooms with exact occupancy and simulated robot scans."""
+from .freeform import Blob, FreeformPrimitive, HoledBox, Revolved, Sheet, SmoothBlend, Superellipsoid, Tube
+from .objects import HELD_OUT_FAMILIES, TRAINING_FAMILIES
 from .primitives import Box, Capsule, Cone, Cylinder, Primitive, Sphere, Torus, rotation_from_z, yaw_rotation
-from .rooms import RoomConfig, generate_room
+from .rooms import HELD_OUT_WORLD, TRAINING_WORLD, RoomConfig, generate_room
 from .scans import (
     SCAN_SETTINGS,
     ScanInfo,
@@ -20,6 +22,8 @@ from .scenes import (
 
 __all__ = [
     "Box", "Capsule", "Cone", "Cylinder", "Primitive", "Sphere", "Torus", "rotation_from_z", "yaw_rotation",
+    "Blob", "FreeformPrimitive", "HoledBox", "Revolved", "Sheet", "SmoothBlend", "Superellipsoid", "Tube",
+    "HELD_OUT_FAMILIES", "TRAINING_FAMILIES", "HELD_OUT_WORLD", "TRAINING_WORLD",
     "RoomConfig", "generate_room", "SCAN_SETTINGS", "ScanInfo", "ScanSetting", "plan_camera_poses",
     "simulate_scans", "surface_cloud", "voxel_downsample", "Scene", "make_box_scene",
     "make_crossing_planes_scene", "make_primitive_gallery_scene", "sample_occupancy_queries",

@@ -9,7 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
-import trimesh
+
+from . import fields
 
 # Tessellation tolerance of `Primitive.mesh()`: the largest gap between a curved analytic surface and
 # its inscribed triangle mesh. Well below the sensor noise of the simulated scans.
@@ -52,11 +53,12 @@ def _sections_for_radius(radius: float) -> int:
     return int(np.clip(np.ceil(sections), 12, 96))
 
 
-def _segment_distance_2d(q: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distance from 2D points `q` (N,2) to the segment a-b."""
-    ab = b - a
-    t = np.clip(((q - a) @ ab) / (ab @ ab), 0.0, 1.0)
-    return np.linalg.norm(q - (a + t[:, None] * ab), axis=1)
+def _creation():
+    # trimesh is only needed for meshes (ray casting with Open3D, rendering); the GPU data generator
+    # runs where it is not installed.
+    import trimesh.creation
+
+    return trimesh.creation
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -76,16 +78,27 @@ class Primitive:
         object.__setattr__(self, "rotation", np.asarray(self.rotation, dtype=float).reshape(3, 3))
 
     # --- local geometry, implemented by subclasses ---
-    def local_contains(self, q: np.ndarray) -> np.ndarray:
+    field_function = None  # staticmethod: the shape's formula in `fields`, evaluated with `field_parameters()`
+
+    def field_parameters(self) -> dict:
+        """Keyword arguments of `field_function` besides the points (also what the GPU generator stacks)."""
         raise NotImplementedError
 
+    def local_field(self, q: np.ndarray) -> np.ndarray:
+        """The shape's 1-Lipschitz signed field (see `fields`): negative inside, zero on the surface."""
+        return self.field_function(q, **self.field_parameters())
+
+    def local_contains(self, q: np.ndarray) -> np.ndarray:
+        return self.local_field(q) < 0.0
+
     def local_sdf(self, q: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        return self.local_field(q)
 
     def local_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def local_mesh(self) -> trimesh.Trimesh:
+    def local_mesh(self):
+        """A trimesh.Trimesh of the surface in the local frame."""
         raise NotImplementedError
 
     def local_surface_samples(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +135,7 @@ class Primitive:
         points, normals = self.local_surface_samples(n, rng)
         return points @ self.rotation.T + self.center, normals @ self.rotation.T
 
-    def mesh(self) -> trimesh.Trimesh:
+    def mesh(self):
         transform = np.eye(4)
         transform[:3, :3], transform[:3, 3] = self.rotation, self.center
         return self.local_mesh().apply_transform(transform)
@@ -144,19 +157,16 @@ class Box(Primitive):
         super().__post_init__()
         object.__setattr__(self, "half_extents", np.asarray(self.half_extents, dtype=float).reshape(3))
 
-    def local_contains(self, q):
-        return np.all(np.abs(q) < self.half_extents, axis=1)
+    field_function = staticmethod(fields.box)
 
-    def local_sdf(self, q):
-        d = np.abs(q) - self.half_extents
-        outside = np.linalg.norm(np.maximum(d, 0.0), axis=1)
-        return outside + np.minimum(d.max(axis=1), 0.0)
+    def field_parameters(self):
+        return {"half_extents": self.half_extents}
 
     def local_bounds(self):
         return -self.half_extents, self.half_extents.copy()
 
     def local_mesh(self):
-        return trimesh.creation.box(extents=2.0 * self.half_extents)
+        return _creation().box(extents=2.0 * self.half_extents)
 
     @property
     def face_areas(self) -> np.ndarray:
@@ -184,11 +194,10 @@ class Box(Primitive):
 class Sphere(Primitive):
     radius: float
 
-    def local_contains(self, q):
-        return np.einsum("ij,ij->i", q, q) < self.radius**2
+    field_function = staticmethod(fields.sphere)
 
-    def local_sdf(self, q):
-        return np.linalg.norm(q, axis=1) - self.radius
+    def field_parameters(self):
+        return {"radius": self.radius}
 
     def local_bounds(self):
         r = np.full(3, self.radius)
@@ -197,7 +206,7 @@ class Sphere(Primitive):
     def local_mesh(self):
         # Icosphere sagitta shrinks about 4x per subdivision (~0.01 r at level 2).
         subdivisions = 2 if self.radius <= 0.1 else 3 if self.radius <= 0.4 else 4
-        return trimesh.creation.icosphere(subdivisions=subdivisions, radius=self.radius)
+        return _creation().icosphere(subdivisions=subdivisions, radius=self.radius)
 
     @property
     def area(self):
@@ -216,19 +225,17 @@ class Cylinder(Primitive):
     radius: float
     height: float
 
-    def local_contains(self, q):
-        return (q[:, 0] ** 2 + q[:, 1] ** 2 < self.radius**2) & (np.abs(q[:, 2]) < self.height / 2.0)
+    field_function = staticmethod(fields.cylinder)
 
-    def local_sdf(self, q):
-        d = np.stack([np.hypot(q[:, 0], q[:, 1]) - self.radius, np.abs(q[:, 2]) - self.height / 2.0], axis=1)
-        return np.linalg.norm(np.maximum(d, 0.0), axis=1) + np.minimum(d.max(axis=1), 0.0)
+    def field_parameters(self):
+        return {"radius": self.radius, "height": self.height}
 
     def local_bounds(self):
         half = np.array([self.radius, self.radius, self.height / 2.0])
         return -half, half
 
     def local_mesh(self):
-        return trimesh.creation.cylinder(
+        return _creation().cylinder(
             radius=self.radius, height=self.height, sections=_sections_for_radius(self.radius)
         )
 
@@ -263,18 +270,10 @@ class Capsule(Primitive):
     radius: float
     height: float
 
-    def _offset_from_axis(self, q):
-        closest_z = np.clip(q[:, 2], -self.height / 2.0, self.height / 2.0)
-        offset = q.copy()
-        offset[:, 2] -= closest_z
-        return offset
+    field_function = staticmethod(fields.capsule)
 
-    def local_contains(self, q):
-        offset = self._offset_from_axis(q)
-        return np.einsum("ij,ij->i", offset, offset) < self.radius**2
-
-    def local_sdf(self, q):
-        return np.linalg.norm(self._offset_from_axis(q), axis=1) - self.radius
+    def field_parameters(self):
+        return {"radius": self.radius, "height": self.height}
 
     def local_bounds(self):
         half = np.array([self.radius, self.radius, self.height / 2.0 + self.radius])
@@ -282,7 +281,7 @@ class Capsule(Primitive):
 
     def local_mesh(self):
         sections = _sections_for_radius(self.radius)
-        return trimesh.creation.capsule(height=self.height, radius=self.radius, count=[sections, sections])
+        return _creation().capsule(height=self.height, radius=self.radius, count=[sections, sections])
 
     @property
     def area(self):
@@ -311,28 +310,16 @@ class Cone(Primitive):
     radius: float
     height: float
 
-    def _profile(self, q):
-        """Coordinates in the half-plane (distance from axis, z), where the cone is a triangle."""
-        return np.stack([np.hypot(q[:, 0], q[:, 1]), q[:, 2]], axis=1)
+    field_function = staticmethod(fields.cone)
 
-    def local_contains(self, q):
-        rho, z = self._profile(q).T
-        return (z > 0.0) & (rho / self.radius + z / self.height < 1.0)
-
-    def local_sdf(self, q):
-        profile = self._profile(q)
-        base_corner, rim, apex = np.zeros(2), np.array([self.radius, 0.0]), np.array([0.0, self.height])
-        # The axis is not part of the boundary of the solid of revolution, only base and slant are.
-        distance = np.minimum(
-            _segment_distance_2d(profile, base_corner, rim), _segment_distance_2d(profile, rim, apex)
-        )
-        return np.where(self.local_contains(q), -distance, distance)
+    def field_parameters(self):
+        return {"radius": self.radius, "height": self.height}
 
     def local_bounds(self):
         return np.array([-self.radius, -self.radius, 0.0]), np.array([self.radius, self.radius, self.height])
 
     def local_mesh(self):
-        return trimesh.creation.cone(radius=self.radius, height=self.height,
+        return _creation().cone(radius=self.radius, height=self.height,
                                      sections=_sections_for_radius(self.radius))
 
     @property
@@ -368,15 +355,10 @@ class Torus(Primitive):
     major_radius: float
     minor_radius: float
 
-    def _tube_offset(self, q):
-        return np.stack([np.hypot(q[:, 0], q[:, 1]) - self.major_radius, q[:, 2]], axis=1)
+    field_function = staticmethod(fields.torus)
 
-    def local_contains(self, q):
-        offset = self._tube_offset(q)
-        return np.einsum("ij,ij->i", offset, offset) < self.minor_radius**2
-
-    def local_sdf(self, q):
-        return np.linalg.norm(self._tube_offset(q), axis=1) - self.minor_radius
+    def field_parameters(self):
+        return {"major_radius": self.major_radius, "minor_radius": self.minor_radius}
 
     def local_bounds(self):
         outer = self.major_radius + self.minor_radius
@@ -384,7 +366,7 @@ class Torus(Primitive):
         return -half, half
 
     def local_mesh(self):
-        return trimesh.creation.torus(
+        return _creation().torus(
             major_radius=self.major_radius,
             minor_radius=self.minor_radius,
             major_sections=_sections_for_radius(self.major_radius + self.minor_radius),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .objects import FAMILIES, HELD_OUT_FAMILIES, TRAINING_FAMILIES, Part
 from .primitives import Box, Capsule, Cone, Cylinder, Primitive, Sphere, Torus, rotation_from_z, yaw_rotation
 from .scenes import Scene
 
@@ -42,8 +43,15 @@ class RoomConfig:
     sofa_count: tuple[int, int] = (0, 1)
     lamp_count: tuple[int, int] = (0, 2)
     clutter_count: tuple[int, int] = (4, 12)
+    object_families: tuple[str, ...] = ()  # free-form object families (data.objects) to place
+    object_count: tuple[int, int] = (0, 0)
     gap: float = 0.03  # clearance that furniture keeps from walls and from other furniture
     placement_tries: int = 40
+
+    def __post_init__(self) -> None:
+        unknown = set(self.object_families) - set(FAMILIES)
+        if unknown:
+            raise ValueError(f"unknown object families {sorted(unknown)}; known: {sorted(FAMILIES)}")
 
     @classmethod
     def of_size(cls, length: float, width: float, height: float, **fields) -> "RoomConfig":
@@ -93,19 +101,6 @@ class _Support:
         return bool(inside) and not any(footprint.overlaps(o, gap) for o in self.occupied)
 
 
-@dataclass
-class _Part:
-    """A furniture piece or clutter object built in its own frame (footprint centred, base z=0)."""
-
-    primitives: list[Primitive]
-    top_height: float | None = None  # height of a flat top that can carry clutter, if any
-
-    def half_size(self) -> np.ndarray:
-        boxes = np.array([p.aabb for p in self.primitives])
-        lo, hi = boxes[:, 0, :2].min(axis=0), boxes[:, 1, :2].max(axis=0)
-        return np.maximum(np.abs(lo), np.abs(hi))
-
-
 def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
     return float(rng.uniform(*bounds))
 
@@ -132,14 +127,14 @@ def _legs(rng, half_x: float, half_y: float, leg_height: float, label: str) -> l
     return legs
 
 
-def _make_table(rng) -> _Part:
+def _make_table(rng) -> Part:
     half_x, half_y = _uniform(rng, (0.4, 0.9)), _uniform(rng, (0.3, 0.5))
     height, top_thickness = _uniform(rng, (0.7, 0.78)), _uniform(rng, (0.03, 0.04))
     top = _box_from_corners((-half_x, -half_y, height - top_thickness), (half_x, half_y, height), "table")
-    return _Part([top, *_legs(rng, half_x, half_y, height - top_thickness, "table")], top_height=height)
+    return Part([top, *_legs(rng, half_x, half_y, height - top_thickness, "table")], top_height=height)
 
 
-def _make_chair(rng) -> _Part:
+def _make_chair(rng) -> Part:
     """Chair facing +y: seat on four legs, backrest along the -y edge."""
     half = _uniform(rng, (0.2, 0.25))
     seat_height, seat_thickness = _uniform(rng, (0.42, 0.48)), _uniform(rng, (0.03, 0.05))
@@ -147,15 +142,15 @@ def _make_chair(rng) -> _Part:
     seat = _box_from_corners((-half, -half, seat_height - seat_thickness), (half, half, seat_height), "chair")
     back = _box_from_corners((-half, -half, seat_height), (half, -half + back_thickness, seat_height + back_height),
                              "chair")
-    return _Part([seat, back, *_legs(rng, half, half, seat_height - seat_thickness, "chair")])
+    return Part([seat, back, *_legs(rng, half, half, seat_height - seat_thickness, "chair")])
 
 
-def _make_shelf(rng) -> _Part:
+def _make_shelf(rng) -> Part:
     """Closed cabinet or open bookshelf, back along -y (meant to stand against a wall)."""
     half_x, half_y, height = _uniform(rng, (0.3, 0.8)), _uniform(rng, (0.15, 0.25)), _uniform(rng, (0.8, 2.0))
     if rng.uniform() < 0.4:
         body = _box_from_corners((-half_x, -half_y, 0.0), (half_x, half_y, height), "cabinet")
-        return _Part([body], top_height=height if height < 1.3 else None)
+        return Part([body], top_height=height if height < 1.3 else None)
     board = _uniform(rng, (0.018, 0.03))
     back = _uniform(rng, (0.01, 0.02))
     parts = [
@@ -167,10 +162,10 @@ def _make_shelf(rng) -> _Part:
     for z in np.linspace(0.05, height - board, board_count):
         parts.append(_box_from_corners((-half_x + board, -half_y + back, z), (half_x - board, half_y, z + board),
                                        "shelf"))
-    return _Part(parts, top_height=height if height < 1.3 else None)
+    return Part(parts, top_height=height if height < 1.3 else None)
 
 
-def _make_sofa(rng) -> _Part:
+def _make_sofa(rng) -> Part:
     """Sofa facing +y: seat block, backrest along -y, an armrest at each end."""
     half_x, half_y = _uniform(rng, (0.8, 1.2)), _uniform(rng, (0.4, 0.5))
     seat_height, back_height = _uniform(rng, (0.4, 0.45)), _uniform(rng, (0.75, 0.9))
@@ -187,10 +182,10 @@ def _make_sofa(rng) -> _Part:
         parts.append(Capsule(center=(0.0, -half_y + back_depth + radius, seat_height + radius), radius=radius,
                              height=2.0 * (half_x - arm_width - radius) - 0.02,
                              rotation=rotation_from_z([1.0, 0.0, 0.0]), label="sofa"))
-    return _Part(parts)
+    return Part(parts)
 
 
-def _make_lamp(rng) -> _Part:
+def _make_lamp(rng) -> Part:
     """Floor lamp: base disc, thin pole, and a cone or sphere shade."""
     base_radius, base_height = _uniform(rng, (0.12, 0.18)), _uniform(rng, (0.02, 0.04))
     pole_radius, pole_height = _uniform(rng, (0.012, 0.02)), _uniform(rng, (1.3, 1.7))
@@ -206,37 +201,37 @@ def _make_lamp(rng) -> _Part:
                           label="lamp"))
     else:
         parts.append(Sphere(center=(0.0, 0.0, top), radius=_uniform(rng, (0.12, 0.2)), label="lamp"))
-    return _Part(parts)
+    return Part(parts)
 
 
-def _make_clutter(rng, scale: float) -> _Part:
+def _make_clutter(rng, scale: float) -> Part:
     """A small object resting on z = 0: sphere, torus, capsule, cone, box or cylinder."""
     kind = rng.choice(["sphere", "torus", "capsule", "cone", "box", "cylinder"])
     s = scale
     if kind == "sphere":
         r = _uniform(rng, (0.04, 0.12)) * s
-        return _Part([Sphere(center=(0, 0, r), radius=r, label="clutter")])
+        return Part([Sphere(center=(0, 0, r), radius=r, label="clutter")])
     if kind == "torus":
         major, minor = _uniform(rng, (0.06, 0.14)) * s, _uniform(rng, (0.015, 0.04)) * s
         if rng.uniform() < 0.7:  # lying flat
-            return _Part([Torus(center=(0, 0, minor), major_radius=major, minor_radius=minor, label="clutter")])
+            return Part([Torus(center=(0, 0, minor), major_radius=major, minor_radius=minor, label="clutter")])
         upright = rotation_from_z([0.0, 1.0, 0.0])
-        return _Part([Torus(center=(0, 0, major + minor), major_radius=major, minor_radius=minor,
+        return Part([Torus(center=(0, 0, major + minor), major_radius=major, minor_radius=minor,
                             rotation=upright, label="clutter")])
     if kind == "capsule":
         r, h = _uniform(rng, (0.03, 0.07)) * s, _uniform(rng, (0.1, 0.3)) * s
         if rng.uniform() < 0.6:  # lying along x
-            return _Part([Capsule(center=(0, 0, r), radius=r, height=h, rotation=rotation_from_z([1.0, 0.0, 0.0]),
+            return Part([Capsule(center=(0, 0, r), radius=r, height=h, rotation=rotation_from_z([1.0, 0.0, 0.0]),
                                   label="clutter")])
-        return _Part([Capsule(center=(0, 0, h / 2.0 + r), radius=r, height=h, label="clutter")])
+        return Part([Capsule(center=(0, 0, h / 2.0 + r), radius=r, height=h, label="clutter")])
     if kind == "cone":
-        return _Part([Cone(radius=_uniform(rng, (0.05, 0.15)) * s, height=_uniform(rng, (0.1, 0.35)) * s,
+        return Part([Cone(radius=_uniform(rng, (0.05, 0.15)) * s, height=_uniform(rng, (0.1, 0.35)) * s,
                            label="clutter")])
     if kind == "box":
         half = rng.uniform(0.03, 0.15, size=3) * s
-        return _Part([Box(center=(0, 0, half[2]), half_extents=half, label="clutter")])
+        return Part([Box(center=(0, 0, half[2]), half_extents=half, label="clutter")])
     r, h = _uniform(rng, (0.03, 0.1)) * s, _uniform(rng, (0.08, 0.3)) * s
-    return _Part([Cylinder(center=(0, 0, h / 2.0), radius=r, height=h, label="clutter")])
+    return Part([Cylinder(center=(0, 0, h / 2.0), radius=r, height=h, label="clutter")])
 
 
 def _wall_boxes(axis: int, side: float, length: float, width: float, height: float, thickness: float,
@@ -267,7 +262,7 @@ def _wall_boxes(axis: int, side: float, length: float, width: float, height: flo
     return pieces
 
 
-def _place(part: _Part, footprint: _Footprint, base_height: float) -> list[Primitive]:
+def _place(part: Part, footprint: _Footprint, base_height: float) -> list[Primitive]:
     rotation = yaw_rotation(footprint.yaw)
     translation = np.array([*footprint.center, base_height])
     return [p.transformed(rotation, translation) for p in part.primitives]
@@ -275,108 +270,159 @@ def _place(part: _Part, footprint: _Footprint, base_height: float) -> list[Primi
 
 def generate_room(seed: int, config: RoomConfig | None = None) -> Scene:
     """A random furnished room; the same `seed` (and config) always gives the same scene."""
-    config = config or RoomConfig()
-    rng = np.random.default_rng(seed)
-    length, width = _uniform(rng, config.length_range), _uniform(rng, config.width_range)
-    height, thickness = _uniform(rng, config.height_range), _uniform(rng, config.wall_thickness_range)
-    half_length, half_width = length / 2.0, width / 2.0
+    builder = _RoomBuilder(config or RoomConfig(), np.random.default_rng(seed))
+    builder.build_shell()
+    builder.furnish()
+    builder.add_clutter()
+    builder.add_objects()
+    return Scene(builder.primitives, interior=builder.interior)
 
-    # Shell: floor, walls (some missing or with a doorway), optional ceiling.
-    outer = np.array([half_length + thickness, half_width + thickness])
-    primitives: list[Primitive] = [
-        _box_from_corners((-outer[0], -outer[1], -config.floor_thickness), (outer[0], outer[1], 0.0), "floor")]
-    walls = [(0, -1.0), (0, 1.0), (1, -1.0), (1, 1.0)]  # (axis, side)
-    if rng.uniform() < config.open_probability:
-        missing = rng.choice(4, size=int(rng.integers(1, 3)), replace=False)
-        walls = [w for i, w in enumerate(walls) if i not in missing]
-    door_wall = int(rng.integers(len(walls))) if walls and rng.uniform() < config.door_probability else None
-    for i, (axis, side) in enumerate(walls):
-        door = None
-        if i == door_wall:
-            run = width if axis == 0 else length
-            door_width = _uniform(rng, config.door_width_range)
-            door_center = _uniform(rng, (-run / 2.0 + door_width / 2.0 + 0.1, run / 2.0 - door_width / 2.0 - 0.1))
-            door = (door_center, door_width, min(_uniform(rng, config.door_height_range), height))
-        primitives += _wall_boxes(axis, side, length, width, height, thickness, config.floor_thickness, door)
-    if config.ceiling:
-        primitives.append(_box_from_corners((-outer[0], -outer[1], height),
-                                            (outer[0], outer[1], height + config.ceiling_thickness), "ceiling"))
 
-    floor = _Support(_Footprint(np.zeros(2), np.array([half_length, half_width]), 0.0), 0.0)
-    supports = [floor]
+# The broader training world of the prior and the held-out benchmark world: the same furnished rooms,
+# plus free-form objects of disjoint families.
+TRAINING_WORLD = RoomConfig(object_families=tuple(TRAINING_FAMILIES), object_count=(2, 6))
+HELD_OUT_WORLD = RoomConfig(object_families=tuple(HELD_OUT_FAMILIES), object_count=(5, 9))
 
-    def try_place(part: _Part, propose) -> bool:
+
+class _RoomBuilder:
+    """The steps of `generate_room`, sharing the room's random stream, size and placement state."""
+
+    def __init__(self, config: RoomConfig, rng: np.random.Generator):
+        self.config, self.rng = config, rng
+        self.length, self.width = _uniform(rng, config.length_range), _uniform(rng, config.width_range)
+        self.height, self.thickness = _uniform(rng, config.height_range), _uniform(rng, config.wall_thickness_range)
+        self.half = np.array([self.length / 2.0, self.width / 2.0])
+        self.primitives: list[Primitive] = []
+        self.floor = _Support(_Footprint(np.zeros(2), self.half.copy(), 0.0), 0.0)
+        self.supports = [self.floor]
+        self.tables: list[_Footprint] = []
+
+    @property
+    def interior(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([-self.half[0], -self.half[1], 0.0]), np.array([self.half[0], self.half[1], self.height])
+
+    def count(self, bounds: tuple[int, int]) -> int:
+        return int(self.rng.integers(bounds[0], bounds[1] + 1))
+
+    def build_shell(self) -> None:
+        """Floor, walls (some missing or with a doorway), optional ceiling."""
+        config, rng = self.config, self.rng
+        outer = self.half + self.thickness
+        self.primitives.append(
+            _box_from_corners((-outer[0], -outer[1], -config.floor_thickness), (outer[0], outer[1], 0.0), "floor"))
+        walls = [(0, -1.0), (0, 1.0), (1, -1.0), (1, 1.0)]  # (axis, side)
+        if rng.uniform() < config.open_probability:
+            missing = rng.choice(4, size=int(rng.integers(1, 3)), replace=False)
+            walls = [w for i, w in enumerate(walls) if i not in missing]
+        door_wall = int(rng.integers(len(walls))) if walls and rng.uniform() < config.door_probability else None
+        for i, (axis, side) in enumerate(walls):
+            door = self._door(axis) if i == door_wall else None
+            self.primitives += _wall_boxes(axis, side, self.length, self.width, self.height, self.thickness,
+                                           config.floor_thickness, door)
+        if config.ceiling:
+            self.primitives.append(_box_from_corners(
+                (-outer[0], -outer[1], self.height),
+                (outer[0], outer[1], self.height + config.ceiling_thickness), "ceiling"))
+
+    def _door(self, axis: int) -> tuple[float, float, float]:
+        run = self.width if axis == 0 else self.length
+        door_width = _uniform(self.rng, self.config.door_width_range)
+        door_center = _uniform(self.rng, (-run / 2.0 + door_width / 2.0 + 0.1, run / 2.0 - door_width / 2.0 - 0.1))
+        return door_center, door_width, min(_uniform(self.rng, self.config.door_height_range), self.height)
+
+    def furnish(self) -> None:
+        config, rng = self.config, self.rng
+        for _ in range(self.count(config.shelf_count)):
+            self.place_on_floor(_make_shelf(rng), self.against_wall)
+        for _ in range(self.count(config.sofa_count)):
+            part = _make_sofa(rng)
+            self.place_on_floor(part, self.against_wall if rng.uniform() < 0.5 else self.anywhere)
+        for _ in range(self.count(config.table_count)):
+            if self.place_on_floor(_make_table(rng), self.anywhere):
+                self.tables.append(self.floor.occupied[-1])
+        for _ in range(self.count(config.chair_count)):
+            self.place_on_floor(_make_chair(rng), self.at_table)
+        for _ in range(self.count(config.lamp_count)):
+            self.place_on_floor(_make_lamp(rng), self.anywhere)
+
+    def add_clutter(self) -> None:
+        for _ in range(self.count(self.config.clutter_count)):
+            support = self.supports[int(self.rng.integers(len(self.supports)))]
+            self.place_on_support(_make_clutter(self.rng, scale=1.5 if support is self.floor else 1.0), support)
+
+    def add_objects(self) -> None:
+        """Free-form objects of the configured families, each where such an object stands."""
+        families = self.config.object_families
+        if not families:
+            return
+        for _ in range(self.count(self.config.object_count)):
+            maker, where = FAMILIES[families[int(self.rng.integers(len(families)))]]
+            part = maker(self.rng)
+            if where == "wall":
+                self.place_on_floor(part, self.against_wall)
+            elif where == "floor" or (where == "table" and len(self.supports) == 1):
+                self.place_on_floor(part, self.anywhere)
+            else:  # on a table or cabinet top, or on the floor when none has room for it
+                raised = self.supports[1:] if where == "table" else self.supports
+                if not self.place_on_support(part, raised[int(self.rng.integers(len(raised)))]):
+                    self.place_on_floor(part, self.anywhere)
+
+    def place_on_floor(self, part: Part, propose) -> bool:
         """Place `part` at the first proposed footprint that fits on the floor."""
         half_size = part.half_size()
-        for _ in range(config.placement_tries):
+        for _ in range(self.config.placement_tries):
             center, yaw = propose(half_size)
             footprint = _Footprint(np.asarray(center, float), half_size, yaw)
-            if floor.fits(footprint, config.gap):
-                floor.occupied.append(footprint)
-                primitives.extend(_place(part, footprint, 0.0))
+            if self.floor.fits(footprint, self.config.gap):
+                self.floor.occupied.append(footprint)
+                self.primitives.extend(_place(part, footprint, 0.0))
                 if part.top_height is not None:
-                    supports.append(_Support(footprint, part.top_height))
+                    self.supports.append(_Support(footprint, part.top_height))
                 return True
         return False
 
-    def anywhere(half_size):
-        margin = np.min(half_size)
-        return (rng.uniform(-half_length + margin, half_length - margin),
-                rng.uniform(-half_width + margin, half_width - margin)), rng.uniform(0.0, 2.0 * np.pi)
+    def place_on_support(self, part: Part, support: _Support) -> bool:
+        """Place `part` at a random free spot of a support surface (clutter: 1 cm clearance)."""
+        half_size = part.half_size()
+        for _ in range(self.config.placement_tries):
+            local = self.rng.uniform(-1.0, 1.0, size=2) * np.maximum(support.area.half_size - np.max(half_size), 0.0)
+            footprint = _Footprint(support.area.center + local @ support.area.axes(), half_size,
+                                   self.rng.uniform(0.0, 2.0 * np.pi))
+            if support.fits(footprint, 0.01):
+                support.occupied.append(footprint)
+                self.primitives.extend(_place(part, footprint, support.height))
+                return True
+        return False
 
-    def against_wall(half_size):
+    def anywhere(self, half_size):
+        margin = np.min(half_size)
+        return (self.rng.uniform(-self.half[0] + margin, self.half[0] - margin),
+                self.rng.uniform(-self.half[1] + margin, self.half[1] - margin)), self.rng.uniform(0.0, 2.0 * np.pi)
+
+    def against_wall(self, half_size):
         # Back (local -y) towards a wall: yaw 0 -> south wall, pi -> north, pi/2 -> east, -pi/2 -> west.
+        rng, (half_length, half_width) = self.rng, self.half
         yaw = float(rng.choice([0.0, np.pi, np.pi / 2.0, -np.pi / 2.0]))
-        depth = half_size[1] + config.gap + 1e-6
+        depth = half_size[1] + self.config.gap + 1e-6
         if yaw in (0.0, np.pi):
             center = (rng.uniform(-half_length, half_length), (-half_width + depth) * (1.0 if yaw == 0.0 else -1.0))
         else:
             center = ((half_length - depth) * (1.0 if yaw > 0 else -1.0), rng.uniform(-half_width, half_width))
         return center, yaw
 
-    def count(bounds: tuple[int, int]) -> int:
-        return int(rng.integers(bounds[0], bounds[1] + 1))
-
-    for _ in range(count(config.shelf_count)):
-        try_place(_make_shelf(rng), against_wall)
-    for _ in range(count(config.sofa_count)):
-        try_place(_make_sofa(rng), against_wall if rng.uniform() < 0.5 else anywhere)
-    tables = []
-    for _ in range(count(config.table_count)):
-        if try_place(_make_table(rng), anywhere):
-            tables.append(floor.occupied[-1])
-    for _ in range(count(config.chair_count)):
-        def at_table(half_size):
-            # Pulled out from a random table side, facing the table.
-            if not tables or rng.uniform() < 0.3:
-                return anywhere(half_size)
-            table = tables[int(rng.integers(len(tables)))]
-            side = int(rng.integers(4))
-            normal = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]][side], dtype=float)
-            along = np.array([normal[1], -normal[0]])
-            reach = table.half_size[0] if side < 2 else table.half_size[1]
-            spread = table.half_size[1] if side < 2 else table.half_size[0]
-            local = normal * (reach + half_size[1] + rng.uniform(0.05, 0.25)) + along * rng.uniform(-spread, spread)
-            center = table.center + local @ table.axes()
-            # The chair's front (+y) faces the table, i.e. along -normal in world.
-            facing = -(normal @ table.axes())
-            return center, float(np.arctan2(-facing[0], facing[1]))
-        try_place(_make_chair(rng), at_table)
-    for _ in range(count(config.lamp_count)):
-        try_place(_make_lamp(rng), anywhere)
-
-    for _ in range(count(config.clutter_count)):
-        support = supports[int(rng.integers(len(supports)))]
-        part = _make_clutter(rng, scale=1.5 if support is floor else 1.0)
-        half_size = part.half_size()
-        for _ in range(config.placement_tries):
-            local = rng.uniform(-1.0, 1.0, size=2) * np.maximum(support.area.half_size - np.max(half_size), 0.0)
-            footprint = _Footprint(support.area.center + local @ support.area.axes(), half_size,
-                                   rng.uniform(0.0, 2.0 * np.pi))
-            if support.fits(footprint, 0.01):
-                support.occupied.append(footprint)
-                primitives.extend(_place(part, footprint, support.height))
-                break
-
-    interior = (np.array([-half_length, -half_width, 0.0]), np.array([half_length, half_width, height]))
-    return Scene(primitives, interior=interior)
+    def at_table(self, half_size):
+        """Pulled out from a random table side, facing the table."""
+        rng = self.rng
+        if not self.tables or rng.uniform() < 0.3:
+            return self.anywhere(half_size)
+        table = self.tables[int(rng.integers(len(self.tables)))]
+        side = int(rng.integers(4))
+        normal = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]][side], dtype=float)
+        along = np.array([normal[1], -normal[0]])
+        reach = table.half_size[0] if side < 2 else table.half_size[1]
+        spread = table.half_size[1] if side < 2 else table.half_size[0]
+        local = normal * (reach + half_size[1] + rng.uniform(0.05, 0.25)) + along * rng.uniform(-spread, spread)
+        center = table.center + local @ table.axes()
+        # The chair's front (+y) faces the table, i.e. along -normal in world.
+        facing = -(normal @ table.axes())
+        return center, float(np.arctan2(-facing[0], facing[1]))

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import open3d as o3d
 
 from .scenes import Scene
 
@@ -167,8 +166,12 @@ def _resolve_setting(setting: ScanSetting | str) -> ScanSetting:
     return setting
 
 
-def simulate_scans(scene: Scene, setting: ScanSetting | str = "dense", seed: int = 0) -> tuple[np.ndarray, ScanInfo]:
-    """Simulated depth-camera map of `scene`: (points (N,3) float32, ScanInfo)."""
+def simulate_scans(scene: Scene, setting: ScanSetting | str = "dense", seed: int = 0, caster: str = "open3d",
+                   device: str = "cpu") -> tuple[np.ndarray, ScanInfo]:
+    """Simulated depth-camera map of `scene`: (points (N,3) float32, ScanInfo).
+
+    `caster` "open3d" intersects the rays with `Scene.mesh()` (Open3D's BVH, on the CPU); "torch" sphere-traces
+    the scene's exact fields on `device` (see torch_scene), needing neither Open3D nor meshes."""
     start = time.perf_counter()
     setting = _resolve_setting(setting)
     rng = np.random.default_rng(seed)
@@ -177,19 +180,39 @@ def simulate_scans(scene: Scene, setting: ScanSetting | str = "dense", seed: int
     local_directions = _camera_ray_directions(setting)
     directions = np.einsum("pij,nj->pni", poses[:, :3, :3], local_directions).reshape(-1, 3)
     origins = np.repeat(poses[:, :3, 3], len(local_directions), axis=0)
-
-    raycaster = o3d.t.geometry.RaycastingScene()
-    mesh = scene.mesh()
-    raycaster.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, dtype=np.float32)),
-                            o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)))
-    rays = o3d.core.Tensor(np.concatenate([origins, directions], axis=1).astype(np.float32))
-    distance = raycaster.cast_rays(rays)["t_hit"].numpy().astype(np.float64)
+    distance = _CASTERS[caster](scene, origins, directions, setting, device)
 
     hit = (distance >= setting.min_range) & (distance <= setting.max_range)
     noisy_distance = distance[hit] + rng.normal(scale=setting.noise_std, size=int(hit.sum()))
     hits = origins[hit] + directions[hit] * noisy_distance[:, None]
     points = voxel_downsample(hits, setting.voxel_size).astype(np.float32)
 
-    info = ScanInfo(setting=setting, camera_poses=poses, ray_count=len(rays), hit_count=int(hit.sum()),
+    info = ScanInfo(setting=setting, camera_poses=poses, ray_count=len(origins), hit_count=int(hit.sum()),
                     point_count=len(points), seconds=time.perf_counter() - start)
     return points, info
+
+
+def _cast_open3d(scene: Scene, origins: np.ndarray, directions: np.ndarray, setting: ScanSetting,
+                 device: str) -> np.ndarray:
+    import open3d as o3d
+
+    raycaster = o3d.t.geometry.RaycastingScene()
+    mesh = scene.mesh()
+    raycaster.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, dtype=np.float32)),
+                            o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)))
+    rays = o3d.core.Tensor(np.concatenate([origins, directions], axis=1).astype(np.float32))
+    return raycaster.cast_rays(rays)["t_hit"].numpy().astype(np.float64)
+
+
+def _cast_torch(scene: Scene, origins: np.ndarray, directions: np.ndarray, setting: ScanSetting,
+                device: str) -> np.ndarray:
+    import torch
+
+    from .torch_scene import TorchScene
+
+    distance = TorchScene(scene, device).cast_rays(torch.from_numpy(origins), torch.from_numpy(directions),
+                                                   0.0, setting.max_range)
+    return distance.cpu().numpy().astype(np.float64)
+
+
+_CASTERS = {"open3d": _cast_open3d, "torch": _cast_torch}

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import trimesh
 
 from .primitives import (Box, Capsule, Cone, Cylinder, Primitive, Sphere, Torus, rotation_from_z,  # noqa: F401
                          yaw_rotation)
@@ -39,7 +38,7 @@ class Scene:
 
     primitives: list[Primitive]
     interior: tuple[np.ndarray, np.ndarray] | None = None
-    _mesh_cache: trimesh.Trimesh | None = field(default=None, init=False, repr=False)
+    _mesh_cache: object = field(default=None, init=False, repr=False)  # trimesh.Trimesh
 
     @property
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -90,8 +89,10 @@ class Scene:
         primitives overlap (see `sdf`). The exact accuracy metric of a reconstruction."""
         return np.abs(self.sdf(points))
 
-    def mesh(self) -> trimesh.Trimesh:
-        """All primitive meshes concatenated (overlapping, not a boolean union); cached."""
+    def mesh(self):
+        """All primitive meshes concatenated (overlapping, not a boolean union) as a trimesh.Trimesh; cached."""
+        import trimesh  # only meshes need it; the GPU data generator runs without it
+
         if self._mesh_cache is None:
             self._mesh_cache = trimesh.util.concatenate([p.mesh() for p in self.primitives])
         return self._mesh_cache
