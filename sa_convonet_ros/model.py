@@ -247,11 +247,13 @@ def resolve_devices(spec: str | torch.device = "auto", strict: bool = False) -> 
 
 # ------------------------------------------------------------------------------------------- checkpoints
 
-def save_model(model: ConvONet, path: str | Path, **metadata: Any) -> Path:
-    """Write a self-describing checkpoint: architecture, weights and free-form metadata."""
+def save_model(model: ConvONet, path: str | Path, *, weights_dtype: torch.dtype | None = None,
+               **metadata: Any) -> Path:
+    """Write a self-describing checkpoint: architecture, weights (optionally stored as `weights_dtype`,
+    e.g. float16 for a smaller file; loading restores float32) and free-form metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().to(weights_dtype or v.dtype) for k, v in model.state_dict().items()}
     torch.save({"format": CHECKPOINT_FORMAT, "model_config": dataclasses.asdict(model.config),
                 "model": state, "metadata": metadata}, path)
     return path

@@ -80,16 +80,18 @@ def _cap(cloud: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
     return cloud if len(cloud) <= limit else cloud[rng.choice(len(cloud), limit, replace=False)]
 
 
-def pad_clouds(clouds: list[np.ndarray], device: torch.device):
-    """Stack clouds of different lengths: zero-padded points [W, N, 3], mask of real points [W, N], counts [W]."""
-    length = max(len(c) for c in clouds)
-    points = np.zeros((len(clouds), length, 3), dtype=np.float32)
-    mask = np.zeros((len(clouds), length), dtype=bool)
-    for w, cloud in enumerate(clouds):
+def pad_clouds(clouds: list, device: torch.device):
+    """Stack clouds (numpy arrays or tensors) of different lengths: zero-padded float32 points [W, N, 3],
+    mask of real points [W, N], counts [W]."""
+    tensors = [torch.as_tensor(cloud).to(device=device, dtype=torch.float32) for cloud in clouds]
+    length = max(len(t) for t in tensors)
+    points = torch.zeros(len(tensors), length, 3, device=device)
+    mask = torch.zeros(len(tensors), length, dtype=torch.bool, device=device)
+    for w, cloud in enumerate(tensors):
         points[w, :len(cloud)] = cloud
         mask[w, :len(cloud)] = True
-    counts = torch.tensor([len(c) for c in clouds], device=device)
-    return torch.from_numpy(points).to(device), torch.from_numpy(mask).to(device), counts
+    counts = torch.tensor([len(t) for t in tensors], device=device)
+    return points, mask, counts
 
 
 class ResidualSampling:

@@ -1,22 +1,25 @@
 """Pre-training of the ConvONet grid model on procedural rooms (BCE on occupancy), window crop by window crop.
 
-Every training sample is one sliding-window crop in exactly the frame the reconstruction uses: a cube of
-edge `WindowGrid.crop_size` (window core + 2 * margin) mapped onto the unit cube by
-`unit = (x - centre) / crop_size`. The encoder sees the simulated scan points inside the crop (dense or
-sparse scanner settings, sometimes plain noisy surface samples); the decoder is supervised with exact
-occupancy labels of uniform and near-surface queries. Crops are rotated about z and flipped in x / y.
+Every training sample is one sliding-window crop in exactly the frame the reconstruction uses (see
+`training_data`): the encoder sees simulated scan points inside the crop (the `dense` and `sparse`
+settings and random spacings and noise levels, sometimes plain noisy surface samples), the decoder is
+supervised with exact occupancy labels of uniform and near-surface queries. Rooms come from the
+`training` world (furnished rooms plus the training families of free-form objects) or the `plain` one.
 
-Rooms and their scans are generated once per seed and cached under `data_cache/`. A run writes
-`runs/<name>/last.pt` (model, optimiser, step, RNG states) every few minutes and on exit, so
-`--resume` continues it; `--export PATH` writes the best-validation model as a shipped checkpoint.
+The data is made on the training device: on a GPU the scans are sphere-traced there, on a CPU they are
+cast with Open3D and cached under `data_cache/`. A run writes `runs/<name>/last.pt` (model, optimiser,
+step, RNG states) every few minutes and on exit, so `--resume` continues it; `--init CHECKPOINT` starts
+a new run from a shipped model's weights; `--export PATH` writes the best-validation model as a shipped
+checkpoint.
 
-    python -m sa_convonet_ros.train --name default --max-minutes 45
-    python -m sa_convonet_ros.train --name default --resume --max-minutes 30
-    python -m sa_convonet_ros.train --name default --export sa_convonet_ros/models/default.pt
+    python -m sa_convonet_ros.train --name campaign --init sa_convonet_ros/models/default.pt --max-minutes 120
+    python -m sa_convonet_ros.train --name campaign --resume --max-minutes 60
+    python -m sa_convonet_ros.train --name campaign --export sa_convonet_ros/models/default.pt
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -32,15 +35,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import MeshingConfig, ModelConfig, WindowConfig
-from .data.scans import simulate_scans
-from .data.rooms import generate_room
-from .data.scenes import Scene
-from .model import ConvONet, count_parameters, resolve_device, save_model
-from .optimize import pad_clouds
+from .config import PRECISIONS, MeshingConfig, ModelConfig, WindowConfig
+from .model import ConvONet, count_parameters, load_model, resolve_device, save_model
+from .training_data import Crop, CropSampler, DataConfig, collate, load_rooms, validation_crops
 from .windows import WindowGrid
 
-CACHE_VERSION = 1
+SHIPPED_FILE_LIMIT = 15 * 2**20  # bytes: larger exports store their weights as float16
 
 
 def default_model_config() -> ModelConfig:
@@ -52,33 +52,25 @@ def default_model_config() -> ModelConfig:
 class TrainConfig:
     name: str = "default"  # run directory: <out_dir>/<name>
     model: ModelConfig = field(default_factory=default_model_config)
+    data: DataConfig = field(default_factory=DataConfig)
+    init: str | None = None  # start from this checkpoint's weights (its architecture replaces `model`)
     # optimisation
     steps: int = 1500
     batch_size: int = 8  # crops per step
     lr: float = 1e-3  # Adam; cosine decay to lr * lr_final_factor over `steps`
     lr_final_factor: float = 0.05
     warmup_steps: int = 50
-    # crops (metric sizes default to the reconstruction's)
+    precision: str = "fp32"  # fp32 | tf32 | bf16 (autocast) for the forward pass on CUDA
+    # the window geometry the crops reproduce (defaults: the reconstruction's)
     window_size: float = WindowConfig.window_size
     margin: float = WindowConfig.margin
     voxel_size: float = MeshingConfig.voxel_size  # only rounds the window core, as in the reconstruction
-    min_points: int = WindowConfig.min_points  # crops with fewer input points are skipped
-    max_points: int = 4096  # input points per crop (random subset)
-    centre_jitter: float = 0.5  # crop centre = a scan point + uniform offset of up to this * crop / 2
-    surface_input_fraction: float = 0.2  # crops whose input is noisy surface samples instead of a scan
-    surface_input_noise: float = 0.01  # max noise std (metres) of those samples
-    dense_fraction: float = 0.5  # of the scan crops, this many use the dense setting, the rest sparse
-    uniform_queries: int = 1024  # per crop, uniform in the padded unit cube
-    near_queries: int = 1024  # per crop, surface samples + Gaussian noise
-    query_extent: float = 0.55  # uniform queries in [-extent, extent]^3 (unit units)
-    near_sigmas: tuple[float, float] = (0.01, 0.03)  # metres; each near query picks one at random
-    augment: bool = True  # random yaw and x / y flips of the whole crop
-    # data
+    # rooms
     train_seeds: tuple[int, int] = (1000, 1080)  # range of room seeds; seeds below 1000 are left to tests
     val_seeds: tuple[int, int] = (5000, 5008)
     val_crops: int = 96
-    surface_samples: int = 200_000  # cached ground-truth surface samples per room
     cache_dir: str = "data_cache"
+    data_workers: int = 1  # processes making the rooms' layouts and surface samples
     # bookkeeping
     out_dir: str = "runs"
     log_every: int = 10
@@ -89,9 +81,18 @@ class TrainConfig:
     threads: int = 2
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
     @property
     def grid(self) -> WindowGrid:
         return WindowGrid.from_sizes(self.window_size, self.voxel_size, self.margin)
+
+    @property
+    def data_config(self) -> DataConfig:
+        """The data settings with the crop edge of the window geometry."""
+        return dataclasses.replace(self.data, crop_size=self.grid.crop_size)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -100,152 +101,12 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> "TrainConfig":
         values = dict(values)
         values["model"] = ModelConfig(**values.get("model", {}))
-        for key in ("near_sigmas", "train_seeds", "val_seeds"):
+        values["data"] = DataConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                       for k, v in values.get("data", {}).items()})
+        for key in ("train_seeds", "val_seeds"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
-
-
-# ------------------------------------------------------------------------------------------------ data
-
-@dataclass
-class Room:
-    seed: int
-    scene: Scene
-    clouds: dict[str, np.ndarray]  # 'dense', 'sparse', 'surface' -> (N, 3) float32 world points
-
-
-def load_room(seed: int, cache_dir: str | Path, surface_samples: int) -> Room:
-    """A room with its dense / sparse scans and surface samples, from the cache or generated and cached."""
-    path = Path(cache_dir) / f"room_v{CACHE_VERSION}_{seed:06d}_{surface_samples}.npz"
-    scene = generate_room(seed)
-    if path.is_file():
-        with np.load(path) as data:
-            return Room(seed, scene, {key: data[key] for key in ("dense", "sparse", "surface")})
-    clouds = {setting: simulate_scans(scene, setting, seed=seed)[0].astype(np.float32)
-              for setting in ("dense", "sparse")}
-    clouds["surface"] = scene.sample_surface(surface_samples, seed=seed)[0].astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **clouds)
-    tmp.replace(path)
-    return Room(seed, scene, clouds)
-
-
-def load_rooms(seeds: range, config: TrainConfig, log=print) -> list[Room]:
-    rooms, start = [], time.time()
-    for i, seed in enumerate(seeds):
-        rooms.append(load_room(seed, config.cache_dir, config.surface_samples))
-        if (i + 1) % 20 == 0:
-            log(f"rooms {i + 1}/{len(seeds)} ({time.time() - start:.0f} s)")
-    return rooms
-
-
-@dataclass
-class Crop:
-    points: np.ndarray  # (n, 3) input points, unit frame
-    queries: np.ndarray  # (m, 3) unit frame
-    labels: np.ndarray  # (m,) bool occupancy
-    n_uniform: int  # queries[:n_uniform] are uniform in the cube, the rest near the surface
-    centre: np.ndarray  # world centre
-    rotation: np.ndarray  # (3, 3): unit = rotation @ (x - centre) / crop_size
-
-
-def crop_frame(yaw: float, flip_x: bool, flip_y: bool) -> np.ndarray:
-    c, s = math.cos(yaw), math.sin(yaw)
-    rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-    return np.diag([-1.0 if flip_x else 1.0, -1.0 if flip_y else 1.0, 1.0]) @ rotation
-
-
-def to_crop(points: np.ndarray, centre: np.ndarray, rotation: np.ndarray, crop_size: float) -> np.ndarray:
-    """World -> unit frame of a crop; with the identity rotation this is `WindowGrid.to_unit`'s mapping."""
-    return ((np.asarray(points, np.float64) - centre) / crop_size) @ rotation.T
-
-
-def from_crop(unit: np.ndarray, centre: np.ndarray, rotation: np.ndarray, crop_size: float) -> np.ndarray:
-    return centre + (np.asarray(unit, np.float64) @ rotation) * crop_size
-
-
-def _inside(points: np.ndarray, centre: np.ndarray, rotation: np.ndarray, crop_size: float,
-            extent: float = 0.5) -> np.ndarray:
-    """Unit-frame coordinates of the points that fall inside the (rotated) crop cube [-extent, extent]^3."""
-    reach = extent * crop_size * math.sqrt(2.0)  # a yawed cube fits in this xy box
-    near = np.all(np.abs(points[:, :2] - centre[:2]) <= reach, axis=1)
-    near &= np.abs(points[:, 2] - centre[2]) <= extent * crop_size
-    unit = to_crop(points[near], centre, rotation, crop_size)
-    return unit[np.all(np.abs(unit) <= extent, axis=1)]
-
-
-def sample_crop(room: Room, config: TrainConfig, rng: np.random.Generator, augment: bool | None = None,
-                tries: int = 20) -> Crop | None:
-    """One training crop of a room, or None when `tries` centres all gave fewer than `min_points` points."""
-    crop_size = config.grid.crop_size
-    augment = config.augment if augment is None else augment
-    for _ in range(tries):
-        if rng.random() < config.surface_input_fraction:
-            source = room.clouds["surface"]
-            noise = rng.uniform(0.0, config.surface_input_noise)
-        else:
-            source = room.clouds["dense" if rng.random() < config.dense_fraction else "sparse"]
-            noise = 0.0
-        centre = source[rng.integers(len(source))].astype(np.float64)
-        centre = centre + rng.uniform(-1.0, 1.0, 3) * config.centre_jitter * crop_size / 2.0
-        rotation = (crop_frame(rng.uniform(0.0, 2.0 * math.pi), rng.random() < 0.5, rng.random() < 0.5)
-                    if augment else np.eye(3))
-        points = _inside(source, centre, rotation, crop_size)
-        if noise > 0.0:
-            points = points[rng.choice(len(points), min(len(points), 2 * config.max_points), replace=False)]
-            points = points + rng.normal(scale=noise / crop_size, size=points.shape)
-            points = points[np.all(np.abs(points) <= 0.5, axis=1)]
-        if len(points) < config.min_points:
-            continue
-        if len(points) > config.max_points:
-            points = points[rng.choice(len(points), config.max_points, replace=False)]
-        queries, n_uniform = _crop_queries(room, config, centre, rotation, rng)
-        labels = room.scene.occupancy(from_crop(queries, centre, rotation, crop_size))
-        return Crop(points.astype(np.float32), queries.astype(np.float32), labels, n_uniform, centre, rotation)
-    return None
-
-
-def _crop_queries(room: Room, config: TrainConfig, centre, rotation, rng) -> tuple[np.ndarray, int]:
-    crop_size, extent = config.grid.crop_size, config.query_extent
-    surface = _inside(room.clouds["surface"], centre, rotation, crop_size, extent)
-    n_near = config.near_queries if len(surface) else 0
-    uniform = rng.uniform(-extent, extent, size=(config.uniform_queries + config.near_queries - n_near, 3))
-    if not n_near:
-        return uniform, len(uniform)
-    near = surface[rng.integers(len(surface), size=n_near)]
-    sigma = rng.choice(np.asarray(config.near_sigmas, float), size=(n_near, 1)) / crop_size
-    near = np.clip(near + rng.normal(size=near.shape) * sigma, -extent, extent)
-    return np.concatenate([uniform, near]), len(uniform)
-
-
-def collate(crops: list[Crop], device: torch.device):
-    """Pad input points to one length (mask marks real points); queries all have the same count."""
-    points, mask, _ = pad_clouds([c.points for c in crops], device)
-    queries = np.stack([c.queries for c in crops])
-    labels = np.stack([c.labels for c in crops]).astype(np.float32)
-    return points, mask, torch.from_numpy(queries).to(device), torch.from_numpy(labels).to(device)
-
-
-def sample_batch(rooms: list[Room], config: TrainConfig, rng: np.random.Generator) -> list[Crop]:
-    crops = []
-    while len(crops) < config.batch_size:
-        crop = sample_crop(rooms[rng.integers(len(rooms))], config, rng)
-        if crop is not None:
-            crops.append(crop)
-    return crops
-
-
-def validation_crops(rooms: list[Room], config: TrainConfig) -> list[Crop]:
-    """A fixed validation set: the same crops every time (own RNG, no augmentation)."""
-    rng = np.random.default_rng([config.seed, 12345])
-    crops = []
-    while len(crops) < config.val_crops:
-        crop = sample_crop(rooms[len(crops) % len(rooms)], config, rng, augment=False)
-        if crop is not None:
-            crops.append(crop)
-    return crops
 
 
 @torch.no_grad()
@@ -273,8 +134,6 @@ def evaluate(model: ConvONet, crops: list[Crop], device: torch.device, batch_siz
             "iou_near": float(counts["near"][0] / max(counts["near"][1], 1)), "loss": loss / max(n, 1)}
 
 
-# ------------------------------------------------------------------------------------------- training
-
 def learning_rate(config: TrainConfig, step: int) -> float:
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
@@ -290,17 +149,30 @@ def hardware() -> str:
             f"{torch.get_num_threads()} torch threads")
 
 
+def forward_precision(precision: str, device: torch.device):
+    """Autocast for the training forward pass: bf16 where asked; tf32 tensor cores on CUDA; else fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    return contextlib.nullcontext()
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, resume: bool = False, log_file: bool = True):
-        self.config = config
         self.run_dir = Path(config.out_dir) / config.name
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.run_dir / "train.log" if log_file else None
         torch.set_num_threads(config.threads)
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
-        self.rng = np.random.default_rng(config.seed)
-        self.model = ConvONet(config.model).to(self.device)
+        if config.init and not resume:
+            initial = load_model(config.init)
+            config = dataclasses.replace(config, model=initial.config)
+            self.model = initial.to(self.device)
+        else:
+            self.model = ConvONet(config.model).to(self.device)
+        self.config = config
+        self.sampler = CropSampler(config.data_config, config.seed, self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.step = 0
         self.wall_seconds = 0.0  # accumulated over all calls of this run
@@ -325,7 +197,8 @@ class Trainer:
             "config": self.config.to_dict(), "step": self.step, "wall_seconds": self.wall_seconds,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "best": self.best, "history": self.history, "hardware": hardware(), "commands": self.commands,
-            "numpy_rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "numpy_rng": self.sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "sampler_rng": self.sampler.generator.get_state(),
         }, tmp)
         tmp.replace(path)
         return path
@@ -341,12 +214,37 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.wall_seconds = int(state["step"]), float(state["wall_seconds"])
         self.best, self.history = state["best"], state["history"]
-        self.commands = list(state.get("commands") or [_training_command(TrainConfig.from_dict(state["config"]))])
-        self.rng.bit_generator.state = state["numpy_rng"]
+        self.commands = list(state.get("commands") or [])
+        self.sampler.rng.bit_generator.state = state["numpy_rng"]
+        self.sampler.generator.set_state(state["sampler_rng"].to(self.sampler.generator.get_state().device))
         torch.set_rng_state(state["torch_rng"])
         self.log(f"resumed {path} at step {self.step} ({self.wall_seconds / 60:.1f} min trained)")
 
     # ---- loop
+    def load_data(self):
+        config, data = self.config, self.config.data_config
+        train_rooms = load_rooms(range(*config.train_seeds), data, self.device, config.cache_dir,
+                                 config.data_workers, self.log)
+        val_rooms = load_rooms(range(*config.val_seeds), data, self.device, config.cache_dir,
+                               config.data_workers, self.log)
+        return train_rooms, validation_crops(val_rooms, data, config.val_crops, seed=config.seed + 12345)
+
+    def train_step(self, rooms) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, self.step)
+        points, mask, queries, labels = collate(self.sampler.batch(rooms, self.config.batch_size), self.device)
+        with forward_precision(self.config.precision, self.device):
+            logits = self.model(points, queries, mask)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss became {value} at step {self.step}")
+        self.step += 1
+        return value
+
     def train(self, command: str = "") -> dict:
         config = self.config
         if command:
@@ -354,36 +252,24 @@ class Trainer:
         self.log(f"config {json.dumps(config.to_dict())}")
         self.log(f"model {count_parameters(self.model)} parameters on {self.device} ({hardware()}); "
                  f"crop {config.grid.crop_size:.3f} m")
-        train_rooms = load_rooms(range(*config.train_seeds), config, self.log)
-        val_rooms = load_rooms(range(*config.val_seeds), config, self.log)
-        val_crops = validation_crops(val_rooms, config)
-        self.log(f"{len(train_rooms)} training rooms, {len(val_rooms)} validation rooms, {len(val_crops)} val crops")
-        start = time.time()
-        last_save, last_time, losses, first_step = start, start, [], self.step
+        data_start = time.time()
+        train_rooms, val_crops = self.load_data()
+        data_seconds = time.time() - data_start
+        self.log(f"{len(train_rooms)} training rooms, {len(val_crops)} val crops ({data_seconds:.0f} s)")
+        start = last_save = last_time = time.time()
+        losses, first_step, stopped = [], self.step, "steps"
         self.model.train()
-        stopped = "steps"
         while self.step < config.steps:
             if config.max_minutes is not None and time.time() - start > 60.0 * config.max_minutes:
                 stopped = "max-minutes"
                 break
-            for group in self.optimizer.param_groups:
-                group["lr"] = learning_rate(config, self.step)
-            points, mask, queries, labels = collate(sample_batch(train_rooms, config, self.rng), self.device)
-            loss = F.binary_cross_entropy_with_logits(self.model(points, queries, mask), labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss became {float(loss)} at step {self.step}")
-            losses.append(loss.item())
-            self.step += 1
+            losses.append(self.train_step(train_rooms))
             now = time.time()
-            self.wall_seconds += now - last_time
-            last_time = now
+            self.wall_seconds, last_time = self.wall_seconds + now - last_time, now
             if self.step % config.log_every == 0:
                 self.log(f"step {self.step}/{config.steps} loss {np.mean(losses):.4f} "
                          f"lr {learning_rate(config, self.step - 1):.2e} "
-                         f"{(now - start) / (self.step - first_step):.2f} s/step wall {self.wall_seconds / 60:.1f} min")
+                         f"{(now - start) / (self.step - first_step):.3f} s/step wall {self.wall_seconds / 60:.1f} min")
                 losses = []
             if self.step % config.val_every == 0 or self.step == config.steps:
                 self.validate(val_crops)
@@ -395,7 +281,9 @@ class Trainer:
         self.save()
         self.log(f"stopped ({stopped}) at step {self.step}; best val IoU {self.best['iou']:.4f} "
                  f"at step {self.best['step']}; {self.wall_seconds / 60:.1f} min")
-        return {"step": self.step, "best_iou": self.best["iou"], "stopped": stopped}
+        return {"step": self.step, "steps_this_call": self.step - first_step, "best_iou": self.best["iou"],
+                "best_step": self.best["step"], "stopped": stopped, "data_seconds": round(data_seconds, 1),
+                "train_seconds": round(time.time() - start, 1), "history": self.history[-5:]}
 
     def validate(self, crops: list[Crop]) -> dict:
         metrics = evaluate(self.model, crops, self.device, self.config.batch_size)
@@ -417,14 +305,16 @@ def export(run_dir: str | Path, path: str | Path, command: str | None = None) ->
     model = ConvONet(config.model)
     best = state["best"]
     model.load_state_dict(best["state"] if best["state"] is not None else state["model"])
-    name = config.name
     metadata = {
         "trained_by": "sa_convonet_ros.train",
-        "data": {"generator": "sa_convonet_ros.data.rooms.generate_room",
-                 "train_seeds": list(config.train_seeds), "val_seeds": list(config.val_seeds),
-                 "inputs": "simulate_scans dense + sparse, noisy surface samples",
-                 "crop_size_m": config.grid.crop_size, "window_size_m": config.window_size,
-                 "margin_m": config.margin},
+        "data": {"generator": "sa_convonet_ros.training_data (rooms of sa_convonet_ros.data.rooms)",
+                 "world": config.data.world, "train_seeds": list(config.train_seeds),
+                 "val_seeds": list(config.val_seeds),
+                 "inputs": f"scans dense + sparse + {config.data.random_scans} random per room "
+                           f"(spacing {config.data.scan_voxel_range} m, noise {config.data.scan_noise_range} m), "
+                           "noisy surface samples",
+                 "crop_size_m": config.grid.crop_size, "crop_scale_range": list(config.data.crop_scale_range),
+                 "window_size_m": config.window_size, "margin_m": config.margin, "init": config.init},
         "steps": int(state["step"]),
         "best_step": int(best["step"]),
         "batch_size": config.batch_size,
@@ -435,33 +325,37 @@ def export(run_dir: str | Path, path: str | Path, command: str | None = None) ->
         "hardware": state.get("hardware") or hardware(),
         "train_config": state["config"],
         "command": command or " && ".join(
-            [*(state.get("commands") or [_training_command(config)]),
-             f"python -m sa_convonet_ros.train --name {name} --out-dir {config.out_dir} --export {path}"]),
+            [*state.get("commands", []),
+             f"python -m sa_convonet_ros.train --name {config.name} --out-dir {config.out_dir} --export {path}"]),
         "torch": torch.__version__,
     }
     metadata = json.loads(json.dumps(metadata, default=float))  # plain Python types only (safe to load)
-    return save_model(model, path, **metadata)
-
-
-def _training_command(config: TrainConfig) -> str:
-    """The training command of a run that did not record its own (default architecture and data)."""
-    budget = f" --max-minutes {config.max_minutes:g}" if config.max_minutes is not None else ""
-    return f"python -m sa_convonet_ros.train --name {config.name} --steps {config.steps}{budget}"
+    written = save_model(model, path, **metadata)
+    if written.stat().st_size > SHIPPED_FILE_LIMIT:  # keep shipped files small: half precision is plenty
+        written = save_model(model, path, weights_dtype=torch.float16, **metadata)
+    return written
 
 
 # ------------------------------------------------------------------------------------------------ CLI
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sa_convonet_ros.train", description=__doc__.split("\n")[0])
-    defaults = TrainConfig()
+    defaults, data = TrainConfig(), DataConfig()
     parser.add_argument("--name", default=defaults.name)
+    parser.add_argument("--init", default=None, help="start from this checkpoint's weights and architecture")
     parser.add_argument("--steps", type=int, default=None,
                         help=f"total optimisation steps (default {defaults.steps}; with --resume: extend the run)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--max-points", type=int, default=defaults.max_points)
-    parser.add_argument("--uniform-queries", type=int, default=defaults.uniform_queries)
-    parser.add_argument("--near-queries", type=int, default=defaults.near_queries)
+    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
+    parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS)
+    parser.add_argument("--world", default=data.world)
+    parser.add_argument("--random-scans", type=int, default=data.random_scans)
+    parser.add_argument("--crop-scale-range", type=float, nargs=2, default=data.crop_scale_range)
+    parser.add_argument("--surface-samples", type=int, default=data.surface_samples)
+    parser.add_argument("--max-points", type=int, default=data.max_points)
+    parser.add_argument("--uniform-queries", type=int, default=data.uniform_queries)
+    parser.add_argument("--near-queries", type=int, default=data.near_queries)
     parser.add_argument("--train-seeds", type=int, nargs=2, default=defaults.train_seeds, metavar=("FIRST", "END"))
     parser.add_argument("--val-seeds", type=int, nargs=2, default=defaults.val_seeds, metavar=("FIRST", "END"))
     parser.add_argument("--val-crops", type=int, default=defaults.val_crops)
@@ -476,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this wall time")
     parser.add_argument("--out-dir", default=defaults.out_dir)
     parser.add_argument("--cache-dir", default=defaults.cache_dir)
+    parser.add_argument("--data-workers", type=int, default=defaults.data_workers)
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--threads", type=int, default=defaults.threads)
     parser.add_argument("--seed", type=int, default=defaults.seed)
@@ -487,13 +382,16 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model = ModelConfig(c_dim=args.c_dim, hidden_dim=args.hidden_dim, grid_resolution=args.grid_resolution,
                         unet_levels=args.unet_levels, unet_base_channels=args.unet_base_channels)
+    data = DataConfig(world=args.world, random_scans=args.random_scans, crop_scale_range=tuple(args.crop_scale_range),
+                      surface_samples=args.surface_samples, max_points=args.max_points,
+                      uniform_queries=args.uniform_queries, near_queries=args.near_queries)
     return TrainConfig(
-        name=args.name, model=model, steps=args.steps or TrainConfig.steps, batch_size=args.batch_size, lr=args.lr,
-        max_points=args.max_points, uniform_queries=args.uniform_queries, near_queries=args.near_queries,
+        name=args.name, model=model, data=data, init=args.init, steps=args.steps or TrainConfig.steps,
+        batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, precision=args.precision,
         train_seeds=tuple(args.train_seeds), val_seeds=tuple(args.val_seeds), val_crops=args.val_crops,
         log_every=args.log_every, val_every=args.val_every, checkpoint_minutes=args.checkpoint_minutes,
-        max_minutes=args.max_minutes, out_dir=args.out_dir, cache_dir=args.cache_dir, device=args.device,
-        threads=args.threads, seed=args.seed)
+        max_minutes=args.max_minutes, out_dir=args.out_dir, cache_dir=args.cache_dir,
+        data_workers=args.data_workers, device=args.device, threads=args.threads, seed=args.seed)
 
 
 def main(argv: list[str] | None = None) -> dict | Path:

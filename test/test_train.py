@@ -1,19 +1,20 @@
-"""Training script: crops in the reconstruction's frame with exact labels, a tiny run, resume and export."""
+"""Training script: a tiny run on generated data, resume, export, initialisation from a shipped model."""
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from sa_convonet_ros.model import load_model
-from sa_convonet_ros.train import (TrainConfig, evaluate, from_crop, load_room, main, sample_crop, to_crop,
-                                   validation_crops)
-from sa_convonet_ros.windows import WindowGrid
+from sa_convonet_ros import train as train_module
+from sa_convonet_ros.model import ConvONet, load_model, save_model
+from sa_convonet_ros.train import TrainConfig, Trainer, evaluate, main
+from sa_convonet_ros.training_data import DataConfig
 
-TINY = ["--grid-resolution", "8", "--unet-levels", "2", "--unet-base-channels", "8", "--c-dim", "8",
-        "--hidden-dim", "8", "--max-points", "512", "--uniform-queries", "64", "--near-queries", "64",
-        "--batch-size", "2", "--train-seeds", "1000", "1001", "--val-seeds", "5000", "5001", "--val-crops", "4",
-        "--val-every", "3", "--log-every", "1", "--threads", "1", "--device", "cpu"]
+TINY_MODEL = ["--grid-resolution", "8", "--unet-levels", "2", "--unet-base-channels", "8", "--c-dim", "8",
+              "--hidden-dim", "8"]
+TINY = TINY_MODEL + [
+    "--max-points", "512", "--uniform-queries", "64", "--near-queries", "64", "--surface-samples", "20000",
+    "--batch-size", "2", "--train-seeds", "1000", "1001", "--val-seeds", "5000", "5001", "--val-crops", "4",
+    "--val-every", "3", "--log-every", "1", "--threads", "1", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -21,56 +22,16 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("data_cache")
 
 
-@pytest.fixture(scope="module")
-def room(cache_dir):
-    return load_room(1000, cache_dir, surface_samples=20000)
-
-
-def test_crop_frame_matches_the_reconstruction_windows():
-    config = TrainConfig()
-    grid = WindowGrid.from_sizes(config.window_size, config.voxel_size, config.margin)
-    assert math.isclose(config.grid.crop_size, grid.crop_size) and math.isclose(grid.crop_size, 1.6)
-    window = np.array([1, -2, 0])
-    points = np.random.default_rng(0).uniform(-3, 3, (100, 3))
-    np.testing.assert_allclose(to_crop(points, grid.center(window), np.eye(3), grid.crop_size),
-                               grid.to_unit(points, window), atol=1e-6)
-
-
-def test_crops_are_in_the_unit_cube_and_labels_are_exact(room):
-    config = TrainConfig(max_points=1000, uniform_queries=200, near_queries=200)
-    rng = np.random.default_rng(1)
-    for _ in range(6):
-        crop = sample_crop(room, config, rng)
-        assert crop is not None
-        assert config.min_points <= len(crop.points) <= config.max_points
-        assert np.all(np.abs(crop.points) <= 0.5)
-        assert np.all(np.abs(crop.queries) <= config.query_extent + 1e-6)
-        assert np.allclose(crop.rotation @ crop.rotation.T, np.eye(3))
-        world = from_crop(crop.queries, crop.centre, crop.rotation, config.grid.crop_size)
-        np.testing.assert_array_equal(crop.labels, room.scene.occupancy(world))
-        np.testing.assert_allclose(to_crop(world, crop.centre, crop.rotation, config.grid.crop_size),
-                                   crop.queries, atol=1e-5)
-        assert 0 < crop.labels[crop.n_uniform:].mean() < 1  # near-surface queries straddle the surface
-
-
-def test_crops_are_deterministic(room):
-    config = TrainConfig(max_points=300, uniform_queries=50, near_queries=50)
-    a = sample_crop(room, config, np.random.default_rng(7))
-    b = sample_crop(room, config, np.random.default_rng(7))
-    np.testing.assert_array_equal(a.points, b.points)
-    np.testing.assert_array_equal(a.queries, b.queries)
-
-
 def test_tiny_run_resume_and_export(tmp_path, cache_dir):
     common = TINY + ["--name", "tiny", "--out-dir", str(tmp_path), "--cache-dir", str(cache_dir)]
     result = main(common + ["--steps", "4"])
-    assert result["step"] == 4
+    assert result["step"] == 4 and result["steps_this_call"] == 4
     last = torch.load(tmp_path / "tiny" / "last.pt", weights_only=False)
     assert last["step"] == 4 and all(math.isfinite(h["loss"]) for h in last["history"])
     assert (tmp_path / "tiny" / "train.log").read_text().count("step 4/4") == 1
 
     result = main(common + ["--steps", "6", "--resume"])
-    assert result["step"] == 6
+    assert result["step"] == 6 and result["steps_this_call"] == 2
     log = (tmp_path / "tiny" / "train.log").read_text()
     assert "resumed" in log and "at step 4" in log and "step 5/6" in log and "step 1/6" not in log
 
@@ -80,24 +41,54 @@ def test_tiny_run_resume_and_export(tmp_path, cache_dir):
     metadata = torch.load(path, weights_only=True)["metadata"]
     assert metadata["steps"] == 6 and 0.0 <= metadata["val_iou"] <= 1.0
     assert "--export" in metadata["command"] and "--steps 4" in metadata["command"]
+    assert metadata["data"]["world"] == "training"
     for key in ("data", "hardware", "wall_minutes", "val_history", "train_config"):
         assert key in metadata
 
 
-def test_training_lowers_the_loss_on_one_batch(room):
-    config = TrainConfig(max_points=400, uniform_queries=100, near_queries=100, batch_size=2)
+def test_init_starts_from_a_shipped_model_with_its_architecture(tmp_path, cache_dir):
+    torch.manual_seed(3)
+    start = ConvONet(TrainConfig().model.__class__(c_dim=8, hidden_dim=8, grid_resolution=8, unet_levels=2,
+                                                   unet_base_channels=8))
+    save_model(start, tmp_path / "start.pt")
+    config = TrainConfig(name="init", init=str(tmp_path / "start.pt"), out_dir=str(tmp_path), device="cpu",
+                         threads=1, cache_dir=str(cache_dir))
+    trainer = Trainer(config)
+    assert trainer.config.model == start.config  # the checkpoint's architecture, not the default one
+    for name, value in start.state_dict().items():
+        torch.testing.assert_close(trainer.model.state_dict()[name], value)
+
+
+def test_bf16_training_steps_lower_the_loss(tmp_path, cache_dir):
+    data = DataConfig(max_points=400, uniform_queries=100, near_queries=100, surface_samples=20000)
+    config = TrainConfig(name="bf16", data=data, batch_size=2, lr=3e-3, precision="bf16", out_dir=str(tmp_path),
+                         device="cpu", threads=1, cache_dir=str(cache_dir), train_seeds=(1000, 1001),
+                         val_seeds=(1000, 1001), val_crops=2, warmup_steps=1)
     config.model.grid_resolution, config.model.unet_levels, config.model.unet_base_channels = 8, 2, 8
-    crops = validation_crops([room], TrainConfig(**{**config.__dict__, "val_crops": 2}))
-    from sa_convonet_ros.model import ConvONet
-    from sa_convonet_ros.train import collate
-    torch.manual_seed(0)
-    model = ConvONet(config.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    points, mask, queries, labels = collate(crops, torch.device("cpu"))
-    before = evaluate(model, crops, torch.device("cpu"), 2)["loss"]
+    config.model.c_dim = config.model.hidden_dim = 8
+    trainer = Trainer(config, log_file=False)
+    rooms, crops = trainer.load_data()
+    before = evaluate(trainer.model, crops, trainer.device, 2)["loss"]
+    trainer.sampler.batch = lambda rooms, size: crops  # the same batch every step
     for _ in range(15):
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(points, queries, mask), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert evaluate(model, crops, torch.device("cpu"), 2)["loss"] < before
+        trainer.train_step(rooms)
+    assert evaluate(trainer.model, crops, trainer.device, 2)["loss"] < before
+
+
+def test_large_exports_store_half_precision_weights(tmp_path, cache_dir, monkeypatch):
+    main(TINY + ["--name", "half", "--out-dir", str(tmp_path), "--cache-dir", str(cache_dir), "--steps", "1"])
+    full = main(TINY + ["--name", "half", "--out-dir", str(tmp_path), "--export", str(tmp_path / "full.pt")])
+    monkeypatch.setattr(train_module, "SHIPPED_FILE_LIMIT", full.stat().st_size - 1)
+    half = main(TINY + ["--name", "half", "--out-dir", str(tmp_path), "--export", str(tmp_path / "half.pt")])
+    assert half.stat().st_size < 0.75 * full.stat().st_size
+    stored = torch.load(half, weights_only=True)["model"]
+    assert all(t.dtype == torch.float16 for t in stored.values() if t.is_floating_point())
+    a, b = load_model(full), load_model(half)
+    for name, value in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[name], value, atol=1e-2, rtol=1e-2)
+        assert b.state_dict()[name].dtype == torch.float32
+
+
+def test_precision_must_be_known():
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp8")
