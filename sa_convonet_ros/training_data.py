@@ -97,8 +97,8 @@ def _room_arrays(seed: int, config: DataConfig, caster: str | None, cache_dir: s
         with np.load(path) as data:
             return [data[f"cloud{i}"] for i in range(len(data.files))]
     scene = generate_room(seed, WORLDS[config.world])
-    clouds = ([simulate_scans(scene, s, seed=seed + i, caster=caster)[0] for i, s in enumerate(scan_settings(seed, config))]
-              if caster else [])
+    settings = scan_settings(seed, config) if caster else []
+    clouds = [simulate_scans(scene, s, seed=seed + i, caster=caster)[0] for i, s in enumerate(settings)]
     clouds.append(scene.sample_surface(config.surface_samples, seed=seed)[0].astype(np.float32))
     if cache_dir and caster:
         path.parent.mkdir(parents=True, exist_ok=True)

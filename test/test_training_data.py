@@ -6,8 +6,16 @@ import pytest
 import torch
 
 from sa_convonet_ros.data import TRAINING_WORLD, generate_room
-from sa_convonet_ros.training_data import (CropSampler, DataConfig, collate, from_crop, load_rooms, scan_settings,
-                                           to_crop, validation_crops)
+from sa_convonet_ros.training_data import (
+    CropSampler,
+    DataConfig,
+    collate,
+    from_crop,
+    load_rooms,
+    scan_settings,
+    to_crop,
+    validation_crops,
+)
 from sa_convonet_ros.windows import WindowGrid
 
 SMALL = DataConfig(max_points=1000, uniform_queries=200, near_queries=200, surface_samples=20000)
