@@ -60,6 +60,7 @@ class TrainConfig:
     lr: float = 1e-3  # Adam; cosine decay to lr * lr_final_factor over `steps`
     lr_final_factor: float = 0.05
     warmup_steps: int = 50
+    lr_schedule: str = "steps"  # steps: cosine over `steps`; time: cosine over `max_minutes` of this call
     precision: str = "fp32"  # fp32 | tf32 | bf16 (autocast) for the forward pass on CUDA
     # the window geometry the crops reproduce (defaults: the reconstruction's)
     window_size: float = WindowConfig.window_size
@@ -84,6 +85,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.lr_schedule not in ("steps", "time"):
+            raise ValueError(f"lr_schedule must be steps or time, got {self.lr_schedule!r}")
+        if self.lr_schedule == "time" and not self.max_minutes:
+            raise ValueError("lr_schedule 'time' needs max_minutes")
 
     @property
     def grid(self) -> WindowGrid:
@@ -134,10 +139,14 @@ def evaluate(model: ConvONet, crops: list[Crop], device: torch.device, batch_siz
             "iou_near": float(counts["near"][0] / max(counts["near"][1], 1)), "loss": loss / max(n, 1)}
 
 
-def learning_rate(config: TrainConfig, step: int) -> float:
+def learning_rate(config: TrainConfig, step: int, elapsed_minutes: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay over the steps (or, with lr_schedule 'time', over max_minutes)."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    if config.lr_schedule == "time":
+        progress = min(1.0, elapsed_minutes / config.max_minutes)
+    else:
+        progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
     low = config.lr * config.lr_final_factor
     return low + 0.5 * (config.lr - low) * (1.0 + math.cos(math.pi * progress))
 
@@ -229,9 +238,9 @@ class Trainer:
                                config.data_workers, self.log)
         return train_rooms, validation_crops(val_rooms, data, config.val_crops, seed=config.seed + 12345)
 
-    def train_step(self, rooms) -> float:
+    def train_step(self, rooms, elapsed_minutes: float = 0.0) -> float:
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.config, self.step)
+            group["lr"] = learning_rate(self.config, self.step, elapsed_minutes)
         points, mask, queries, labels = collate(self.sampler.batch(rooms, self.config.batch_size), self.device)
         with forward_precision(self.config.precision, self.device):
             logits = self.model(points, queries, mask)
@@ -263,12 +272,12 @@ class Trainer:
             if config.max_minutes is not None and time.time() - start > 60.0 * config.max_minutes:
                 stopped = "max-minutes"
                 break
-            losses.append(self.train_step(train_rooms))
+            losses.append(self.train_step(train_rooms, (time.time() - start) / 60.0))
             now = time.time()
             self.wall_seconds, last_time = self.wall_seconds + now - last_time, now
             if self.step % config.log_every == 0:
                 self.log(f"step {self.step}/{config.steps} loss {np.mean(losses):.4f} "
-                         f"lr {learning_rate(config, self.step - 1):.2e} "
+                         f"lr {learning_rate(config, self.step - 1, (now - start) / 60.0):.2e} "
                          f"{(now - start) / (self.step - first_step):.3f} s/step wall {self.wall_seconds / 60:.1f} min")
                 losses = []
             if self.step % config.val_every == 0 or self.step == config.steps:
@@ -348,11 +357,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
+    parser.add_argument("--lr-final-factor", type=float, default=defaults.lr_final_factor)
+    parser.add_argument("--lr-schedule", default=defaults.lr_schedule, choices=["steps", "time"])
     parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS)
     parser.add_argument("--world", default=data.world)
     parser.add_argument("--random-scans", type=int, default=data.random_scans)
     parser.add_argument("--crop-scale-range", type=float, nargs=2, default=data.crop_scale_range)
     parser.add_argument("--surface-samples", type=int, default=data.surface_samples)
+    parser.add_argument("--caster", default=data.caster, choices=["auto", "open3d", "torch"])
+    parser.add_argument("--image-scale", type=float, default=data.image_scale)
     parser.add_argument("--max-points", type=int, default=data.max_points)
     parser.add_argument("--uniform-queries", type=int, default=data.uniform_queries)
     parser.add_argument("--near-queries", type=int, default=data.near_queries)
@@ -376,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--resume", action="store_true", help="continue from <out-dir>/<name>/last.pt")
     parser.add_argument("--export", metavar="PATH", help="write the run's best model to PATH and exit")
+    parser.add_argument("--report", metavar="JSON", help="also write the run's summary (steps, IoU, timings) here")
     return parser
 
 
@@ -383,11 +397,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model = ModelConfig(c_dim=args.c_dim, hidden_dim=args.hidden_dim, grid_resolution=args.grid_resolution,
                         unet_levels=args.unet_levels, unet_base_channels=args.unet_base_channels)
     data = DataConfig(world=args.world, random_scans=args.random_scans, crop_scale_range=tuple(args.crop_scale_range),
-                      surface_samples=args.surface_samples, max_points=args.max_points,
-                      uniform_queries=args.uniform_queries, near_queries=args.near_queries)
+                      surface_samples=args.surface_samples, caster=args.caster, image_scale=args.image_scale,
+                      max_points=args.max_points, uniform_queries=args.uniform_queries,
+                      near_queries=args.near_queries)
     return TrainConfig(
         name=args.name, model=model, data=data, init=args.init, steps=args.steps or TrainConfig.steps,
-        batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, precision=args.precision,
+        batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, lr_final_factor=args.lr_final_factor,
+        lr_schedule=args.lr_schedule, precision=args.precision,
         train_seeds=tuple(args.train_seeds), val_seeds=tuple(args.val_seeds), val_crops=args.val_crops,
         log_every=args.log_every, val_every=args.val_every, checkpoint_minutes=args.checkpoint_minutes,
         max_minutes=args.max_minutes, out_dir=args.out_dir, cache_dir=args.cache_dir,
@@ -410,7 +426,11 @@ def main(argv: list[str] | None = None) -> dict | Path:
     trainer = Trainer(config, resume=args.resume)
     words = argv if argv is not None else sys.argv[1:]
     command = "python -m sa_convonet_ros.train " + " ".join(shlex.quote(word) for word in words)
-    return trainer.train(command=command)
+    result = trainer.train(command=command)
+    if args.report:
+        Path(args.report).write_text(json.dumps({**result, "hardware": hardware(),
+                                                 "parameters": count_parameters(trainer.model)}, indent=2))
+    return result
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ class DataConfig:
     scan_voxel_range: tuple[float, float] = (0.01, 0.05)  # metres between map points
     scan_noise_range: tuple[float, float] = (0.0, 0.02)  # range noise std, metres
     surface_samples: int = 200_000  # ground-truth surface samples per room
+    caster: str = "auto"  # how scans are cast: open3d (CPU), torch (sphere tracing on the device), auto: torch on CUDA
+    image_scale: float = 1.0  # camera pixels per side relative to the scan settings (fewer rays for quick runs)
     min_points: int = 50  # crops with fewer input points are redrawn
     max_points: int = 4096  # input points per crop (random subset)
     centre_jitter: float = 0.5  # crop centre = a scan point + uniform offset of up to this * crop / 2
@@ -59,6 +61,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.world not in WORLDS:
             raise ValueError(f"unknown world {self.world!r}; choose one of {sorted(WORLDS)}")
+        if self.caster not in ("auto", "open3d", "torch"):
+            raise ValueError(f"caster must be auto, open3d or torch, got {self.caster!r}")
 
 
 @dataclass
@@ -85,13 +89,14 @@ def scan_settings(seed: int, config: DataConfig) -> list[ScanSetting]:
         settings.append(dataclasses.replace(SCAN_SETTINGS["dense"], name=f"random{index}", voxel_size=voxel,
                                             noise_std=rng.uniform(*config.scan_noise_range),
                                             pose_count=int(rng.integers(8, 17))))
-    return settings
+    return [dataclasses.replace(s, image_width=max(8, round(s.image_width * config.image_scale)),
+                                image_height=max(6, round(s.image_height * config.image_scale))) for s in settings]
 
 
 def _room_arrays(seed: int, config: DataConfig, caster: str | None, cache_dir: str | None) -> list[np.ndarray]:
     """Scans (cast here when `caster` is given) and surface samples of one room, from the cache or made."""
     key = repr((config.world, config.random_scans, config.surface_samples, config.scan_voxel_range,
-                config.scan_noise_range)).encode()
+                config.scan_noise_range, config.image_scale)).encode()
     path = Path(cache_dir or ".") / f"room_v{CACHE_VERSION}_{seed:06d}_{hashlib.sha1(key).hexdigest()[:10]}.npz"
     if cache_dir and caster and path.is_file():
         with np.load(path) as data:
@@ -110,12 +115,12 @@ def _room_arrays(seed: int, config: DataConfig, caster: str | None, cache_dir: s
 
 def load_rooms(seeds, config: DataConfig, device: torch.device, cache_dir: str | None = None, workers: int = 1,
                log=print) -> list[TrainingRoom]:
-    """The rooms of `seeds` on `device`. On a CPU the scans come from Open3D (cached); on a GPU the
-    scenes' fields are sphere-traced on the device, the rest (layout, surface samples) made by `workers`."""
+    """The rooms of `seeds` on `device`. With Open3D the scans are cast (and cached) by `workers` with the
+    layouts and surface samples; with torch the scenes' fields are sphere-traced on the device itself."""
     seeds, start = list(seeds), time.time()
-    on_gpu = device.type == "cuda"
-    caster = None if on_gpu else "open3d"
-    jobs = [(seed, config, caster, cache_dir) for seed in seeds]
+    caster = config.caster if config.caster != "auto" else ("torch" if device.type == "cuda" else "open3d")
+    on_device = caster == "torch"
+    jobs = [(seed, config, None if on_device else caster, cache_dir) for seed in seeds]
     if workers > 1:
         # spawned, not forked: the parent may hold a CUDA context
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -125,7 +130,7 @@ def load_rooms(seeds, config: DataConfig, device: torch.device, cache_dir: str |
     rooms = []
     for seed, clouds in zip(seeds, arrays, strict=True):
         scene = generate_room(seed, WORLDS[config.world])
-        if on_gpu:
+        if on_device:
             clouds = [simulate_scans(scene, s, seed=seed + i, caster="torch", device=str(device))[0]
                       for i, s in enumerate(scan_settings(seed, config))] + clouds
         rooms.append(TrainingRoom(seed, TorchScene(scene, device),

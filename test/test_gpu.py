@@ -44,6 +44,7 @@ def test_pipeline_runs_on_cuda():
 
 
 def test_bf16_and_tf32_keep_the_mesh_of_float32():
+    pytest.importorskip("open3d", reason="the exact mesh metrics need Open3D (absent on the device-round machine)")
     rng = np.random.default_rng(0)
     points = np.c_[rng.uniform(0, 2, (20000, 2)), np.full(20000, 0.3)]
     torch.manual_seed(0)
