@@ -265,6 +265,8 @@ class Trainer:
         train_rooms, val_crops = self.load_data()
         data_seconds = time.time() - data_start
         self.log(f"{len(train_rooms)} training rooms, {len(val_crops)} val crops ({data_seconds:.0f} s)")
+        if self.step == 0 and config.init:  # the starting model's own score: the bar to beat
+            self.validate(val_crops)
         start = last_save = last_time = time.time()
         losses, first_step, stopped = [], self.step, "steps"
         self.model.train()
