@@ -1,12 +1,16 @@
-"""Quality benchmark: ours (feed-forward, UCE fast, UCE paper) against screened Poisson and ball pivoting.
+"""Quality benchmark: ours (feed-forward, UCE profiles) against screened Poisson and ball pivoting.
 
-    python bench/bench_quality.py --scenes 3 --settings dense sparse --methods ff fast poisson bpa
+    python bench/bench_quality.py --world held-out --scenes 3 --settings dense sparse
 
 Held-out rooms (seeds from --first-seed on, never used in training) are generated and scanned by the
 project's own simulator, in the `dense` (1 cm voxels, 5 mm noise) and `sparse` (4 cm voxels, 15 mm noise)
-settings. Metrics: Chamfer-L1 (cm), normal consistency, F-score at 2 and 5 cm; accuracy against the whole
-ground truth, completeness against the part the scan saw (within 3 cm of an input point). Prints one
-Markdown table per setting plus the mean, and writes side-by-side renders with --png-dir.
+settings. `--world held-out` (the default) furnishes them with object families the prior never saw
+(creatures, statues, vases, brackets, curtains, plants, knots, tiny objects; see data/objects.py);
+`--world plain` with the furniture alone. Metrics: accuracy (exact distance of mesh samples to the
+true surface), completeness (exact distance of the seen ground truth to the mesh: within 3 cm of an
+input point), Chamfer-L1 (their mean), normal consistency, F-score at 1, 2 and 5 cm. Prints one Markdown
+table per setting, the mean, and each UCE profile against the better classical method on every room;
+writes side-by-side renders with --png-dir.
 """
 from __future__ import annotations
 
@@ -23,13 +27,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sa_convonet_ros.baselines import ball_pivoting, screened_poisson  # noqa: E402
 from sa_convonet_ros.config import get_profile  # noqa: E402
-from sa_convonet_ros.data import Scene, generate_room, simulate_scans  # noqa: E402
+from sa_convonet_ros.data import HELD_OUT_WORLD, RoomConfig, Scene, generate_room, simulate_scans  # noqa: E402
 from sa_convonet_ros.metrics import evaluate_mesh, visible_mask  # noqa: E402
 from sa_convonet_ros.model import load_model, resolve_device  # noqa: E402
 from sa_convonet_ros.pipeline import reconstruct  # noqa: E402
 
 METHOD_NAMES = {"ff": "ours feed-forward", "fast": "ours UCE fast", "paper": "ours UCE paper",
-                "poisson": "screened Poisson", "bpa": "ball pivoting"}
+                "auto": "ours UCE auto", "poisson": "screened Poisson", "bpa": "ball pivoting"}
+PROFILE_OF = {"ff": "feedforward", "fast": "fast", "paper": "paper", "auto": "auto"}
+CLASSICAL = ("poisson", "bpa")
+WORLDS = {"held-out": HELD_OUT_WORLD, "plain": RoomConfig()}
+TAUS = (0.01, 0.02, 0.05)
+# (key, column title, scale, larger is better)
+COLUMNS = [("chamfer_l1", "Chamfer-L1 (cm)", 100, False), ("accuracy", "accuracy (cm)", 100, False),
+           ("completeness", "completeness (cm)", 100, False), ("normal_consistency", "NC", 1, True),
+           ("fscore@0.01", "F@1cm", 1, True), ("fscore@0.02", "F@2cm", 1, True), ("fscore@0.05", "F@5cm", 1, True)]
 
 
 def crop_scene_points(points, gt_points, gt_normals, size, seed):
@@ -52,8 +64,8 @@ class ScoredScan:
     visible: np.ndarray  # ground-truth points the scan saw (within 3 cm of an input point)
 
     @classmethod
-    def generate(cls, seed: int, setting: str, crop: float = 0.0) -> "ScoredScan":
-        scene = generate_room(seed)
+    def generate(cls, seed: int, setting: str, crop: float = 0.0, world: RoomConfig | None = None) -> "ScoredScan":
+        scene = generate_room(seed, world)
         points, _ = simulate_scans(scene, setting, seed=seed)
         gt_points, gt_normals = scene.sample_surface(300_000, seed=seed + 1)
         points, gt_points, gt_normals = crop_scene_points(points.astype(np.float64), gt_points, gt_normals,
@@ -62,15 +74,15 @@ class ScoredScan:
 
     def score(self, mesh) -> dict:
         """Exact accuracy against the whole ground truth, completeness against the part the scan saw."""
-        return evaluate_mesh(mesh, self.gt_points, self.gt_normals, taus=(0.02, 0.05),
+        return evaluate_mesh(mesh, self.gt_points, self.gt_normals, taus=TAUS,
                              completeness_mask=self.visible, gt_distance=self.scene.surface_distance)
 
 
 def run_method(method, points, model, device, iterations=None, updates=None):
     start = time.perf_counter()
-    if method in ("ff", "fast", "paper"):
-        profile = {"ff": "feedforward", "fast": "fast", "paper": "paper"}[method]
-        config = get_profile(profile).updated(device=str(device), **(updates if method != "ff" and updates else {}))
+    if method in PROFILE_OF:
+        config = get_profile(PROFILE_OF[method]).updated(device=str(device),
+                                                         **(updates if method != "ff" and updates else {}))
         mesh = reconstruct(points, config, model=model, iterations=iterations if method != "ff" else 0).mesh
     elif method == "poisson":
         mesh = screened_poisson(points, depth=9)
@@ -81,12 +93,62 @@ def run_method(method, points, model, device, iterations=None, updates=None):
     return mesh, time.perf_counter() - start
 
 
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _metric_cells(scores: dict) -> list[str]:
+    return [f"{scale * scores[key]:.{2 if scale == 100 else 3}f}" for key, _, scale, _ in COLUMNS]
+
+
+def print_tables(entries, methods, title: str) -> None:
+    """Per-room table, mean table, and each UCE profile against the better classical method per room."""
+    print(f"\n### {title}\n")
+    print(_row(["scene", "points", "method", "seconds"] + [c[1] for c in COLUMNS]))
+    print(_row(["---", "---:", "---", "---:"] + ["---:"] * len(COLUMNS)))
+    for seed, method, seconds, scores, n in entries:
+        print(_row([seed, n, METHOD_NAMES[method], f"{seconds:.1f}"] + _metric_cells(scores)))
+    print("\nMean over scenes:\n")
+    print(_row(["method", "seconds"] + [c[1] for c in COLUMNS]))
+    print(_row(["---", "---:"] + ["---:"] * len(COLUMNS)))
+    for method in methods:
+        mine = [e for e in entries if e[1] == method]
+        means = {key: float(np.mean([e[3][key] for e in mine])) for key, *_ in COLUMNS}
+        print(_row([METHOD_NAMES[method], f"{np.mean([e[2] for e in mine]):.1f}"] + _metric_cells(means)))
+    print_bar(entries, methods)
+
+
+def print_bar(entries, methods) -> None:
+    """Margin of each UCE profile over the better of Poisson and ball pivoting, per room and metric
+    (positive: ours is better), and its time as a multiple of Poisson's."""
+    ours = [m for m in methods if m in PROFILE_OF and m != "ff"]
+    if not ours or not all(m in methods for m in CLASSICAL):
+        return
+    keys = ["chamfer_l1", "normal_consistency", "fscore@0.01", "fscore@0.02"]
+    print("\nAgainst the better classical method on each room (positive: ours better; time / Poisson's):\n")
+    print(_row(["scene", "method", "Chamfer-L1 (cm)", "NC", "F@1cm", "F@2cm", "F@5cm", "time / Poisson"]))
+    print(_row(["---", "---"] + ["---:"] * 6))
+    for seed in dict.fromkeys(e[0] for e in entries):
+        room = {e[1]: e for e in entries if e[0] == seed}
+        for method in ours:
+            cells = []
+            for key in keys:
+                sign = 1 if next(c[3] for c in COLUMNS if c[0] == key) else -1
+                best = max(sign * room[c][3][key] for c in CLASSICAL)
+                scale = 100 if key == "chamfer_l1" else 1
+                cells.append(f"{scale * (sign * room[method][3][key] - best):+.{2 if scale == 100 else 3}f}")
+            cells.append(f"{room[method][3]['fscore@0.05']:.3f}")
+            cells.append(f"{room[method][2] / room['poisson'][2]:.1f}x")
+            print(_row([seed, METHOD_NAMES[method]] + cells))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--world", default="held-out", choices=sorted(WORLDS))
     parser.add_argument("--scenes", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=100_000)
     parser.add_argument("--settings", nargs="+", default=["dense", "sparse"])
-    parser.add_argument("--methods", nargs="+", default=["ff", "fast", "poisson", "bpa"])
+    parser.add_argument("--methods", nargs="+", default=["ff", "fast", "poisson", "bpa"], choices=list(METHOD_NAMES))
     parser.add_argument("--crop", type=float, default=0.0, help="square footprint (m) per scene; 0 = whole room")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--checkpoint", default=None)
@@ -98,45 +160,32 @@ def main(argv=None) -> int:
 
     device = resolve_device(args.device)
     model = load_model(args.checkpoint, device=device)
-    rows = {}
     for setting in args.settings:
+        entries = []
         for index in range(args.scenes):
             seed = args.first_seed + index
-            case = ScoredScan.generate(seed, setting, args.crop)
-            points = case.points
+            case = ScoredScan.generate(seed, setting, args.crop, WORLDS[args.world])
             meshes = []
             for method in args.methods:
-                mesh, seconds = run_method(method, points, model, device, args.iterations, args.updates)
-                s = case.score(mesh)
-                rows.setdefault(setting, []).append((seed, method, seconds, s, len(points)))
+                mesh, seconds = run_method(method, case.points, model, device, args.iterations, args.updates)
+                scores = case.score(mesh)
+                entries.append((seed, method, seconds, scores, len(case.points)))
                 meshes.append((METHOD_NAMES[method], mesh))
                 print(f"[{setting} seed {seed}] {METHOD_NAMES[method]}: {seconds:.1f}s "
-                      f"CD {100 * s['chamfer_l1']:.2f} cm NC {s['normal_consistency']:.3f} "
-                      f"F2 {s['fscore@0.02']:.3f} F5 {s['fscore@0.05']:.3f}", file=sys.stderr, flush=True)
+                      + " ".join(f"{title} {cell}" for (_, title, _, _), cell in zip(COLUMNS, _metric_cells(scores),
+                                                                                      strict=True)),
+                      file=sys.stderr, flush=True)
             if args.png_dir:
                 from sa_convonet_ros.preview import render_side_by_side
 
                 args.png_dir.mkdir(parents=True, exist_ok=True)
-                render_side_by_side([("input", points)] + meshes, args.png_dir / f"{setting}_{seed}.png",
+                render_side_by_side([("input", case.points)] + meshes, args.png_dir / f"{setting}_{seed}.png",
                                     panel_size=(480, 360))
-
-    for setting, entries in rows.items():
-        print(f"\n### {setting} scans ({args.scenes} held-out rooms from seed {args.first_seed}"
-              + (f", {args.crop:g} m crops" if args.crop else "")
-              + (f", UCE settings replaced: {json.dumps(args.updates)}" if args.updates else "") + ")\n")
-        print("| scene | points | method | seconds | Chamfer-L1 (cm) | normal consistency | F@2cm | F@5cm |")
-        print("|---|---:|---|---:|---:|---:|---:|---:|")
-        for seed, method, seconds, s, n in entries:
-            print(f"| {seed} | {n} | {METHOD_NAMES[method]} | {seconds:.1f} | {100 * s['chamfer_l1']:.2f} | "
-                  f"{s['normal_consistency']:.3f} | {s['fscore@0.02']:.3f} | {s['fscore@0.05']:.3f} |")
-        print("\nMean over scenes:\n")
-        print("| method | seconds | Chamfer-L1 (cm) | normal consistency | F@2cm | F@5cm |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for method in args.methods:
-            mine = [e for e in entries if e[1] == method]
-            mean = lambda key: np.mean([e[3][key] for e in mine])  # noqa: E731
-            print(f"| {METHOD_NAMES[method]} | {np.mean([e[2] for e in mine]):.1f} | {100 * mean('chamfer_l1'):.2f} | "
-                  f"{mean('normal_consistency'):.3f} | {mean('fscore@0.02'):.3f} | {mean('fscore@0.05'):.3f} |")
+        print_tables(entries, args.methods,
+                     f"{setting} scans, {args.world} world ({args.scenes} rooms from seed {args.first_seed}"
+                     + (f", {args.crop:g} m crops" if args.crop else "")
+                     + (f", UCE settings replaced: {json.dumps(args.updates)}" if args.updates else "")
+                     + (f", checkpoint {args.checkpoint}" if args.checkpoint else "") + ")")
     return 0
 
 
