@@ -26,11 +26,8 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from .config import OptimizationConfig
+from .errors import ReconstructionCancelled
 from .model import ConvONet
-
-
-class ReconstructionCancelled(RuntimeError):
-    """Raised when a reconstruction is cancelled through its cancel event."""
 
 
 def uce_per_query(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

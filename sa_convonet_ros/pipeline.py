@@ -18,15 +18,12 @@ import trimesh
 
 from .config import ReconstructionConfig, get_profile
 from .meshing import EMPTY_LOGIT, BlockField, color_from_points, extract_mesh, trim_far_faces
+from .errors import ReconstructionCancelled, ReconstructionError
 from .model import ConvONet, load_model, resolve_devices, synchronized_time
-from .optimize import ReconstructionCancelled, WindowBatch, WindowState, optimize_windows
+from .optimize import WindowBatch, WindowState, optimize_windows
 from .windows import WindowGrid, core_band_mask, select_windows
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-class ReconstructionError(ValueError):
-    """The input cannot be reconstructed; the message says why."""
 
 
 @dataclass

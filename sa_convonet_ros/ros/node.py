@@ -41,11 +41,11 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from sa_convonet_ros.config import ReconstructionConfig, get_profile
+from sa_convonet_ros.errors import ReconstructionCancelled, ReconstructionError
 from sa_convonet_ros.io import MESH_WRITE_EXTENSIONS, write_mesh
 from sa_convonet_ros.model import load_model, resolve_devices
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
-from sa_convonet_ros.optimize import ReconstructionCancelled
-from sa_convonet_ros.pipeline import ReconstructionError, WindowCache, reconstruct, subsample_evenly
+from sa_convonet_ros.pipeline import WindowCache, reconstruct, subsample_evenly
 from sa_convonet_ros.ros.markers import COLOR_MODES, mesh_to_markers, mesh_to_shape_msg
 from sa_convonet_ros.ros.pointcloud2 import CloudArrays, cloud_to_arrays
 from sa_convonet_ros.srv import ReconstructScene
