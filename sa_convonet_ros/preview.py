@@ -16,6 +16,7 @@ import trimesh
 from PIL import Image, ImageDraw, ImageFont
 from scipy.spatial import cKDTree
 
+from .colors import height_colors
 from .io import PointCloudData
 
 # Camera directions as (azimuth, elevation) in degrees around the up axis; azimuth 0 looks from +x
@@ -224,22 +225,6 @@ def _rasterize(vertices: np.ndarray, faces: np.ndarray, camera: Camera) -> tuple
 # --------------------------------------------------------------------------------------------
 # Shading
 # --------------------------------------------------------------------------------------------
-
-_HEIGHT_PALETTE = np.array([
-    [0.23, 0.30, 0.75], [0.27, 0.60, 0.85], [0.40, 0.78, 0.62], [0.85, 0.85, 0.40], [0.90, 0.45, 0.30],
-])
-
-
-def height_colors(heights: np.ndarray) -> np.ndarray:
-    """Blue (low) to orange (high) colours for heights, normalised by their 1-99 % range."""
-    heights = np.asarray(heights, dtype=np.float64)
-    if heights.size == 0:
-        return np.zeros((0, 3))
-    low, high = np.percentile(heights, [1, 99])
-    t = np.clip((heights - low) / max(high - low, 1e-9), 0.0, 1.0) * (len(_HEIGHT_PALETTE) - 1)
-    stops = np.arange(len(_HEIGHT_PALETTE))
-    return np.stack([np.interp(t, stops, _HEIGHT_PALETTE[:, c]) for c in range(3)], axis=1)
-
 
 def _lighting(normals: np.ndarray, view_dirs: np.ndarray, camera: Camera) -> np.ndarray:
     """Ambient + key light + head light intensity, normals flipped to face the viewer."""
