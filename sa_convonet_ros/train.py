@@ -452,61 +452,47 @@ def _training_command(config: TrainConfig) -> str:
 # ------------------------------------------------------------------------------------------------ CLI
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sa_convonet_ros.train", description=__doc__.split("\n")[0])
-    defaults = TrainConfig()
-    parser.add_argument("--name", default=defaults.name)
-    parser.add_argument("--steps", type=int, default=None,
-                        help=f"total optimisation steps (default {defaults.steps}; with --resume: extend the run)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--max-points", type=int, default=defaults.max_points)
-    parser.add_argument("--uniform-queries", type=int, default=defaults.uniform_queries)
-    parser.add_argument("--near-queries", type=int, default=defaults.near_queries)
-    parser.add_argument("--train-seeds", type=int, nargs=2, default=defaults.train_seeds, metavar=("FIRST", "END"))
-    parser.add_argument("--val-seeds", type=int, nargs=2, default=defaults.val_seeds, metavar=("FIRST", "END"))
-    parser.add_argument("--val-crops", type=int, default=defaults.val_crops)
-    parser.add_argument("--grid-resolution", type=int, default=defaults.model.grid_resolution)
-    parser.add_argument("--unet-levels", type=int, default=defaults.model.unet_levels)
-    parser.add_argument("--unet-base-channels", type=int, default=defaults.model.unet_base_channels)
-    parser.add_argument("--c-dim", type=int, default=defaults.model.c_dim)
-    parser.add_argument("--hidden-dim", type=int, default=defaults.model.hidden_dim)
-    parser.add_argument("--log-every", type=int, default=defaults.log_every)
-    parser.add_argument("--val-every", type=int, default=defaults.val_every)
-    parser.add_argument("--checkpoint-minutes", type=float, default=defaults.checkpoint_minutes)
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this wall time")
-    parser.add_argument("--out-dir", default=defaults.out_dir)
-    parser.add_argument("--cache-dir", default=defaults.cache_dir)
-    parser.add_argument("--device", default=defaults.device)
-    parser.add_argument("--threads", type=int, default=defaults.threads)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    """One flag per field of TrainConfig and of its ModelConfig, plus --resume and --export."""
+    from .flags import add_flags
+
+    parser = argparse.ArgumentParser(
+        prog="python -m sa_convonet_ros.train", description=__doc__.split("\n")[0],
+        epilog="With --resume the run keeps its own settings: only --steps (which extends the run), "
+               "--max-minutes, --device and --threads apply.")
+    add_flags(parser, TrainConfig, TrainConfig())
     parser.add_argument("--resume", action="store_true", help="continue from <out-dir>/<name>/last.pt")
     parser.add_argument("--export", metavar="PATH", help="write the run's best model to PATH and exit")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    model = ModelConfig(c_dim=args.c_dim, hidden_dim=args.hidden_dim, grid_resolution=args.grid_resolution,
-                        unet_levels=args.unet_levels, unet_base_channels=args.unet_base_channels)
-    return TrainConfig(
-        name=args.name, model=model, steps=args.steps or TrainConfig.steps, batch_size=args.batch_size, lr=args.lr,
-        max_points=args.max_points, uniform_queries=args.uniform_queries, near_queries=args.near_queries,
-        train_seeds=tuple(args.train_seeds), val_seeds=tuple(args.val_seeds), val_crops=args.val_crops,
-        log_every=args.log_every, val_every=args.val_every, checkpoint_minutes=args.checkpoint_minutes,
-        max_minutes=args.max_minutes, out_dir=args.out_dir, cache_dir=args.cache_dir, device=args.device,
-        threads=args.threads, seed=args.seed)
+    """TrainConfig's defaults, with the settings given on the command line."""
+    from .flags import given
+
+    defaults = TrainConfig()
+    values = given(args, TrainConfig)
+    model = dataclasses.replace(defaults.model, **values.pop("model", {}))
+    return dataclasses.replace(defaults, model=model, **values)
 
 
 def main(argv: list[str] | None = None) -> dict | Path:
-    args = build_parser().parse_args(argv)
-    config = config_from_args(args)
+    from .errors import SettingError
+    from .flags import flag
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except SettingError as error:
+        parser.error(error.describe(flag))
     if args.export:
         path = export(Path(config.out_dir) / config.name, args.export)
         print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
         return path
     if args.resume:  # keep the run's own settings (and lr schedule); only the wall-time budget and device change
         saved = torch.load(Path(config.out_dir) / config.name / "last.pt", map_location="cpu", weights_only=False)
-        config = dataclasses.replace(TrainConfig.from_dict(saved["config"]), max_minutes=args.max_minutes,
-                                     device=args.device, threads=args.threads)
+        config = dataclasses.replace(TrainConfig.from_dict(saved["config"]), max_minutes=config.max_minutes,
+                                     device=config.device, threads=config.threads)
         if args.steps is not None:
             config.steps = args.steps
     trainer = Trainer(config, resume=args.resume)

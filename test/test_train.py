@@ -1,13 +1,25 @@
 """Training script: crops in the reconstruction's frame with exact labels, a tiny run, resume and export."""
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from sa_convonet_ros.config import ModelConfig
 from sa_convonet_ros.model import load_model
-from sa_convonet_ros.train import (TrainConfig, evaluate, from_crop, load_room, main, sample_crop, to_crop,
-                                   validation_crops)
+from sa_convonet_ros.train import (
+    TrainConfig,
+    build_parser,
+    config_from_args,
+    evaluate,
+    from_crop,
+    load_room,
+    main,
+    sample_crop,
+    to_crop,
+    validation_crops,
+)
 from sa_convonet_ros.windows import WindowGrid
 
 TINY = ["--grid-resolution", "8", "--unet-levels", "2", "--unet-base-channels", "8", "--c-dim", "8",
@@ -101,3 +113,21 @@ def test_training_lowers_the_loss_on_one_batch(room):
         loss.backward()
         optimizer.step()
     assert evaluate(model, crops, torch.device("cpu"), 2)["loss"] < before
+
+
+def test_every_setting_of_the_training_has_a_flag():
+    args = build_parser().parse_args(["--near-sigmas", "0.02", "0.04", "--no-augment", "--warmup-steps", "7",
+                                      "--padding", "0.2", "--decoder-blocks", "3", "--max-minutes", "1.5"])
+    config = config_from_args(args)
+    assert config.near_sigmas == (0.02, 0.04) and config.augment is False and config.warmup_steps == 7
+    assert config.model.padding == 0.2 and config.model.decoder_blocks == 3 and config.max_minutes == 1.5
+    assert config.model.grid_resolution == TrainConfig().model.grid_resolution  # not given: the default
+    options = {option for action in build_parser()._actions for option in action.option_strings}
+    for item in dataclasses.fields(TrainConfig) + dataclasses.fields(ModelConfig):
+        assert item.name == "model" or "--" + item.name.replace("_", "-") in options, item.name
+
+
+def test_a_bad_architecture_is_named_by_its_flags(capsys):
+    with pytest.raises(SystemExit):
+        main(["--grid-resolution", "30", "--unet-levels", "3"])
+    assert "--grid-resolution must be divisible by 4 (2 to the power --unet-levels - 1)" in capsys.readouterr().err
