@@ -1,6 +1,6 @@
 """Quality benchmark: ours (feed-forward, UCE profiles) against screened Poisson and ball pivoting.
 
-    python bench/bench_quality.py --world held-out --scenes 3 --settings dense sparse
+    python -m bench.bench_quality --world held-out --scenes 3 --settings dense sparse
 
 Held-out rooms (seeds from --first-seed on, never used in training) are generated and scanned by the
 project's own simulator, in the `dense` (1 cm voxels, 5 mm noise) and `sparse` (4 cm voxels, 15 mm noise)
@@ -23,14 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sa_convonet_ros.baselines import ball_pivoting, screened_poisson  # noqa: E402
-from sa_convonet_ros.config import get_profile  # noqa: E402
-from sa_convonet_ros.data import HELD_OUT_WORLD, RoomConfig, Scene, generate_room, simulate_scans  # noqa: E402
-from sa_convonet_ros.metrics import evaluate_mesh, visible_mask  # noqa: E402
-from sa_convonet_ros.model import load_model, resolve_device  # noqa: E402
-from sa_convonet_ros.pipeline import reconstruct  # noqa: E402
+from sa_convonet_ros.baselines import ball_pivoting, screened_poisson
+from sa_convonet_ros.config import get_profile
+from sa_convonet_ros.data import HELD_OUT_WORLD, RoomConfig, Scene, generate_room, simulate_scans
+from sa_convonet_ros.metrics import evaluate_mesh, visible_mask
+from sa_convonet_ros.model import load_model, resolve_device
+from sa_convonet_ros.pipeline import reconstruct
 
 METHOD_NAMES = {"ff": "ours feed-forward", "fast": "ours UCE fast", "paper": "ours UCE paper",
                 "auto": "ours UCE auto", "poisson": "screened Poisson", "bpa": "ball pivoting"}
@@ -154,7 +152,8 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--iterations", type=int, default=None, help="override the UCE profiles' iterations")
     parser.add_argument("--updates", type=json.loads, default=None,
-                        help='settings replaced in the UCE profiles, as JSON, e.g. \'{"meshing": {"voxel_size": 0.01}}\'')
+                        help="settings replaced in the UCE profiles, as JSON, "
+                             "e.g. '{\"meshing\": {\"voxel_size\": 0.01}}'")
     parser.add_argument("--png-dir", type=Path, default=None)
     args = parser.parse_args(argv)
 

@@ -1,6 +1,6 @@
 """Per-step cost of the UCE optimisation: the SA-ConvONet release's formulation against ours.
 
-    python bench/bench_release_step.py --windows 8 --iterations 20 --device auto
+    python -m bench.bench_release_step --windows 8 --iterations 20 --device auto
 
 Both optimise the whole network of every window from the same pretrained weights with the same queries
 per step (6 x (1536 surface + 512 off-surface), the release's room setting):
@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sa_convonet_ros.config import get_profile  # noqa: E402
-from sa_convonet_ros.data import generate_room, simulate_scans  # noqa: E402
-from sa_convonet_ros.model import load_model, resolve_device, synchronized_time  # noqa: E402
-from sa_convonet_ros.optimize import WindowBatch, optimize_windows, sample_uce_queries, uce_loss  # noqa: E402
-from sa_convonet_ros.windows import WindowGrid, select_windows  # noqa: E402
+from sa_convonet_ros.config import get_profile
+from sa_convonet_ros.data import generate_room, simulate_scans
+from sa_convonet_ros.model import load_model, resolve_device, synchronized_time
+from sa_convonet_ros.optimize import WindowBatch, optimize_windows, sample_uce_queries, uce_loss
+from sa_convonet_ros.windows import WindowGrid, select_windows
 
 COPIES, SURFACE, OFF = 6, 1536, 512
 

@@ -1,6 +1,6 @@
 """Benchmark: one generated room, one profile — speed, memory and accuracy, against screened Poisson.
 
-    python bench/bench_room.py --profile fast --points 100000 --setting dense --seed 0
+    python -m bench.bench_room --profile fast --points 100000 --setting dense --seed 0
 
 Generates a room of the given size (default 5 x 4 x 2.5 m), simulates depth scans, keeps `--points`
 of them, reconstructs with the shipped model, then runs Open3D screened Poisson (normals estimated and
@@ -20,14 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sa_convonet_ros.baselines import screened_poisson  # noqa: E402
-from sa_convonet_ros.config import get_profile  # noqa: E402
-from sa_convonet_ros.data import RoomConfig, generate_room, simulate_scans  # noqa: E402
-from sa_convonet_ros.metrics import evaluate_mesh, visible_mask  # noqa: E402
-from sa_convonet_ros.model import load_model, resolve_device  # noqa: E402
-from sa_convonet_ros.pipeline import reconstruct  # noqa: E402
+from sa_convonet_ros.baselines import screened_poisson
+from sa_convonet_ros.config import get_profile
+from sa_convonet_ros.data import RoomConfig, generate_room, simulate_scans
+from sa_convonet_ros.metrics import evaluate_mesh, visible_mask
+from sa_convonet_ros.model import load_model, resolve_device
+from sa_convonet_ros.pipeline import reconstruct
 
 
 def peak_rss_mb() -> float:

@@ -1,6 +1,6 @@
 """Scaling benchmark: reconstruction time follows the number of occupied windows, not the bounding box.
 
-    python bench/bench_scaling.py --sizes 3x3 6x5 10x8 --setting sparse --max-points 150000 --seed 0
+    python -m bench.bench_scaling --sizes 3x3 6x5 10x8 --setting sparse --max-points 150000 --seed 0
 
 Generates closed rooms of the given floor sizes (metres, all --height tall), simulates depth scans and
 keeps at most --max-points of them (`subsample_evenly`). A fourth, *sparse corridor* map keeps only an
@@ -15,17 +15,14 @@ import argparse
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sa_convonet_ros.config import get_profile  # noqa: E402
-from sa_convonet_ros.data import RoomConfig, generate_room, simulate_scans  # noqa: E402
-from sa_convonet_ros.model import load_model, resolve_device  # noqa: E402
-from sa_convonet_ros.pipeline import reconstruct, subsample_evenly  # noqa: E402
+from sa_convonet_ros.config import get_profile
+from sa_convonet_ros.data import RoomConfig, generate_room, simulate_scans
+from sa_convonet_ros.model import load_model, resolve_device
+from sa_convonet_ros.pipeline import reconstruct, subsample_evenly
 
 
 def parse_size(text: str) -> tuple[float, float]:

@@ -1,6 +1,6 @@
 """What each speed-up buys, measured in one run on one map: time and quality against its baseline.
 
-    python bench/bench_speedups.py --size 4 3 2.5 --setting sparse --device auto
+    python -m bench.bench_speedups --size 4 3 2.5 --setting sparse --device auto
 
 - fused Adam: seconds per optimisation step of a batch of windows, fused kernel against the plain one;
 - precision: fp32 against tf32 and bf16 (autocast) for the `fast` profile;
@@ -16,21 +16,18 @@ import argparse
 import dataclasses
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sa_convonet_ros.config import get_profile  # noqa: E402
-from sa_convonet_ros.data import SCAN_SETTINGS, RoomConfig, generate_room, simulate_scans  # noqa: E402
-from sa_convonet_ros.data.scans import voxel_downsample  # noqa: E402
-from sa_convonet_ros.metrics import evaluate_mesh, visible_mask  # noqa: E402
-from sa_convonet_ros.model import load_model, resolve_device, resolve_devices, synchronized_time  # noqa: E402
-from sa_convonet_ros.optimize import WindowBatch, optimize_windows  # noqa: E402
-from sa_convonet_ros.pipeline import WindowCache, reconstruct  # noqa: E402
-from sa_convonet_ros.windows import WindowGrid, select_windows  # noqa: E402
+from sa_convonet_ros.config import get_profile
+from sa_convonet_ros.data import SCAN_SETTINGS, RoomConfig, generate_room, simulate_scans
+from sa_convonet_ros.data.scans import voxel_downsample
+from sa_convonet_ros.metrics import evaluate_mesh, visible_mask
+from sa_convonet_ros.model import load_model, resolve_device, resolve_devices, synchronized_time
+from sa_convonet_ros.optimize import WindowBatch, optimize_windows
+from sa_convonet_ros.pipeline import WindowCache, reconstruct
+from sa_convonet_ros.windows import WindowGrid, select_windows
 
 
 def adam_step_seconds(model, points, config, device, fused: bool, steps: int = 20) -> float:
@@ -104,7 +101,8 @@ def main(argv=None) -> int:
         run(f"devices {','.join(map(str, spread))}", first, base.updated(device=listed), fp32)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"## Speed-ups on a {length:g} x {width:g} x {height:g} m room ({args.setting} scan, seed {args.seed}), {name}\n")
+    print(f"## Speed-ups on a {length:g} x {width:g} x {height:g} m room ({args.setting} scan, seed {args.seed}), "
+          f"{name}\n")
     for what in ("decoder + feature grids", "decoder only"):
         plain, fused = step_seconds[(what, False)], step_seconds[(what, True)]
         print(f"- optimisation step, {what} (batch of {base.optimization.window_batch} windows): "

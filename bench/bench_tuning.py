@@ -1,6 +1,6 @@
 """How the `fast` profile was chosen: variants of it on the tuning rooms, and what the chosen one misses.
 
-    python bench/bench_tuning.py --crop 2.0
+    python -m bench.bench_tuning --crop 2.0
 
 The tuning rooms (seeds 6000 and 6001, both scan settings, a 2 m square footprint of each to bound CPU
 time) are never used for training or for the held-out benchmarks. Every variant is the `fast` profile
@@ -15,17 +15,14 @@ import argparse
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.bench_quality import ScoredScan  # noqa: E402
-from sa_convonet_ros.config import get_profile  # noqa: E402
-from sa_convonet_ros.metrics import closest_points_on_mesh  # noqa: E402
-from sa_convonet_ros.model import load_model, resolve_device  # noqa: E402
-from sa_convonet_ros.pipeline import reconstruct  # noqa: E402
+from bench.bench_quality import ScoredScan
+from sa_convonet_ros.config import get_profile
+from sa_convonet_ros.metrics import closest_points_on_mesh
+from sa_convonet_ros.model import load_model, resolve_device
+from sa_convonet_ros.pipeline import reconstruct
 
 VARIANTS = {
     "fast": {},
@@ -104,15 +101,15 @@ def main(argv=None) -> int:
           "| object inputs > 2 cm off |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for scene_name, name, seconds, s in rows:
-        print(f"| {scene_name} | {name} | {seconds:.1f} | {100 * s['chamfer_l1']:.2f} | {s['normal_consistency']:.3f} | "
-              f"{s['precision@0.02']:.3f} | {s['recall@0.02']:.3f} | {s['fscore@0.02']:.3f} | {s['fscore@0.05']:.3f} "
-              f"| {s['unfitted']:.3f} |")
+        print(f"| {scene_name} | {name} | {seconds:.1f} | {100 * s['chamfer_l1']:.2f} | "
+              f"{s['normal_consistency']:.3f} | {s['precision@0.02']:.3f} | {s['recall@0.02']:.3f} | "
+              f"{s['fscore@0.02']:.3f} | {s['fscore@0.05']:.3f} | {s['unfitted']:.3f} |")
     print("\nMean over scenes:\n")
     print("| variant | seconds | Chamfer-L1 (cm) | NC | F@2cm | F@5cm | object inputs > 2 cm off |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name in args.variants:
         mine = [r for r in rows if r[1] == name]
-        mean = lambda key: np.mean([r[3][key] for r in mine])  # noqa: E731
+        mean = lambda key, mine=mine: np.mean([r[3][key] for r in mine])  # noqa: E731
         print(f"| {name} | {np.mean([r[2] for r in mine]):.1f} | {100 * mean('chamfer_l1'):.2f} | "
               f"{mean('normal_consistency'):.3f} | {mean('fscore@0.02'):.3f} | {mean('fscore@0.05'):.3f} | "
               f"{mean('unfitted'):.3f} |")

@@ -93,9 +93,10 @@ class Round:
 
     def environment(self) -> None:
         self.run("environment", ["nvidia-smi"] if self.budget.device == "cuda" else ["uname", "-a"], 30, "round")
-        probe = ("import platform, torch; print('python', platform.python_version(), 'torch', torch.__version__, "
-                 "'cuda', torch.cuda.is_available()); torch.cuda.is_available() and print(torch.cuda.get_device_name(0), "
-                 "torch.cuda.get_device_capability(0), round(torch.cuda.get_device_properties(0).total_memory / 2**30), 'GiB')")
+        probe = ("import platform, torch; cuda = torch.cuda.is_available(); "
+                 "print('python', platform.python_version(), 'torch', torch.__version__, 'cuda', cuda); "
+                 "cuda and print(torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0), "
+                 "round(torch.cuda.get_device_properties(0).total_memory / 2**30), 'GiB')")
         self.run("torch", [sys.executable, "-c", probe], 60, "round")
 
     def train_prior(self, name: str, init: str | None, extra: list[str]) -> None:

@@ -1,8 +1,10 @@
 """`sa-convonet`: reconstruct a mesh from a point-cloud file, or evaluate a mesh against ground truth.
 
-    sa-convonet reconstruct INPUT -o MESH [--profile fast|paper|feedforward] [--device auto|cpu|cuda]
-                            [--checkpoint PATH] [--png PREVIEW] [--iterations N] [--config YAML]
+    sa-convonet reconstruct INPUT -o MESH [--profile fast|paper|feedforward] [--config YAML] [--png PREVIEW]
+                            [--device auto|cpu|cuda] [--checkpoint PATH] [--iterations N] [--voxel-size M] ...
     sa-convonet evaluate MESH GT [--tau 0.02 0.05] [--input CLOUD]
+
+Every setting of the reconstruction has a flag (`sa-convonet reconstruct --help` lists them).
 """
 from __future__ import annotations
 
@@ -13,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import PROFILES, ReconstructionConfig, get_profile
+from .errors import SettingError
+from .flags import add_flags, flag, given
 
-def _load_config(args):
-    from .config import get_profile
 
+def _load_config(args) -> ReconstructionConfig:
+    """The profile, updated by the YAML file, then by the flags given."""
     config = get_profile(args.profile)
     if args.config:
         import yaml
@@ -24,16 +29,10 @@ def _load_config(args):
         with open(args.config) as handle:
             values = yaml.safe_load(handle) or {}
         config = config.updated(**values)
-    overrides = {}
-    if args.device:
-        overrides["device"] = args.device
-    if args.checkpoint:
-        overrides["checkpoint"] = str(args.checkpoint)
-    if args.voxel_size:
-        overrides["meshing"] = {"voxel_size": args.voxel_size}
-    if args.window_size:
-        overrides["windows"] = {"window_size": args.window_size}
-    return config.updated(**overrides) if overrides else config
+    try:
+        return config.updated(**given(args, ReconstructionConfig, skip=("profile",)))
+    except SettingError as error:
+        raise ValueError(error.describe(flag)) from None
 
 
 class _ProgressBars:
@@ -68,7 +67,7 @@ def cmd_reconstruct(args) -> int:
     cloud = read_point_cloud(args.input)
     bars = _ProgressBars(enabled=not args.quiet)
     try:
-        result = reconstruct(cloud.points, config, colors=cloud.colors, iterations=args.iterations, progress=bars)
+        result = reconstruct(cloud.points, config, colors=cloud.colors, progress=bars)
     finally:
         bars.close()
     written = write_mesh(result.mesh, args.output)
@@ -118,20 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sa-convonet", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    rec = commands.add_parser("reconstruct", help="reconstruct a mesh from a point cloud (PLY/PCD/XYZ/NPY)")
+    rec = commands.add_parser("reconstruct", help="reconstruct a mesh from a point cloud (PLY/PCD/XYZ/NPY)",
+                              epilog="A setting not given keeps the value of the profile (or of --config).")
     rec.add_argument("input", type=Path)
     rec.add_argument("-o", "--output", type=Path, required=True, help="mesh file (.ply, .obj, .glb)")
-    rec.add_argument("--profile", default="fast", help="fast (CPU-friendly), paper (the release's settings), "
-                                                       "feedforward (no optimisation)")
-    rec.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the profile's, auto)")
-    rec.add_argument("--checkpoint", type=Path, default=None, help="model file (default: the shipped model)")
-    rec.add_argument("--png", type=Path, default=None, help="also write a PNG preview of the mesh")
-    rec.add_argument("--iterations", type=int, default=None, help="optimisation steps per window (0: feed-forward)")
-    rec.add_argument("--voxel-size", type=float, default=None, help="meshing grid spacing, metres")
-    rec.add_argument("--window-size", type=float, default=None, help="window core edge, metres")
+    rec.add_argument("--profile", default="fast", help=f"one of {', '.join(PROFILES)}: fast (CPU-friendly), "
+                                                       "paper (the release's settings), feedforward (no optimisation)")
     rec.add_argument("--config", type=Path, default=None, help="YAML with optimization/windows/meshing overrides")
+    rec.add_argument("--png", type=Path, default=None, help="also write a PNG preview of the mesh")
     rec.add_argument("--json", action="store_true", help="print the statistics as JSON")
     rec.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_flags(rec, ReconstructionConfig, skip=("profile",))
     rec.set_defaults(run=cmd_reconstruct)
 
     ev = commands.add_parser("evaluate", help="Chamfer-L1, normal consistency and F-scores of a mesh")

@@ -1,145 +1,204 @@
 """Configuration of the reconstruction: model architecture, test-time optimisation, windows, meshing.
 
-Every knob lives in a dataclass; named profiles (`fast`, `paper`, ...) are complete configurations.
-`ReconstructionConfig.from_dict` / `to_dict` let the CLI, YAML files and the ROS node share them.
+Every knob lives in a dataclass, declared once with `setting(default, help, range or choices)`; that
+declaration is what the command lines (`flags.py`) and the ROS node's parameters are generated from, and
+the dataclasses' own validation is the one place where ranges are checked (`SettingError` names the
+setting). Named profiles (`fast`, `paper`, ...) are complete configurations; `ReconstructionConfig.from_dict`
+/ `to_dict` let the CLI, YAML files and the ROS node share them.
 """
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .errors import SettingError
+
 OptimizedParts = Literal["all", "encoder", "decoder"]
 PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take: bounds (None: unbounded), each inclusive unless open."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if value != value:  # NaN is in no range
+            return False
+        above = self.low is None or value > self.low or (value == self.low and not self.open_low)
+        below = self.high is None or value < self.high or (value == self.high and not self.open_high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{'<' if self.open_high else '<='} {self.high:g}"
+        return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
+            above: float | None = None, at_least: float | None = None, below: float | None = None,
+            at_most: float | None = None, choices: tuple | None = None) -> Any:
+    """A dataclass field with what a user needs to know about it: help text, and the range or the choices
+    that validation (`check_settings`) enforces."""
+    low, high = (above if above is not None else at_least), (below if below is not None else at_most)
+    limits = None if low is None and high is None else Range(low, high, above is not None, below is not None)
+    metadata = {"help": help, "range": limits, "choices": choices}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def check_settings(config: Any) -> None:
+    """Raise SettingError for the first field of a config dataclass outside its range or choices."""
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        limits, choices = item.metadata.get("range"), item.metadata.get("choices")
+        if value is None:
+            continue
+        if limits is not None and value not in limits:
+            raise SettingError(item.name, str(limits), value)
+        if choices is not None and value not in choices:
+            raise SettingError(item.name, "one of " + ", ".join(map(repr, choices)), value)
+
+
+def typed_fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    """The fields of a dataclass with their resolved types (annotations are strings in this package)."""
+    hints = typing.get_type_hints(cls)
+    return [(item, hints[item.name]) for item in dataclasses.fields(cls)]
+
+
+def base_type(annotation: Any) -> Any:
+    """`float` for `float | None`; any other annotation as it is."""
+    arguments = [a for a in typing.get_args(annotation) if a is not type(None)]
+    is_optional = type(None) in typing.get_args(annotation) and len(arguments) == 1
+    return arguments[0] if is_optional else annotation
 
 
 @dataclass
 class ModelConfig:
     """Architecture of the ConvONet grid model (defaults: the published `room_grid64`)."""
 
-    c_dim: int = 32  # feature channels of the grid
-    hidden_dim: int = 32  # width of the point encoder blocks and of the decoder
-    grid_resolution: int = 64  # R: the feature volume is R^3
-    unet_levels: int = 4
-    unet_base_channels: int = 32  # U-Net channels at full resolution, doubled per level
-    encoder_blocks: int = 5
-    decoder_blocks: int = 5
-    padding: float = 0.1  # the unit cube [-0.5, 0.5]^3 is padded by this before voxelisation
+    c_dim: int = setting(32, "feature channels of the grid", at_least=1)
+    hidden_dim: int = setting(32, "width of the point encoder blocks and of the decoder", at_least=1)
+    grid_resolution: int = setting(64, "R: the feature volume is R^3", at_least=1)
+    unet_levels: int = setting(4, "levels of the 3D U-Net", at_least=1)
+    unet_base_channels: int = setting(32, "U-Net channels at full resolution, doubled per level", at_least=1)
+    encoder_blocks: int = setting(5, "residual blocks of the point encoder", at_least=1)
+    decoder_blocks: int = setting(5, "residual blocks of the decoder", at_least=1)
+    padding: float = setting(0.1, "the unit cube [-0.5, 0.5]^3 is padded by this before voxelisation",
+                             at_least=0)
 
     def __post_init__(self) -> None:
-        for name in ("c_dim", "hidden_dim", "grid_resolution", "unet_levels", "unet_base_channels",
-                     "encoder_blocks", "decoder_blocks"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        check_settings(self)
         if self.grid_resolution % (2 ** (self.unet_levels - 1)) != 0:
-            raise ValueError(
-                f"grid_resolution {self.grid_resolution} must be divisible by 2^(unet_levels-1) = "
-                f"{2 ** (self.unet_levels - 1)} so every U-Net level halves it exactly")
-        if self.encoder_blocks < 1 or self.padding < 0:
-            raise ValueError("encoder_blocks must be >= 1 and padding >= 0")
+            raise SettingError("grid_resolution", f"divisible by {2 ** (self.unet_levels - 1)} (2 to the power "
+                               "{0} - 1) so that every U-Net level halves it exactly", self.grid_resolution,
+                               ("unet_levels",))
 
 
 @dataclass
 class OptimizationConfig:
     """Sign-agnostic test-time optimisation (UCE loss) of each window's copy of the network."""
 
-    iterations: int = 200
-    optimized_parts: OptimizedParts = "decoder"
-    freeze_norm: bool = True  # keep GroupNorm scale/shift at their pretrained values
-    learning_rate: float = 3e-4
-    optimize_features: bool = False  # also adapt each window's encoded feature grid (needs optimized_parts='decoder')
-    feature_learning_rate: float = 1e-2
-    decay_every: int = 100  # multiply the learning rate by `decay_factor` every this many steps
-    decay_factor: float = 0.3
-    surface_samples: int = 1536  # per window and step, drawn from the observed points
-    off_surface_samples: int = 512  # observed points + Gaussian noise
-    residual_sampling: float = 0.0  # fraction of surface samples drawn where the fit is worst (0 = uniform)
-    sigma: float = 0.1  # noise std of off-surface samples, in unit-cube units of a window
-    max_points_per_window: int = 4096  # input points fed to the encoder per window (as in training)
-    max_samples_per_window: int = 100_000  # observed points the UCE loss samples from, per window
-    window_batch: int = 8  # windows optimised together as one batch
-    early_stop_patience: int = 0  # stop a batch when its loss has not improved for this many steps (0 = never)
-    early_stop_tolerance: float = 1e-3  # relative improvement that counts
-    warm_start_iterations: int = 0  # steps for a window whose earlier result is cached (0 = always cold)
-    precision: str = "fp32"  # fp32 | tf32 | bf16 (autocast) for the optimisation steps
-    fused_adam: bool = True  # one fused Adam kernel per step where the device has one (CPU, CUDA)
-    seed: int = 0
+    iterations: int = setting(200, "optimisation steps per window (0 = feed-forward only)", at_least=0)
+    optimized_parts: OptimizedParts = setting("decoder", "the part of each window's network that adapts",
+                                              choices=typing.get_args(OptimizedParts))
+    freeze_norm: bool = setting(True, "keep GroupNorm scale/shift at their pretrained values")
+    learning_rate: float = setting(3e-4, "Adam's learning rate of the network's parameters", above=0)
+    optimize_features: bool = setting(False, "also adapt each window's encoded feature grid "
+                                             "(needs optimized_parts='decoder')")
+    feature_learning_rate: float = setting(1e-2, "Adam's learning rate of the feature grids", above=0)
+    decay_every: int = setting(100, "multiply the learning rates by decay_factor every this many steps",
+                               at_least=1)
+    decay_factor: float = setting(0.3, "learning-rate decay factor", above=0, at_most=1)
+    surface_samples: int = setting(1536, "UCE samples per window and step drawn from the observed points",
+                                   at_least=1)
+    off_surface_samples: int = setting(512, "UCE samples per window and step: observed points + Gaussian noise",
+                                       at_least=0)
+    residual_sampling: float = setting(0.0, "fraction of surface samples drawn where the fit is worst "
+                                            "(0 = uniform)", at_least=0, at_most=1)
+    sigma: float = setting(0.1, "noise std of off-surface samples, in unit-cube units of a window", above=0)
+    max_points_per_window: int = setting(4096, "input points fed to the encoder per window (as in training)",
+                                         at_least=1)
+    max_samples_per_window: int = setting(100_000, "observed points the UCE loss samples from, per window",
+                                          at_least=1)
+    window_batch: int = setting(8, "windows optimised together as one batch (memory vs. speed)", at_least=1)
+    early_stop_patience: int = setting(0, "stop a batch when its loss has not improved for this many steps "
+                                          "(0 = never)", at_least=0)
+    early_stop_tolerance: float = setting(1e-3, "relative loss improvement that counts for early stopping",
+                                          at_least=0)
+    warm_start_iterations: int = setting(0, "steps for a window whose earlier result is cached "
+                                            "(0 = always cold)", at_least=0)
+    precision: str = setting("fp32", "numerics of the optimisation steps", choices=PRECISIONS)
+    fused_adam: bool = setting(True, "one fused Adam kernel per step where the device has one (CPU, CUDA)")
+    seed: int = setting(0, "seed of the sampling of points and UCE queries")
 
     def __post_init__(self) -> None:
-        if self.iterations < 0:
-            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
-        if self.optimized_parts not in ("all", "encoder", "decoder"):
-            raise ValueError(f"optimized_parts must be 'all', 'encoder' or 'decoder', got {self.optimized_parts!r}")
-        if self.learning_rate <= 0 or self.sigma <= 0 or self.decay_every < 1 or not 0 < self.decay_factor <= 1:
-            raise ValueError("learning_rate and sigma must be > 0, decay_every >= 1, 0 < decay_factor <= 1")
-        if not 0.0 <= self.residual_sampling <= 1.0:
-            raise ValueError(f"residual_sampling must be in [0, 1], got {self.residual_sampling}")
-        if self.surface_samples < 1 or self.off_surface_samples < 0:
-            raise ValueError("surface_samples must be >= 1 and off_surface_samples >= 0")
+        check_settings(self)
         if self.optimize_features and self.optimized_parts != "decoder":
-            raise ValueError("optimize_features needs optimized_parts='decoder' (an adapted encoder recomputes the features)")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.warm_start_iterations < 0:
-            raise ValueError(f"warm_start_iterations must be >= 0, got {self.warm_start_iterations}")
-        if self.feature_learning_rate <= 0:
-            raise ValueError(f"feature_learning_rate must be > 0, got {self.feature_learning_rate}")
-        if self.max_points_per_window < 1 or self.max_samples_per_window < 1 or self.window_batch < 1:
-            raise ValueError("max_points_per_window, max_samples_per_window and window_batch must be >= 1")
+            raise SettingError("optimize_features", "False unless {0} is 'decoder' (an adapted encoder "
+                               "recomputes the features)", self.optimize_features, ("optimized_parts",))
 
 
 @dataclass
 class WindowConfig:
     """Sliding windows in metric units. Each window owns a cubic core; its network also sees a margin."""
 
-    window_size: float = 1.2  # edge of a window's core, metres (rounded to a multiple of the voxel size)
-    margin: float = 0.2  # context around the core fed to the encoder, metres
-    min_points: int = 50  # windows with fewer points near their core are skipped
+    window_size: float = setting(1.2, "edge of a window's core, metres (rounded to a multiple of the voxel "
+                                      "size)", above=0)
+    margin: float = setting(0.2, "context around the core fed to the encoder, metres", at_least=0)
+    min_points: int = setting(50, "windows with fewer points near their core are skipped", at_least=1)
 
     def __post_init__(self) -> None:
-        if self.window_size <= 0 or self.margin < 0:
-            raise ValueError(f"window_size must be > 0 and margin >= 0 (got {self.window_size}, {self.margin})")
-        if self.min_points < 1:
-            raise ValueError(f"min_points must be >= 1, got {self.min_points}")
+        check_settings(self)
 
 
 @dataclass
 class MeshingConfig:
     """Extraction of one mesh from the occupancy field on one global metric grid."""
 
-    voxel_size: float = 0.02  # spacing of the global grid, metres
-    threshold: float = 0.5  # occupancy probability of the surface
-    trim_distance: float | None = 0.04  # drop faces farther than this from any input point (None: keep all)
-    eval_chunk: int = 200_000  # grid points decoded per network call
-    color_from_input: bool = True  # colour vertices from the nearest input point when it has colours
+    voxel_size: float = setting(0.02, "spacing of the global grid, metres", above=0)
+    threshold: float = setting(0.5, "occupancy probability of the surface", above=0, below=1)
+    trim_distance: float | None = setting(0.04, "drop faces farther than this from every input point, metres "
+                                                "(0: keep every face)", at_least=0)
+    eval_chunk: int = setting(200_000, "grid points decoded per network call", at_least=1)
+    color_from_input: bool = setting(True, "colour vertices from the nearest input point when it has colours")
 
     def __post_init__(self) -> None:
-        if self.voxel_size <= 0:
-            raise ValueError(f"voxel_size must be > 0, got {self.voxel_size}")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
-        if self.trim_distance is not None and self.trim_distance <= 0:
-            raise ValueError(f"trim_distance must be > 0 or None, got {self.trim_distance}")
-        if self.eval_chunk < 1:
-            raise ValueError("eval_chunk must be >= 1")
+        check_settings(self)
+        if self.trim_distance == 0:
+            self.trim_distance = None  # how a command line or a ROS parameter says None
 
 
 @dataclass
 class ReconstructionConfig:
     """Everything `pipeline.reconstruct` needs besides the points and the model."""
 
-    profile: str = "custom"
-    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
-    windows: WindowConfig = field(default_factory=WindowConfig)
-    meshing: MeshingConfig = field(default_factory=MeshingConfig)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    checkpoint: str | None = None  # None: the shipped default model
+    profile: str = setting("custom", "name of the profile the settings came from")
+    optimization: OptimizationConfig = setting(factory=OptimizationConfig)
+    windows: WindowConfig = setting(factory=WindowConfig)
+    meshing: MeshingConfig = setting(factory=MeshingConfig)
+    device: str = setting("auto", "compute device(s): auto (every visible GPU, else the CPU) | cpu | cuda | "
+                                  "cuda:N | a comma-separated list such as cuda:0,cuda:1")
+    checkpoint: str | None = setting(None, "model checkpoint file; empty or None: the model shipped with the "
+                                           "package")
 
     def __post_init__(self) -> None:
+        if self.checkpoint is not None and not str(self.checkpoint).strip():
+            self.checkpoint = None  # how a command line or a ROS parameter says None
         if self.windows.margin >= self.windows.window_size:
-            raise ValueError("windows.margin must be smaller than windows.window_size")
+            raise SettingError("windows.margin", "smaller than {0}", self.windows.margin, ("windows.window_size",))
         if self.windows.window_size < 2 * self.meshing.voxel_size:
-            raise ValueError("windows.window_size must hold at least two voxels of meshing.voxel_size")
+            raise SettingError("windows.window_size", "at least two voxels of {0}", self.windows.window_size,
+                               ("meshing.voxel_size",))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -148,11 +207,10 @@ class ReconstructionConfig:
     def from_dict(cls, values: dict[str, Any]) -> "ReconstructionConfig":
         """Build from a nested dict (e.g. YAML). Unknown keys are an error, so typos do not pass silently."""
         values = dict(values)
-        sections = {"optimization": OptimizationConfig, "windows": WindowConfig, "meshing": MeshingConfig}
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
-            if key in sections:
-                kwargs[key] = _build(sections[key], value, key)
+            if key in SECTIONS:
+                kwargs[key] = _build(SECTIONS[key], value, key)
             elif key in {"profile", "device", "checkpoint"}:
                 kwargs[key] = value
             else:
@@ -170,6 +228,9 @@ class ReconstructionConfig:
         return ReconstructionConfig.from_dict(merged)
 
 
+SECTIONS = {"optimization": OptimizationConfig, "windows": WindowConfig, "meshing": MeshingConfig}
+
+
 def _build(cls, values: dict[str, Any] | Any, section: str):
     if isinstance(values, cls):
         return values
@@ -177,7 +238,17 @@ def _build(cls, values: dict[str, Any] | Any, section: str):
     unknown = set(values) - names
     if unknown:
         raise ValueError(f"unknown key(s) in {section}: {sorted(unknown)}; known: {sorted(names)}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except SettingError as error:
+        raise error.within(section) from None
+
+
+def setting_field(path: str) -> tuple[dataclasses.Field, Any]:
+    """The field of a dotted path of ReconstructionConfig ('meshing.voxel_size', 'device') and its type."""
+    *section, name = path.split(".")
+    cls = SECTIONS[section[0]] if section else ReconstructionConfig
+    return next((item, kind) for item, kind in typed_fields(cls) if item.name == name)
 
 
 def _paper() -> ReconstructionConfig:

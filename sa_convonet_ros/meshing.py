@@ -57,7 +57,8 @@ def extract_mesh(field: BlockField, threshold: float = 0.5) -> trimesh.Trimesh:
     if field.fill_value >= level:
         raise ValueError("fill_value must lie outside the surface (below the level)")
     # a cube belongs to the block of its lowest corner, so blocks just below an evaluated block count too
-    keys = {(a - dx, b - dy, c - dz) for (a, b, c) in field.blocks for dx, dy, dz in itertools.product((0, 1), repeat=3)}
+    keys = {(a - dx, b - dy, c - dz) for (a, b, c) in field.blocks
+            for dx, dy, dz in itertools.product((0, 1), repeat=3)}
     vertices, faces, count = [], [], 0
     for key in sorted(keys):
         volume = field.padded_block(key)

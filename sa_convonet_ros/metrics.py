@@ -127,7 +127,8 @@ def evaluate_mesh(pred: trimesh.Trimesh, gt_points: np.ndarray, gt_normals: np.n
     completeness = float(gt_to_pred.mean()) if n_gt_evaluated else np.nan
     metrics = {
         "chamfer_l1": 0.5 * (accuracy + completeness),
-        "chamfer_l2": 0.5 * (float(np.mean(pred_to_gt ** 2)) + (float(np.mean(gt_to_pred ** 2)) if n_gt_evaluated else np.nan)),
+        "chamfer_l2": 0.5 * (float(np.mean(pred_to_gt ** 2))
+                             + (float(np.mean(gt_to_pred ** 2)) if n_gt_evaluated else np.nan)),
         "accuracy": accuracy,
         "completeness": completeness,
         "normal_consistency": np.nan,
@@ -162,7 +163,8 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh:
     return trimesh.Trimesh()  # e.g. a PLY holding only vertices
 
 
-def load_ground_truth(path: str | Path, n_samples: int = 200_000, seed: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+def load_ground_truth(path: str | Path, n_samples: int = 200_000,
+                      seed: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
     """Ground-truth surface points and normals from a mesh file (sampled) or a point cloud with
     normals (.ply with vertex normals, .npz with 'points' and 'normals'; normals may be absent)."""
     from .io import read_point_cloud

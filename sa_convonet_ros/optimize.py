@@ -26,11 +26,8 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from .config import OptimizationConfig
+from .errors import ReconstructionCancelled
 from .model import ConvONet
-
-
-class ReconstructionCancelled(RuntimeError):
-    """Raised when a reconstruction is cancelled through its cancel event."""
 
 
 def uce_per_query(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -257,6 +254,37 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
         with torch.no_grad():
             ensemble.features = ensemble.encode()
         return ensemble
+    groups = _adapted_parameter_groups(ensemble, config)
+    _apply_initial_states(ensemble, initial)
+    # The fused kernel updates all stacked tensors in one pass (CPU and CUDA have one).
+    fused = config.fused_adam and batch.points.device.type in ("cpu", "cuda")
+    optimizer = torch.optim.Adam(groups, fused=fused)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.decay_every, gamma=config.decay_factor)
+    generator = torch.Generator(device=batch.points.device).manual_seed(seed)
+    residuals = (ResidualSampling(batch, config.residual_sampling) if config.residual_sampling > 0 else None)
+    best, stale = float("inf"), 0
+    for step in range(iterations):
+        if cancel is not None and cancel.is_set():
+            raise ReconstructionCancelled("reconstruction cancelled")
+        value = _step(ensemble, config, optimizer, generator, residuals)
+        schedule.step()
+        ensemble.loss_history.append(value)
+        if on_step is not None:
+            on_step(step + 1, iterations, value)
+        if config.early_stop_patience:
+            if value < best * (1.0 - config.early_stop_tolerance):
+                best, stale = value, 0
+            else:
+                stale += 1
+                if stale >= config.early_stop_patience:
+                    break
+    _freeze(ensemble, config)
+    return ensemble
+
+
+def _adapted_parameter_groups(ensemble: WindowEnsemble, config: OptimizationConfig) -> list[dict]:
+    """Stack a copy of the adapted parameters per window (and free the feature grids); Adam's groups."""
+    model, batch = ensemble.model, ensemble.batch
     names = optimized_parameter_names(model, config.optimized_parts, config.freeze_norm)
     own = dict(model.named_parameters())
     ensemble.stacked = {n: own[n].detach().unsqueeze(0).repeat(len(batch), *[1] * own[n].dim()).requires_grad_(True)
@@ -271,40 +299,29 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
             # locally, which the shared decoder alone cannot do.
             ensemble.features.requires_grad_(True)
             groups.append({"params": [ensemble.features], "lr": config.feature_learning_rate})
-    _apply_initial_states(ensemble, initial)
-    # The fused kernel updates all stacked tensors in one pass (CPU and CUDA have one).
-    fused = config.fused_adam and batch.points.device.type in ("cpu", "cuda")
-    optimizer = torch.optim.Adam(groups, fused=fused)
-    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.decay_every, gamma=config.decay_factor)
-    generator = torch.Generator(device=batch.points.device).manual_seed(seed)
-    residuals = (ResidualSampling(batch, config.residual_sampling) if config.residual_sampling > 0 else None)
-    best, stale = float("inf"), 0
-    for step in range(iterations):
-        if cancel is not None and cancel.is_set():
-            raise ReconstructionCancelled("reconstruction cancelled")
-        queries, targets = sample_uce_queries(batch, config.surface_samples, config.off_surface_samples,
-                                              config.sigma, generator, residuals)
-        with precision_mode(config.precision, batch.points.device):
-            logits = ensemble.decode(queries, ensemble.encode())
-        per_query = uce_per_query(logits.float(), targets)
-        if residuals is not None:
-            residuals.update(per_query[:, :config.surface_samples])
-        loss = per_query.mean(dim=-1).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        value = loss.item() / len(batch)
-        ensemble.loss_history.append(value)
-        if on_step is not None:
-            on_step(step + 1, iterations, value)
-        if config.early_stop_patience:
-            if value < best * (1.0 - config.early_stop_tolerance):
-                best, stale = value, 0
-            else:
-                stale += 1
-                if stale >= config.early_stop_patience:
-                    break
+    return groups
+
+
+def _step(ensemble: WindowEnsemble, config: OptimizationConfig, optimizer: torch.optim.Optimizer,
+          generator: torch.Generator, residuals: ResidualSampling | None) -> float:
+    """One optimisation step of every window; the mean UCE loss per window."""
+    batch = ensemble.batch
+    queries, targets = sample_uce_queries(batch, config.surface_samples, config.off_surface_samples,
+                                          config.sigma, generator, residuals)
+    with precision_mode(config.precision, batch.points.device):
+        logits = ensemble.decode(queries, ensemble.encode())
+    per_query = uce_per_query(logits.float(), targets)
+    if residuals is not None:
+        residuals.update(per_query[:, :config.surface_samples])
+    loss = per_query.mean(dim=-1).sum()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item() / len(batch)
+
+
+def _freeze(ensemble: WindowEnsemble, config: OptimizationConfig) -> None:
+    """Stop tracking gradients, and encode once more when the encoder itself adapted."""
     for tensor in ensemble.stacked.values():
         tensor.requires_grad_(False)
     if ensemble.features is not None:
@@ -312,7 +329,6 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
     if config.optimized_parts != "decoder":
         with torch.no_grad():
             ensemble.features = ensemble.encode()
-    return ensemble
 
 
 def _apply_initial_states(ensemble: WindowEnsemble, initial: list[WindowState | None] | None) -> None:

@@ -1,36 +1,47 @@
 """`reconstruct(points, config) -> Result`: the one entry point of the reconstruction.
 
-points (N x 3, metres) -> windows -> per-window UCE optimisation (batched) -> logits on one global grid
--> block-wise marching cubes -> one seamless mesh (trimmed, coloured) + statistics.
+It runs these stages, each a function of plain inputs and outputs:
+
+    prepare_points   finite points (cropped to a region) with their colours   -> PreparedPoints
+    plan_windows     the windows on the grid: reused from the cache, or batched into jobs (cold / warm)
+                                                                              -> WindowPlan
+    run_jobs         per job, on one of the devices: the UCE optimisation of its windows, then their
+                     field blocks                                             -> list[JobResult]
+    assemble_field   the global grid of logits, one block per window (the cache updated) -> BlockField
+    extract_mesh     block-wise marching cubes (meshing.py), then finish_mesh: trimmed and coloured
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-import hashlib
 import threading
 import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from functools import partial
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
 import trimesh
 
-from .config import ReconstructionConfig, get_profile
+from .cache import WindowCache, WindowKey, model_fingerprint, settings_fingerprint, window_fingerprint
+from .config import MeshingConfig, OptimizationConfig, ReconstructionConfig, get_profile
+from .errors import ReconstructionCancelled, ReconstructionError
 from .meshing import EMPTY_LOGIT, BlockField, color_from_points, extract_mesh, trim_far_faces
 from .model import ConvONet, load_model, resolve_devices, synchronized_time
-from .optimize import ReconstructionCancelled, WindowBatch, WindowState, optimize_windows
-from .windows import WindowGrid, core_band_mask, select_windows
+from .optimize import WindowBatch, WindowEnsemble, WindowState, optimize_windows
+from .windows import WindowGrid, WindowSet, core_band_mask, select_windows
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-class ReconstructionError(ValueError):
-    """The input cannot be reconstructed; the message says why."""
+STAGES = ("prepare", "windows", "optimize", "field", "marching_cubes", "trim_color")
+T = TypeVar("T")
 
 
 @dataclass
-class ReconstructionStats:
+class RunStats:
+    """What one reconstruction did: counts, devices, seconds per stage, the mesh's size."""
+
     input_points: int = 0
     points_used: int = 0
     non_finite_removed: int = 0
@@ -63,49 +74,166 @@ class ReconstructionStats:
 @dataclass
 class Result:
     mesh: trimesh.Trimesh
-    stats: ReconstructionStats
+    stats: RunStats
 
 
-class WindowCache:
-    """What earlier runs computed per window: field blocks, reused as they are for windows whose input
-    points and settings did not change, and adapted states, which warm-start windows whose points did."""
+@dataclass
+class PreparedPoints:
+    """The points the reconstruction works on."""
 
-    def __init__(self, max_state_bytes: int = 1 << 30) -> None:
-        self._entries: dict[tuple[int, int, int], tuple[str, np.ndarray]] = {}
-        self._states: dict[tuple[int, int, int], tuple[str, WindowState]] = {}
-        self.max_state_bytes = max_state_bytes  # the least recently stored states go first beyond this
-        self._state_bytes = 0
-
-    def get_state(self, key: tuple[int, int, int], settings_id: str) -> WindowState | None:
-        entry = self._states.get(key)
-        return entry[1] if entry is not None and entry[0] == settings_id else None
-
-    def put_state(self, key: tuple[int, int, int], settings_id: str, state: WindowState) -> None:
-        self._drop_state(key)
-        self._states[key] = (settings_id, state)
-        self._state_bytes += _state_size(state)
-        while self._state_bytes > self.max_state_bytes and self._states:
-            self._drop_state(next(iter(self._states)))
-
-    def _drop_state(self, key: tuple[int, int, int]) -> None:
-        entry = self._states.pop(key, None)
-        if entry is not None:
-            self._state_bytes -= _state_size(entry[1])
-
-    def get(self, key: tuple[int, int, int], fingerprint: str) -> np.ndarray | None:
-        entry = self._entries.get(key)
-        return entry[1] if entry is not None and entry[0] == fingerprint else None
-
-    def put(self, key: tuple[int, int, int], fingerprint: str, block: np.ndarray) -> None:
-        self._entries[key] = (fingerprint, block)
-
-    def __len__(self) -> int:
-        return len(self._entries)
+    points: np.ndarray  # (N, 3) float64, finite, inside the region
+    colors: np.ndarray | None  # (N, 3) in [0, 1], or None
+    input_points: int  # rows handed in
+    non_finite_removed: int
 
 
-def _state_size(state: WindowState) -> int:
-    tensors = list(state.parameters.values()) + ([state.feature_delta] if state.feature_delta is not None else [])
-    return sum(t.numel() * t.element_size() for t in tensors)
+@dataclass
+class WindowJob:
+    """One batch of windows optimised together: which windows, for how many steps, from which states."""
+
+    number: int  # seeds the job's sampling, so it draws the same points on whichever device runs it
+    windows: list[int]  # indices into the plan's WindowSet
+    keys: list[WindowKey]
+    fingerprints: list[str]  # of each window's points and the settings ('' without a cache)
+    steps: int
+    initial: list[WindowState] | None = None  # a warm start: each window's cached state
+
+
+@dataclass
+class WindowPlan:
+    """The windows on the grid, and what becomes of each: reused from the cache, or run in a job."""
+
+    grid: WindowGrid
+    windows: WindowSet
+    band: float | None  # grid points farther than about this from every point stay empty (None: all)
+    reused: dict[WindowKey, np.ndarray]  # field blocks taken from the cache as they are
+    jobs: list[WindowJob]
+    settings_id: str | None = None  # fingerprint of the settings and the model; None without a cache
+
+    @property
+    def windows_run(self) -> int:
+        return sum(len(job.windows) for job in self.jobs)
+
+    @property
+    def windows_warm_started(self) -> int:
+        return sum(len(job.windows) for job in self.jobs if job.initial is not None)
+
+
+@dataclass
+class JobResult:
+    """The field blocks of a job's windows and what its optimisation ended with."""
+
+    job: WindowJob
+    blocks: list[np.ndarray]  # one (cells,)^3 block of logits per window of the job
+    states: list[WindowState] | None  # adapted states to warm-start the windows later (kept for a cache)
+    final_loss: float
+    steps_run: int
+
+
+class StageClock:
+    """Wall-clock seconds per stage; a stage ends once the devices have finished its queued work."""
+
+    def __init__(self, devices: list[torch.device], stages: tuple[str, ...] = STAGES) -> None:
+        self.devices = devices
+        self.seconds = dict.fromkeys(stages, 0.0)
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        yield
+        end = max(synchronized_time(device) for device in self.devices)
+        self.seconds[name] = self.seconds.get(name, 0.0) + end - start
+
+
+class ProgressTally:
+    """Units of work done per stage, reported as progress(stage, done, total); safe from any thread."""
+
+    def __init__(self, report: Progress, totals: dict[str, int]) -> None:
+        self._report, self._totals = report, totals
+        self._done = dict.fromkeys(totals, 0)
+        self._lock = threading.Lock()
+
+    def advance(self, stage: str) -> None:
+        with self._lock:
+            self._done[stage] += 1
+            self._report(stage, self._done[stage], self._totals[stage])
+
+    def on_step(self, step: int, total: int, loss: float) -> None:
+        """`optimize_windows`' step callback: one optimisation step done."""
+        self.advance("optimize")
+
+
+def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, *,
+                colors: np.ndarray | None = None, model: ConvONet | None = None, region=None,
+                iterations: int | None = None, progress: Progress | None = None,
+                cancel: threading.Event | None = None, cache: WindowCache | None = None) -> Result:
+    """Reconstruct one mesh from a metric point cloud.
+
+    points: N x 3 (metres, any origin); colors: optional N x 3 in [0, 1] for vertex colours;
+    model: a loaded model (default: `config.checkpoint`, or the shipped model); region: optional
+    (min_xyz, max_xyz) crop; iterations: overrides the profile's optimisation steps (0 = feed-forward);
+    progress(stage, done, total) is called as work advances; setting `cancel` aborts between steps;
+    `cache` reuses the field of windows whose points did not change since an earlier call.
+    """
+    config = config or get_profile("fast")
+    steps = config.optimization.iterations if iterations is None else int(iterations)
+    if steps < 0:
+        raise ReconstructionError(f"iterations must be >= 0, got {steps}")
+    report = progress or _ignore_progress
+    devices = resolve_devices(config.device)
+    clock = StageClock(devices)
+    with clock.stage("prepare"):
+        cloud = prepare_points(points, config, colors, region)
+        replicas = model_replicas(model, config.checkpoint, devices)
+    with clock.stage("windows"):
+        plan = plan_windows(cloud.points, config, steps, cache, replicas[0])
+    tally = ProgressTally(report, {"optimize": sum(job.steps for job in plan.jobs), "field": len(plan.jobs)})
+    stop = cancel if cancel is not None else threading.Event()
+    results = run_jobs(plan, cloud.points, replicas, config, tally, stop, clock)
+    with clock.stage("field"):
+        grid_field = assemble_field(plan, results, cache)
+    report("mesh", 0, 1)
+    with clock.stage("marching_cubes"):
+        mesh = extract_mesh(grid_field, config.meshing.threshold)
+    with clock.stage("trim_color"):
+        mesh = finish_mesh(mesh, cloud, config.meshing)
+    report("mesh", 1, 1)
+    stats = run_stats(cloud, plan, results, mesh, profile=config.profile, iterations=steps, devices=devices,
+                      seconds=clock.seconds)
+    return Result(mesh=mesh, stats=stats)
+
+
+def _ignore_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+# --------------------------------------------------------------------------------------------- points
+
+def prepare_points(points: np.ndarray, config: ReconstructionConfig, colors: np.ndarray | None = None,
+                   region=None) -> PreparedPoints:
+    """The finite points inside `region` (min_xyz, max_xyz) and their colours; ReconstructionError when
+    they cannot make a surface."""
+    pts, finite = validate_points(points)
+    non_finite = int(len(finite) - len(pts))
+    if colors is not None:
+        colors = np.asarray(colors, dtype=np.float64)
+        if colors.shape != (len(finite), 3):
+            raise ReconstructionError(f"colors must be N x 3 like the points, got {colors.shape}")
+        colors = colors[finite]
+    if region is not None:
+        inside = crop_to_region(pts, region)
+        if len(inside) == 0:
+            raise ReconstructionError("the requested region holds no points")
+        pts = pts[inside]
+        colors = colors[inside] if colors is not None else None
+    extent = pts.max(axis=0) - pts.min(axis=0)
+    min_points, voxel_size = config.windows.min_points, config.meshing.voxel_size
+    if len(pts) < min_points or extent.max() < 2 * voxel_size:
+        raise ReconstructionError(
+            f"too few distinct points to reconstruct a surface: {len(pts)} point(s) spanning "
+            f"{extent.max():.4g} m (need at least {min_points} points in one window, "
+            f"spanning more than two voxels of {voxel_size} m)")
+    return PreparedPoints(pts, colors, input_points=len(finite), non_finite_removed=non_finite)
 
 
 def validate_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +258,8 @@ def crop_to_region(points: np.ndarray, region) -> np.ndarray:
     if not (np.isfinite(low).all() and np.isfinite(high).all()):
         raise ReconstructionError("the region bounds must be finite")
     if np.any(high <= low):
-        raise ReconstructionError(f"the region is empty or inverted: min {low.tolist()} must be below max {high.tolist()}")
+        raise ReconstructionError(f"the region is empty or inverted: min {low.tolist()} must be below max "
+                                  f"{high.tolist()}")
     return np.flatnonzero(np.all((points >= low) & (points <= high), axis=1))
 
 
@@ -154,198 +283,137 @@ def subsample_evenly(points: np.ndarray, max_points: int) -> np.ndarray:
         size *= max(1.05, float(np.sqrt(len(first) / max_points)))
 
 
-class _Clock:
-    def __init__(self, devices: list[torch.device], seconds: dict[str, float]):
-        self.devices, self.seconds = devices, seconds
-
-    def lap(self, stage: str, start: float) -> float:
-        now = max(synchronized_time(device) for device in self.devices)
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - start
-        return now
-
-
-def _run_jobs(jobs: list, replicas: list[ConvONet], run_job, stop: threading.Event) -> list:
-    """Run `run_job(number, job, replica)` for every job: in order on one device, or with one worker
-    thread per device pulling the next job (torch releases the GIL inside its kernels)."""
-    if len(replicas) == 1:
-        return [run_job(number, job, replicas[0]) for number, job in enumerate(jobs)]
-    queue = list(enumerate(jobs))[::-1]
-    lock, results, errors = threading.Lock(), {}, []
-
-    def worker(replica):
-        while not stop.is_set():
-            with lock:
-                if not queue:
-                    return
-                number, job = queue.pop()
-            try:
-                results[number] = run_job(number, job, replica)
-            except BaseException as error:  # re-raised in the caller's thread
-                errors.append(error)
-                stop.set()
-
-    threads = [threading.Thread(target=worker, args=(replica,), daemon=True) for replica in replicas]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return [results[number] for number in range(len(jobs))]
-
-
-def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, *,
-                colors: np.ndarray | None = None, model: ConvONet | None = None, region=None,
-                iterations: int | None = None, progress: Progress | None = None,
-                cancel: threading.Event | None = None, cache: WindowCache | None = None) -> Result:
-    """Reconstruct one mesh from a metric point cloud.
-
-    points: N x 3 (metres, any origin); colors: optional N x 3 in [0, 1] for vertex colours;
-    model: a loaded model (default: `config.checkpoint`, or the shipped model); region: optional
-    (min_xyz, max_xyz) crop; iterations: overrides the profile's optimisation steps (0 = feed-forward);
-    progress(stage, done, total) is called as work advances; setting `cancel` aborts between steps;
-    `cache` reuses the field of windows whose points did not change since an earlier call.
-    """
-    config = config or get_profile("fast")
-    stats = ReconstructionStats(profile=config.profile)
-    start = time.perf_counter()
-    report = progress or (lambda stage, done, total: None)
-
-    pts, finite = validate_points(points)
-    stats.input_points, stats.non_finite_removed = len(finite), int(len(finite) - len(pts))
-    if colors is not None:
-        colors = np.asarray(colors, dtype=np.float64)
-        if colors.shape != (len(finite), 3):
-            raise ReconstructionError(f"colors must be N x 3 like the points, got {colors.shape}")
-        colors = colors[finite]
-    if region is not None:
-        inside = crop_to_region(pts, region)
-        if len(inside) == 0:
-            raise ReconstructionError("the requested region holds no points")
-        pts = pts[inside]
-        colors = colors[inside] if colors is not None else None
-    stats.points_used = len(pts)
-    mesh_cfg, opt_cfg = config.meshing, config.optimization
-    extent = pts.max(axis=0) - pts.min(axis=0)
-    if len(pts) < config.windows.min_points or extent.max() < 2 * mesh_cfg.voxel_size:
-        raise ReconstructionError(
-            f"too few distinct points to reconstruct a surface: {len(pts)} point(s) spanning "
-            f"{extent.max():.4g} m (need at least {config.windows.min_points} points in one window, "
-            f"spanning more than two voxels of {mesh_cfg.voxel_size} m)")
-
-    devices = resolve_devices(config.device)
-    stats.device = ",".join(str(d) for d in devices)
-    clock = _Clock(devices, stats.seconds)
-    model = load_model(config.checkpoint, device=devices[0]) if model is None else model.to(devices[0])
+def model_replicas(model: ConvONet | None, checkpoint: str | None, devices: list[torch.device]) -> list[ConvONet]:
+    """One model per device (the given one, else the checkpoint's, on the first)."""
+    model = load_model(checkpoint, device=devices[0]) if model is None else model.to(devices[0])
     # One model per worker, even on the same device: functional_call swaps a module's parameters
     # while it runs, so two threads must never share one.
-    replicas = [model] + [copy.deepcopy(model).to(d) for d in devices[1:]]
-    start = clock.lap("prepare", start)
+    return [model] + [copy.deepcopy(model).to(d) for d in devices[1:]]
 
-    grid = WindowGrid.from_sizes(config.windows.window_size, mesh_cfg.voxel_size, config.windows.margin)
-    band = None if mesh_cfg.trim_distance is None else mesh_cfg.trim_distance + 2 * mesh_cfg.voxel_size
-    windows = select_windows(pts, grid, config.windows.min_points, band if band is not None else grid.margin)
-    stats.windows_skipped = windows.skipped
+
+# -------------------------------------------------------------------------------------------- windows
+
+def plan_windows(points: np.ndarray, config: ReconstructionConfig, steps: int, cache: WindowCache | None = None,
+                 model: ConvONet | None = None) -> WindowPlan:
+    """The windows that hold enough points, split into blocks the cache still has, windows that start
+    warm from a cached state, and cold ones; the last two batched into jobs (cold first)."""
+    meshing, optimization = config.meshing, config.optimization
+    grid = WindowGrid.from_sizes(config.windows.window_size, meshing.voxel_size, config.windows.margin)
+    band = None if meshing.trim_distance is None else meshing.trim_distance + 2 * meshing.voxel_size
+    windows = select_windows(points, grid, config.windows.min_points, band if band is not None else grid.margin)
     if len(windows) == 0:
         raise ReconstructionError(
             f"no window holds {config.windows.min_points} or more points near its core; "
             f"the cloud is too sparse for windows of {grid.core_size:.3g} m")
-    start = clock.lap("windows", start)
+    if cache is None:
+        every = [(w, tuple(int(v) for v in windows.index[w]), "", None) for w in range(len(windows))]
+        jobs = _batch_jobs(every, steps, optimization.window_batch)
+        return WindowPlan(grid, windows, band, {}, jobs)
+    settings_id = settings_fingerprint(config, steps, model_fingerprint(model))
+    warm_steps = min(optimization.warm_start_iterations, steps)
+    reused, cold, warm = _split_by_cache(points, windows, cache, settings_id, warm_start=warm_steps > 0)
+    jobs = _batch_jobs(cold, steps, optimization.window_batch)
+    jobs += _batch_jobs(warm, warm_steps, optimization.window_batch, first_number=len(jobs))
+    return WindowPlan(grid, windows, band, reused, jobs, settings_id)
 
-    steps = opt_cfg.iterations if iterations is None else int(iterations)
-    if steps < 0:
-        raise ReconstructionError(f"iterations must be >= 0, got {steps}")
-    stats.iterations = steps
-    model_id = _model_fingerprint(model)
-    settings_id = _settings_fingerprint(config, steps, model_id)
-    warm_steps = min(opt_cfg.warm_start_iterations, steps) if cache is not None else 0
-    field = BlockField(grid)
-    cold, warm = [], []
+
+def _split_by_cache(points: np.ndarray, windows: WindowSet, cache: WindowCache, settings_id: str,
+                    warm_start: bool) -> tuple[dict[WindowKey, np.ndarray], list[tuple], list[tuple]]:
+    """Cached blocks that still apply, and (window, key, fingerprint, state) of the cold and warm windows."""
+    reused, cold, warm = {}, [], []
     for w in range(len(windows)):
         key = tuple(int(v) for v in windows.index[w])
-        fingerprint = _window_fingerprint(pts[windows.crop_points[w]], settings_id) if cache is not None else ""
-        reused = cache.get(key, fingerprint) if cache is not None else None
-        if reused is not None:
-            field.blocks[key] = reused
-            stats.windows_reused += 1
-        elif warm_steps and cache.get_state(key, settings_id) is not None:
-            warm.append((w, key, fingerprint))
+        fingerprint = window_fingerprint(points[windows.crop_points[w]], settings_id)
+        block = cache.get(key, fingerprint)
+        state = cache.get_state(key, settings_id) if warm_start else None
+        if block is not None:
+            reused[key] = block
+        elif state is not None:
+            warm.append((w, key, fingerprint, state))
         else:
-            cold.append((w, key, fingerprint))
-    stats.windows_run, stats.windows_warm_started = len(cold) + len(warm), len(warm)
+            cold.append((w, key, fingerprint, None))
+    return reused, cold, warm
 
-    size = opt_cfg.window_batch
-    jobs = ([(cold[i:i + size], steps, False) for i in range(0, len(cold), size)]
-            + [(warm[i:i + size], warm_steps, True) for i in range(0, len(warm), size)])
-    total_steps, done = sum(job[1] for job in jobs), [0, 0]  # optimisation steps, field blocks
-    lock, stop = threading.Lock(), cancel if cancel is not None else threading.Event()
 
-    def run_job(number: int, job, replica: ConvONet) -> tuple[float, float, float, int]:
-        """Optimise one batch of windows on the replica's device and write their field blocks."""
-        job_windows, job_steps, warm_start = job
-        device = next(replica.parameters()).device
-        began = time.perf_counter()
-        rng = np.random.default_rng([opt_cfg.seed, number])  # the same points whichever device runs it
-        clouds = [grid.to_unit(pts[windows.crop_points[w]], windows.index[w]) for w, _, _ in job_windows]
-        batch = WindowBatch.from_arrays(clouds, device, opt_cfg.max_points_per_window, rng,
-                                        max_samples=opt_cfg.max_samples_per_window)
-        initial = [cache.get_state(key, settings_id) for _, key, _ in job_windows] if warm_start else None
+def _batch_jobs(windows: list[tuple], steps: int, size: int, first_number: int = 0) -> list[WindowJob]:
+    jobs = []
+    for start in range(0, len(windows), size):
+        chunk = windows[start:start + size]
+        states = [state for _, _, _, state in chunk]
+        jobs.append(WindowJob(first_number + len(jobs), [w for w, _, _, _ in chunk], [key for _, key, _, _ in chunk],
+                              [fingerprint for _, _, fingerprint, _ in chunk], steps,
+                              None if states[0] is None else states))
+    return jobs
 
-        def on_step(step, total, loss):
-            with lock:
-                done[0] += 1
-                report("optimize", done[0], total_steps)
 
-        ensemble = optimize_windows(replica, batch, opt_cfg, iterations=job_steps, seed=opt_cfg.seed + number,
-                                    on_step=on_step, cancel=stop, initial=initial)
-        optimized = synchronized_time(device)
-        with torch.no_grad():
-            for slot, (w, key, fingerprint) in enumerate(job_windows):
-                block = _evaluate_block(ensemble, slot, grid, windows.index[w], pts[windows.crop_points[w]],
-                                        band, mesh_cfg.eval_chunk, device)
-                field.blocks[key] = block
-                if cache is not None:
-                    cache.put(key, fingerprint, block)
-                    if job_steps:
-                        cache.put_state(key, settings_id, ensemble.window_state(slot))
-        with lock:
-            done[1] += 1
-            report("field", done[1], len(jobs))
+# ------------------------------------------------------------------------------------------------ jobs
+
+def run_jobs(plan: WindowPlan, points: np.ndarray, replicas: list[ConvONet], config: ReconstructionConfig,
+             tally: ProgressTally, stop: threading.Event, clock: StageClock) -> list[JobResult]:
+    """Every job of the plan: the UCE optimisation of its windows, then their field blocks. With several
+    devices the jobs go in rounds of one job per device, run side by side."""
+    results: list[JobResult] = []
+    keep_states = plan.settings_id is not None
+    for first in range(0, len(plan.jobs), len(replicas)):
+        jobs = plan.jobs[first:first + len(replicas)]
+        with clock.stage("optimize"):
+            ensembles = _side_by_side([partial(optimize_job, job, replica, plan, points, config.optimization,
+                                               on_step=tally.on_step, cancel=stop)
+                                       for job, replica in zip(jobs, replicas)], stop)
+        with clock.stage("field"):
+            results += _side_by_side([partial(evaluate_job, job, ensemble, plan, points, config.meshing, keep_states)
+                                      for job, ensemble in zip(jobs, ensembles)], stop)
+        for _ in jobs:
+            tally.advance("field")
         if stop.is_set():
             raise ReconstructionCancelled("reconstruction cancelled")
-        loss = ensemble.loss_history[-1] if ensemble.loss_history else float("nan")
-        return loss, optimized - began, synchronized_time(device) - optimized, len(ensemble.loss_history)
-
-    results = _run_jobs(jobs, replicas, run_job, stop)
-    # With several devices the jobs overlap: share the wall time out in proportion to the work.
-    wall = time.perf_counter() - start
-    busy = sum(r[1] + r[2] for r in results) or 1.0
-    stats.seconds["optimize"] = wall * sum(r[1] for r in results) / busy
-    stats.seconds["field"] = wall * sum(r[2] for r in results) / busy
-    start = time.perf_counter()
-    stats.batches_run, stats.steps_run = len(results), sum(r[3] for r in results)
-    losses = [r[0] for r in results if np.isfinite(r[0])]
-    stats.final_loss = float(np.mean(losses)) if losses else float("nan")
-
-    report("mesh", 0, 1)
-    mesh = extract_mesh(field, mesh_cfg.threshold)
-    start = clock.lap("marching_cubes", start)
-    if mesh_cfg.trim_distance is not None:
-        mesh = trim_far_faces(mesh, pts, mesh_cfg.trim_distance)
-    if colors is not None and mesh_cfg.color_from_input:
-        color_from_points(mesh, pts, colors)
-    clock.lap("trim_color", start)
-    report("mesh", 1, 1)
-
-    stats.vertices, stats.faces = len(mesh.vertices), len(mesh.faces)
-    if len(mesh.vertices):
-        stats.bbox_min = tuple(float(v) for v in mesh.vertices.min(axis=0))
-        stats.bbox_max = tuple(float(v) for v in mesh.vertices.max(axis=0))
-    return Result(mesh=mesh, stats=stats)
+    return results
 
 
-def _evaluate_block(ensemble, slot: int, grid: WindowGrid, window: np.ndarray, crop_points: np.ndarray,
-                    band: float | None, chunk: int, device: torch.device) -> np.ndarray:
+def _side_by_side(tasks: list[Callable[[], T]], stop: threading.Event) -> list[T]:
+    """The results of the tasks, run at once in one thread each (torch releases the GIL in its kernels).
+    When one fails, `stop` tells the others to end at their next step, and its error is raised."""
+    if len(tasks) == 1:
+        return [tasks[0]()]
+    with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
+        futures = [pool.submit(task) for task in tasks]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [future for future in done if future.exception() is not None]
+        if failed:
+            stop.set()
+            raise failed[0].exception()
+        return [future.result() for future in futures]
+
+
+def optimize_job(job: WindowJob, replica: ConvONet, plan: WindowPlan, points: np.ndarray,
+                 config: OptimizationConfig, on_step: Callable[[int, int, float], None] | None = None,
+                 cancel: threading.Event | None = None) -> WindowEnsemble:
+    """The adapted networks of the job's windows, on the replica's device."""
+    device = next(replica.parameters()).device
+    rng = np.random.default_rng([config.seed, job.number])
+    clouds = [plan.grid.to_unit(points[plan.windows.crop_points[w]], plan.windows.index[w]) for w in job.windows]
+    batch = WindowBatch.from_arrays(clouds, device, config.max_points_per_window, rng,
+                                    max_samples=config.max_samples_per_window)
+    return optimize_windows(replica, batch, config, iterations=job.steps, seed=config.seed + job.number,
+                            on_step=on_step, cancel=cancel, initial=job.initial)
+
+
+def evaluate_job(job: WindowJob, ensemble: WindowEnsemble, plan: WindowPlan, points: np.ndarray,
+                 meshing: MeshingConfig, keep_states: bool = False) -> JobResult:
+    """The field blocks of the job's windows under their adapted networks (and their states if kept)."""
+    device = ensemble.batch.points.device
+    with torch.no_grad():
+        blocks = [_evaluate_block(ensemble, slot, plan.grid, plan.windows.index[w],
+                                  points[plan.windows.crop_points[w]], plan.band, meshing.eval_chunk, device)
+                  for slot, w in enumerate(job.windows)]
+    states = ([ensemble.window_state(slot) for slot in range(len(job.windows))]
+              if keep_states and job.steps else None)
+    history = ensemble.loss_history
+    return JobResult(job, blocks, states, history[-1] if history else float("nan"), len(history))
+
+
+def _evaluate_block(ensemble: WindowEnsemble, slot: int, grid: WindowGrid, window: np.ndarray,
+                    crop_points: np.ndarray, band: float | None, chunk: int, device: torch.device) -> np.ndarray:
     """Logits of one window's core grid points (within the band of its points; the rest stays empty)."""
     mask = core_band_mask(grid, window, crop_points, band)
     block = np.full(mask.shape, EMPTY_LOGIT, dtype=np.float32)
@@ -357,21 +425,41 @@ def _evaluate_block(ensemble, slot: int, grid: WindowGrid, window: np.ndarray, c
     return block
 
 
-def _model_fingerprint(model: ConvONet) -> str:
-    digest = hashlib.sha1()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().sum().cpu().numpy().tobytes())
-    return digest.hexdigest()
+# ----------------------------------------------------------------------------------------- field, mesh
+
+def assemble_field(plan: WindowPlan, results: list[JobResult], cache: WindowCache | None = None) -> BlockField:
+    """The global field: the reused blocks and those the jobs computed, which the cache keeps."""
+    grid_field = BlockField(plan.grid, dict(plan.reused))
+    for result in results:
+        for slot, (key, fingerprint) in enumerate(zip(result.job.keys, result.job.fingerprints)):
+            grid_field.blocks[key] = result.blocks[slot]
+            if cache is not None:
+                cache.put(key, fingerprint, result.blocks[slot])
+                if result.states is not None:
+                    cache.put_state(key, plan.settings_id, result.states[slot])
+    return grid_field
 
 
-def _settings_fingerprint(config: ReconstructionConfig, steps: int, model_id: str) -> str:
-    settings = {**config.to_dict(), "steps": steps, "model": model_id}
-    settings.pop("device", None)
-    return hashlib.sha1(repr(sorted(settings.items())).encode()).hexdigest()
+def finish_mesh(mesh: trimesh.Trimesh, cloud: PreparedPoints, meshing: MeshingConfig) -> trimesh.Trimesh:
+    """The mesh without faces far from the data, its vertices coloured from the input's colours."""
+    if meshing.trim_distance is not None:
+        mesh = trim_far_faces(mesh, cloud.points, meshing.trim_distance)
+    if cloud.colors is not None and meshing.color_from_input:
+        color_from_points(mesh, cloud.points, cloud.colors)
+    return mesh
 
 
-def _window_fingerprint(points: np.ndarray, settings_id: str) -> str:
-    digest = hashlib.sha1(settings_id.encode())
-    digest.update(np.ascontiguousarray(np.round(points, 4)).tobytes())
-    return digest.hexdigest()
+def run_stats(cloud: PreparedPoints, plan: WindowPlan, results: list[JobResult], mesh: trimesh.Trimesh, *,
+              profile: str, iterations: int, devices: list[torch.device], seconds: dict[str, float]) -> RunStats:
+    losses = [r.final_loss for r in results if np.isfinite(r.final_loss)]
+    stats = RunStats(
+        input_points=cloud.input_points, points_used=len(cloud.points), non_finite_removed=cloud.non_finite_removed,
+        windows_run=plan.windows_run, windows_skipped=plan.windows.skipped, windows_reused=len(plan.reused),
+        windows_warm_started=plan.windows_warm_started, iterations=iterations, batches_run=len(results),
+        steps_run=sum(r.steps_run for r in results), final_loss=float(np.mean(losses)) if losses else float("nan"),
+        device=",".join(str(d) for d in devices), profile=profile, seconds=seconds,
+        vertices=len(mesh.vertices), faces=len(mesh.faces))
+    if len(mesh.vertices):
+        stats.bbox_min = tuple(float(v) for v in mesh.vertices.min(axis=0))
+        stats.bbox_max = tuple(float(v) for v in mesh.vertices.max(axis=0))
+    return stats

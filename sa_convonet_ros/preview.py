@@ -1,9 +1,9 @@
 """Headless PNG previews of meshes and point clouds.
 
-A small software renderer in numpy (no display, no OpenGL) so previews work on bare servers and
-in CI: triangles are rasterised exactly (edge functions at pixel centres, vectorised over all
-candidate pixels of each triangle's bounding box), hidden surfaces are resolved with a z-buffer,
-and pixels are shaded with Lambert + ambient lighting using two-sided normals.
+No display and no OpenGL, so previews work on bare servers and in CI: a mesh is ray cast, one ray per
+pixel, with Open3D's `RaycastingScene` (a multi-threaded BVH on the CPU), and each hit is shaded from
+the hit triangle's normals and colours with Lambert + ambient lighting on two-sided normals; points are
+drawn as square splats through a z-buffer.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import trimesh
 from PIL import Image, ImageDraw, ImageFont
 from scipy.spatial import cKDTree
 
+from .colors import height_colors
 from .io import PointCloudData
 
 # Camera directions as (azimuth, elevation) in degrees around the up axis; azimuth 0 looks from +x
@@ -36,8 +37,6 @@ CREASE_DEGREES = 40.0
 AMBIENT, KEY_LIGHT, HEAD_LIGHT = 0.22, 0.58, 0.28
 # Light from the viewer's upper left, in camera coordinates (x right, y down, z forward).
 KEY_LIGHT_DIRECTION_CAMERA = np.array([-0.5, -0.8, -1.0]) / np.linalg.norm([-0.5, -0.8, -1.0])
-# Candidate pixels processed per batch; bounds the renderer's memory to a few hundred MB.
-RASTER_BATCH = 1_500_000
 
 Renderable = Union[trimesh.Trimesh, trimesh.PointCloud, PointCloudData, np.ndarray]
 View = Union[str, tuple]
@@ -135,8 +134,34 @@ def _framing_points(points: np.ndarray, limit: int = 50_000) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Depth buffer and rasterisation
+# Visibility: ray casting (meshes) and a depth buffer (points)
 # --------------------------------------------------------------------------------------------
+
+def _cast_rays(vertices: np.ndarray, faces: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel: the face its ray hits first (-1 for background) and the barycentrics of the hit."""
+    import open3d as o3d  # imported here: most processes that import previews never render a mesh
+
+    scene = o3d.t.geometry.RaycastingScene()
+    # Relative to the camera, so that float32 stays exact for maps far from their origin.
+    scene.add_triangles(o3d.core.Tensor((vertices - camera.position).astype(np.float32)),
+                        o3d.core.Tensor(faces.astype(np.uint32)))
+    hits = scene.cast_rays(o3d.core.Tensor(_pixel_rays(camera)))
+    hit = np.isfinite(hits["t_hit"].numpy())
+    face_buffer = np.where(hit, hits["primitive_ids"].numpy().astype(np.int64), -1)
+    # The hit point is (1 - u - v) * corner 0 + u * corner 1 + v * corner 2.
+    u, v = hits["primitive_uvs"].numpy().T
+    bary_buffer = np.where(hit[:, None], np.stack([1.0 - u - v, u, v], axis=1), 0.0).astype(np.float32)
+    return face_buffer, bary_buffer
+
+
+def _pixel_rays(camera: Camera) -> np.ndarray:
+    """(H * W, 6) float32 rays through the pixel centres, row by row, from the camera at the origin."""
+    x = (np.arange(camera.width) + 0.5 - 0.5 * camera.width) / camera.focal_px
+    y = (np.arange(camera.height) + 0.5 - 0.5 * camera.height) / camera.focal_px
+    local = np.stack([*np.meshgrid(x, y), np.ones((camera.height, camera.width))], axis=-1).reshape(-1, 3)
+    directions = local @ camera.rotation  # camera frame -> world (the rotation's rows are the camera axes)
+    return np.hstack([np.zeros_like(directions), directions]).astype(np.float32)
+
 
 class _DepthBuffer:
     """Keeps the nearest depth per pixel over successive batches of fragments."""
@@ -159,87 +184,9 @@ class _DepthBuffer:
         return winners
 
 
-def _rasterize(vertices: np.ndarray, faces: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
-    """Per pixel: the visible face index (-1 for background) and perspective-correct barycentrics."""
-    width, height = camera.width, camera.height
-    u, v, z = camera.project(vertices)
-    tri_u, tri_v, tri_z = u[faces], v[faces], z[faces]
-    area = ((tri_u[:, 1] - tri_u[:, 0]) * (tri_v[:, 2] - tri_v[:, 0])
-            - (tri_v[:, 1] - tri_v[:, 0]) * (tri_u[:, 2] - tri_u[:, 0]))
-    # Pixel (i, j) has its centre at (i + 0.5, j + 0.5); bounding boxes of covered centres.
-    x_min = np.clip(np.ceil(tri_u.min(axis=1) - 0.5), 0, width).astype(np.int64)
-    x_max = np.clip(np.floor(tri_u.max(axis=1) - 0.5), -1, width - 1).astype(np.int64)
-    y_min = np.clip(np.ceil(tri_v.min(axis=1) - 0.5), 0, height).astype(np.int64)
-    y_max = np.clip(np.floor(tri_v.max(axis=1) - 0.5), -1, height - 1).astype(np.int64)
-    box_w, box_h = x_max - x_min + 1, y_max - y_min + 1
-    drawable = (tri_z > 1e-9).all(axis=1) & (np.abs(area) > 1e-12) & (box_w > 0) & (box_h > 0)
-
-    face_ids = np.flatnonzero(drawable)
-    depth_buffer = _DepthBuffer(width * height)
-    face_buffer = np.full(width * height, -1, dtype=np.int64)
-    bary_buffer = np.zeros((width * height, 3), dtype=np.float32)
-    if face_ids.size == 0:
-        return face_buffer, bary_buffer
-
-    # Barycentrics are affine in screen space: b_i = dx * x + dy * y + b_i(box corner), with x, y
-    # counted from the first pixel centre of the face's box (small numbers, no precision loss).
-    tri_u, tri_v, area = tri_u[face_ids], tri_v[face_ids], area[face_ids]
-    corner_u, corner_v = x_min[face_ids] + 0.5, y_min[face_ids] + 0.5
-    slopes = np.empty((face_ids.size, 3, 3))
-    for i in range(3):  # weight of vertex i = edge function of the opposite edge / area
-        j, k = (i + 1) % 3, (i + 2) % 3
-        edge_u, edge_v = tri_u[:, k] - tri_u[:, j], tri_v[:, k] - tri_v[:, j]
-        slopes[:, i, 0] = -edge_v / area
-        slopes[:, i, 1] = edge_u / area
-        slopes[:, i, 2] = (edge_u * (corner_v - tri_v[:, j]) - edge_v * (corner_u - tri_u[:, j])) / area
-    inverse_z = 1.0 / tri_z[face_ids]
-    first_pixel = y_min[face_ids] * width + x_min[face_ids]
-    box_w = box_w[face_ids]
-    counts = box_w * box_h[face_ids]
-
-    ends = np.cumsum(counts)
-    splits = np.unique(np.searchsorted(ends, np.arange(RASTER_BATCH, ends[-1], RASTER_BATCH), side="right"))
-    for batch in np.split(np.arange(face_ids.size), splits):
-        if batch.size == 0:
-            continue
-        batch_counts = counts[batch]
-        owner = np.repeat(batch, batch_counts)  # index into the drawable faces
-        starts = np.cumsum(batch_counts) - batch_counts
-        offset = np.arange(owner.size) - np.repeat(starts, batch_counts)
-        local_y, local_x = np.divmod(offset, box_w[owner])
-        plane = slopes[owner]
-        bary = plane[:, :, 0] * local_x[:, None] + plane[:, :, 1] * local_y[:, None] + plane[:, :, 2]
-        # A small tolerance keeps pixels on shared edges from falling through both triangles.
-        inside = np.flatnonzero((bary >= -1e-6).all(axis=1))
-        owner, bary = owner[inside], bary[inside]
-        pixels = first_pixel[owner] + local_y[inside] * width + local_x[inside]
-        weighted = bary * inverse_z[owner]  # 1/z is affine in screen space, so interpolate it there
-        inverse_depth = weighted.sum(axis=1)
-        winners = depth_buffer.nearest(pixels, 1.0 / inverse_depth)
-        face_buffer[pixels[winners]] = face_ids[owner[winners]]
-        bary_buffer[pixels[winners]] = weighted[winners] / inverse_depth[winners, None]
-    return face_buffer, bary_buffer
-
-
 # --------------------------------------------------------------------------------------------
 # Shading
 # --------------------------------------------------------------------------------------------
-
-_HEIGHT_PALETTE = np.array([
-    [0.23, 0.30, 0.75], [0.27, 0.60, 0.85], [0.40, 0.78, 0.62], [0.85, 0.85, 0.40], [0.90, 0.45, 0.30],
-])
-
-
-def height_colors(heights: np.ndarray) -> np.ndarray:
-    """Blue (low) to orange (high) colours for heights, normalised by their 1-99 % range."""
-    heights = np.asarray(heights, dtype=np.float64)
-    if heights.size == 0:
-        return np.zeros((0, 3))
-    low, high = np.percentile(heights, [1, 99])
-    t = np.clip((heights - low) / max(high - low, 1e-9), 0.0, 1.0) * (len(_HEIGHT_PALETTE) - 1)
-    stops = np.arange(len(_HEIGHT_PALETTE))
-    return np.stack([np.interp(t, stops, _HEIGHT_PALETTE[:, c]) for c in range(3)], axis=1)
-
 
 def _lighting(normals: np.ndarray, view_dirs: np.ndarray, camera: Camera) -> np.ndarray:
     """Ambient + key light + head light intensity, normals flipped to face the viewer."""
@@ -272,7 +219,7 @@ def _shade_mesh(mesh: trimesh.Trimesh, camera: Camera, smooth: bool, color_by_he
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
     finite_faces = np.isfinite(vertices).all(axis=1)[faces].all(axis=1)
-    face_buffer, bary_buffer = _rasterize(vertices, faces[finite_faces], camera)
+    face_buffer, bary_buffer = _cast_rays(vertices, faces[finite_faces], camera)
     face_of_pixel = np.flatnonzero(finite_faces)
 
     covered = face_buffer >= 0
@@ -280,17 +227,7 @@ def _shade_mesh(mesh: trimesh.Trimesh, camera: Camera, smooth: bool, color_by_he
     bary = bary_buffer[covered].astype(np.float64)
     corners = faces[face_index]
     positions = np.einsum("ni,nij->nj", bary, vertices[corners])
-    face_normals = np.asarray(mesh.face_normals)[face_index]
-    if smooth:
-        # Vertex normals averaged across a crease (box edges) would shade flat faces as curved;
-        # corners whose vertex normal leaves the face normal by > CREASE_DEGREES use the latter.
-        corner_normals = np.asarray(mesh.vertex_normals)[corners]
-        creased = np.einsum("nij,nj->ni", corner_normals, face_normals) < np.cos(np.radians(CREASE_DEGREES))
-        corner_normals = np.where(creased[..., None], face_normals[:, None, :], corner_normals)
-        normals = np.einsum("ni,nij->nj", bary, corner_normals)
-    else:
-        normals = face_normals.copy()
-    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    normals = _pixel_normals(vertices, faces, face_index, bary, smooth)
     view_dirs = camera.position - positions
     view_dirs /= np.maximum(np.linalg.norm(view_dirs, axis=1, keepdims=True), 1e-12)
 
@@ -307,6 +244,27 @@ def _shade_mesh(mesh: trimesh.Trimesh, camera: Camera, smooth: bool, color_by_he
     image = np.broadcast_to(BACKGROUND, (camera.height * camera.width, 3)).copy()
     image[covered] = base * _lighting(normals, view_dirs, camera)[:, None]
     return image.reshape(camera.height, camera.width, 3), covered.reshape(camera.height, camera.width)
+
+
+def _pixel_normals(vertices: np.ndarray, faces: np.ndarray, face_index: np.ndarray, bary: np.ndarray,
+                   smooth: bool) -> np.ndarray:
+    """Unit normals of the surface seen at each covered pixel (face `face_index`, barycentrics `bary`)."""
+    cross = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
+    face_normals = cross / np.maximum(np.linalg.norm(cross, axis=1, keepdims=True), 1e-12)
+    if not smooth:
+        return face_normals[face_index]
+    # Area-weighted vertex normals: the sum of the cross products of the faces around each vertex.
+    vertex_normals = np.stack([np.bincount(faces.ravel(), np.repeat(cross[:, axis], 3), len(vertices))
+                               for axis in range(3)], axis=1)
+    vertex_normals /= np.maximum(np.linalg.norm(vertex_normals, axis=1, keepdims=True), 1e-12)
+    # Vertex normals averaged across a crease (box edges) would shade flat faces as curved;
+    # corners whose vertex normal leaves the face normal by > CREASE_DEGREES use the latter.
+    seen = face_normals[face_index]
+    corner_normals = vertex_normals[faces[face_index]]
+    creased = np.einsum("nij,nj->ni", corner_normals, seen) < np.cos(np.radians(CREASE_DEGREES))
+    corner_normals = np.where(creased[..., None], seen[:, None, :], corner_normals)
+    normals = np.einsum("ni,nij->nj", bary, corner_normals)
+    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
 
 
 def _auto_point_size(points: np.ndarray, depth: np.ndarray, camera: Camera) -> int:
@@ -449,22 +407,6 @@ def render_mesh_png(mesh: trimesh.Trimesh, path: str | Path, size: tuple[int, in
     if len(framing) == 0:
         raise ValueError("cannot render a mesh without finite vertices")
     image = _render_panel(mesh, size, title, framing, view, up, smooth, color_by_height, None, supersample)
-    return _save(image, path)
-
-
-def render_points_png(points: np.ndarray, path: str | Path, colors: np.ndarray | None = None,
-                      size: tuple[int, int] = (1024, 768), view: View = "iso", title: str | None = None,
-                      up: str = "z", point_size: int | None = None) -> Path:
-    """Render a point cloud (N, 3) as square splats; colours (N, 3) in [0, 1] or height colours.
-    Non-finite points are skipped. ``point_size`` in pixels (default: from the point spacing)."""
-    points = np.asarray(points, dtype=np.float64)
-    if points.ndim != 2 or points.shape[1] != 3:
-        raise ValueError(f"points must have shape (N, 3), got {points.shape}")
-    framing = _framing_points(points)
-    if len(framing) == 0:
-        raise ValueError("cannot render a point cloud without finite points")
-    cloud = PointCloudData(points=points, colors=colors)
-    image = _render_panel(cloud, size, title, framing, view, up, True, False, point_size, 1)
     return _save(image, path)
 
 

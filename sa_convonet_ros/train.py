@@ -28,19 +28,22 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import PRECISIONS, MeshingConfig, ModelConfig, WindowConfig
+from .config import PRECISIONS, MeshingConfig, ModelConfig, WindowConfig, check_settings, setting
+from .errors import SettingError
+from .flags import add_flags, flag, given
 from .model import ConvONet, count_parameters, load_model, resolve_device, save_model
 from .training_data import Crop, CropSampler, DataConfig, collate, load_rooms, validation_crops
 from .windows import WindowGrid
 
 SHIPPED_FILE_LIMIT = 15 * 2**20  # bytes: larger exports store their weights as float16
+DERIVED = ("crop_size",)  # set from the window geometry, not a flag
 
 
 def default_model_config() -> ModelConfig:
@@ -50,45 +53,46 @@ def default_model_config() -> ModelConfig:
 
 @dataclass
 class TrainConfig:
-    name: str = "default"  # run directory: <out_dir>/<name>
-    model: ModelConfig = field(default_factory=default_model_config)
-    data: DataConfig = field(default_factory=DataConfig)
-    init: str | None = None  # start from this checkpoint's weights (its architecture replaces `model`)
-    # optimisation
-    steps: int = 1500
-    batch_size: int = 8  # crops per step
-    lr: float = 1e-3  # Adam; cosine decay to lr * lr_final_factor over `steps`
-    lr_final_factor: float = 0.05
-    warmup_steps: int = 50
-    lr_schedule: str = "steps"  # steps: cosine over `steps`; time: cosine over `max_minutes` of this call
-    precision: str = "fp32"  # fp32 | tf32 | bf16 (autocast) for the forward pass on CUDA
-    # the window geometry the crops reproduce (defaults: the reconstruction's)
-    window_size: float = WindowConfig.window_size
-    margin: float = WindowConfig.margin
-    voxel_size: float = MeshingConfig.voxel_size  # only rounds the window core, as in the reconstruction
-    # rooms
-    train_seeds: tuple[int, int] = (1000, 1080)  # range of room seeds; seeds below 1000 are left to tests
-    val_seeds: tuple[int, int] = (5000, 5008)
-    val_crops: int = 96
-    cache_dir: str = "data_cache"
-    data_workers: int = 1  # processes making the rooms' layouts and surface samples
-    # bookkeeping
-    out_dir: str = "runs"
-    log_every: int = 10
-    val_every: int = 100
-    checkpoint_minutes: float = 3.0
-    max_minutes: float | None = None  # stop cleanly (and checkpoint) after this much wall time in this call
-    device: str = "auto"
-    threads: int = 2
-    seed: int = 0
+    """A training run: the model, its data, the optimisation and the bookkeeping."""
+
+    name: str = setting("default", "run directory: <out_dir>/<name>")
+    model: ModelConfig = setting(help="architecture of the model", factory=default_model_config)
+    data: DataConfig = setting(help="rooms, scans and crops", factory=DataConfig)
+    init: str | None = setting(None, "start from this checkpoint's weights (its architecture replaces --model)")
+    steps: int = setting(1500, "optimisation steps of the run (with --resume: extend it to this many)", at_least=1)
+    batch_size: int = setting(8, "crops per step", at_least=1)
+    lr: float = setting(1e-3, "Adam's learning rate after the warm-up", above=0)
+    lr_final_factor: float = setting(0.05, "the cosine decay ends at lr times this", at_least=0, at_most=1)
+    warmup_steps: int = setting(50, "steps of linear warm-up", at_least=0)
+    lr_schedule: str = setting("steps", "cosine decay over the steps, or over max_minutes of this call",
+                               choices=("steps", "time"))
+    precision: str = setting("fp32", "the forward pass: fp32, tf32 (CUDA tensor cores) or bf16 (autocast)",
+                             choices=PRECISIONS)
+    window_size: float = setting(WindowConfig.window_size, "window core reproduced by the crops, metres", above=0)
+    margin: float = setting(WindowConfig.margin, "context around the window core, metres", at_least=0)
+    voxel_size: float = setting(MeshingConfig.voxel_size, "rounds the window core as in the reconstruction, metres",
+                                above=0)
+    train_seeds: tuple[int, int] = setting((1000, 1080), "range of training room seeds (seeds below 1000 are "
+                                                         "left to tests)")
+    val_seeds: tuple[int, int] = setting((5000, 5008), "range of validation room seeds")
+    val_crops: int = setting(96, "fixed validation crops", at_least=1)
+    cache_dir: str = setting("data_cache", "cache of the rooms' scans (CPU runs)")
+    data_workers: int = setting(1, "processes making the rooms' layouts, surface samples and Open3D scans",
+                                at_least=1)
+    out_dir: str = setting("runs", "parent folder of run directories")
+    log_every: int = setting(10, "steps between log lines", at_least=1)
+    val_every: int = setting(100, "steps between validations", at_least=1)
+    checkpoint_minutes: float = setting(3.0, "minutes between checkpoints of the run", above=0)
+    max_minutes: float | None = setting(None, "stop cleanly (and checkpoint) after this much wall time in this "
+                                              "call", above=0)
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    threads: int = setting(2, "torch threads on the CPU", at_least=1)
+    seed: int = setting(0, "seed of the crops and the initialisation")
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.lr_schedule not in ("steps", "time"):
-            raise ValueError(f"lr_schedule must be steps or time, got {self.lr_schedule!r}")
+        check_settings(self)
         if self.lr_schedule == "time" and not self.max_minutes:
-            raise ValueError("lr_schedule 'time' needs max_minutes")
+            raise SettingError("lr_schedule", "'steps' unless {0} is set", self.lr_schedule, ("max_minutes",))
 
     @property
     def grid(self) -> WindowGrid:
@@ -350,45 +354,12 @@ def export(run_dir: str | Path, path: str | Path, command: str | None = None) ->
 # ------------------------------------------------------------------------------------------------ CLI
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sa_convonet_ros.train", description=__doc__.split("\n")[0])
-    defaults, data = TrainConfig(), DataConfig()
-    parser.add_argument("--name", default=defaults.name)
-    parser.add_argument("--init", default=None, help="start from this checkpoint's weights and architecture")
-    parser.add_argument("--steps", type=int, default=None,
-                        help=f"total optimisation steps (default {defaults.steps}; with --resume: extend the run)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
-    parser.add_argument("--lr-final-factor", type=float, default=defaults.lr_final_factor)
-    parser.add_argument("--lr-schedule", default=defaults.lr_schedule, choices=["steps", "time"])
-    parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS)
-    parser.add_argument("--world", default=data.world)
-    parser.add_argument("--random-scans", type=int, default=data.random_scans)
-    parser.add_argument("--crop-scale-range", type=float, nargs=2, default=data.crop_scale_range)
-    parser.add_argument("--surface-samples", type=int, default=data.surface_samples)
-    parser.add_argument("--caster", default=data.caster, choices=["auto", "open3d", "torch"])
-    parser.add_argument("--image-scale", type=float, default=data.image_scale)
-    parser.add_argument("--max-points", type=int, default=data.max_points)
-    parser.add_argument("--uniform-queries", type=int, default=data.uniform_queries)
-    parser.add_argument("--near-queries", type=int, default=data.near_queries)
-    parser.add_argument("--train-seeds", type=int, nargs=2, default=defaults.train_seeds, metavar=("FIRST", "END"))
-    parser.add_argument("--val-seeds", type=int, nargs=2, default=defaults.val_seeds, metavar=("FIRST", "END"))
-    parser.add_argument("--val-crops", type=int, default=defaults.val_crops)
-    parser.add_argument("--grid-resolution", type=int, default=defaults.model.grid_resolution)
-    parser.add_argument("--unet-levels", type=int, default=defaults.model.unet_levels)
-    parser.add_argument("--unet-base-channels", type=int, default=defaults.model.unet_base_channels)
-    parser.add_argument("--c-dim", type=int, default=defaults.model.c_dim)
-    parser.add_argument("--hidden-dim", type=int, default=defaults.model.hidden_dim)
-    parser.add_argument("--log-every", type=int, default=defaults.log_every)
-    parser.add_argument("--val-every", type=int, default=defaults.val_every)
-    parser.add_argument("--checkpoint-minutes", type=float, default=defaults.checkpoint_minutes)
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this wall time")
-    parser.add_argument("--out-dir", default=defaults.out_dir)
-    parser.add_argument("--cache-dir", default=defaults.cache_dir)
-    parser.add_argument("--data-workers", type=int, default=defaults.data_workers)
-    parser.add_argument("--device", default=defaults.device)
-    parser.add_argument("--threads", type=int, default=defaults.threads)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    """One flag per setting of TrainConfig (and of its model and data sections), plus the actions."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sa_convonet_ros.train", description=__doc__.split("\n")[0],
+        epilog="With --resume the run keeps its own settings: only --steps (which extends the run), "
+               "--max-minutes, --device and --threads apply.")
+    add_flags(parser, TrainConfig, TrainConfig(), skip=DERIVED)
     parser.add_argument("--resume", action="store_true", help="continue from <out-dir>/<name>/last.pt")
     parser.add_argument("--export", metavar="PATH", help="write the run's best model to PATH and exit")
     parser.add_argument("--report", metavar="JSON", help="also write the run's summary (steps, IoU, timings) here")
@@ -396,33 +367,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    model = ModelConfig(c_dim=args.c_dim, hidden_dim=args.hidden_dim, grid_resolution=args.grid_resolution,
-                        unet_levels=args.unet_levels, unet_base_channels=args.unet_base_channels)
-    data = DataConfig(world=args.world, random_scans=args.random_scans, crop_scale_range=tuple(args.crop_scale_range),
-                      surface_samples=args.surface_samples, caster=args.caster, image_scale=args.image_scale,
-                      max_points=args.max_points, uniform_queries=args.uniform_queries,
-                      near_queries=args.near_queries)
-    return TrainConfig(
-        name=args.name, model=model, data=data, init=args.init, steps=args.steps or TrainConfig.steps,
-        batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, lr_final_factor=args.lr_final_factor,
-        lr_schedule=args.lr_schedule, precision=args.precision,
-        train_seeds=tuple(args.train_seeds), val_seeds=tuple(args.val_seeds), val_crops=args.val_crops,
-        log_every=args.log_every, val_every=args.val_every, checkpoint_minutes=args.checkpoint_minutes,
-        max_minutes=args.max_minutes, out_dir=args.out_dir, cache_dir=args.cache_dir,
-        data_workers=args.data_workers, device=args.device, threads=args.threads, seed=args.seed)
+    """TrainConfig's defaults, with the settings given on the command line."""
+    defaults = TrainConfig()
+    values = given(args, TrainConfig, skip=DERIVED)
+    sections = {name: dataclasses.replace(getattr(defaults, name), **values.pop(name, {}))
+                for name in ("model", "data")}
+    return dataclasses.replace(defaults, **sections, **values)
 
 
 def main(argv: list[str] | None = None) -> dict | Path:
-    args = build_parser().parse_args(argv)
-    config = config_from_args(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except SettingError as error:
+        parser.error(error.describe(flag))
     if args.export:
         path = export(Path(config.out_dir) / config.name, args.export)
         print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
         return path
     if args.resume:  # keep the run's own settings (and lr schedule); only the wall-time budget and device change
         saved = torch.load(Path(config.out_dir) / config.name / "last.pt", map_location="cpu", weights_only=False)
-        config = dataclasses.replace(TrainConfig.from_dict(saved["config"]), max_minutes=args.max_minutes,
-                                     device=args.device, threads=args.threads)
+        config = dataclasses.replace(TrainConfig.from_dict(saved["config"]), max_minutes=config.max_minutes,
+                                     device=config.device, threads=config.threads)
         if args.steps is not None:
             config.steps = args.steps
     trainer = Trainer(config, resume=args.resume)

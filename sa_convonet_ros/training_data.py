@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import check_settings, setting
 from .data.rooms import TRAINING_WORLD, RoomConfig, generate_room
 from .data.scans import SCAN_SETTINGS, ScanSetting, simulate_scans
 from .data.torch_scene import TorchScene
@@ -38,31 +39,35 @@ WORLDS = {"plain": RoomConfig(), "training": TRAINING_WORLD}
 class DataConfig:
     """What the rooms, scans and crops look like (metric sizes default to the reconstruction's)."""
 
-    world: str = "training"  # plain: furnished rooms; training: plus the training families of free-form objects
-    crop_size: float = 1.6  # window core + 2 * margin, metres (TrainConfig derives it from the window)
-    crop_scale_range: tuple[float, float] = (1.0, 1.0)  # each crop's edge is crop_size times a log-uniform draw
-    random_scans: int = 1  # per room, besides `dense` and `sparse`: spacing and noise drawn from the ranges
-    scan_voxel_range: tuple[float, float] = (0.01, 0.05)  # metres between map points
-    scan_noise_range: tuple[float, float] = (0.0, 0.02)  # range noise std, metres
-    surface_samples: int = 200_000  # ground-truth surface samples per room
-    caster: str = "auto"  # how scans are cast: open3d (CPU), torch (sphere tracing on the device), auto: torch on CUDA
-    image_scale: float = 1.0  # camera pixels per side relative to the scan settings (fewer rays for quick runs)
-    min_points: int = 50  # crops with fewer input points are redrawn
-    max_points: int = 4096  # input points per crop (random subset)
-    centre_jitter: float = 0.5  # crop centre = a scan point + uniform offset of up to this * crop / 2
-    surface_input_fraction: float = 0.2  # crops whose input is noisy surface samples instead of a scan
-    surface_input_noise: float = 0.01  # max noise std (metres) of those samples
-    uniform_queries: int = 1024  # per crop, uniform in the padded unit cube
-    near_queries: int = 1024  # per crop, surface samples + Gaussian noise
-    query_extent: float = 0.55  # uniform queries in [-extent, extent]^3 (unit units)
-    near_sigmas: tuple[float, float] = (0.01, 0.03)  # metres; each near query picks one at random
-    augment: bool = True  # random yaw and x / y flips of the whole crop
+    world: str = setting("training", "plain: furnished rooms; training: plus the training families of free-form "
+                                     "objects", choices=tuple(WORLDS))
+    crop_size: float = setting(1.6, "window core + 2 * margin, metres (set from the window by TrainConfig)", above=0)
+    crop_scale_range: tuple[float, float] = setting((1.0, 1.0), "each crop's edge is crop_size times a "
+                                                                "log-uniform draw from this range")
+    random_scans: int = setting(1, "scans per room besides dense and sparse, spacing and noise drawn from the "
+                                   "ranges", at_least=0)
+    scan_voxel_range: tuple[float, float] = setting((0.01, 0.05), "metres between the points of random scans")
+    scan_noise_range: tuple[float, float] = setting((0.0, 0.02), "range noise std of random scans, metres")
+    surface_samples: int = setting(200_000, "ground-truth surface samples per room", at_least=1)
+    caster: str = setting("auto", "how scans are cast: open3d (CPU), torch (sphere tracing on the device); "
+                                  "auto: torch on CUDA", choices=("auto", "open3d", "torch"))
+    image_scale: float = setting(1.0, "camera pixels per side relative to the scan settings (fewer rays for quick "
+                                      "runs)", above=0)
+    min_points: int = setting(50, "crops with fewer input points are redrawn", at_least=1)
+    max_points: int = setting(4096, "input points per crop (random subset)", at_least=1)
+    centre_jitter: float = setting(0.5, "crop centre = a scan point + uniform offset of up to this * crop / 2",
+                                   at_least=0)
+    surface_input_fraction: float = setting(0.2, "crops whose input is noisy surface samples instead of a scan",
+                                            at_least=0, at_most=1)
+    surface_input_noise: float = setting(0.01, "max noise std (metres) of those samples", at_least=0)
+    uniform_queries: int = setting(1024, "queries per crop, uniform in the padded unit cube", at_least=0)
+    near_queries: int = setting(1024, "queries per crop, surface samples + Gaussian noise", at_least=0)
+    query_extent: float = setting(0.55, "uniform queries in [-extent, extent]^3 (unit units)", above=0)
+    near_sigmas: tuple[float, float] = setting((0.01, 0.03), "metres; each near query picks one at random")
+    augment: bool = setting(True, "random yaw and x / y flips of the whole crop")
 
     def __post_init__(self) -> None:
-        if self.world not in WORLDS:
-            raise ValueError(f"unknown world {self.world!r}; choose one of {sorted(WORLDS)}")
-        if self.caster not in ("auto", "open3d", "torch"):
-            raise ValueError(f"caster must be auto, open3d or torch, got {self.caster!r}")
+        check_settings(self)
 
 
 @dataclass

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from sa_convonet_ros.baselines import (ball_pivoting, estimate_oriented_normals, mean_point_spacing,
-                                       screened_poisson)
+from sa_convonet_ros.baselines import ball_pivoting, estimate_oriented_normals, mean_point_spacing, screened_poisson
 from sa_convonet_ros.metrics import evaluate_mesh, sample_mesh
 
 

@@ -60,3 +60,15 @@ def test_errors_are_reported_not_raised(files, capsys):
     assert "unknown profile" in capsys.readouterr().err
     assert main(["reconstruct", str(cloud), "-o", str(folder / "x.ply"), "--checkpoint", str(cloud)]) == 2
     assert "could not be read" in capsys.readouterr().err
+
+
+def test_any_setting_can_be_given_and_a_bad_one_is_named_by_its_flag(files, capsys):
+    folder, cloud, model, _ = files
+    common = ["reconstruct", str(cloud), "-o", str(folder / "flags.ply"), "--checkpoint", str(model), "-q", "--json"]
+    assert main(common + ["--iterations", "1", "--window-batch", "3", "--voxel-size", "0.04",
+                          "--trim-distance", "0", "--no-color-from-input"]) == 0
+    assert json.loads(capsys.readouterr().out)["iterations"] == 1
+    assert main(common + ["--voxel-size", "-1"]) == 2
+    assert "--voxel-size must be > 0, got -1.0" in capsys.readouterr().err
+    assert main(common + ["--margin", "2.0"]) == 2
+    assert "--margin must be smaller than --window-size, got 2.0" in capsys.readouterr().err

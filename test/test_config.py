@@ -1,7 +1,18 @@
-"""Configuration dataclasses, profiles and their validation."""
+"""Configuration dataclasses, profiles, their declarations and their validation."""
+import dataclasses
+
 import pytest
 
-from sa_convonet_ros.config import ModelConfig, ReconstructionConfig, get_profile
+from sa_convonet_ros.config import (
+    MeshingConfig,
+    ModelConfig,
+    OptimizationConfig,
+    Range,
+    ReconstructionConfig,
+    WindowConfig,
+    get_profile,
+)
+from sa_convonet_ros.errors import SettingError
 
 
 def test_profiles_are_complete_and_distinct():
@@ -48,3 +59,41 @@ def test_model_config_validation():
         ModelConfig(grid_resolution=30, unet_levels=3)
     with pytest.raises(ValueError, match="c_dim"):
         ModelConfig(c_dim=0)
+
+
+SECTIONS = (ModelConfig, OptimizationConfig, WindowConfig, MeshingConfig)
+
+
+@pytest.mark.parametrize("cls", SECTIONS)
+def test_every_setting_is_declared_with_its_help(cls):
+    for item in dataclasses.fields(cls):
+        assert len(item.metadata["help"]) > 10, f"{cls.__name__}.{item.name}"
+
+
+@pytest.mark.parametrize("cls", SECTIONS)
+def test_the_defaults_lie_in_their_ranges(cls):
+    for item in dataclasses.fields(cls):
+        limits = item.metadata["range"]
+        if limits is not None and item.default is not None:
+            assert item.default in limits, f"{cls.__name__}.{item.name}"
+
+
+def test_ranges():
+    assert 0.5 in Range(0, 1, open_low=True) and 0 not in Range(0, 1, open_low=True) and 1 in Range(0, 1)
+    assert float("nan") not in Range(0) and 5 in Range(0) and -1 not in Range(0)
+    assert str(Range(0, open_low=True)) == "> 0" and str(Range(1)) == ">= 1"
+    assert str(Range(0, 1, open_low=True, open_high=True)) == "in (0, 1)" and str(Range(0, 1)) == "in [0, 1]"
+
+
+def test_the_error_names_the_setting_in_its_section():
+    with pytest.raises(SettingError) as caught:
+        get_profile("fast").updated(meshing={"voxel_size": -0.5})
+    assert caught.value.setting == "meshing.voxel_size" and caught.value.value == -0.5
+    assert str(caught.value) == "meshing.voxel_size must be > 0, got -0.5"
+    with pytest.raises(SettingError, match=r"optimization.decay_factor must be in \(0, 1\]"):
+        get_profile("fast").updated(optimization={"decay_factor": 1.5})
+
+
+def test_none_can_be_said_with_zero_or_empty():
+    config = get_profile("fast").updated(meshing={"trim_distance": 0.0}, checkpoint=" ")
+    assert config.meshing.trim_distance is None and config.checkpoint is None

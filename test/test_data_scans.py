@@ -4,6 +4,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from sa_convonet_ros.data import generate_room, make_primitive_gallery_scene
 from sa_convonet_ros.data.scans import (
     SCAN_SETTINGS,
     ScanSetting,
@@ -12,7 +13,6 @@ from sa_convonet_ros.data.scans import (
     surface_cloud,
     voxel_downsample,
 )
-from sa_convonet_ros.data import generate_room, make_primitive_gallery_scene
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_voxel_downsample_averages_within_voxels():
 
 
 def test_camera_poses_are_in_free_space(room, scans):
-    for name, (_, info) in scans.items():
+    for _, info in scans.values():
         setting = info.setting
         poses = info.camera_poses
         assert len(poses) == setting.pose_count
@@ -89,8 +89,8 @@ def test_camera_poses_are_in_free_space(room, scans):
         assert np.all((positions > lo) & (positions < hi))
         assert np.all((positions[:, 2] >= setting.height_range[0]) & (positions[:, 2] <= setting.height_range[1]))
         rotations = poses[:, :3, :3]
-        np.testing.assert_allclose(rotations @ rotations.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rotations.shape),
-                                   atol=1e-9)
+        np.testing.assert_allclose(rotations @ rotations.transpose(0, 2, 1),
+                                   np.broadcast_to(np.eye(3), rotations.shape), atol=1e-9)
         np.testing.assert_allclose(np.linalg.det(rotations), 1.0)
         # Optical z is the viewing direction: level or slightly down.
         assert np.all(rotations[:, 2, 2] <= 0.0)

@@ -107,7 +107,8 @@ def test_culled_occupancy_and_sdf_match_brute_force(room):
     np.testing.assert_allclose(room.sdf(points, truncation=0.1), np.minimum(brute_sdf, 0.1))
 
 
-@pytest.mark.parametrize("make_scene", [make_crossing_planes_scene, make_primitive_gallery_scene, lambda: generate_room(7)],
+@pytest.mark.parametrize("make_scene",
+                         [make_crossing_planes_scene, make_primitive_gallery_scene, lambda: generate_room(7)],
                          ids=["crossing_planes", "gallery", "room"])
 def test_surface_samples_lie_on_union_boundary(make_scene):
     scene = make_scene()

@@ -5,8 +5,15 @@ import torch
 import torch.nn.functional as F
 
 from sa_convonet_ros.config import ModelConfig
-from sa_convonet_ros.model import (ConvONet, count_parameters, load_model, normalize_coordinates, resolve_device,
-                                   resolve_devices, save_model)
+from sa_convonet_ros.model import (
+    ConvONet,
+    count_parameters,
+    load_model,
+    normalize_coordinates,
+    resolve_device,
+    resolve_devices,
+    save_model,
+)
 
 SMALL = ModelConfig(c_dim=8, hidden_dim=16, grid_resolution=16, unet_levels=3, unet_base_channels=8)
 

@@ -8,8 +8,16 @@ import torch
 
 from sa_convonet_ros.config import ModelConfig, OptimizationConfig
 from sa_convonet_ros.model import ConvONet
-from sa_convonet_ros.optimize import (ReconstructionCancelled, ResidualSampling, WindowBatch, optimize_windows,
-                                      optimized_parameter_names, sample_uce_queries, uce_loss, uce_per_query)
+from sa_convonet_ros.optimize import (
+    ReconstructionCancelled,
+    ResidualSampling,
+    WindowBatch,
+    optimize_windows,
+    optimized_parameter_names,
+    sample_uce_queries,
+    uce_loss,
+    uce_per_query,
+)
 
 TINY = ModelConfig(c_dim=8, hidden_dim=16, grid_resolution=8, unet_levels=2, unet_base_channels=8)
 CPU = torch.device("cpu")

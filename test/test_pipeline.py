@@ -1,4 +1,7 @@
-"""End to end: points in metres -> one mesh; and what bad input gets."""
+"""End to end: points in metres -> one mesh; what bad input gets; and each stage alone."""
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -6,8 +9,25 @@ from scipy.spatial import cKDTree
 
 from sa_convonet_ros.config import ModelConfig, get_profile
 from sa_convonet_ros.data import generate_room, simulate_scans
+from sa_convonet_ros.meshing import extract_mesh
 from sa_convonet_ros.model import DEFAULT_CHECKPOINT, ConvONet, load_model
-from sa_convonet_ros.pipeline import ReconstructionError, WindowCache, reconstruct
+from sa_convonet_ros.pipeline import (
+    STAGES,
+    ProgressTally,
+    ReconstructionCancelled,
+    ReconstructionError,
+    StageClock,
+    WindowCache,
+    _side_by_side,
+    assemble_field,
+    evaluate_job,
+    finish_mesh,
+    optimize_job,
+    plan_windows,
+    prepare_points,
+    reconstruct,
+    run_jobs,
+)
 
 TINY = ModelConfig(c_dim=8, hidden_dim=16, grid_resolution=8, unet_levels=2, unet_base_channels=8)
 
@@ -185,3 +205,105 @@ def test_cached_states_stay_within_their_memory_budget():
     assert cache.get_state((3, 0, 0), "settings") is state
     cache.put_state((3, 0, 0), "settings", state)
     assert cache.get_state((2, 0, 0), "settings") is state
+
+
+# ---- the stages, one by one -------------------------------------------------------------------------
+
+def test_prepare_points_drops_non_finite_rows_crops_and_keeps_colours(room_corner):
+    points = room_corner.copy()
+    points[::7] = np.nan
+    colours = np.random.default_rng(0).random((len(points), 3))
+    low = room_corner.min(axis=0)
+    cloud = prepare_points(points, small_config(), colours, region=(low, low + [1.0, 1.0, 3.0]))
+    finite = np.isfinite(points).all(axis=1)
+    inside = finite & np.all((points >= low) & (points <= low + [1.0, 1.0, 3.0]), axis=1)
+    assert cloud.input_points == len(points) and cloud.non_finite_removed == (~finite).sum()
+    np.testing.assert_array_equal(cloud.points, points[inside])
+    np.testing.assert_array_equal(cloud.colors, colours[inside])
+
+
+def test_plan_without_a_cache_batches_every_window_cold(room_corner):
+    config = small_config(iterations=3).updated(optimization={"window_batch": 4})
+    plan = plan_windows(room_corner, config, steps=3)
+    assert plan.reused == {} and plan.settings_id is None
+    assert [job.number for job in plan.jobs] == list(range(len(plan.jobs)))
+    assert all(len(job.windows) <= 4 and job.steps == 3 and job.initial is None for job in plan.jobs)
+    assert sorted(w for job in plan.jobs for w in job.windows) == list(range(len(plan.windows)))
+    assert plan.windows_run == len(plan.windows) and plan.windows_warm_started == 0
+
+
+def test_plan_with_a_cache_reuses_unchanged_windows_and_warm_starts_changed_ones(tiny_model, room_corner):
+    cache = WindowCache()
+    config = small_config(iterations=3).updated(optimization={"warm_start_iterations": 2, "window_batch": 4})
+    reconstruct(room_corner, config, model=tiny_model, cache=cache)
+    extra = room_corner.min(axis=0) + np.random.default_rng(0).uniform(0, 0.1, (200, 3))
+    plan = plan_windows(np.vstack([room_corner, extra]), config, 3, cache, tiny_model)
+    warm = [job for job in plan.jobs if job.initial is not None]
+    cold = [job for job in plan.jobs if job.initial is None]
+    assert plan.reused and warm and len(plan.reused) + plan.windows_run == len(plan.windows)
+    assert all(job.steps == 2 and len(job.initial) == len(job.windows) for job in warm)
+    assert all(job.steps == 3 for job in cold) and [job.number for job in cold + warm] == list(range(len(plan.jobs)))
+
+
+def test_the_stages_one_by_one_make_the_mesh_of_reconstruct(tiny_model, room_corner):
+    config = small_config(iterations=2).updated(optimization={"window_batch": 4})
+    cloud = prepare_points(room_corner, config)
+    plan = plan_windows(cloud.points, config, steps=2)
+    seen = []
+    tally = ProgressTally(lambda *update: seen.append(update), {"optimize": 2 * len(plan.jobs),
+                                                                "field": len(plan.jobs)})
+    clock = StageClock([torch.device("cpu")])
+    results = run_jobs(plan, cloud.points, [tiny_model], config, tally, threading.Event(), clock)
+    assert [r.job for r in results] == plan.jobs and all(r.steps_run == 2 for r in results)
+    assert seen[-1] == ("field", len(plan.jobs), len(plan.jobs)) and clock.seconds["optimize"] > 0
+    cache = WindowCache()
+    grid_field = assemble_field(plan, results, cache)
+    assert len(grid_field.blocks) == len(cache) == len(plan.windows)
+    mesh = finish_mesh(extract_mesh(grid_field, config.meshing.threshold), cloud, config.meshing)
+    whole = reconstruct(room_corner, config, model=tiny_model).mesh
+    np.testing.assert_array_equal(mesh.vertices, whole.vertices)
+    np.testing.assert_array_equal(mesh.faces, whole.faces)
+
+
+def test_one_job_alone(tiny_model, room_corner):
+    config = small_config(iterations=2)
+    plan = plan_windows(room_corner, config, steps=2)
+    job = plan.jobs[0]
+    ensemble = optimize_job(job, tiny_model, plan, room_corner, config.optimization)
+    result = evaluate_job(job, ensemble, plan, room_corner, config.meshing, keep_states=True)
+    cells = plan.grid.cells
+    assert len(result.blocks) == len(result.states) == len(job.windows) and result.steps_run == 2
+    assert all(block.shape == (cells, cells, cells) and block.max() > block.min() for block in result.blocks)
+
+
+def test_a_cancelled_run_raises_and_leaves_the_cache_as_it_was(tiny_model, room_corner):
+    cache, cancel = WindowCache(), threading.Event()
+    cancel.set()
+    with pytest.raises(ReconstructionCancelled):
+        reconstruct(room_corner, small_config(iterations=3), model=tiny_model, cancel=cancel, cache=cache)
+    assert len(cache) == 0
+
+
+def test_a_failing_task_stops_the_others():
+    stop = threading.Event()
+
+    def fails():
+        raise RuntimeError("out of memory")
+
+    def waits():
+        assert stop.wait(10)
+        return "stopped"
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        _side_by_side([waits, fails], stop)
+    assert stop.is_set()
+    assert _side_by_side([lambda: 1, lambda: 2], threading.Event()) == [1, 2]
+
+
+def test_stage_clock_adds_up_each_stage():
+    clock = StageClock([torch.device("cpu")])
+    assert list(clock.seconds) == list(STAGES) and sum(clock.seconds.values()) == 0
+    for _ in range(2):
+        with clock.stage("field"):
+            time.sleep(0.01)
+    assert clock.seconds["field"] >= 0.02 and clock.seconds["optimize"] == 0

@@ -5,7 +5,8 @@ import trimesh
 from PIL import Image
 from scipy import ndimage
 
-from sa_convonet_ros.preview import render_mesh_png, render_points_png, render_side_by_side
+from sa_convonet_ros.io import PointCloudData
+from sa_convonet_ros.preview import render_mesh_png, render_side_by_side
 
 
 def _pixels(path):
@@ -59,16 +60,18 @@ def test_empty_mesh_raises(tmp_path):
         render_mesh_png(trimesh.Trimesh(), tmp_path / "empty.png")
 
 
-def test_points_png(tmp_path, sphere):
+def test_points_panel(tmp_path, sphere):
     points = sphere.sample(5000)
     points[0] = np.nan  # invalid returns are skipped, not fatal
     colors = np.tile([0.0, 0.0, 1.0], (len(points), 1))
-    image = _pixels(render_points_png(points, tmp_path / "p.png", colors=colors, size=(200, 160)))
+    path = render_side_by_side([("points", PointCloudData(points, colors))], tmp_path / "p.png", panel_size=(200, 160))
+    image = _pixels(path)
     assert image.shape == (160, 200, 3)
-    drawn = image[_foreground(image)].astype(int)
+    view = image[20:]  # below the title
+    drawn = view[_foreground(view)].astype(int)
     assert len(drawn) > 1000 and (drawn[:, 2] > drawn[:, 0]).all()
     with pytest.raises(ValueError):
-        render_points_png(np.zeros((4, 2)), tmp_path / "bad.png")
+        render_side_by_side([("bad", np.zeros((4, 2)))], tmp_path / "bad.png")
 
 
 def test_side_by_side_uses_one_camera(tmp_path, sphere):

@@ -86,5 +86,5 @@ def test_validation_crops_are_fixed_and_collate_pads(room):
 
 
 def test_unknown_world_is_rejected():
-    with pytest.raises(ValueError, match="unknown world"):
+    with pytest.raises(ValueError, match="world must be one of"):
         DataConfig(world="moon")

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .primitives import (Box, Capsule, Cone, Cylinder, Primitive, Sphere, Torus, rotation_from_z,  # noqa: F401
-                         yaw_rotation)
+from .primitives import Box, Capsule, Cone, Cylinder, Primitive, Sphere, Torus, rotation_from_z, yaw_rotation  # noqa: F401
 
 # --------------------------------------------------------------------------------------------
 # Scene: union of primitives

@@ -1,1 +1,1 @@
-"""ROS 2 message conversions: point clouds in, meshes out."""
+"""The ROS 2 side: the node and its parameters, PointCloud2 in, meshes out as messages, and the demo."""

@@ -15,12 +15,175 @@ Needs the environment of scripts/ros_env.sh (scripts/demo.sh sets it up).
 from __future__ import annotations
 
 import argparse
+import array
 import hashlib
+import os
+import re
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import rclpy
+import rclpy.qos as qos
+from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import PointCloud2, PointField
+from visualization_msgs.msg import Marker, MarkerArray
+
+PACKAGE = 'sa_convonet_ros'
+EXECUTABLE = 'reconstruction_node'
+NODE_NAME = 'sa_convonet_reconstruction'
+LATCHED = qos.QoSProfile(depth=1, reliability=qos.ReliabilityPolicy.RELIABLE,
+                         durability=qos.DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def install_prefix() -> Path:
+    prefix = os.environ.get('SA_CONVONET_ROS_PREFIX')
+    if not prefix:
+        raise RuntimeError('SA_CONVONET_ROS_PREFIX is not set: source scripts/ros_env.sh (or use '
+                           'scripts/demo.sh) so the installed node can be found')
+    return Path(prefix)
+
+
+def ros_arg(value) -> str:
+    """A parameter value as `-p name:=value` text (parsed as YAML by rcl)."""
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+class NodeProcess:
+    """The installed reconstruction node in a child process, started as the launch file starts it (the
+    installed params file, plus `-p name:=value` overrides); its console output goes to a log file.
+    A context manager that always stops it."""
+
+    def __init__(self, log_path: Path, parameters: dict | None = None):
+        self.log_path = Path(log_path)
+        params_file = install_prefix() / 'share' / PACKAGE / 'config' / 'reconstruct.yaml'
+        self.command = [str(install_prefix() / 'lib' / PACKAGE / EXECUTABLE), '--ros-args',
+                        '--params-file', str(params_file)]
+        for name, value in (parameters or {}).items():
+            self.command += ['-p', f'{name}:={ros_arg(value)}']
+        self.process: subprocess.Popen | None = None
+
+    def environment(self) -> dict:
+        # Unbuffered, so the log file can be read while the node runs.
+        return dict(os.environ, PYTHONUNBUFFERED='1', RCUTILS_COLORIZED_OUTPUT='0')
+
+    def start(self) -> 'NodeProcess':
+        self._log = open(self.log_path, 'wb')
+        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=self.environment(), cwd=self.log_path.parent)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors='replace') if self.log_path.exists() else ''
+
+    def log_tail(self, lines: int = 40) -> str:
+        return '\n'.join(self.log_text().splitlines()[-lines:])
+
+    def wait_for_log(self, pattern: str, timeout: float = 30.0, start: int = 0) -> re.Match:
+        """First match of a regular expression in the log after character `start`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.compile(pattern).search(self.log_text(), start)
+            if match:
+                return match
+            if not self.alive:
+                raise AssertionError(f'node exited (code {self.process.returncode}) before logging '
+                                     f'{pattern!r}; log:\n{self.log_tail()}')
+            if time.monotonic() > deadline:
+                raise AssertionError(f'node did not log {pattern!r} within {timeout} s; log:\n{self.log_tail()}')
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """Ctrl-C (SIGINT) like `ros2 launch` does; SIGKILL if it does not end in time."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+    def __enter__(self) -> 'NodeProcess':
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class RosClient:
+    """An rclpy context, node and executor of this process, with waiting helpers."""
+
+    def __init__(self, name: str):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def spin_until(self, predicate, timeout: float) -> bool:
+        """Process callbacks until predicate() is true (returns True) or the timeout (False)."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.executor.spin_once(timeout_sec=min(remaining, 0.05))
+        return True
+
+    def wait_for_service(self, client, timeout: float, process: NodeProcess | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while not client.wait_for_service(timeout_sec=0.2):
+            if process is not None and not process.alive:
+                raise AssertionError(f'node exited while waiting for {client.srv_name}:\n{process.log_tail()}')
+            if time.monotonic() > deadline:
+                tail = process.log_tail() if process is not None else ''
+                raise AssertionError(f'service {client.srv_name} not available within {timeout} s\n{tail}')
+
+    def call(self, client, request, timeout: float, process: NodeProcess | None = None):
+        future = client.call_async(request)
+        self.spin_until(future.done, timeout)
+        if not future.done():
+            client.remove_pending_request(future)
+            tail = process.log_tail() if process is not None else ''
+            raise AssertionError(f'no answer from {client.srv_name} within {timeout} s\n{tail}')
+        return future.result()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def map_message(points: np.ndarray, colors: np.ndarray, frame_id: str = 'map') -> PointCloud2:
+    """The map as PCL-based mappers publish it: x, y, z FLOAT32 and the colour packed in a FLOAT32 rgb."""
+    names = ('x', 'y', 'z', 'rgb')
+    records = np.zeros(len(points), dtype={'names': names, 'formats': ['<f4', '<f4', '<f4', '<u4']})
+    for axis, name in enumerate('xyz'):
+        records[name] = points[:, axis]
+    channels = np.clip(np.rint(np.asarray(colors, dtype=np.float64) * 255.0), 0, 255).astype(np.uint32)
+    records['rgb'] = (channels[:, 0] << 16) | (channels[:, 1] << 8) | channels[:, 2]  # the bits of the float
+    msg = PointCloud2(height=1, width=len(points), is_bigendian=False, point_step=records.itemsize,
+                      row_step=records.nbytes, is_dense=bool(np.isfinite(points).all()))
+    msg.header.frame_id = frame_id
+    msg.fields = [PointField(name=name, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+                  for i, name in enumerate(names)]
+    msg.data = array.array('B', records.tobytes())
+    return msg
 
 
 def object_colors(scene, points: np.ndarray) -> np.ndarray:
@@ -35,7 +198,34 @@ def object_colors(scene, points: np.ndarray) -> np.ndarray:
     return table[nearest].astype(np.float32)
 
 
+class _ProgressPrinter:
+    """Prints the node's progress messages: each new stage, and within a stage every 5 s at most."""
+
+    def __init__(self):
+        self.stage, self.printed = None, 0.0
+
+    def __call__(self, msg) -> None:
+        now = time.monotonic()
+        if msg.stage != self.stage or now - self.printed > 5.0:
+            self.stage, self.printed = msg.stage, now
+            print(f"[demo]   progress: {msg.stage} {msg.done}/{msg.total} ({100 * msg.fraction:.0f}%)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    scene, points, colors = scan_room(args.seed, args.setting)
+    response, elapsed, markers = reconstruct_with_the_node(args, out, points, colors)
+    if not response.success:
+        print(f"[demo] reconstruction failed: {response.message}", file=sys.stderr)
+        return 1
+    print_outcome(response, elapsed, markers)
+    print_accuracy(scene, points, response.stats.output_path, args.seed)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="End-to-end demo of the sa_convonet_ros node")
     parser.add_argument("--seed", type=int, default=7, help="room seed")
     parser.add_argument("--setting", default="dense", choices=["dense", "sparse"], help="simulated scan setting")
@@ -45,75 +235,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--checkpoint", default="", help="model file; empty: the shipped model")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the reconstruction")
-    args = parser.parse_args(argv)
+    return parser
 
-    import rclpy.qos as qos
-    from visualization_msgs.msg import Marker, MarkerArray
 
+def scan_room(seed: int, setting: str):
+    """The room, its accumulated scan and the scan's colours by object."""
     from sa_convonet_ros.data import generate_room, simulate_scans
-    from sa_convonet_ros.metrics import evaluate_mesh, visible_mask
-    from sa_convonet_ros.msg import ReconstructionProgress
-    from sa_convonet_ros.ros.node_process import NODE_NAME, NodeProcess, RosClient
-    from sa_convonet_ros.ros.pointcloud2 import arrays_to_cloud
-    from sa_convonet_ros.srv import ReconstructScene
 
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"[demo] room seed {args.seed}: generating and scanning ({args.setting})", flush=True)
-    scene = generate_room(args.seed)
-    points, scan = simulate_scans(scene, args.setting, seed=args.seed)
-    colors = object_colors(scene, points)
+    print(f"[demo] room seed {seed}: generating and scanning ({setting})", flush=True)
+    scene = generate_room(seed)
+    points, scan = simulate_scans(scene, setting, seed=seed)
     low, high = scene.bounds
     print(f"[demo] map: {len(points)} points from {len(scan.camera_poses)} camera poses, room "
           f"{high[0] - low[0]:.1f} x {high[1] - low[1]:.1f} x {high[2] - low[2]:.1f} m", flush=True)
+    return scene, points, object_colors(scene, points)
+
+
+def reconstruct_with_the_node(args, out: Path, points: np.ndarray, colors: np.ndarray):
+    """(service response, seconds the call took, marker arrays received afterwards)."""
+    from sa_convonet_ros.msg import ReconstructionProgress
+    from sa_convonet_ros.srv import ReconstructScene
 
     parameters = {"profile": args.profile, "device": args.device, "output_dir": str(out)}
     if args.checkpoint:  # an empty override cannot be given on the command line; empty is the default
         parameters["checkpoint"] = args.checkpoint
-    process = NodeProcess(out / "node.log", parameters)
-    client = RosClient("sa_convonet_demo")
-    latched = qos.QoSProfile(depth=1, reliability=qos.ReliabilityPolicy.RELIABLE,
-                             durability=qos.DurabilityPolicy.TRANSIENT_LOCAL)
     markers: list[MarkerArray] = []
-    progress_state = {"stage": None, "printed": 0.0}
-
-    def on_progress(msg: ReconstructionProgress) -> None:
-        now = time.monotonic()
-        if msg.stage != progress_state["stage"] or now - progress_state["printed"] > 5.0:
-            progress_state.update(stage=msg.stage, printed=now)
-            print(f"[demo]   progress: {msg.stage} {msg.done}/{msg.total} ({100 * msg.fraction:.0f}%)", flush=True)
-
-    with process:
+    client = RosClient("sa_convonet_demo")
+    with NodeProcess(out / "node.log", parameters) as process:
         try:
             process.wait_for_log(r"ready: ", timeout=120)
-            map_publisher = client.node.create_publisher(type(arrays_to_cloud(points[:1])), "map_cloud", latched)
-            client.node.create_subscription(ReconstructionProgress, f"/{NODE_NAME}/progress", on_progress, 10)
+            map_publisher = client.node.create_publisher(PointCloud2, "map_cloud", LATCHED)
+            client.node.create_subscription(ReconstructionProgress, f"/{NODE_NAME}/progress", _ProgressPrinter(), 10)
             service = client.node.create_client(ReconstructScene, "/reconstruct_scene")
             client.wait_for_service(service, timeout=60, process=process)
-            map_publisher.publish(arrays_to_cloud(points, colors, frame_id="map", rgb_field="rgb"))
+            map_publisher.publish(map_message(points, colors, frame_id="map"))
             print("[demo] map published (latched); waiting for the node to take it", flush=True)
             process.wait_for_log(r"map received", timeout=60)
 
-            request = ReconstructScene.Request()
-            request.iterations = args.iterations
-            request.output_path = str(out / "mesh.ply")
-            request.write_preview = True
+            request = ReconstructScene.Request(iterations=args.iterations, output_path=str(out / "mesh.ply"),
+                                               write_preview=True)
             print("[demo] calling /reconstruct_scene", flush=True)
             started = time.monotonic()
             response = client.call(service, request, timeout=args.timeout, process=process)
             elapsed = time.monotonic() - started
-            if not response.success:
-                print(f"[demo] reconstruction failed: {response.message}", file=sys.stderr)
-                return 1
-
-            # a late subscriber, like an RViz opened after the fact, still gets the mesh
-            late = qos.QoSProfile(depth=1, reliability=qos.ReliabilityPolicy.RELIABLE,
-                                  durability=qos.DurabilityPolicy.TRANSIENT_LOCAL)
-            client.node.create_subscription(MarkerArray, f"/{NODE_NAME}/mesh_markers", markers.append, late)
-            client.spin_until(lambda: bool(markers), timeout=30)
+            if response.success:
+                # a late subscriber, like an RViz opened after the fact, still gets the mesh
+                client.node.create_subscription(MarkerArray, f"/{NODE_NAME}/mesh_markers", markers.append, LATCHED)
+                client.spin_until(lambda: bool(markers), timeout=30)
         finally:
             client.close()
+    return response, elapsed, markers
 
+
+def print_outcome(response, elapsed: float, markers: list) -> None:
     stats = response.stats
     print(f"[demo] {response.message}")
     print(f"[demo] service call: {elapsed:.1f} s; node stages: "
@@ -122,25 +296,28 @@ def main(argv: list[str] | None = None) -> int:
           f"iterations; device {stats.device}; profile {stats.profile}")
     print(f"[demo] mesh: {stats.vertices} vertices, {stats.faces} faces -> {stats.output_path}")
     print(f"[demo] preview: {stats.preview_path}")
-    if markers:
-        lists = [m for m in markers[-1].markers if m.type == Marker.TRIANGLE_LIST]
-        triangles = sum(len(m.points) // 3 for m in lists)
-        print(f"[demo] RViz markers: {len(lists)} TRIANGLE_LIST marker(s), {triangles} triangles, "
-              f"frame '{lists[0].header.frame_id if lists else '-'}'")
-    else:
+    if not markers:
         print("[demo] no markers received", file=sys.stderr)
+        return
+    lists = [m for m in markers[-1].markers if m.type == Marker.TRIANGLE_LIST]
+    triangles = sum(len(m.points) // 3 for m in lists)
+    print(f"[demo] RViz markers: {len(lists)} TRIANGLE_LIST marker(s), {triangles} triangles, "
+          f"frame '{lists[0].header.frame_id if lists else '-'}'")
 
+
+def print_accuracy(scene, points: np.ndarray, mesh_path: str, seed: int) -> None:
     import trimesh
 
-    mesh = trimesh.load(stats.output_path, force="mesh", process=False)
-    gt_points, gt_normals = scene.sample_surface(300_000, seed=args.seed + 1)
+    from sa_convonet_ros.metrics import evaluate_mesh, visible_mask
+
+    mesh = trimesh.load(mesh_path, force="mesh", process=False)
+    gt_points, gt_normals = scene.sample_surface(300_000, seed=seed + 1)
     scores = evaluate_mesh(mesh, gt_points, gt_normals, taus=(0.02, 0.05),
                            completeness_mask=visible_mask(gt_points, points, radius=0.03),
                            gt_distance=scene.surface_distance)
     print(f"[demo] accuracy vs ground truth (completeness on the part the camera saw): "
           f"Chamfer-L1 {100 * scores['chamfer_l1']:.2f} cm, normal consistency {scores['normal_consistency']:.3f}, "
           f"F@2cm {scores['fscore@0.02']:.3f}, F@5cm {scores['fscore@0.05']:.3f}")
-    return 0
 
 
 if __name__ == "__main__":

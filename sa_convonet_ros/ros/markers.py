@@ -16,34 +16,9 @@ from shape_msgs.msg import Mesh, MeshTriangle
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
+from sa_convonet_ros.colors import height_colors
+
 COLOR_MODES = ("rgb", "height", "uniform")
-
-# Anchor colours of the height ramp (dark blue -> cyan -> green -> yellow -> red), evenly
-# spaced over [0, 1]; chosen by eye to stay readable on RViz's dark background.
-_RAMP_ANCHORS = np.array([
-    [0.19, 0.07, 0.35],
-    [0.16, 0.40, 0.95],
-    [0.10, 0.80, 0.85],
-    [0.35, 0.95, 0.35],
-    [0.95, 0.85, 0.15],
-    [0.95, 0.40, 0.10],
-    [0.60, 0.05, 0.05],
-], dtype=np.float64)
-
-
-def height_colors(z) -> np.ndarray:
-    """(N, 3) float32 RGB in [0, 1] from a colour ramp spread over the range of `z`."""
-    z = np.asarray(z, dtype=np.float64).reshape(-1)
-    if z.size == 0:
-        return np.empty((0, 3), dtype=np.float32)
-    low, high = np.nanmin(z), np.nanmax(z)
-    span = high - low
-    # A flat mesh gets the middle of the ramp rather than a division by zero.
-    t = (z - low) / span if span > 0 else np.full_like(z, 0.5)
-    t = np.nan_to_num(t, nan=0.5)
-    stops = np.linspace(0.0, 1.0, len(_RAMP_ANCHORS))
-    rgb = np.stack([np.interp(t, stops, _RAMP_ANCHORS[:, c]) for c in range(3)], axis=1)
-    return rgb.astype(np.float32)
 
 
 def mesh_to_markers(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -27,26 +26,25 @@ from typing import Optional
 import numpy as np
 import rclpy
 from geometry_msgs.msg import Point
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_policy_name_from_kind)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
 from sensor_msgs.msg import PointCloud2
 from shape_msgs.msg import Mesh
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from sa_convonet_ros.config import ReconstructionConfig, get_profile
+from sa_convonet_ros.errors import ReconstructionCancelled, ReconstructionError
 from sa_convonet_ros.io import MESH_WRITE_EXTENSIONS, write_mesh
-from sa_convonet_ros.model import load_model, resolve_devices
+from sa_convonet_ros.model import load_model
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
-from sa_convonet_ros.optimize import ReconstructionCancelled
-from sa_convonet_ros.pipeline import ReconstructionError, WindowCache, reconstruct, subsample_evenly
-from sa_convonet_ros.ros.markers import COLOR_MODES, mesh_to_markers, mesh_to_shape_msg
+from sa_convonet_ros.pipeline import Result, WindowCache, reconstruct, subsample_evenly
+from sa_convonet_ros.ros.markers import mesh_to_markers, mesh_to_shape_msg
+from sa_convonet_ros.ros.parameters import PARAMETERS, SPECS, Settings, descriptor, settings_from_parameters
 from sa_convonet_ros.ros.pointcloud2 import CloudArrays, cloud_to_arrays
 from sa_convonet_ros.srv import ReconstructScene
 
@@ -54,122 +52,8 @@ NODE_NAME = 'sa_convonet_reconstruction'
 AUTO_CHECK_PERIOD = 0.5  # seconds between checks of the automatic mode
 PROGRESS_LOG_PERIOD = 2.0  # seconds between progress log lines within one stage
 
-# name -> (default, description, read_only). Read-only parameters shape the node's topics and
-# services, which are created once at start-up; the others may change at run time.
-PARAMETERS = {
-    'profile': ('fast', 'Reconstruction profile: fast | paper | feedforward.', False),
-    'device': ('auto', 'Compute device(s): auto (every visible GPU, else the CPU) | cpu | cuda | cuda:N | '
-               'a comma-separated list such as cuda:0,cuda:1.', False),
-    'strict_device': (False, 'Fail (instead of warning and using the CPU) when the requested CUDA '
-                      'device is not available.', False),
-    'checkpoint': ('', 'Model checkpoint file; empty = the model shipped with the package. '
-                   'Setting it at run time (re)loads the model.', False),
-    'iterations': (-1, 'Test-time optimisation steps per window; -1 = the profile\'s value, '
-                   '0 = feed-forward only.', False),
-    'voxel_size': (-1.0, 'Mesh grid spacing in metres; -1 = the profile\'s value.', False),
-    'window_size': (-1.0, 'Edge of a sliding window\'s core in metres; -1 = the profile\'s value.', False),
-    'margin': (-1.0, 'Context around each window in metres; -1 = the profile\'s value.', False),
-    'trim_distance': (-1.0, 'Drop faces farther than this (metres) from every input point; '
-                      '0 = no trimming, -1 = the profile\'s value.', False),
-    'threshold': (-1.0, 'Occupancy probability of the surface, in (0, 1); -1 = the profile\'s value.',
-                  False),
-    'window_batch': (-1, 'Windows optimised together (memory vs. speed); -1 = the profile\'s value.',
-                     False),
-    'max_points': (1_000_000, 'Cap on the points handed to the reconstruction; larger clouds are '
-                   'voxel-subsampled (logged). 0 = no cap.', False),
-    'input_topic': ('map_cloud', 'Topic of the accumulated sensor_msgs/PointCloud2 map (remappable).',
-                    True),
-    'input_reliability': ('reliable', 'Reliability QoS of the map subscription: reliable | best_effort.',
-                          True),
-    'input_durability': ('transient_local', 'Durability QoS of the map subscription: transient_local '
-                         '(receives latched maps) | volatile.', True),
-    'service_name': ('/reconstruct_scene', 'Name of the ReconstructScene service.', True),
-    'frame_id': ('', 'Frame of the published mesh; empty = the frame of the input cloud.', False),
-    'marker_topic': ('~/mesh_markers', 'Topic of the visualization_msgs/MarkerArray mesh for RViz.', True),
-    'color_mode': ('rgb', 'Marker colours: rgb (input colours when present, else height) | height | '
-                   'uniform.', False),
-    'max_triangles_per_marker': (200_000, 'Split the mesh into TRIANGLE_LIST markers of at most this '
-                                 'many triangles.', False),
-    'auto_reconstruct': (False, 'Reconstruct automatically whenever the map changed.', False),
-    'auto_min_period': (30.0, 'Automatic mode: at least this many seconds between the starts of two '
-                        'reconstructions.', False),
-    'output_dir': ('', 'Folder for relative output_path values of requests; empty = the node\'s '
-                   'working directory.', False),
-}
+# Changing one of these (re)loads the model.
 _MODEL_PARAMETERS = ('checkpoint', 'device', 'strict_device')
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The validated run-time settings, derived from the parameters."""
-
-    config: ReconstructionConfig
-    device: str  # resolved, e.g. 'cpu' or 'cuda:0'; the model is loaded there (config.device lists all)
-    checkpoint: Optional[str]
-    max_points: int
-    frame_id: str
-    color_mode: str
-    max_triangles_per_marker: int
-    auto_reconstruct: bool
-    auto_min_period: float
-    output_dir: str
-    notes: tuple = ()  # warnings to log, e.g. a CUDA fallback
-
-
-def settings_from_parameters(values: dict) -> Settings:
-    """Validate parameter values; raises ValueError naming the parameter and the problem."""
-    config = get_profile(values['profile'])  # ValueError lists the profiles
-    optimization, windows, meshing = {}, {}, {}
-
-    def profile_or(name, section, key, ok, rule):
-        value = values[name]
-        if value == -1:
-            return
-        if not ok(value):
-            raise ValueError(f'parameter {name} must be {rule} (or -1 for the profile\'s value), got {value}')
-        section[key] = value
-
-    profile_or('iterations', optimization, 'iterations', lambda v: v >= 0, '>= 0')
-    profile_or('window_batch', optimization, 'window_batch', lambda v: v >= 1, '>= 1')
-    profile_or('voxel_size', meshing, 'voxel_size', lambda v: v > 0, '> 0')
-    profile_or('threshold', meshing, 'threshold', lambda v: 0 < v < 1, 'in (0, 1)')
-    profile_or('window_size', windows, 'window_size', lambda v: v > 0, '> 0')
-    profile_or('margin', windows, 'margin', lambda v: v >= 0, '>= 0')
-    profile_or('trim_distance', meshing, 'trim_distance', lambda v: v >= 0, '>= 0')
-    if meshing.get('trim_distance') == 0:
-        meshing['trim_distance'] = None  # 0 = keep every face
-    if values['max_points'] != 0 and values['max_points'] < 1000:
-        raise ValueError(f'parameter max_points must be 0 (no cap) or >= 1000, got {values["max_points"]}')
-    if values['color_mode'] not in COLOR_MODES:
-        raise ValueError(f'parameter color_mode must be one of {", ".join(COLOR_MODES)}, '
-                         f'got {values["color_mode"]!r}')
-    if values['max_triangles_per_marker'] < 1:
-        raise ValueError('parameter max_triangles_per_marker must be >= 1, '
-                         f'got {values["max_triangles_per_marker"]}')
-    if values['auto_min_period'] < 0:
-        raise ValueError(f'parameter auto_min_period must be >= 0, got {values["auto_min_period"]}')
-
-    notes = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        try:
-            devices = resolve_devices(values['device'], strict=values['strict_device'])
-        except ValueError as error:
-            raise ValueError(f'parameter device: {error}') from None
-    notes += [str(w.message) for w in caught]
-    checkpoint = values['checkpoint'].strip() or None
-    try:
-        config = config.updated(optimization=optimization, windows=windows, meshing=meshing,
-                                device=','.join(str(d) for d in devices), checkpoint=checkpoint)
-    except ValueError as error:
-        raise ValueError(f'inconsistent reconstruction parameters: {error}') from None
-    return Settings(config=config, device=str(devices[0]), checkpoint=checkpoint,
-                    max_points=values['max_points'], frame_id=values['frame_id'].strip(),
-                    color_mode=values['color_mode'],
-                    max_triangles_per_marker=values['max_triangles_per_marker'],
-                    auto_reconstruct=values['auto_reconstruct'],
-                    auto_min_period=float(values['auto_min_period']),
-                    output_dir=values['output_dir'].strip(), notes=tuple(notes))
 
 
 @dataclass
@@ -212,6 +96,7 @@ class ReconstructionNode(Node):
         self._auto_cache = WindowCache()
         self._auto_done_fingerprint = ''
         self._auto_last_start = -float('inf')
+        self._refused: dict = {}  # start-up values outside a parameter's range, until it is set
 
         self._declare_parameters()
         self._apply_startup_settings()
@@ -249,28 +134,39 @@ class ReconstructionNode(Node):
     # ------------------------------------------------------------------------------ parameters
 
     def _declare_parameters(self):
-        for name, (default, description, read_only) in PARAMETERS.items():
-            descriptor = ParameterDescriptor(description=description, read_only=read_only)
+        for name, (default, _, _) in PARAMETERS.items():
+            value = self._override(name, default)
             try:
-                self.declare_parameter(name, default, descriptor)
-            except ParameterException as error:
-                # A wrongly typed override must not kill the node: an integer for a double is
-                # taken as meant (1 -> 1.0), anything else falls back to the default.
-                given = self._parameter_overrides[name].value
-                if isinstance(default, float) and isinstance(given, int) and not isinstance(given, bool):
-                    self.get_logger().warning(f'parameter {name}: integer {given} taken as {float(given)}')
-                    value = float(given)
-                else:
-                    self.get_logger().error(f'parameter {name}: {error}; using the default {default!r}')
-                    value = default
-                self.declare_parameter(name, value, descriptor, ignore_override=True)
+                self.declare_parameter(name, value, descriptor(name), ignore_override=True)
+            except InvalidParameterValueException:
+                # Out of the parameter's range: the node holds the default, but validates the given
+                # value like any invalid one, so requests fail saying why until the parameter is set.
+                self._refused[name] = value
+                self.declare_parameter(name, default, descriptor(name), ignore_override=True)
         known = set(PARAMETERS) | {'use_sim_time', 'start_type_description_service'}
         unknown = sorted(set(self._parameter_overrides) - known)
         if unknown:
             self.get_logger().warning(f'ignoring unknown parameter(s) {", ".join(unknown)} (typo?)')
 
+    def _override(self, name: str, default):
+        """The start-up value of a parameter: its override, where it has the parameter's type."""
+        if name not in self._parameter_overrides:
+            return default
+        given = self._parameter_overrides[name].value
+        if type(given) is type(default):
+            return given
+        # A wrongly typed override must not kill the node: an integer for a double is taken as
+        # meant (1 -> 1.0), anything else falls back to the default.
+        if isinstance(default, float) and isinstance(given, int) and not isinstance(given, bool):
+            self.get_logger().warning(f'parameter {name}: integer {given} taken as {float(given)}')
+            return float(given)
+        self.get_logger().error(f'parameter {name}: {given!r} is not of type {type(default).__name__}; '
+                                f'using the default {default!r}')
+        return default
+
     def _parameter_values(self) -> dict:
-        return {name: self.get_parameter(name).value for name in PARAMETERS}
+        values = {name: self.get_parameter(name).value for name in PARAMETERS}
+        return {**values, **self._refused}
 
     def _apply_startup_settings(self) -> None:
         """Validate the parameters and load the model, logging (never raising) what is wrong."""
@@ -325,6 +221,8 @@ class ReconstructionNode(Node):
             self._settings, self._settings_error = settings, ''
             self._model, self._model_error = model, model_error
             self._auto_done_fingerprint = ''  # new settings: automatic mode may run again
+            for parameter in parameters:
+                self._refused.pop(parameter.name, None)
         return SetParametersResult(successful=True)
 
     def _entity_name(self, parameter: str, resolve) -> str:
@@ -339,17 +237,16 @@ class ReconstructionNode(Node):
             return resolve(default)
 
     def _input_qos_names(self) -> tuple:
-        reliability = self.get_parameter('input_reliability').value
-        durability = self.get_parameter('input_durability').value
-        if reliability not in ('reliable', 'best_effort'):
-            self.get_logger().error(f'parameter input_reliability must be reliable or best_effort, got '
-                                    f'{reliability!r}; using reliable')
-            reliability = 'reliable'
-        if durability not in ('transient_local', 'volatile'):
-            self.get_logger().error(f'parameter input_durability must be transient_local or volatile, '
-                                    f'got {durability!r}; using transient_local')
-            durability = 'transient_local'
-        return reliability, durability
+        return self._choice('input_reliability'), self._choice('input_durability')
+
+    def _choice(self, parameter: str) -> str:
+        """A start-up parameter's value, or its default (logged) when it is none of its choices."""
+        value, spec = self.get_parameter(parameter).value, SPECS[parameter]
+        if value in spec.choices:
+            return value
+        self.get_logger().error(f'parameter {parameter} must be {" or ".join(spec.choices)}, got {value!r}; '
+                                f'using {spec.default}')
+        return spec.default
 
     def _input_qos(self) -> QoSProfile:
         # Depth 1: only the newest map matters, older ones are superseded.
@@ -469,9 +366,9 @@ class ReconstructionNode(Node):
     def _on_auto_timer(self) -> None:
         with self._state_lock:
             settings, cloud, fingerprint = self._settings, self._map, self._map_fingerprint
-            due = (settings is not None and settings.auto_reconstruct and cloud is not None
+            due = (settings is not None and settings.options.auto_reconstruct and cloud is not None
                    and fingerprint != self._auto_done_fingerprint
-                   and time.monotonic() - self._auto_last_start >= settings.auto_min_period)
+                   and time.monotonic() - self._auto_last_start >= settings.options.auto_min_period)
         if not due or not self._busy.acquire(blocking=False):
             return
         try:
@@ -499,49 +396,23 @@ class ReconstructionNode(Node):
             problem = self._problem()
         if problem:
             return Outcome(False, problem)
-        config = settings.config
-        stats_msg = ReconstructionStats(device=config.device, profile=config.profile)
+        stats_msg = ReconstructionStats(device=settings.config.device, profile=settings.config.profile)
         try:
             output = self._output_paths(job, settings)
         except ValueError as error:
             return Outcome(False, str(error), stats=stats_msg)
-
-        cloud = job.cloud
-        frame_id = settings.frame_id or cloud.frame_id or 'map'
-        points, colors = cloud.points, cloud.colors
-        if settings.max_points and len(points) > settings.max_points:
-            keep = subsample_evenly(points, settings.max_points)
-            self.get_logger().info(f'{job.source} has {len(points)} points, more than max_points='
-                                   f'{settings.max_points}: voxel-subsampled to {len(keep)}')
-            points, colors = points[keep], (colors[keep] if colors is not None else None)
-
-        self.get_logger().info(f'reconstructing {job.source}: {len(points)} points, profile '
-                               f'{config.profile}, device {settings.device}')
+        frame_id = settings.options.frame_id.strip() or job.cloud.frame_id or 'map'
         progress = _ProgressReporter(self, job, frame_id)
         try:
-            result = reconstruct(points, config, colors=colors, model=model, region=job.region,
-                                 iterations=job.iterations, progress=progress, cancel=job.cancel,
-                                 cache=job.cache)
-            if job.cancel.is_set():
-                raise ReconstructionCancelled('reconstruction cancelled')
-            if len(result.mesh.faces) == 0:
-                raise ReconstructionError(
-                    f'the reconstruction produced an empty mesh (no surface at threshold '
-                    f'{config.meshing.threshold}); try more iterations or another threshold')
+            result = self._reconstruct(job, settings, model, progress)
             progress('messages', 0, 1)
             start = time.perf_counter()
-            mesh = result.mesh
-            vertex_colors = (np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
-                             if mesh.visual.kind == 'vertex' and colors is not None else None)
-            markers = mesh_to_markers(mesh.vertices, mesh.faces, frame_id, colors=vertex_colors,
-                                      color_mode=settings.color_mode,
-                                      max_triangles_per_marker=settings.max_triangles_per_marker)
-            mesh_msg = mesh_to_shape_msg(mesh.vertices, mesh.faces)
+            markers, mesh_msg = self._messages(result.mesh, frame_id, settings, job.cloud.colors is not None)
             seconds = dict(result.stats.seconds, messages=time.perf_counter() - start)
             if output:
                 progress('write', 0, 1)
                 start = time.perf_counter()
-                self._write(mesh, *output)
+                self._write(result.mesh, *output)
                 seconds['write'] = time.perf_counter() - start
         except ReconstructionCancelled:
             progress.finish('cancelled', 'cancelled; the published mesh is unchanged')
@@ -553,10 +424,44 @@ class ReconstructionNode(Node):
         except Exception as error:  # an unexpected failure must not take the node down
             self.get_logger().error(f'reconstruction failed: {type(error).__name__}: {error}')
             progress.finish('failed', str(error))
-            return Outcome(False, f'reconstruction failed: {type(error).__name__}: {error}',
-                           stats=stats_msg)
+            return Outcome(False, f'reconstruction failed: {type(error).__name__}: {error}', stats=stats_msg)
+        return self._publish(job, result, markers, mesh_msg, self._stats_msg(result.stats, seconds, output),
+                             progress)
 
-        stats_msg = self._stats_msg(result.stats, seconds, output)
+    def _reconstruct(self, job: Job, settings: Settings, model, progress) -> Result:
+        """The core's reconstruction of the job's cloud (capped at max_points); never an empty mesh."""
+        points, colors = job.cloud.points, job.cloud.colors
+        cap = settings.options.max_points
+        if cap and len(points) > cap:
+            keep = subsample_evenly(points, cap)
+            self.get_logger().info(f'{job.source} has {len(points)} points, more than max_points={cap}: '
+                                   f'voxel-subsampled to {len(keep)}')
+            points, colors = points[keep], (colors[keep] if colors is not None else None)
+        config = settings.config
+        self.get_logger().info(f'reconstructing {job.source}: {len(points)} points, profile '
+                               f'{config.profile}, device {settings.device}')
+        result = reconstruct(points, config, colors=colors, model=model, region=job.region,
+                             iterations=job.iterations, progress=progress, cancel=job.cancel, cache=job.cache)
+        if job.cancel.is_set():
+            raise ReconstructionCancelled('reconstruction cancelled')
+        if len(result.mesh.faces) == 0:
+            raise ReconstructionError(
+                f'the reconstruction produced an empty mesh (no surface at threshold '
+                f'{config.meshing.threshold}); try more iterations or another threshold')
+        return result
+
+    @staticmethod
+    def _messages(mesh, frame_id: str, settings: Settings, has_colors: bool) -> tuple[MarkerArray, Mesh]:
+        vertex_colors = (np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
+                         if mesh.visual.kind == 'vertex' and has_colors else None)
+        markers = mesh_to_markers(mesh.vertices, mesh.faces, frame_id, colors=vertex_colors,
+                                  color_mode=settings.options.color_mode,
+                                  max_triangles_per_marker=settings.options.max_triangles_per_marker)
+        return markers, mesh_to_shape_msg(mesh.vertices, mesh.faces)
+
+    def _publish(self, job: Job, result: Result, markers: MarkerArray, mesh_msg: Mesh,
+                 stats_msg: ReconstructionStats, progress) -> Outcome:
+        cloud = job.cloud
         stats_msg.input_points = len(cloud.points) + cloud.num_removed  # as received, before any subsampling
         # One MarkerArray (DELETEALL + triangle lists) replaces the previous mesh in a single message.
         self._marker_publisher.publish(markers)
@@ -583,7 +488,8 @@ class ReconstructionNode(Node):
             return None
         path = Path(job.output_path).expanduser()
         if not path.is_absolute():
-            path = Path(settings.output_dir).expanduser() / path if settings.output_dir else path.absolute()
+            output_dir = settings.options.output_dir.strip()
+            path = Path(output_dir).expanduser() / path if output_dir else path.absolute()
         if path.is_dir():
             raise ValueError(f'output_path {str(path)!r} is a directory; give a mesh file name')
         if path.suffix.lower() not in MESH_WRITE_EXTENSIONS:

@@ -1,9 +1,13 @@
-"""Conversion between sensor_msgs/PointCloud2 and numpy arrays.
+"""Points and colours from a sensor_msgs/PointCloud2, as numpy arrays.
 
 The reader follows the message definition rather than one producer's habits: every field
 is located through its own offset and datatype, points are `point_step` bytes apart, rows are
 `row_step` bytes apart and the byte order comes from `is_bigendian`. All of it is done with
 a numpy structured dtype laid over the message buffer, so no Python loop runs per point.
+
+It needs no ROS: any object with the attributes of a PointCloud2 will do (height, width, fields
+with name / offset / datatype / count, is_bigendian, point_step, row_step, data, header.frame_id),
+such as an rclpy message or a message read from a rosbag2 file.
 
 Colour conventions understood:
   * `rgb` / `rgba` packed in 4 bytes (FLOAT32, UINT32 or INT32): 0xAARRGGBB bit pattern, the
@@ -12,38 +16,20 @@ Colour conventions understood:
 """
 from __future__ import annotations
 
-import array
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
-from builtin_interfaces.msg import Time
-from sensor_msgs.msg import PointCloud2, PointField
-from std_msgs.msg import Header
 
+# The PointField datatype codes, fixed by sensor_msgs/PointField.
+INT8, UINT8, INT16, UINT16, INT32, UINT32, FLOAT32, FLOAT64 = range(1, 9)
 # PointField datatype code -> numpy type code without byte order.
-_NUMPY_CODES = {
-    PointField.INT8: "i1",
-    PointField.UINT8: "u1",
-    PointField.INT16: "i2",
-    PointField.UINT16: "u2",
-    PointField.INT32: "i4",
-    PointField.UINT32: "u4",
-    PointField.FLOAT32: "f4",
-    PointField.FLOAT64: "f8",
-}
-_DATATYPE_NAMES = {
-    PointField.INT8: "INT8",
-    PointField.UINT8: "UINT8",
-    PointField.INT16: "INT16",
-    PointField.UINT16: "UINT16",
-    PointField.INT32: "INT32",
-    PointField.UINT32: "UINT32",
-    PointField.FLOAT32: "FLOAT32",
-    PointField.FLOAT64: "FLOAT64",
-}
-_FLOAT_TYPES = (PointField.FLOAT32, PointField.FLOAT64)
-_PACKED_COLOUR_TYPES = (PointField.FLOAT32, PointField.UINT32, PointField.INT32)
+_NUMPY_CODES = {INT8: "i1", UINT8: "u1", INT16: "i2", UINT16: "u2", INT32: "i4", UINT32: "u4", FLOAT32: "f4",
+                FLOAT64: "f8"}
+_DATATYPE_NAMES = {INT8: "INT8", UINT8: "UINT8", INT16: "INT16", UINT16: "UINT16", INT32: "INT32",
+                   UINT32: "UINT32", FLOAT32: "FLOAT32", FLOAT64: "FLOAT64"}
+_FLOAT_TYPES = (FLOAT32, FLOAT64)
+_PACKED_COLOUR_TYPES = (FLOAT32, UINT32, INT32)
 _RGB_SHIFTS = np.array([16, 8, 0], dtype=np.uint32)
 
 
@@ -53,9 +39,7 @@ class CloudArrays:
 
     points: np.ndarray  # (N, 3) float64
     colors: Optional[np.ndarray]  # (N, 3) float32 in [0, 1], or None
-    intensity: Optional[np.ndarray]  # (N,) float32, or None
     frame_id: str
-    stamp: Time
     num_removed: int = 0  # points dropped because x, y or z was NaN or infinite
 
     @property
@@ -68,8 +52,8 @@ class CloudArrays:
 # ----------------------------------------------------------------------------------------
 
 
-def cloud_to_arrays(msg: PointCloud2, *, want_colors: bool = True) -> CloudArrays:
-    """Read points (and colours / intensity when present) from any PointCloud2 layout.
+def cloud_to_arrays(msg: Any, *, want_colors: bool = True) -> CloudArrays:
+    """Read points (and colours when present) from any PointCloud2 layout.
 
     Raises ValueError when the message is malformed, has no usable x/y/z, or holds no point.
     """
@@ -102,9 +86,6 @@ def cloud_to_arrays(msg: PointCloud2, *, want_colors: bool = True) -> CloudArray
     points = points.reshape(-1, 3)
     colors = _read_colors(records, fields) if want_colors else None
     colors = colors.reshape(-1, 3) if colors is not None else None
-    intensity = (
-        records["intensity"].astype(np.float32).reshape(-1) if "intensity" in fields else None
-    )
 
     finite = np.isfinite(points).all(axis=1)
     num_removed = int(finite.size - np.count_nonzero(finite))
@@ -113,19 +94,11 @@ def cloud_to_arrays(msg: PointCloud2, *, want_colors: bool = True) -> CloudArray
     if num_removed:
         points = points[finite]
         colors = colors[finite] if colors is not None else None
-        intensity = intensity[finite] if intensity is not None else None
 
-    return CloudArrays(
-        points=points,
-        colors=colors,
-        intensity=intensity,
-        frame_id=msg.header.frame_id,
-        stamp=msg.header.stamp,
-        num_removed=num_removed,
-    )
+    return CloudArrays(points=points, colors=colors, frame_id=msg.header.frame_id, num_removed=num_removed)
 
 
-def _fields_by_name(fields: Sequence[PointField]) -> dict:
+def _fields_by_name(fields: Sequence[Any]) -> dict:
     """Map name -> field; the first field of a name wins, as in most ROS readers."""
     by_name = {}
     for field in fields:
@@ -154,7 +127,7 @@ def _check_xyz_fields(fields: dict) -> None:
             )
 
 
-def _check_layout(msg: PointCloud2, fields: dict) -> None:
+def _check_layout(msg: Any, fields: dict) -> None:
     point_step, row_step = int(msg.point_step), int(msg.row_step)
     height, width = int(msg.height), int(msg.width)
     for field in fields.values():
@@ -194,25 +167,17 @@ def _wanted_fields(fields: dict, want_colors: bool) -> list:
         elif all(name in fields for name in "rgb"):
             for name in "rgb":
                 datatype = fields[name].datatype
-                if datatype not in (PointField.UINT8,) + _FLOAT_TYPES:
+                if datatype not in (UINT8,) + _FLOAT_TYPES:
                     raise ValueError(
                         f"PointCloud2 colour field '{name}' has datatype "
                         f"{_datatype_name(datatype)}; supported: UINT8, FLOAT32, FLOAT64 "
                         "(or pass want_colors=False)"
                     )
                 wanted.append((name, _NUMPY_CODES[datatype]))
-    if "intensity" in fields:
-        code = _NUMPY_CODES.get(fields["intensity"].datatype)
-        if code is None:
-            raise ValueError(
-                "PointCloud2 field 'intensity' has "
-                f"{_datatype_name(fields['intensity'].datatype)}"
-            )
-        wanted.append(("intensity", code))
     return wanted
 
 
-def _packed_colour_field(fields: dict) -> Optional[PointField]:
+def _packed_colour_field(fields: dict) -> Optional[Any]:
     for name in ("rgb", "rgba"):
         field = fields.get(name)
         if field is None:
@@ -236,7 +201,7 @@ def _read_colors(records: np.ndarray, fields: dict) -> Optional[np.ndarray]:
         return channels.astype(np.float32) / np.float32(255.0)
     if all(name in names for name in "rgb"):
         colors = np.stack([records[name] for name in "rgb"], axis=-1)
-        if fields["r"].datatype == PointField.UINT8:
+        if fields["r"].datatype == UINT8:
             return colors.astype(np.float32) / np.float32(255.0)
         return np.clip(colors, 0.0, 1.0).astype(np.float32)
     return None
@@ -248,136 +213,3 @@ def _as_buffer(data) -> np.ndarray:
     The generated message setter stores `data` as array.array('B'), whatever it was given.
     """
     return np.frombuffer(data, dtype=np.uint8)
-
-
-# ----------------------------------------------------------------------------------------
-# Writing
-# ----------------------------------------------------------------------------------------
-
-
-def arrays_to_cloud(
-    points,
-    colors=None,
-    frame_id: str = "map",
-    stamp: Optional[Time] = None,
-    *,
-    intensity=None,
-    dtype: str = "float32",
-    big_endian: bool = False,
-    rgb_field: Optional[str] = "rgb",
-    field_gap: int = 0,
-    point_padding: int = 0,
-    row_padding: int = 0,
-    shape: Optional[tuple] = None,
-) -> PointCloud2:
-    """Build a PointCloud2 from arrays, in a choice of layouts.
-
-    points: (N, 3) or organised (H, W, 3). colors: matching (..., 3) floats in [0, 1].
-    dtype: 'float32' or 'float64' for x/y/z. rgb_field: how colours are stored:
-    'rgb' (packed in a FLOAT32, PCL style), 'rgba' (packed in a UINT32 with alpha 255),
-    'separate' (r, g, b UINT8 fields) or None (colours left out).
-    field_gap: unused bytes after every field; point_padding: unused bytes at the end of
-    each point; row_padding: unused bytes at the end of each row; shape: (height, width)
-    to make an (N, 3) input an organised cloud. The padding options exist to exercise
-    readers with the layouts real drivers produce.
-    """
-    points = np.asarray(points, dtype=np.float64)
-    if points.ndim == 3:
-        shape = shape or points.shape[:2]
-    if points.shape[-1] != 3:
-        raise ValueError(f"points must have shape (N, 3) or (H, W, 3), got {points.shape}")
-    points = points.reshape(-1, 3)
-    height, width = shape if shape is not None else (1, points.shape[0])
-    if height * width != points.shape[0]:
-        raise ValueError(f"shape {shape} does not hold {points.shape[0]} points")
-    if dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    if rgb_field not in ("rgb", "rgba", "separate", None):
-        raise ValueError(f"rgb_field must be 'rgb', 'rgba', 'separate' or None, got {rgb_field!r}")
-    if colors is not None:
-        colors = np.asarray(colors, dtype=np.float64).reshape(-1, 3)
-        if colors.shape[0] != points.shape[0]:
-            raise ValueError("colors must have one row per point")
-    if intensity is not None:
-        intensity = np.asarray(intensity, dtype=np.float32).reshape(-1)
-        if intensity.shape[0] != points.shape[0]:
-            raise ValueError("intensity must have one value per point")
-
-    layout = _Layout(field_gap, big_endian)
-    coord = PointField.FLOAT32 if dtype == "float32" else PointField.FLOAT64
-    for name in "xyz":
-        layout.add(name, coord)
-    write_colors = colors is not None and rgb_field is not None
-    if write_colors:
-        if rgb_field == "separate":
-            for name in "rgb":
-                layout.add(name, PointField.UINT8)
-        else:
-            declared = PointField.FLOAT32 if rgb_field == "rgb" else PointField.UINT32
-            # Stored through an integer view so the bit pattern is written untouched.
-            layout.add(rgb_field, declared, storage="u4")
-    if intensity is not None:
-        layout.add("intensity", PointField.FLOAT32)
-    point_step = layout.size + point_padding
-
-    records = np.zeros(points.shape[0], dtype=layout.numpy_dtype(point_step))
-    for axis, name in enumerate("xyz"):
-        records[name] = points[:, axis]
-    if write_colors:
-        channels = np.clip(np.rint(colors * 255.0), 0, 255).astype(np.uint32)
-        if rgb_field == "separate":
-            for axis, name in enumerate("rgb"):
-                records[name] = channels[:, axis]
-        else:
-            packed = (channels[:, 0] << 16) | (channels[:, 1] << 8) | channels[:, 2]
-            if rgb_field == "rgba":
-                packed |= np.uint32(0xFF000000)
-            records[rgb_field] = packed
-    if intensity is not None:
-        records["intensity"] = intensity
-
-    row_step = width * point_step + row_padding
-    data = array.array("B")
-    if row_padding:
-        rows = np.zeros((height, row_step), dtype=np.uint8)
-        rows[:, : width * point_step] = records.view(np.uint8).reshape(height, width * point_step)
-        data.frombytes(rows)
-    else:
-        data.frombytes(records.view(np.uint8))
-
-    msg = PointCloud2()
-    msg.header = Header(frame_id=frame_id, stamp=stamp if stamp is not None else Time())
-    msg.height, msg.width = int(height), int(width)
-    msg.fields = layout.fields
-    msg.is_bigendian = bool(big_endian)
-    msg.point_step = int(point_step)
-    msg.row_step = int(row_step)
-    msg.is_dense = bool(np.isfinite(points).all())
-    msg.data = data
-    return msg
-
-
-class _Layout:
-    """Accumulates PointFields one after another, with an optional gap after each."""
-
-    def __init__(self, gap: int, big_endian: bool):
-        self.fields: list = []
-        self.size = 0
-        self._gap = gap
-        self._byte_order = ">" if big_endian else "<"
-        self._storage: list = []
-
-    def add(self, name: str, datatype: int, storage: Optional[str] = None) -> None:
-        code = storage or _NUMPY_CODES[datatype]
-        self.fields.append(PointField(name=name, offset=self.size, datatype=datatype, count=1))
-        self._storage.append((name, self._byte_order + code, self.size))
-        self.size += np.dtype(code).itemsize + self._gap
-
-    def numpy_dtype(self, itemsize: int) -> np.dtype:
-        names, formats, offsets = zip(*self._storage)
-        return np.dtype({
-            "names": list(names),
-            "formats": list(formats),
-            "offsets": list(offsets),
-            "itemsize": itemsize,
-        })

@@ -153,6 +153,7 @@ def test_stats_and_progress_fields():
 
 def test_serialization_round_trip():
     from rclpy.serialization import deserialize_message, serialize_message
+
     from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
     from sa_convonet_ros.srv import ReconstructScene
 
@@ -259,6 +260,7 @@ def test_service_call_over_dds(ros_domain):
     """A real rclpy service of the generated type answers a client in the random test domain."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+
     from sa_convonet_ros.msg import ReconstructionProgress
     from sa_convonet_ros.srv import ReconstructScene
 

@@ -13,10 +13,11 @@ import pytest
 import yaml
 from rcl_interfaces.srv import DescribeParameters, ListParameters
 
-from sa_convonet_ros.ros.node_process import EXECUTABLE, NODE_NAME, PACKAGE, NodeProcess, RosClient, install_prefix
+from sa_convonet_ros.ros import node as node_module
+
+from node_harness import EXECUTABLE, NODE_NAME, PACKAGE, NodeProcess, RosClient, install_prefix
 
 REPO = Path(__file__).resolve().parents[2]
-from sa_convonet_ros.ros import node as node_module
 
 LAUNCH_FILE = REPO / 'launch' / 'reconstruct.launch.py'
 PARAMS_FILE = REPO / 'config' / 'reconstruct.yaml'

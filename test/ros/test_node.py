@@ -25,14 +25,15 @@ from sensor_msgs.msg import PointCloud2, PointField
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
-from sa_convonet_ros.ros.node_process import NODE_NAME, NodeProcess, RosClient
 from sa_convonet_ros.config import ModelConfig
-from sa_convonet_ros.data.scans import surface_cloud
 from sa_convonet_ros.data.rooms import RoomConfig, generate_room
+from sa_convonet_ros.data.scans import surface_cloud
 from sa_convonet_ros.model import ConvONet, save_model
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
-from sa_convonet_ros.ros.pointcloud2 import arrays_to_cloud
 from sa_convonet_ros.srv import ReconstructScene
+
+from cloud_messages import arrays_to_cloud
+from node_harness import NODE_NAME, NodeProcess, RosClient
 
 MAP_TOPIC = '/map_cloud'
 SERVICE = '/reconstruct_scene'
@@ -346,7 +347,7 @@ def test_bad_map_messages_are_dropped_and_the_last_good_map_kept(node, ros, room
     for number, cloud in enumerate(bad):
         ros.map_publisher.publish(cloud)
         # Depth 1 on both sides: wait for each one to be handled before sending the next.
-        ros.spin_until(lambda: node.log_text().count('dropped a map message', start) > number, 10)
+        ros.spin_until(lambda number=number: node.log_text().count('dropped a map message', start) > number, 10)
     log = node.log_text()[start:]
     assert log.count('dropped a map message') == len(bad), log
     assert 'zero points' in log and 'lacks field' in log and 'keeping the last good map' in log

@@ -1,0 +1,57 @@
+"""The node's parameters: declared from the settings, validated by them, errors in the parameters' names."""
+import math
+
+import pytest
+
+from sa_convonet_ros.config import get_profile
+from sa_convonet_ros.ros.parameters import OVERRIDES, PARAMETERS, PROFILE_VALUE, descriptor, settings_from_parameters
+
+DEFAULTS = {name: default for name, (default, _, _) in PARAMETERS.items()}
+
+
+def test_defaults_give_the_profile():
+    settings = settings_from_parameters(DEFAULTS)
+    assert settings.config.updated(device="auto") == get_profile("fast")
+    assert settings.options.max_points == 1_000_000 and settings.checkpoint is None
+
+
+def test_overrides_default_to_the_profiles_value_within_their_ranges():
+    for name in OVERRIDES:
+        spec = descriptor(name)
+        assert DEFAULTS[name] == PROFILE_VALUE and "-1 = the profile's value" in spec.description
+        if isinstance(DEFAULTS[name], float):
+            (limits,) = spec.floating_point_range
+        else:
+            (limits,) = spec.integer_range
+        assert limits.from_value == PROFILE_VALUE, name
+    (threshold,) = descriptor("threshold").floating_point_range
+    assert (threshold.from_value, threshold.to_value) == (-1.0, 1.0)
+    assert descriptor("threshold").additional_constraints == "in (0, 1), or -1 for the profile's value"
+    (voxel,) = descriptor("voxel_size").floating_point_range
+    assert math.isinf(voxel.to_value)
+    assert descriptor("color_mode").additional_constraints == "one of rgb, height, uniform"
+    assert descriptor("input_topic").read_only and not descriptor("voxel_size").read_only
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"voxel_size": -5.0}, "parameter voxel_size must be > 0 (or -1 for the profile's value), got -5.0"),
+    ({"margin": 5.0}, "parameter margin must be smaller than window_size (or -1 for the profile's value), got 5.0"),
+    ({"window_batch": 0}, "parameter window_batch must be >= 1 (or -1 for the profile's value), got 0"),
+    ({"profile": "slow"}, "parameter profile must be one of 'fast', 'paper', 'feedforward', got 'slow'"),
+    ({"max_points": 10}, "parameter max_points must be 0 (no cap) or >= 1000, got 10"),
+    ({"auto_min_period": -1.0}, "parameter auto_min_period must be >= 0, got -1.0"),
+    ({"device": "tpu"}, "parameter device: invalid device 'tpu'"),
+])
+def test_invalid_values_are_named_by_their_parameter(change, message):
+    with pytest.raises(ValueError) as caught:
+        settings_from_parameters({**DEFAULTS, **change})
+    assert str(caught.value).startswith(message)
+
+
+def test_values_set_the_configuration():
+    settings = settings_from_parameters({**DEFAULTS, "voxel_size": 0.05, "trim_distance": 0.0, "iterations": 3,
+                                         "device": "cpu", "checkpoint": " model.pt ", "profile": "paper"})
+    config = settings.config
+    assert config.profile == "paper" and config.meshing.voxel_size == 0.05 and config.meshing.trim_distance is None
+    assert config.optimization.iterations == 3 and config.optimization.learning_rate == 3e-5
+    assert settings.device == "cpu" and settings.checkpoint == "model.pt"
