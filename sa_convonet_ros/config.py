@@ -170,12 +170,33 @@ class MeshingConfig:
     trim_distance: float | None = setting(0.04, "drop faces farther than this from every input point, metres "
                                                 "(0: keep every face)", at_least=0)
     eval_chunk: int = setting(200_000, "grid points decoded per network call", at_least=1)
+    snap_distance: float = setting(0.0, "move each vertex onto the plane of its nearest (denoised) points by at "
+                                        "most this many metres, for detail finer than the grid (0: off)",
+                                   at_least=0)
     color_from_input: bool = setting(True, "colour vertices from the nearest input point when it has colours")
 
     def __post_init__(self) -> None:
         check_settings(self)
         if self.trim_distance == 0:
             self.trim_distance = None  # how a command line or a ROS parameter says None
+
+
+@dataclass
+class DenoiseConfig:
+    """Noise-aware surface targets: the map's noise and spacing are measured (`denoise.estimate_noise`) and
+    its points moved onto the planes of their neighbours by at most a few noise levels before the windows
+    see them, so the test-time optimisation fits the surface, not the sensor noise."""
+
+    enabled: bool = setting(True, "measure the map's noise and denoise its points before the optimisation")
+    neighbours: int = setting(8, "neighbours of the local plane each point moves onto", at_least=3)
+    max_shift: float = setting(2.5, "a point moves at most this many measured noise levels per iteration",
+                               above=0)
+    iterations: int = setting(2, "projection passes", at_least=1)
+    encoder_input: bool = setting(True, "the encoder sees the denoised points too (else only the UCE "
+                                        "targets are denoised)")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass
@@ -186,6 +207,7 @@ class ReconstructionConfig:
     optimization: OptimizationConfig = setting(factory=OptimizationConfig)
     windows: WindowConfig = setting(factory=WindowConfig)
     meshing: MeshingConfig = setting(factory=MeshingConfig)
+    denoise: DenoiseConfig = setting(factory=DenoiseConfig)
     device: str = setting("auto", "compute device(s): auto (every visible GPU, else the CPU) | cpu | cuda | "
                                   "cuda:N | a comma-separated list such as cuda:0,cuda:1")
     checkpoint: str | None = setting(None, "model checkpoint file; empty or None: the model shipped with the "
@@ -228,7 +250,8 @@ class ReconstructionConfig:
         return ReconstructionConfig.from_dict(merged)
 
 
-SECTIONS = {"optimization": OptimizationConfig, "windows": WindowConfig, "meshing": MeshingConfig}
+SECTIONS = {"optimization": OptimizationConfig, "windows": WindowConfig, "meshing": MeshingConfig,
+            "denoise": DenoiseConfig}
 
 
 def _build(cls, values: dict[str, Any] | Any, section: str):
