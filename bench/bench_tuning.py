@@ -25,14 +25,14 @@ from sa_convonet_ros.metrics import closest_points_on_mesh
 from sa_convonet_ros.model import load_model, resolve_device
 from sa_convonet_ros.pipeline import reconstruct
 
-RAW = {"denoise": {"enabled": False}}
+RAW = {"denoise": {"denoise": False}}
 FINE = {"meshing": {"voxel_size": 0.01}}
 VARIANTS = {
     "fast, no denoising": RAW,
     "fast, denoised (encoder and targets)": {},
-    "fast, denoised targets only": {"denoise": {"encoder_input": False}},
-    "denoised, shifts of 1.5 noise levels": {"denoise": {"max_shift": 1.5}},
-    "denoised, 16 neighbours": {"denoise": {"neighbours": 16}},
+    "fast, denoised targets only": {"denoise": {"denoise_encoder_input": False}},
+    "denoised, shifts of 1.5 noise levels": {"denoise": {"denoise_max_shift": 1.5}},
+    "denoised, 16 neighbours": {"denoise": {"denoise_neighbours": 16}},
     "denoised, snap 1 cm": {"meshing": {"snap_distance": 0.01}},
     "denoised, sigma 0.05": {"optimization": {"sigma": 0.05}},
     "denoised, grid 1.5 cm": {"meshing": {"voxel_size": 0.015}},

@@ -242,7 +242,7 @@ def prepare_points(points: np.ndarray, config: ReconstructionConfig, colors: np.
             f"{extent.max():.4g} m (need at least {min_points} points in one window, "
             f"spanning more than two voxels of {voxel_size} m)")
     cloud = PreparedPoints(pts, colors, input_points=len(finite), non_finite_removed=non_finite)
-    return denoised(cloud, config.denoise, known_noise) if config.denoise.enabled else cloud
+    return denoised(cloud, config.denoise, known_noise) if config.denoise.denoise else cloud
 
 
 def denoised(cloud: PreparedPoints, config: DenoiseConfig, known_noise: NoiseEstimate | None = None) -> PreparedPoints:
@@ -251,15 +251,15 @@ def denoised(cloud: PreparedPoints, config: DenoiseConfig, known_noise: NoiseEst
 
     `known_noise`, an earlier estimate of the same map, is kept while the new one agrees with it within
     25 %: the points of an unchanged part of a growing map then move exactly as before."""
-    if len(cloud.points) <= max(config.neighbours, 16):
+    if len(cloud.points) <= max(config.denoise_neighbours, 16):
         return cloud
     noise = estimate_noise(cloud.points)
     if known_noise is not None and abs(noise.noise - known_noise.noise) <= 0.25 * known_noise.noise:
         noise = known_noise
-    moved = project_to_local_planes(cloud.points, config.max_shift * noise.noise, config.neighbours,
-                                    config.iterations)
+    moved = project_to_local_planes(cloud.points, config.denoise_max_shift * noise.noise, config.denoise_neighbours,
+                                    config.denoise_passes)
     return dataclasses.replace(cloud, points=moved, noise=noise,
-                               encoder_points=None if config.encoder_input else cloud.points)
+                               encoder_points=None if config.denoise_encoder_input else cloud.points)
 
 
 def validate_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -215,7 +215,7 @@ def test_prepare_points_drops_non_finite_rows_crops_and_keeps_colours(room_corne
     points[::7] = np.nan
     colours = np.random.default_rng(0).random((len(points), 3))
     low = room_corner.min(axis=0)
-    config = small_config().updated(denoise={"enabled": False})
+    config = small_config().updated(denoise={"denoise": False})
     cloud = prepare_points(points, config, colours, region=(low, low + [1.0, 1.0, 3.0]))
     finite = np.isfinite(points).all(axis=1)
     inside = finite & np.all((points >= low) & (points <= low + [1.0, 1.0, 3.0]), axis=1)
@@ -231,7 +231,7 @@ def test_prepare_points_measures_the_noise_and_denoises(room_corner):
     assert 0.01 < cloud.noise.noise < 0.025 and cloud.encoder_points is None  # the scan's own + 1 cm
     moved = np.linalg.norm(cloud.points - noisy, axis=1)
     assert 0 < moved.max() <= 2 * 2.5 * cloud.noise.noise + 1e-12  # two passes of at most 2.5 noise levels
-    keep_raw = prepare_points(noisy, small_config().updated(denoise={"encoder_input": False}))
+    keep_raw = prepare_points(noisy, small_config().updated(denoise={"denoise_encoder_input": False}))
     np.testing.assert_array_equal(keep_raw.encoder_points, noisy)
     np.testing.assert_array_equal(keep_raw.points, cloud.points)
     # an earlier estimate of the same map is kept while it agrees: unchanged parts move as before
