@@ -63,6 +63,7 @@ class WindowCache:
     def __init__(self, max_state_bytes: int = 1 << 30, max_block_bytes: int = 2 << 30) -> None:
         self._blocks = _BoundedEntries[np.ndarray](max_block_bytes, lambda block: block.nbytes)
         self._states = _BoundedEntries[WindowState](max_state_bytes, _state_size)
+        self.noise = None  # the map's measured noise (NoiseEstimate): a growing map keeps being denoised alike
 
     @property
     def block_bytes(self) -> int:
