@@ -10,7 +10,7 @@ from scipy.spatial import cKDTree
 
 from sa_convonet_ros.config import ModelConfig, get_profile
 from sa_convonet_ros.data import generate_room, simulate_scans
-from sa_convonet_ros.meshing import extract_mesh
+from sa_convonet_ros.meshing import BlockField, StreamingMesher, extract_mesh
 from sa_convonet_ros.model import DEFAULT_CHECKPOINT, ConvONet, load_model
 from sa_convonet_ros.pipeline import (
     STAGES,
@@ -20,9 +20,9 @@ from sa_convonet_ros.pipeline import (
     StageClock,
     WindowCache,
     _side_by_side,
-    assemble_field,
     evaluate_job,
     finish_mesh,
+    mesh_blocks,
     optimize_job,
     plan_windows,
     prepare_points,
@@ -272,16 +272,25 @@ def test_the_stages_one_by_one_make_the_mesh_of_reconstruct(tiny_model, room_cor
     tally = ProgressTally(lambda *update: seen.append(update), {"optimize": 2 * len(plan.jobs),
                                                                 "field": len(plan.jobs)})
     clock = StageClock([torch.device("cpu")])
-    results = run_jobs(plan, cloud.points, [tiny_model], config, tally, threading.Event(), clock)
-    assert [r.job for r in results] == plan.jobs and all(r.steps_run == 2 for r in results)
-    assert seen[-1] == ("field", len(plan.jobs), len(plan.jobs)) and clock.seconds["optimize"] > 0
+    finished = run_jobs(plan, cloud.points, [tiny_model], config, tally, threading.Event(), clock)
+    assert seen == []  # the jobs run as their results are taken
     cache = WindowCache()
-    grid_field = assemble_field(plan, results, cache)
-    assert len(grid_field.blocks) == len(cache) == len(plan.windows)
-    mesh = finish_mesh(extract_mesh(grid_field, config.meshing.threshold), cloud, config.meshing)
+    mesher = StreamingMesher(plan.grid, plan.block_keys(), config.meshing.threshold, axis=plan.sweep_axis)
+    results = mesh_blocks(plan, finished, mesher, cache, clock)
+    assert [r.job for r in results] == plan.jobs and all(r.steps_run == 2 and r.blocks == [] for r in results)
+    assert seen[-1] == ("field", len(plan.jobs), len(plan.jobs)) and clock.seconds["optimize"] > 0
+    assert len(cache) == len(plan.windows) and 0 < mesher.peak_blocks <= len(plan.windows)
+    assert mesher.field.blocks == {}  # every block released once meshed
+    mesh = finish_mesh(mesher.mesh(), cloud, config.meshing)
     whole = reconstruct(room_corner, config, model=tiny_model).mesh
     np.testing.assert_array_equal(mesh.vertices, whole.vertices)
     np.testing.assert_array_equal(mesh.faces, whole.faces)
+    # the same surface as the blocks meshed in one piece, x slab first (the order may differ)
+    blocks = BlockField(plan.grid, {key: cache.get(key, fingerprint) for job in plan.jobs
+                                    for key, fingerprint in zip(job.keys, job.fingerprints)})
+    at_once = finish_mesh(extract_mesh(blocks), cloud, config.meshing)
+    np.testing.assert_array_equal(np.unique(at_once.triangles.reshape(-1, 9), axis=0),
+                                  np.unique(whole.triangles.reshape(-1, 9), axis=0))
 
 
 def test_one_job_alone(tiny_model, room_corner):
