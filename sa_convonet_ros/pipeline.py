@@ -66,6 +66,7 @@ class RunStats:
     profile: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
     peak_field_blocks: int = 0  # the most field blocks held at once while meshing
+    faces_marched: int = 0  # faces marching cubes made, before trimming
     vertices: int = 0
     faces: int = 0
     bbox_min: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -212,6 +213,7 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
         replicas = model_replicas(model, config.checkpoint, devices)
     with clock.stage("windows"):
         plan = plan_windows(cloud.points, config, steps, cache, replicas[0])
+    report("windows", len(plan.windows), len(plan.windows))
     tally = ProgressTally(report, {"optimize": sum(job.steps for job in plan.jobs), "field": len(plan.jobs)})
     stop = cancel if cancel is not None else threading.Event()
     finished = run_jobs(plan, cloud.points, replicas, config, tally, stop, clock, cloud.encoder_points)
@@ -220,12 +222,13 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     report("mesh", 0, 1)
     with clock.stage("marching_cubes"):
         mesh = mesher.mesh()
+    faces_marched = len(mesh.faces)
     with clock.stage("trim_color"):
         mesh = finish_mesh(mesh, cloud, config.meshing)
     report("mesh", 1, 1)
     stats = run_stats(cloud, plan, results, mesh, profile=config.profile, iterations=steps, devices=devices,
                       seconds=clock.seconds)
-    stats.peak_field_blocks = mesher.peak_blocks
+    stats.peak_field_blocks, stats.faces_marched = mesher.peak_blocks, faces_marched
     return Result(mesh=mesh, stats=stats)
 
 
