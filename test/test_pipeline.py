@@ -293,6 +293,21 @@ def test_the_stages_one_by_one_make_the_mesh_of_reconstruct(tiny_model, room_cor
                                   np.unique(whole.triangles.reshape(-1, 9), axis=0))
 
 
+def test_a_long_map_holds_about_two_slabs_of_field_blocks(tiny_model):
+    """A corridor 9 m long along y: windows run and are meshed slab by slab along it, the field is never whole."""
+    rng = np.random.default_rng(0)
+    along, up = rng.uniform(0, 9, 40_000), rng.uniform(0, 1.5, 40_000)
+    walls = np.c_[np.where(np.arange(40_000) % 2, 0.1, 1.1) + rng.normal(0, 0.003, 40_000), along, up]
+    config = small_config().updated(optimization={"window_batch": 4}, denoise={"denoise": False})
+    plan = plan_windows(walls, config, steps=0)
+    assert plan.sweep_axis == 1
+    slab_sizes = np.unique(plan.windows.index[:, 1], return_counts=True)[1]
+    result = reconstruct(walls, config, model=tiny_model)
+    assert result.stats.windows_run == len(plan.windows) > 4 * slab_sizes.max()
+    assert result.stats.peak_field_blocks <= 2 * slab_sizes.max() + 4  # two slabs and one batch
+    assert result.stats.faces_marched >= result.stats.faces > 0
+
+
 def test_one_job_alone(tiny_model, room_corner):
     config = small_config(iterations=2)
     plan = plan_windows(room_corner, config, steps=2)
