@@ -1,6 +1,7 @@
 """Scaling benchmarks: peak memory and time on generated multi-room floors; time against occupied windows.
 
     python -m bench.bench_scaling --sizes 8x7 10x7 12x8 --profiles feedforward fast:2 --setting sparse --seed 0
+    python -m bench.bench_scaling points --size 30x20 --setting dense --seed 0
     python -m bench.bench_scaling windows --sizes 3x3 6x5 10x8 --setting sparse --max-points 150000 --seed 0
 
 Floors (the default): generates floors of the given sizes (`data.floors`: rooms along a corridor),
@@ -12,6 +13,10 @@ the windows), *windows* (jobs run, their blocks meshed and released) and *mesh* 
 mesh assembled, trimmed, coloured, written). Prints a Markdown table and the memory model's figures: bytes
 per input point (prepare), per output face (mesh, over what the windows phase started with) and the most
 field blocks held at once.
+
+Points (`points`): the part of the memory that follows the input, at building scale without running the
+network: one floor scanned, then `prepare_points` (denoising) and `plan_windows` with the `auto:cpu`
+profile; prints their peak and what stays held, per input point.
 
 Windows (`windows`): generates closed rooms of the given floor sizes (metres, all --height tall), simulates
 depth scans and keeps at most --max-points of them (`subsample_evenly`). A fourth, *sparse corridor* map
@@ -38,7 +43,7 @@ import torch
 from sa_convonet_ros.config import get_profile
 from sa_convonet_ros.data import RoomConfig, generate_floor, generate_room, scan_floor, simulate_scans
 from sa_convonet_ros.model import load_model, resolve_device
-from sa_convonet_ros.pipeline import reconstruct, subsample_evenly
+from sa_convonet_ros.pipeline import plan_windows, prepare_points, reconstruct, subsample_evenly
 
 
 def parse_size(text: str) -> tuple[float, float]:
@@ -251,8 +256,39 @@ def print_floor_table(rows: list[tuple[str, dict]], args) -> None:
     print("```")
 
 
+def points_main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.bench_scaling points", description="memory per input point")
+    parser.add_argument("--size", type=parse_size, default=(30.0, 20.0))
+    parser.add_argument("--setting", default="dense", choices=["dense", "sparse"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    points, _ = scan_floor(generate_floor(args.seed, args.size), args.setting, seed=args.seed)
+    points = points.astype(np.float64)  # what the readers hand over
+    config = get_profile("auto", device="cpu")
+    peaks = PhasePeaks()
+    peaks.start("points")
+    start = time.perf_counter()
+    cloud = prepare_points(points, config)
+    plan = plan_windows(cloud.points, config, config.optimization.iterations)
+    seconds = time.perf_counter() - start
+    peaks.stop()
+    phase, held_mb = peaks.phases["points"], kernel_kb("VmRSS") / 1024
+    n = len(points)
+    print(f"## Memory per input point: {args.size[0]:g} x {args.size[1]:g} m floor, {args.setting} scan, "
+          f"seed {args.seed}, profile `{config.profile}`\n")
+    print("| points | windows | prepare + plan (s) | peak above the input (MB) | B / point at the peak | "
+          "held after (MB) | B / point held |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| {n} | {len(plan.windows)} | {seconds:.0f} | {phase['peak_mb'] - phase['start_mb']:.0f} | "
+          f"{(phase['peak_mb'] - phase['start_mb']) * MB / n:.0f} | {held_mb - phase['start_mb']:.0f} | "
+          f"{(held_mb - phase['start_mb']) * MB / n:.0f} |")
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["points"]:
+        return points_main(argv[1:])
     if argv[:1] == ["windows"]:
         return windows_main(argv[1:])
     if argv[:1] == ["run-one"]:
