@@ -15,7 +15,7 @@ per input point (prepare), per output face (mesh, over what the windows phase st
 field blocks held at once.
 
 Points (`points`): the part of the memory that follows the input, at building scale without running the
-network: one floor scanned, then `prepare_points` (denoising) and `plan_windows` with the `auto:cpu`
+network: one floor scanned, then `prepare_points` (denoising) and `plan_windows` with the `fast`
 profile; prints their peak and what stays held, per input point.
 
 Windows (`windows`): generates closed rooms of the given floor sizes (metres, all --height tall), simulates
@@ -264,7 +264,7 @@ def points_main(argv=None) -> int:
     args = parser.parse_args(argv)
     points, _ = scan_floor(generate_floor(args.seed, args.size), args.setting, seed=args.seed)
     points = points.astype(np.float64)  # what the readers hand over
-    config = get_profile("auto", device="cpu")
+    config = get_profile("fast")
     peaks = PhasePeaks()
     peaks.start("points")
     start = time.perf_counter()
