@@ -23,6 +23,7 @@ setup(
         "tqdm>=4.60",
         "pyyaml>=6.0",
         "pillow>=9.0",
+        "rosbags>=0.11",
     ],
     entry_points={
         "console_scripts": [

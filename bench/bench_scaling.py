@@ -1,28 +1,49 @@
-"""Scaling benchmark: reconstruction time follows the number of occupied windows, not the bounding box.
+"""Scaling benchmarks: peak memory and time on generated multi-room floors; time against occupied windows.
 
-    python -m bench.bench_scaling --sizes 3x3 6x5 10x8 --setting sparse --max-points 150000 --seed 0
+    python -m bench.bench_scaling --sizes 8x7 10x7 12x8 --profiles feedforward fast:2 --setting sparse --seed 0
+    python -m bench.bench_scaling points --size 30x20 --setting dense --seed 0
+    python -m bench.bench_scaling windows --sizes 3x3 6x5 10x8 --setting sparse --max-points 150000 --seed 0
 
-Generates closed rooms of the given floor sizes (metres, all --height tall), simulates depth scans and
-keeps at most --max-points of them (`subsample_evenly`). A fourth, *sparse corridor* map keeps only an
-L-shaped strip (--strip metres wide, along two walls) of the largest room's scan: its bounding box is the
-largest room's, its surface a fraction of it. Each map is reconstructed once with the `fast` profile after
-one warm-up run. Prints a Markdown table, a least-squares fit seconds = a + b * windows over the rooms,
-and how the corridor's time compares with the fit and with its same-bounding-box room.
+Floors (the default): generates floors of the given sizes (`data.floors`: rooms along a corridor),
+scans each with the simulated depth camera and reconstructs it once per profile (`NAME` or `NAME:ITERATIONS`),
+each run in a fresh process so that its peak RSS is its own. The run reads the cloud from a .npy like the
+CLI, calls `reconstruct` and writes the mesh. Its peak RSS is split into three phases by the progress
+reports, the kernel's high-water mark being reset between them: *prepare* (reading, denoising, planning
+the windows), *windows* (jobs run, their blocks meshed and released) and *mesh* (the
+mesh assembled, trimmed, coloured, written). Prints a Markdown table and the memory model's figures: bytes
+per input point (prepare), per output face (mesh, over what the windows phase started with) and the most
+field blocks held at once.
+
+Points (`points`): the part of the memory that follows the input, at building scale without running the
+network: one floor scanned, then `prepare_points` (denoising) and `plan_windows` with the `fast`
+profile; prints their peak and what stays held, per input point.
+
+Windows (`windows`): generates closed rooms of the given floor sizes (metres, all --height tall), simulates
+depth scans and keeps at most --max-points of them (`subsample_evenly`). A fourth, *sparse corridor* map
+keeps only an L-shaped strip (--strip metres wide, along two walls) of the largest room's scan: its bounding
+box is the largest room's, its surface a fraction of it. Each map is reconstructed once with the `fast`
+profile after one warm-up run. Prints a Markdown table, a least-squares fit seconds = a + b * windows over
+the rooms, and how the corridor's time compares with the fit and with its same-bounding-box room.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import json
 import platform
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from sa_convonet_ros.config import get_profile
-from sa_convonet_ros.data import RoomConfig, generate_room, simulate_scans
+from sa_convonet_ros.data import RoomConfig, generate_floor, generate_room, scan_floor, simulate_scans
 from sa_convonet_ros.model import load_model, resolve_device
-from sa_convonet_ros.pipeline import reconstruct, subsample_evenly
+from sa_convonet_ros.pipeline import plan_windows, prepare_points, reconstruct, subsample_evenly
 
 
 def parse_size(text: str) -> tuple[float, float]:
@@ -52,8 +73,8 @@ def fit_line(x, y):
     return a, b, 1.0 - residual / total if total > 0 else float("nan")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def windows_main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.bench_scaling windows", description="time against occupied windows")
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=[(3.0, 3.0), (6.0, 5.0), (10.0, 8.0)],
                         help="room floor sizes LENGTHxWIDTH in metres, e.g. 3x3 6x5 10x8")
     parser.add_argument("--height", type=float, default=2.5)
@@ -118,6 +139,162 @@ def main(argv=None) -> int:
           f"{predict(same_bbox[3].windows_run):.1f}s): {measured / predict(same_bbox[3].windows_run):.2f}; "
           f"bbox volumes {corridor[2]:.1f} vs {same_bbox[2]:.1f} m^3")
     return 0
+
+
+# ------------------------------------------------------------------------------------------------ floors
+
+MB = 1 << 20
+
+
+def kernel_kb(field: str) -> int:
+    """A value of /proc/self/status in kB (VmRSS: now, VmHWM: the peak since the last reset)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+class PhasePeaks:
+    """Peak RSS per phase of one process: the kernel's high-water mark, reset when a phase starts."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, dict[str, float]] = {}
+        self.current: str | None = None
+
+    def start(self, name: str) -> None:
+        self.stop()
+        # freed heap the allocator kept would hide the next phase's allocations: give it back first
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as control:  # "5" resets the peak RSS to the current RSS
+            control.write("5")
+        self.current = name
+        self.phases[name] = {"start_mb": kernel_kb("VmRSS") / 1024}
+
+    def stop(self) -> None:
+        if self.current is not None:
+            self.phases[self.current]["peak_mb"] = kernel_kb("VmHWM") / 1024
+            self.current = None
+
+
+def run_one(cloud_path: str, profile: str, mesh_path: str) -> dict:
+    """One reconstruction in this process, as the CLI does it; its figures and phase peaks."""
+    from sa_convonet_ros.io import read_point_cloud, write_mesh
+
+    name, _, iterations = profile.partition(":")
+    config = get_profile(name, device="cpu").updated(device="cpu")
+    if iterations:
+        config = config.updated(optimization={"iterations": int(iterations)})
+    model = load_model(config.checkpoint, device=torch.device("cpu"))  # imports and the model: the base
+    base_mb = kernel_kb("VmRSS") / 1024
+    peaks = PhasePeaks()
+    peaks.start("prepare")
+    cloud = read_point_cloud(cloud_path)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "windows":
+            peaks.start("windows")
+        elif stage == "mesh" and done == 0:
+            peaks.start("mesh")
+
+    result = reconstruct(cloud.points, config, colors=cloud.colors, model=model, progress=progress)
+    write_mesh(result.mesh, mesh_path)
+    peaks.stop()
+    stats = result.stats
+    return {"profile": profile, "points": stats.input_points, "windows": stats.windows_run,
+            "peak_blocks": stats.peak_field_blocks, "faces": stats.faces, "faces_marched": stats.faces_marched,
+            "seconds": stats.total_seconds,
+            "block_mb": 4 * (round(config.windows.window_size / config.meshing.voxel_size)) ** 3 / MB,
+            "base_mb": base_mb, "phases": peaks.phases}
+
+
+def measured_in_fresh_process(cloud_path: Path, profile: str) -> dict:
+    output = subprocess.run([sys.executable, "-m", "bench.bench_scaling", "run-one", str(cloud_path), profile,
+                             str(cloud_path.with_suffix(".ply"))], check=True, capture_output=True, text=True)
+    return json.loads(output.stdout)
+
+
+def floors_main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.bench_scaling", description="peak memory on generated floors")
+    parser.add_argument("--sizes", nargs="+", type=parse_size, default=[(8.0, 7.0), (10.0, 7.0), (12.0, 8.0)],
+                        help="floor sizes LENGTHxWIDTH in metres (width >= 7: two rows of rooms and a corridor)")
+    parser.add_argument("--profiles", nargs="+", default=["feedforward", "fast:2"],
+                        help="profiles as NAME or NAME:ITERATIONS")
+    parser.add_argument("--setting", default="sparse", choices=["dense", "sparse"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for length, width in args.sizes:
+            cloud_path = Path(folder) / f"floor_{length:g}x{width:g}.npy"
+            points, _ = scan_floor(generate_floor(args.seed, (length, width)), args.setting, seed=args.seed)
+            np.save(cloud_path, points)
+            for profile in args.profiles:
+                rows.append((f"{length:g} x {width:g} m", measured_in_fresh_process(cloud_path, profile)))
+                print(f"[run] {rows[-1][0]} {profile}: {rows[-1][1]['seconds']:.0f}s", file=sys.stderr, flush=True)
+    print_floor_table(rows, args)
+    return 0
+
+
+def print_floor_table(rows: list[tuple[str, dict]], args) -> None:
+    print(f"## Peak memory on generated floors: {args.setting} scans, seed {args.seed}\n")
+    print(f"- machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, CPU")
+    print(f"- base (imports and the model, before the cloud is read): {rows[0][1]['base_mb']:.0f} MB; "
+          f"a field block: {rows[0][1]['block_mb']:.2f} MB\n")
+    print("| floor | profile | points | windows | blocks held (most) | faces marched / kept | seconds | "
+          "peak RSS (MB) | prepare / windows / mesh peak above base (MB) | B / point | B / marched face |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+    for name, run in rows:
+        phases, base = run["phases"], run["base_mb"]
+        peak = max(phase["peak_mb"] for phase in phases.values())
+        above = " / ".join(f"{phases[p]['peak_mb'] - base:.0f}" for p in ("prepare", "windows", "mesh"))
+        per_point = (phases["prepare"]["peak_mb"] - base) * MB / run["points"]
+        # what assembling and finishing the mesh adds to what the windows phase started with (the points)
+        per_face = (phases["mesh"]["peak_mb"] - phases["windows"]["start_mb"]) * MB / max(run["faces_marched"], 1)
+        print(f"| {name} | {run['profile']} | {run['points']} | {run['windows']} | {run['peak_blocks']} | "
+              f"{run['faces_marched']} / {run['faces']} | {run['seconds']:.0f} | {peak:.0f} | {above} | "
+              f"{per_point:.0f} | {per_face:.0f} |")
+    print("\n```json")
+    print(json.dumps([run for _, run in rows]))
+    print("```")
+
+
+def points_main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.bench_scaling points", description="memory per input point")
+    parser.add_argument("--size", type=parse_size, default=(30.0, 20.0))
+    parser.add_argument("--setting", default="dense", choices=["dense", "sparse"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    points, _ = scan_floor(generate_floor(args.seed, args.size), args.setting, seed=args.seed)
+    points = points.astype(np.float64)  # what the readers hand over
+    config = get_profile("fast")
+    peaks = PhasePeaks()
+    peaks.start("points")
+    start = time.perf_counter()
+    cloud = prepare_points(points, config)
+    plan = plan_windows(cloud.points, config, config.optimization.iterations)
+    seconds = time.perf_counter() - start
+    peaks.stop()
+    phase, held_mb = peaks.phases["points"], kernel_kb("VmRSS") / 1024
+    n = len(points)
+    print(f"## Memory per input point: {args.size[0]:g} x {args.size[1]:g} m floor, {args.setting} scan, "
+          f"seed {args.seed}, profile `{config.profile}`\n")
+    print("| points | windows | prepare + plan (s) | peak above the input (MB) | B / point at the peak | "
+          "held after (MB) | B / point held |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| {n} | {len(plan.windows)} | {seconds:.0f} | {phase['peak_mb'] - phase['start_mb']:.0f} | "
+          f"{(phase['peak_mb'] - phase['start_mb']) * MB / n:.0f} | {held_mb - phase['start_mb']:.0f} | "
+          f"{(held_mb - phase['start_mb']) * MB / n:.0f} |")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["points"]:
+        return points_main(argv[1:])
+    if argv[:1] == ["windows"]:
+        return windows_main(argv[1:])
+    if argv[:1] == ["run-one"]:
+        print(json.dumps(run_one(*argv[1:4])))
+        return 0
+    return floors_main(argv)
 
 
 if __name__ == "__main__":

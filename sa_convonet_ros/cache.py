@@ -6,6 +6,7 @@ adapted state warm-starts the window when only its points changed.
 from __future__ import annotations
 
 import hashlib
+from typing import Callable, Generic, TypeVar
 
 import numpy as np
 
@@ -14,43 +15,79 @@ from .model import ConvONet
 from .optimize import WindowState
 
 WindowKey = tuple[int, int, int]
+V = TypeVar("V")
 
 
-class WindowCache:
-    """Field blocks and adapted states of windows from earlier runs, by window position."""
+class _BoundedEntries(Generic[V]):
+    """Values by window key, each stored with the fingerprint it is valid for, within a byte budget: beyond
+    it the least recently used entries (stored or read) are dropped first."""
 
-    def __init__(self, max_state_bytes: int = 1 << 30) -> None:
-        self._entries: dict[WindowKey, tuple[str, np.ndarray]] = {}
-        self._states: dict[WindowKey, tuple[str, WindowState]] = {}
-        self.max_state_bytes = max_state_bytes  # the least recently stored states go first beyond this
-        self._state_bytes = 0
-        self.noise = None  # the map's measured noise (NoiseEstimate): a growing map keeps being denoised alike
+    def __init__(self, max_bytes: int, size: Callable[[V], int]) -> None:
+        self.max_bytes, self._size = max_bytes, size
+        self._entries: dict[WindowKey, tuple[str, V]] = {}
+        self.bytes = 0
 
-    def get_state(self, key: WindowKey, settings_id: str) -> WindowState | None:
-        entry = self._states.get(key)
-        return entry[1] if entry is not None and entry[0] == settings_id else None
-
-    def put_state(self, key: WindowKey, settings_id: str, state: WindowState) -> None:
-        self._drop_state(key)
-        self._states[key] = (settings_id, state)
-        self._state_bytes += _state_size(state)
-        while self._state_bytes > self.max_state_bytes and self._states:
-            self._drop_state(next(iter(self._states)))
-
-    def _drop_state(self, key: WindowKey) -> None:
-        entry = self._states.pop(key, None)
-        if entry is not None:
-            self._state_bytes -= _state_size(entry[1])
-
-    def get(self, key: WindowKey, fingerprint: str) -> np.ndarray | None:
+    def get(self, key: WindowKey, fingerprint: str) -> V | None:
         entry = self._entries.get(key)
-        return entry[1] if entry is not None and entry[0] == fingerprint else None
+        if entry is None or entry[0] != fingerprint:
+            return None
+        self._entries[key] = self._entries.pop(key)  # now the most recently used
+        return entry[1]
 
-    def put(self, key: WindowKey, fingerprint: str, block: np.ndarray) -> None:
-        self._entries[key] = (fingerprint, block)
+    def put(self, key: WindowKey, fingerprint: str, value: V) -> None:
+        self._drop(key)
+        self._entries[key] = (fingerprint, value)
+        self.bytes += self._size(value)
+        while self.bytes > self.max_bytes and self._entries:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: WindowKey) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= self._size(entry[1])
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class WindowCache:
+    """Field blocks and adapted states of windows from earlier runs, by window position.
+
+    Both are bounded in bytes (the least recently used go first): a dropped block or state only means that
+    its window is computed again, cold, the next time. A block is `cells`^3 float32 values (0.86 MB with the
+    `fast` profile's 1.2 m windows of 2 cm voxels, 6.9 MB at the `paper` profile's 1 cm), so the default
+    2 GiB keeps about 2,400 `fast` windows, a floor of roughly 1,000 m^2; a state holds the adapted decoder
+    and, with `optimize_features`, how far its feature grid moved (float16, about 17 MB for the shipped model).
+    """
+
+    def __init__(self, max_state_bytes: int = 1 << 30, max_block_bytes: int = 2 << 30) -> None:
+        self._blocks = _BoundedEntries[np.ndarray](max_block_bytes, lambda block: block.nbytes)
+        self._states = _BoundedEntries[WindowState](max_state_bytes, _state_size)
+        self.noise = None  # the map's measured noise (NoiseEstimate): a growing map keeps being denoised alike
+
+    @property
+    def block_bytes(self) -> int:
+        return self._blocks.bytes
+
+    @property
+    def state_bytes(self) -> int:
+        return self._states.bytes
+
+    def get_state(self, key: WindowKey, settings_id: str) -> WindowState | None:
+        return self._states.get(key, settings_id)
+
+    def put_state(self, key: WindowKey, settings_id: str, state: WindowState) -> None:
+        self._states.put(key, settings_id, state)
+
+    def get(self, key: WindowKey, fingerprint: str) -> np.ndarray | None:
+        """The field block of the window, if it was computed from points and settings of this fingerprint."""
+        return self._blocks.get(key, fingerprint)
+
+    def put(self, key: WindowKey, fingerprint: str, block: np.ndarray) -> None:
+        self._blocks.put(key, fingerprint, block)
+
+    def __len__(self) -> int:
+        return len(self._blocks)
 
 
 def _state_size(state: WindowState) -> int:

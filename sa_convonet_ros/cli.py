@@ -2,6 +2,7 @@
 
     sa-convonet reconstruct INPUT -o MESH [--profile auto|fast|paper|feedforward] [--config YAML] [--png PREVIEW]
                             [--device auto|cpu|cuda] [--checkpoint PATH] [--iterations N] [--voxel-size M] ...
+    sa-convonet reconstruct BAG --topic TOPIC [--all-messages [--merge-voxel M]] -o MESH ...
     sa-convonet evaluate MESH GT [--tau 0.02 0.05] [--input CLOUD]
 
 Every setting of the reconstruction has a flag (`sa-convonet reconstruct --help` lists them).
@@ -59,12 +60,35 @@ class _ProgressBars:
             bar.close()
 
 
+def _read_input(args, config: ReconstructionConfig):
+    """The cloud of a point-cloud file, or of a topic of a rosbag2 recording (and what the bag gave)."""
+    from .bags import is_bag, merge_voxel_size, pointcloud_topics, read_bag_cloud
+    from .io import read_point_cloud
+
+    if not is_bag(args.input):
+        if args.topic is not None or args.all_messages or args.merge_voxel is not None:
+            raise ValueError(f"{args.input}: --topic, --all-messages and --merge-voxel apply to rosbag2 input only")
+        return read_point_cloud(args.input), None
+    if args.topic is None:
+        topics = pointcloud_topics(args.input)
+        for topic, count in topics.items():
+            print(f"{topic}\t{count} message{'s' if count != 1 else ''}")
+        raise ValueError(f"{args.input}: name the map's topic with --topic (PointCloud2 topics listed above)"
+                         if topics else f"{args.input}: the bag has no PointCloud2 topic")
+    if args.merge_voxel is not None and not (args.all_messages and args.merge_voxel >= 0):
+        raise ValueError("--merge-voxel must be >= 0 and goes with --all-messages, got "
+                         f"{args.merge_voxel}{'' if args.all_messages else ' without it'}")
+    voxel = merge_voxel_size(config.meshing.voxel_size) if args.merge_voxel is None else args.merge_voxel
+    bag = read_bag_cloud(args.input, args.topic, all_messages=args.all_messages, merge_voxel=voxel)
+    return bag.cloud, bag.summary()
+
+
 def cmd_reconstruct(args) -> int:
-    from .io import read_point_cloud, write_mesh
+    from .io import write_mesh
     from .pipeline import reconstruct
 
     config = _load_config(args)
-    cloud = read_point_cloud(args.input)
+    cloud, bag = _read_input(args, config)
     bars = _ProgressBars(enabled=not args.quiet)
     try:
         result = reconstruct(cloud.points, config, colors=cloud.colors, progress=bars)
@@ -77,6 +101,8 @@ def cmd_reconstruct(args) -> int:
         render_mesh_png(result.mesh, args.png, title=Path(args.output).name)
     stats = result.stats.as_dict()
     stats["output"] = str(written)
+    if bag is not None:
+        stats["bag"] = bag
     if args.png:
         stats["preview"] = str(args.png)
     if args.json:
@@ -88,6 +114,10 @@ def cmd_reconstruct(args) -> int:
 
 def _print_stats(stats: dict) -> None:
     print(f"mesh: {stats['vertices']} vertices, {stats['faces']} faces -> {stats['output']}")
+    if "bag" in stats:
+        bag = stats["bag"]
+        print(f"bag: {bag['topic']} in frame {bag['frame_id']}, {bag['points']} points from {bag['messages']} "
+              f"message{'s' if bag['messages'] != 1 else ''}")
     print(f"points: {stats['input_points']} in, {stats['points_used']} used "
           f"({stats['non_finite_removed']} non-finite removed)")
     print(f"windows: {stats['windows_run']} run, {stats['windows_skipped']} skipped, {stats['windows_reused']} reused; "
@@ -117,9 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sa-convonet", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    rec = commands.add_parser("reconstruct", help="reconstruct a mesh from a point cloud (PLY/PCD/XYZ/NPY)",
+    rec = commands.add_parser("reconstruct", help="reconstruct a mesh from a point cloud (PLY/PCD/XYZ/NPY) or a "
+                                                  "rosbag2 recording (directory, .db3 or .mcap)",
                               epilog="A setting not given keeps the value of the profile (or of --config).")
-    rec.add_argument("input", type=Path)
+    rec.add_argument("input", type=Path, help="point-cloud file, or rosbag2 directory / .db3 / .mcap file")
+    bag = rec.add_argument_group("rosbag2 input")
+    bag.add_argument("--topic", default=None, help="PointCloud2 topic of the map (without it: list the topics)")
+    bag.add_argument("--all-messages", action="store_true",
+                     help="merge every message of the topic (clouds already in one fixed frame, e.g. keyframes) "
+                          "instead of taking the last one")
+    bag.add_argument("--merge-voxel", type=float, default=None, metavar="M",
+                     help="with --all-messages: keep the first point of each cube of M metres (default: half of "
+                          "--voxel-size; 0 keeps every point)")
     rec.add_argument("-o", "--output", type=Path, required=True, help="mesh file (.ply, .obj, .glb)")
     rec.add_argument("--profile", default="auto",
                      help=f"one of {', '.join(PROFILE_NAMES)}: auto (the best the device affords: auto:cpu or "

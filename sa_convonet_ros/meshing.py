@@ -9,6 +9,8 @@ after merging them the result is the same as one marching-cubes pass over the wh
 from __future__ import annotations
 
 import itertools
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +22,7 @@ from .denoise import plane_fits
 from .windows import WindowGrid
 
 EMPTY_LOGIT = -10.0  # "certainly outside": the value of grid points nobody evaluated
+BlockKey = tuple[int, int, int]
 
 
 @dataclass
@@ -27,13 +30,13 @@ class BlockField:
     """Logits of the global grid, one `cells`^3 block per evaluated window."""
 
     grid: WindowGrid
-    blocks: dict[tuple[int, int, int], np.ndarray] = field(default_factory=dict)
+    blocks: dict[BlockKey, np.ndarray] = field(default_factory=dict)
     fill_value: float = EMPTY_LOGIT
 
-    def block(self, key: tuple[int, int, int]) -> np.ndarray | None:
+    def block(self, key: BlockKey) -> np.ndarray | None:
         return self.blocks.get(key)
 
-    def padded_block(self, key: tuple[int, int, int]) -> np.ndarray:
+    def padded_block(self, key: BlockKey) -> np.ndarray:
         """The block plus one layer from its +x/+y/+z neighbours: (cells+1)^3 grid points."""
         k = self.grid.cells
         out = np.full((k + 1,) * 3, self.fill_value, dtype=np.float32)
@@ -54,41 +57,99 @@ def logit(probability: float) -> float:
 
 def extract_mesh(field: BlockField, threshold: float = 0.5) -> trimesh.Trimesh:
     """Marching cubes over every block that can hold part of the surface; one merged mesh in metres."""
-    level = logit(threshold)
-    if field.fill_value >= level:
-        raise ValueError("fill_value must lie outside the surface (below the level)")
-    # a cube belongs to the block of its lowest corner, so blocks just below an evaluated block count too
-    keys = {(a - dx, b - dy, c - dz) for (a, b, c) in field.blocks
-            for dx, dy, dz in itertools.product((0, 1), repeat=3)}
-    vertices, faces, count = [], [], 0
-    for key in sorted(keys):
-        volume = field.padded_block(key)
-        if volume.max() < level or volume.min() > level:
-            continue
-        verts, tris, _, _ = measure.marching_cubes(volume, level=level, allow_degenerate=False,
-                                                  gradient_direction="ascent")  # inside = high values
-        # grid-index units keep the vertices on shared block faces bit-identical up to rounding
-        vertices.append(verts.astype(np.float64) + np.asarray(key, dtype=np.float64) * field.grid.cells)
-        faces.append(tris + count)
-        count += len(verts)
-    if not vertices:
-        return trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=np.int64), process=False)
-    mesh = trimesh.Trimesh(vertices=np.concatenate(vertices), faces=np.concatenate(faces), process=False)
-    mesh.merge_vertices(digits_vertex=5)
-    # drop faces that merging collapsed onto an edge (zero-area but distinct-vertex faces keep the mesh closed)
-    f = mesh.faces
-    mesh.update_faces((f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2]))
-    mesh.update_faces(mesh.unique_faces())
-    mesh.remove_unreferenced_vertices()
-    mesh.vertices = mesh.vertices * field.grid.voxel_size
-    return mesh
+    mesher = StreamingMesher(field.grid, field.blocks, threshold, field.fill_value)
+    for key in sorted(field.blocks):
+        mesher.add(key, field.blocks[key])
+    return mesher.mesh()
 
 
-def trim_far_faces(mesh: trimesh.Trimesh, points: np.ndarray, distance: float) -> trimesh.Trimesh:
-    """Drop faces whose centre is farther than `distance` from every input point (unsupported completion)."""
+class StreamingMesher:
+    """Block-wise marching cubes while the blocks arrive, keeping only the blocks still needed.
+
+    The blocks are grouped in slabs along `axis` (one window thick). A cube belongs to the block of its
+    lowest corner and reads the blocks of its own slab and the next, so once both have arrived, that slab
+    of cubes is polygonised and the blocks of the slab before it are released. When blocks arrive in
+    slab order, about two slabs are held at a time, however long the map is along `axis`: the field
+    costs what one cross-section of the map costs. The mesh (`mesh()`) is assembled once, at the end,
+    and is the same as one marching-cubes pass over the whole grid.
+    """
+
+    def __init__(self, grid: WindowGrid, keys: Iterable[BlockKey], threshold: float = 0.5,
+                 fill_value: float = EMPTY_LOGIT, axis: int = 0) -> None:
+        self.level = logit(threshold)
+        if fill_value >= self.level:
+            raise ValueError("fill_value must lie outside the surface (below the level)")
+        self.field = BlockField(grid, {}, fill_value)
+        self.axis = axis
+        self._pending = Counter(key[axis] for key in keys)  # blocks still to come, per slab
+        self._by_slab: dict[int, list[BlockKey]] = defaultdict(list)
+        slabs = sorted(self._pending)
+        self._next, self._last = (slabs[0] - 1, slabs[-1]) if slabs else (0, -1)  # slabs of cubes to march
+        self._vertices: list[np.ndarray] = []
+        self._faces: list[np.ndarray] = []
+        self._count = 0
+        self.peak_blocks = 0  # the most blocks held at once
+
+    def add(self, key: BlockKey, block: np.ndarray) -> None:
+        """One block of the field; the slabs of cubes it completes are polygonised at once."""
+        slab = key[self.axis]
+        if self._pending[slab] <= 0 or key in self.field.blocks:
+            raise ValueError(f"block {key} was not expected or came twice")
+        self.field.blocks[key] = block
+        self._by_slab[slab].append(key)
+        self._pending[slab] -= 1
+        self.peak_blocks = max(self.peak_blocks, len(self.field.blocks))
+        while self._next <= self._last and self._pending[self._next] == 0 and self._pending[self._next + 1] == 0:
+            self._march_slab(self._next)
+            for done in self._by_slab.pop(self._next, []):  # no cube left reads them
+                del self.field.blocks[done]
+            self._next += 1
+
+    def _march_slab(self, slab: int) -> None:
+        # the cubes of this slab: the blocks of this slab and the next, and those just below them
+        keys = {tuple(int(v) for v in np.subtract(key, offset)) for s in (slab, slab + 1)
+                for key in self._by_slab.get(s, []) for offset in itertools.product((0, 1), repeat=3)}
+        order = [self.axis] + [a for a in range(3) if a != self.axis]
+        for key in sorted((k for k in keys if k[self.axis] == slab), key=lambda k: [k[a] for a in order]):
+            volume = self.field.padded_block(key)
+            if volume.max() < self.level or volume.min() > self.level:
+                continue
+            verts, tris, _, _ = measure.marching_cubes(volume, level=self.level, allow_degenerate=False,
+                                                      gradient_direction="ascent")  # inside = high values
+            # grid-index units keep the vertices on shared block faces bit-identical up to rounding
+            self._vertices.append(verts.astype(np.float64) + np.asarray(key, dtype=np.float64) * self.field.grid.cells)
+            self._faces.append(tris + self._count)
+            self._count += len(verts)
+
+    def mesh(self) -> trimesh.Trimesh:
+        """The merged mesh in metres, once every block has arrived."""
+        if self._next <= self._last:
+            missing = sorted(slab for slab, count in self._pending.items() if count > 0)
+            raise ValueError(f"blocks of slabs {missing} along axis {self.axis} never arrived")
+        if not self._vertices:
+            return trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=np.int64), process=False)
+        vertices, faces = np.concatenate(self._vertices), np.concatenate(self._faces)
+        self._vertices, self._faces = [], []  # the pieces go as the mesh is made from them
+        mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
+        del vertices, faces
+        mesh.merge_vertices(digits_vertex=5)
+        # drop faces that merging collapsed onto an edge (zero-area but distinct-vertex faces keep the mesh closed)
+        f = mesh.faces
+        mesh.update_faces((f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2]))
+        mesh.update_faces(mesh.unique_faces())
+        mesh.remove_unreferenced_vertices()
+        mesh.vertices = mesh.vertices * self.field.grid.voxel_size
+        return mesh
+
+
+def trim_far_faces(mesh: trimesh.Trimesh, points: np.ndarray, distance: float,
+                    tree: cKDTree | None = None) -> trimesh.Trimesh:
+    """Drop faces whose centre is farther than `distance` from every input point (unsupported completion).
+    `tree`: the points' KD-tree, when the caller has one."""
     if len(mesh.faces) == 0:
         return mesh
-    gaps, _ = cKDTree(points).query(mesh.triangles_center, k=1, distance_upper_bound=distance, workers=-1)
+    tree = cKDTree(points) if tree is None else tree
+    gaps, _ = tree.query(mesh.triangles_center, k=1, distance_upper_bound=distance, workers=-1)
     keep = np.isfinite(gaps)
     if keep.all():
         return mesh
@@ -98,25 +159,28 @@ def trim_far_faces(mesh: trimesh.Trimesh, points: np.ndarray, distance: float) -
     return mesh
 
 
-def color_from_points(mesh: trimesh.Trimesh, points: np.ndarray, colors: np.ndarray) -> None:
+def color_from_points(mesh: trimesh.Trimesh, points: np.ndarray, colors: np.ndarray,
+                      tree: cKDTree | None = None) -> None:
     """Give each vertex the colour (RGB in [0, 1]) of its nearest input point."""
     if len(mesh.vertices) == 0:
         return
-    _, nearest = cKDTree(points).query(mesh.vertices, k=1, workers=-1)
+    tree = cKDTree(points) if tree is None else tree
+    _, nearest = tree.query(mesh.vertices, k=1, workers=-1)
     rgb = np.clip(np.asarray(colors, dtype=np.float64)[nearest], 0.0, 1.0)
     alpha = np.ones((len(rgb), 1))
     mesh.visual.vertex_colors = (np.hstack([rgb, alpha]) * 255).round().astype(np.uint8)
 
 
 def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, neighbours: int = 8,
-                   agreement: float = 0.7) -> trimesh.Trimesh:
+                   agreement: float = 0.7, tree: cKDTree | None = None) -> trimesh.Trimesh:
     """Each vertex moved along the normal of the plane fitted to its nearest points onto that plane, by at
     most `distance`: detail finer than the grid comes from the points themselves. Vertices with too few
     points nearby (completed surface) or whose plane disagrees with the mesh's normal stay."""
     if len(mesh.vertices) == 0 or len(points) < neighbours:
         return mesh
     vertices, normals = np.asarray(mesh.vertices), np.asarray(mesh.vertex_normals)
-    gaps, index = cKDTree(points).query(vertices, k=neighbours, distance_upper_bound=4 * distance, workers=-1)
+    tree = cKDTree(points) if tree is None else tree
+    gaps, index = tree.query(vertices, k=neighbours, distance_upper_bound=4 * distance, workers=-1)
     near = np.isfinite(gaps).all(axis=1)
     mean, plane_normal, _ = plane_fits(points, index[near])
     offset = np.einsum("ni,ni->n", vertices[near] - mean, plane_normal)

@@ -6,9 +6,15 @@ It runs these stages, each a function of plain inputs and outputs:
     plan_windows     the windows on the grid: reused from the cache, or batched into jobs (cold / warm)
                                                                               -> WindowPlan
     run_jobs         per job, on one of the devices: the UCE optimisation of its windows, then their
-                     field blocks                                             -> list[JobResult]
-    assemble_field   the global grid of logits, one block per window (the cache updated) -> BlockField
-    extract_mesh     block-wise marching cubes (meshing.py), then finish_mesh: trimmed and coloured
+                     field blocks                                  -> JobResults, as the jobs finish
+    mesh_blocks      the blocks into the cache and into block-wise marching cubes (meshing.py) as they
+                     come, each released once meshed                         -> the merged mesh
+    finish_mesh      trimmed, snapped and coloured
+
+Memory: the windows are planned and run in slabs along the map's longest axis, and a block lives only
+until the cubes that read it are polygonised, so the field costs about two slabs of blocks whatever the
+map's length; what grows with the map is the points (and their window crops) and the mesh itself (see
+docs/memory.md).
 """
 from __future__ import annotations
 
@@ -20,17 +26,18 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Callable, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
 import trimesh
+from scipy.spatial import cKDTree
 
 from .cache import WindowCache, WindowKey, model_fingerprint, settings_fingerprint, window_fingerprint
 from .config import DenoiseConfig, MeshingConfig, OptimizationConfig, ReconstructionConfig, get_profile
 from .denoise import NoiseEstimate, estimate_noise, project_to_local_planes
 from .errors import ReconstructionCancelled, ReconstructionError
-from .meshing import EMPTY_LOGIT, BlockField, color_from_points, extract_mesh, snap_to_points, trim_far_faces
+from .meshing import EMPTY_LOGIT, StreamingMesher, color_from_points, snap_to_points, trim_far_faces
 from .model import ConvONet, load_model, resolve_devices, synchronized_time
 from .optimize import WindowBatch, WindowEnsemble, WindowState, optimize_windows
 from .windows import WindowGrid, WindowSet, core_band_mask, select_windows
@@ -58,6 +65,8 @@ class RunStats:
     device: str = ""
     profile: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
+    peak_field_blocks: int = 0  # the most field blocks held at once while meshing
+    faces_marched: int = 0  # faces marching cubes made, before trimming
     vertices: int = 0
     faces: int = 0
     bbox_min: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -107,7 +116,10 @@ class WindowJob:
 
 @dataclass
 class WindowPlan:
-    """The windows on the grid, and what becomes of each: reused from the cache, or run in a job."""
+    """The windows on the grid, and what becomes of each: reused from the cache, or run in a job.
+
+    Windows and jobs go in slabs along `sweep_axis` (the map's longest), so that the field blocks of a
+    slab are complete, meshed and released early (see `StreamingMesher`)."""
 
     grid: WindowGrid
     windows: WindowSet
@@ -115,6 +127,11 @@ class WindowPlan:
     reused: dict[WindowKey, np.ndarray]  # field blocks taken from the cache as they are
     jobs: list[WindowJob]
     settings_id: str | None = None  # fingerprint of the settings and the model; None without a cache
+    sweep_axis: int = 0
+
+    def block_keys(self) -> list[WindowKey]:
+        """Every window's key: the blocks the field will consist of."""
+        return list(self.reused) + [key for job in self.jobs for key in job.keys]
 
     @property
     def windows_run(self) -> int:
@@ -127,7 +144,8 @@ class WindowPlan:
 
 @dataclass
 class JobResult:
-    """The field blocks of a job's windows and what its optimisation ended with."""
+    """The field blocks of a job's windows and what its optimisation ended with (the blocks and states are
+    emptied once they are meshed and cached)."""
 
     job: WindowJob
     blocks: list[np.ndarray]  # one (cells,)^3 block of logits per window of the job
@@ -195,19 +213,22 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
         replicas = model_replicas(model, config.checkpoint, devices)
     with clock.stage("windows"):
         plan = plan_windows(cloud.points, config, steps, cache, replicas[0])
+    report("windows", len(plan.windows), len(plan.windows))
     tally = ProgressTally(report, {"optimize": sum(job.steps for job in plan.jobs), "field": len(plan.jobs)})
     stop = cancel if cancel is not None else threading.Event()
-    results = run_jobs(plan, cloud.points, replicas, config, tally, stop, clock, cloud.encoder_points)
-    with clock.stage("field"):
-        grid_field = assemble_field(plan, results, cache)
+    finished = run_jobs(plan, cloud.points, replicas, config, tally, stop, clock, cloud.encoder_points)
+    mesher = StreamingMesher(plan.grid, plan.block_keys(), config.meshing.threshold, axis=plan.sweep_axis)
+    results = mesh_blocks(plan, finished, mesher, cache, clock)
     report("mesh", 0, 1)
     with clock.stage("marching_cubes"):
-        mesh = extract_mesh(grid_field, config.meshing.threshold)
+        mesh = mesher.mesh()
+    faces_marched = len(mesh.faces)
     with clock.stage("trim_color"):
         mesh = finish_mesh(mesh, cloud, config.meshing)
     report("mesh", 1, 1)
     stats = run_stats(cloud, plan, results, mesh, profile=config.profile, iterations=steps, devices=devices,
                       seconds=clock.seconds)
+    stats.peak_field_blocks, stats.faces_marched = mesher.peak_blocks, faces_marched
     return Result(mesh=mesh, stats=stats)
 
 
@@ -331,16 +352,24 @@ def plan_windows(points: np.ndarray, config: ReconstructionConfig, steps: int, c
         raise ReconstructionError(
             f"no window holds {config.windows.min_points} or more points near its core; "
             f"the cloud is too sparse for windows of {grid.core_size:.3g} m")
+    axis = sweep_axis(windows.index)
+    windows = windows.ordered_along(axis)
     if cache is None:
         every = [(w, tuple(int(v) for v in windows.index[w]), "", None) for w in range(len(windows))]
         jobs = _batch_jobs(every, steps, optimization.window_batch)
-        return WindowPlan(grid, windows, band, {}, jobs)
+        return WindowPlan(grid, windows, band, {}, jobs, sweep_axis=axis)
     settings_id = settings_fingerprint(config, steps, model_fingerprint(model))
     warm_steps = min(optimization.warm_start_iterations, steps)
     reused, cold, warm = _split_by_cache(points, windows, cache, settings_id, warm_start=warm_steps > 0)
     jobs = _batch_jobs(cold, steps, optimization.window_batch)
     jobs += _batch_jobs(warm, warm_steps, optimization.window_batch, first_number=len(jobs))
-    return WindowPlan(grid, windows, band, reused, jobs, settings_id)
+    jobs.sort(key=lambda job: windows.index[job.windows[0], axis])  # cold and warm jobs, slab by slab
+    return WindowPlan(grid, windows, band, reused, jobs, settings_id, axis)
+
+
+def sweep_axis(window_index: np.ndarray) -> int:
+    """The axis along which the windows span the most slabs: sweeping it keeps the fewest blocks alive."""
+    return int(np.argmax(np.ptp(window_index, axis=0)))
 
 
 def _split_by_cache(points: np.ndarray, windows: WindowSet, cache: WindowCache, settings_id: str,
@@ -376,10 +405,9 @@ def _batch_jobs(windows: list[tuple], steps: int, size: int, first_number: int =
 
 def run_jobs(plan: WindowPlan, points: np.ndarray, replicas: list[ConvONet], config: ReconstructionConfig,
              tally: ProgressTally, stop: threading.Event, clock: StageClock,
-             encoder_points: np.ndarray | None = None) -> list[JobResult]:
-    """Every job of the plan: the UCE optimisation of its windows, then their field blocks. With several
-    devices the jobs go in rounds of one job per device, run side by side."""
-    results: list[JobResult] = []
+             encoder_points: np.ndarray | None = None) -> Iterator[JobResult]:
+    """Every job of the plan, in its order, as it finishes: the UCE optimisation of its windows, then their
+    field blocks. With several devices the jobs go in rounds of one job per device, run side by side."""
     keep_states = plan.settings_id is not None
     for first in range(0, len(plan.jobs), len(replicas)):
         jobs = plan.jobs[first:first + len(replicas)]
@@ -388,13 +416,14 @@ def run_jobs(plan: WindowPlan, points: np.ndarray, replicas: list[ConvONet], con
                                                on_step=tally.on_step, cancel=stop, encoder_points=encoder_points)
                                        for job, replica in zip(jobs, replicas)], stop)
         with clock.stage("field"):
-            results += _side_by_side([partial(evaluate_job, job, ensemble, plan, points, config.meshing, keep_states)
-                                      for job, ensemble in zip(jobs, ensembles)], stop)
+            results = _side_by_side([partial(evaluate_job, job, ensemble, plan, points, config.meshing, keep_states)
+                                     for job, ensemble in zip(jobs, ensembles)], stop)
+        del ensembles  # the round's networks go before the next round's are made
         for _ in jobs:
             tally.advance("field")
         if stop.is_set():
             raise ReconstructionCancelled("reconstruction cancelled")
-    return results
+        yield from results
 
 
 def _side_by_side(tasks: list[Callable[[], T]], stop: threading.Event) -> list[T]:
@@ -459,28 +488,38 @@ def _evaluate_block(ensemble: WindowEnsemble, slot: int, grid: WindowGrid, windo
 
 # ----------------------------------------------------------------------------------------- field, mesh
 
-def assemble_field(plan: WindowPlan, results: list[JobResult], cache: WindowCache | None = None) -> BlockField:
-    """The global field: the reused blocks and those the jobs computed, which the cache keeps."""
-    grid_field = BlockField(plan.grid, dict(plan.reused))
+def mesh_blocks(plan: WindowPlan, results: Iterable[JobResult], mesher: StreamingMesher,
+                cache: WindowCache | None = None, clock: StageClock | None = None) -> list[JobResult]:
+    """The reused blocks, then each job's blocks as it finishes, into the mesher (which releases them once
+    meshed) and into the cache. Returns the results, emptied of their blocks and states."""
+    clock = clock or StageClock([torch.device("cpu")])
+    with clock.stage("marching_cubes"):
+        for key, block in plan.reused.items():
+            mesher.add(key, block)
+    done = []
     for result in results:
-        for slot, (key, fingerprint) in enumerate(zip(result.job.keys, result.job.fingerprints)):
-            grid_field.blocks[key] = result.blocks[slot]
-            if cache is not None:
-                cache.put(key, fingerprint, result.blocks[slot])
-                if result.states is not None:
-                    cache.put_state(key, plan.settings_id, result.states[slot])
-    return grid_field
+        with clock.stage("marching_cubes"):
+            for slot, (key, fingerprint) in enumerate(zip(result.job.keys, result.job.fingerprints)):
+                if cache is not None:
+                    cache.put(key, fingerprint, result.blocks[slot])
+                    if result.states is not None:
+                        cache.put_state(key, plan.settings_id, result.states[slot])
+                mesher.add(key, result.blocks[slot])
+        result.blocks, result.states = [], None
+        done.append(result)
+    return done
 
 
 def finish_mesh(mesh: trimesh.Trimesh, cloud: PreparedPoints, meshing: MeshingConfig) -> trimesh.Trimesh:
     """The mesh without faces far from the data, its vertices snapped onto the points' planes when
     configured, and coloured from the input's colours."""
+    tree = cKDTree(cloud.points) if len(mesh.faces) else None  # one tree for the three (built once, ~35 B/point)
     if meshing.trim_distance is not None:
-        mesh = trim_far_faces(mesh, cloud.points, meshing.trim_distance)
+        mesh = trim_far_faces(mesh, cloud.points, meshing.trim_distance, tree)
     if snaps(meshing.snap_distance, cloud.noise):
-        mesh = snap_to_points(mesh, cloud.points, meshing.snap_distance)
+        mesh = snap_to_points(mesh, cloud.points, meshing.snap_distance, tree=tree)
     if cloud.colors is not None and meshing.color_from_input:
-        color_from_points(mesh, cloud.points, cloud.colors)
+        color_from_points(mesh, cloud.points, cloud.colors, tree)
     return mesh
 
 

@@ -76,6 +76,13 @@ class WindowSet:
     def __len__(self) -> int:
         return len(self.index)
 
+    def ordered_along(self, axis: int) -> "WindowSet":
+        """The windows sorted slab by slab along `axis` (then by the other axes in x, y, z order)."""
+        keys = [self.index[:, a] for a in reversed(range(3)) if a != axis] + [self.index[:, axis]]
+        order = np.lexsort(keys)  # the last key is the primary one
+        return WindowSet(self.index[order], [self.crop_points[w] for w in order], self.near_counts[order],
+                         self.skipped)
+
 
 def window_memberships(points: np.ndarray, grid: WindowGrid, reach: float):
     """Every (window, point) pair where the point lies within `reach` metres (L-inf) of the window's core.

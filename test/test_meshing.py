@@ -6,7 +6,14 @@ import pytest
 import trimesh
 from skimage import measure
 
-from sa_convonet_ros.meshing import EMPTY_LOGIT, BlockField, color_from_points, extract_mesh, trim_far_faces
+from sa_convonet_ros.meshing import (
+    EMPTY_LOGIT,
+    BlockField,
+    StreamingMesher,
+    color_from_points,
+    extract_mesh,
+    trim_far_faces,
+)
 from sa_convonet_ros.windows import WindowGrid
 
 
@@ -74,6 +81,52 @@ def test_crossing_planes_with_skipped_windows_stay_seamless():
     error = np.abs(slabs(inner))
     assert np.percentile(error, 95) < 0.01  # exact on the flat parts
     assert error.max() <= grid.voxel_size + 1e-9  # linear interpolation is off only near the crossing
+
+
+def tube_along_y():
+    """A tube through 10 slabs of windows along y, 4 windows per slab."""
+    grid = WindowGrid(voxel_size=0.05, cells=6, margin=0.1)  # windows of 0.3 m
+    windows = all_windows((0, 0, 0), (2, 10, 2))
+    return analytic_field(grid, windows, lambda p: np.hypot(p[..., 0] - 0.31, p[..., 2] - 0.29) - 0.2)
+
+
+def test_streamed_blocks_are_released_slab_by_slab_into_the_one_pass_mesh():
+    field = tube_along_y()
+    mesher = StreamingMesher(field.grid, field.blocks, axis=1)
+    for key in sorted(field.blocks, key=lambda k: (k[1], k)):
+        mesher.add(key, field.blocks[key])
+    # a slab's blocks go once the next slab is complete: two slabs at most, of the ten
+    assert mesher.peak_blocks == 8 and mesher.field.blocks == {}
+    streamed, reference = mesher.mesh(), dense_single_pass(field, list(field.blocks))
+    assert streamed.is_watertight and len(streamed.faces) == len(reference.faces)
+    assert np.allclose(np.sort(streamed.vertices, axis=0), np.sort(reference.vertices, axis=0), atol=1e-6)
+
+
+def test_blocks_arriving_in_any_order_give_the_same_mesh():
+    field = tube_along_y()
+    ordered = StreamingMesher(field.grid, field.blocks, axis=1)
+    for key in sorted(field.blocks):
+        ordered.add(key, field.blocks[key])
+    shuffled = StreamingMesher(field.grid, field.blocks, axis=1)
+    keys = list(field.blocks)
+    for k in np.random.default_rng(0).permutation(len(keys)):
+        shuffled.add(keys[k], field.blocks[keys[k]])
+    first, second = ordered.mesh(), shuffled.mesh()
+    np.testing.assert_array_equal(first.vertices, second.vertices)
+    np.testing.assert_array_equal(first.faces, second.faces)
+
+
+def test_a_mesher_refuses_unexpected_blocks_and_a_mesh_before_the_last_block():
+    field = tube_along_y()
+    mesher = StreamingMesher(field.grid, field.blocks, axis=1)
+    key = next(iter(field.blocks))
+    mesher.add(key, field.blocks[key])
+    with pytest.raises(ValueError, match="not expected or came twice"):
+        mesher.add(key, field.blocks[key])
+    with pytest.raises(ValueError, match="not expected"):
+        mesher.add((0, 11, 0), field.blocks[key])
+    with pytest.raises(ValueError, match="never arrived"):
+        mesher.mesh()
 
 
 def test_empty_field_gives_an_empty_mesh():

@@ -10,7 +10,7 @@ from scipy.spatial import cKDTree
 
 from sa_convonet_ros.config import ModelConfig, get_profile
 from sa_convonet_ros.data import generate_room, simulate_scans
-from sa_convonet_ros.meshing import extract_mesh
+from sa_convonet_ros.meshing import BlockField, StreamingMesher, extract_mesh
 from sa_convonet_ros.model import DEFAULT_CHECKPOINT, ConvONet, load_model
 from sa_convonet_ros.pipeline import (
     STAGES,
@@ -20,9 +20,9 @@ from sa_convonet_ros.pipeline import (
     StageClock,
     WindowCache,
     _side_by_side,
-    assemble_field,
     evaluate_job,
     finish_mesh,
+    mesh_blocks,
     optimize_job,
     plan_windows,
     prepare_points,
@@ -272,17 +272,41 @@ def test_the_stages_one_by_one_make_the_mesh_of_reconstruct(tiny_model, room_cor
     tally = ProgressTally(lambda *update: seen.append(update), {"optimize": 2 * len(plan.jobs),
                                                                 "field": len(plan.jobs)})
     clock = StageClock([torch.device("cpu")])
-    results = run_jobs(plan, cloud.points, [tiny_model], config, tally, threading.Event(), clock,
-                       cloud.encoder_points)
-    assert [r.job for r in results] == plan.jobs and all(r.steps_run == 2 for r in results)
-    assert seen[-1] == ("field", len(plan.jobs), len(plan.jobs)) and clock.seconds["optimize"] > 0
+    finished = run_jobs(plan, cloud.points, [tiny_model], config, tally, threading.Event(), clock,
+                        cloud.encoder_points)
+    assert seen == []  # the jobs run as their results are taken
     cache = WindowCache()
-    grid_field = assemble_field(plan, results, cache)
-    assert len(grid_field.blocks) == len(cache) == len(plan.windows)
-    mesh = finish_mesh(extract_mesh(grid_field, config.meshing.threshold), cloud, config.meshing)
+    mesher = StreamingMesher(plan.grid, plan.block_keys(), config.meshing.threshold, axis=plan.sweep_axis)
+    results = mesh_blocks(plan, finished, mesher, cache, clock)
+    assert [r.job for r in results] == plan.jobs and all(r.steps_run == 2 and r.blocks == [] for r in results)
+    assert seen[-1] == ("field", len(plan.jobs), len(plan.jobs)) and clock.seconds["optimize"] > 0
+    assert len(cache) == len(plan.windows) and 0 < mesher.peak_blocks <= len(plan.windows)
+    assert mesher.field.blocks == {}  # every block released once meshed
+    mesh = finish_mesh(mesher.mesh(), cloud, config.meshing)
     whole = reconstruct(room_corner, config, model=tiny_model).mesh
     np.testing.assert_array_equal(mesh.vertices, whole.vertices)
     np.testing.assert_array_equal(mesh.faces, whole.faces)
+    # the same surface as the blocks meshed in one piece, x slab first (the order may differ)
+    blocks = BlockField(plan.grid, {key: cache.get(key, fingerprint) for job in plan.jobs
+                                    for key, fingerprint in zip(job.keys, job.fingerprints)})
+    at_once = finish_mesh(extract_mesh(blocks), cloud, config.meshing)
+    np.testing.assert_array_equal(np.unique(at_once.triangles.reshape(-1, 9), axis=0),
+                                  np.unique(whole.triangles.reshape(-1, 9), axis=0))
+
+
+def test_a_long_map_holds_about_two_slabs_of_field_blocks(tiny_model):
+    """A corridor 9 m long along y: windows run and are meshed slab by slab along it, the field is never whole."""
+    rng = np.random.default_rng(0)
+    along, up = rng.uniform(0, 9, 40_000), rng.uniform(0, 1.5, 40_000)
+    walls = np.c_[np.where(np.arange(40_000) % 2, 0.1, 1.1) + rng.normal(0, 0.003, 40_000), along, up]
+    config = small_config().updated(optimization={"window_batch": 4}, denoise={"denoise": False})
+    plan = plan_windows(walls, config, steps=0)
+    assert plan.sweep_axis == 1
+    slab_sizes = np.unique(plan.windows.index[:, 1], return_counts=True)[1]
+    result = reconstruct(walls, config, model=tiny_model)
+    assert result.stats.windows_run == len(plan.windows) > 4 * slab_sizes.max()
+    assert result.stats.peak_field_blocks <= 2 * slab_sizes.max() + 4  # two slabs and one batch
+    assert result.stats.faces_marched >= result.stats.faces > 0
 
 
 def test_one_job_alone(tiny_model, room_corner):

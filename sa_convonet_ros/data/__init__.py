@@ -1,4 +1,5 @@
-"""Synthetic data: procedural rooms with exact occupancy and simulated robot scans."""
+"""Synthetic data: procedural rooms and multi-room floors with exact occupancy, and simulated robot scans."""
+from .floors import Floor, FloorConfig, generate_floor, scan_floor
 from .freeform import Blob, FreeformPrimitive, HoledBox, Revolved, Sheet, SmoothBlend, Superellipsoid, Tube
 from .objects import HELD_OUT_FAMILIES, TRAINING_FAMILIES
 from .primitives import Box, Capsule, Cone, Cylinder, Primitive, Sphere, Torus, rotation_from_z, yaw_rotation
@@ -22,6 +23,7 @@ from .scenes import (
 
 __all__ = [
     "Box", "Capsule", "Cone", "Cylinder", "Primitive", "Sphere", "Torus", "rotation_from_z", "yaw_rotation",
+    "Floor", "FloorConfig", "generate_floor", "scan_floor",
     "Blob", "FreeformPrimitive", "HoledBox", "Revolved", "Sheet", "SmoothBlend", "Superellipsoid", "Tube",
     "HELD_OUT_FAMILIES", "TRAINING_FAMILIES", "HELD_OUT_WORLD", "TRAINING_WORLD",
     "RoomConfig", "generate_room", "SCAN_SETTINGS", "ScanInfo", "ScanSetting", "plan_camera_poses",

@@ -55,8 +55,9 @@ class NodeOptions:
                                    'feedforward', choices=PROFILE_NAMES)
     strict_device: bool = setting(False, 'fail (instead of warning and using the CPU) when the requested CUDA '
                                          'device is not available')
-    max_points: int = setting(1_000_000, 'cap on the points handed to the reconstruction (0 = no cap, else at '
-                                         'least 1000); larger clouds are voxel-subsampled (logged)')
+    max_points: int = setting(0, 'cap on the points handed to the reconstruction (0 = no cap, else at least '
+                                 '1000); larger clouds are voxel-subsampled (logged). Memory grows with the points '
+                                 '(docs/memory.md): lower it where a map would not fit')
     frame_id: str = setting('', 'frame of the published mesh; empty = the frame of the input cloud')
     color_mode: str = setting('rgb', 'marker colours: rgb (input colours when present, else height) | height | '
                                      'uniform', choices=COLOR_MODES)

@@ -12,7 +12,7 @@ DEFAULTS = {name: default for name, (default, _, _) in PARAMETERS.items()}
 def test_defaults_give_the_profile():
     settings = settings_from_parameters(DEFAULTS)
     assert settings.config.updated(device="auto") == get_profile("auto", device="cpu")
-    assert settings.options.max_points == 1_000_000 and settings.checkpoint is None
+    assert settings.options.max_points == 0 and settings.checkpoint is None
 
 
 def test_overrides_default_to_the_profiles_value_within_their_ranges():
