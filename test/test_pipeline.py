@@ -284,6 +284,24 @@ def test_a_cancelled_run_raises_and_leaves_the_cache_as_it_was(tiny_model, room_
     assert len(cache) == 0
 
 
+def test_a_deadline_stops_the_optimisation_and_still_gives_a_mesh(tiny_model, room_corner):
+    config = small_config(iterations=50)
+    cache = WindowCache()
+    on_time = reconstruct(room_corner, config, model=tiny_model, iterations=0)
+    late = reconstruct(room_corner, config, model=tiny_model, cache=cache, deadline=time.monotonic() - 1.0)
+    assert late.stats.out_of_time and late.stats.steps_run == 0
+    assert late.stats.steps_planned == 50 * late.stats.batches_run > 50 and late.stats.iterations == 50
+    assert np.array_equal(late.mesh.faces, on_time.mesh.faces)  # no step run: the feed-forward mesh
+    assert len(cache) == 0  # blocks cut short are not the settings' result: never reused as such
+
+    started = time.monotonic()
+    budget = reconstruct(room_corner, config, model=tiny_model, deadline=started + 1.0)
+    assert budget.stats.out_of_time and 0 < budget.stats.steps_run < budget.stats.steps_planned
+    assert budget.stats.seconds["optimize"] < 2.0 and len(budget.mesh.faces) > 0
+    full = reconstruct(room_corner, small_config(iterations=1), model=tiny_model, deadline=time.monotonic() + 60)
+    assert not full.stats.out_of_time and full.stats.steps_run == full.stats.steps_planned
+
+
 def test_a_failing_task_stops_the_others():
     stop = threading.Event()
 
