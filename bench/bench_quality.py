@@ -25,7 +25,7 @@ import numpy as np
 
 from sa_convonet_ros.baselines import ball_pivoting, screened_poisson
 from sa_convonet_ros.config import get_profile
-from sa_convonet_ros.data import HELD_OUT_WORLD, RoomConfig, Scene, generate_room, simulate_scans
+from sa_convonet_ros.data import HELD_OUT_WORLD, TRAINING_WORLD, RoomConfig, Scene, generate_room, simulate_scans
 from sa_convonet_ros.metrics import evaluate_mesh, visible_mask
 from sa_convonet_ros.model import load_model, resolve_device
 from sa_convonet_ros.pipeline import reconstruct
@@ -34,7 +34,7 @@ METHOD_NAMES = {"ff": "ours feed-forward", "fast": "ours UCE fast", "paper": "ou
                 "auto": "ours UCE auto", "poisson": "screened Poisson", "bpa": "ball pivoting"}
 PROFILE_OF = {"ff": "feedforward", "fast": "fast", "paper": "paper", "auto": "auto"}
 CLASSICAL = ("poisson", "bpa")
-WORLDS = {"held-out": HELD_OUT_WORLD, "plain": RoomConfig()}
+WORLDS = {"held-out": HELD_OUT_WORLD, "training": TRAINING_WORLD, "plain": RoomConfig()}
 TAUS = (0.01, 0.02, 0.05)
 # (key, column title, scale, larger is better)
 COLUMNS = [("chamfer_l1", "Chamfer-L1 (cm)", 100, False), ("accuracy", "accuracy (cm)", 100, False),

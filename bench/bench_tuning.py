@@ -1,13 +1,14 @@
-"""How the `fast` profile was chosen: variants of it on the tuning rooms, and what the chosen one misses.
+"""How the CPU profile was chosen: variants of `fast` on the tuning rooms, and what the chosen one misses.
 
     python -m bench.bench_tuning --crop 2.0
 
 The tuning rooms (seeds 6000 and 6001, both scan settings, a 2 m square footprint of each to bound CPU
-time) are never used for training or for the held-out benchmarks. Every variant is the `fast` profile
-with a few settings replaced (see VARIANTS). Metrics as in bench_quality.py (exact distances), plus the
-fraction of the input points on objects (not floor or walls) that lie more than 2 cm from the mesh: the
-observed furniture the surface fails to pass through. For the first variant, the ground truth it misses
-by more than 2 cm is broken down by object label.
+time) are never used for training or for the held-out benchmarks; `--world training` (the default)
+furnishes them with the training families of free-form objects, never with the held-out ones. Every
+variant is the `fast` profile with a few settings replaced (see VARIANTS). Metrics as in bench_quality.py
+(exact distances), plus the fraction of the input points on objects (not floor or walls) that lie more
+than 2 cm from the mesh: the observed furniture the surface fails to pass through. For the first
+variant, the ground truth it misses by more than 2 cm is broken down by object label.
 """
 from __future__ import annotations
 
@@ -18,32 +19,35 @@ from collections import Counter
 
 import numpy as np
 
-from bench.bench_quality import ScoredScan
+from bench.bench_quality import WORLDS, ScoredScan
 from sa_convonet_ros.config import get_profile
 from sa_convonet_ros.metrics import closest_points_on_mesh
 from sa_convonet_ros.model import load_model, resolve_device
 from sa_convonet_ros.pipeline import reconstruct
 
+RAW = {"denoise": {"denoise": False}}
+FINE = {"meshing": {"voxel_size": 0.01}}
 VARIANTS = {
-    "fast": {},
-    "decoder only, 150 steps, trim 4 cm": {"optimization": {"optimize_features": False, "iterations": 150},
-                                           "meshing": {"trim_distance": 0.04}},
-    "feature grids, 100 steps": {"optimization": {"iterations": 100}},
-    "feature lr 3e-3": {"optimization": {"feature_learning_rate": 3e-3}},
-    "trim 4 cm": {"meshing": {"trim_distance": 0.04}},
-    "mesh grid 1.5 cm": {"meshing": {"voxel_size": 0.015}},
-    "mesh grid 1 cm": {"meshing": {"voxel_size": 0.01}},
-    "feature lr 2e-2": {"optimization": {"feature_learning_rate": 2e-2}},
-    "feature lr 3e-2": {"optimization": {"feature_learning_rate": 3e-2}},
-    "decoder lr 1e-3": {"optimization": {"learning_rate": 1e-3}},
-    "sigma 0.05": {"optimization": {"sigma": 0.05}},
-    "sigma 0.03": {"optimization": {"sigma": 0.03}},
-    "off-surface 2048": {"optimization": {"off_surface_samples": 2048}},
-    "100 steps, mesh grid 1 cm": {"optimization": {"iterations": 100}, "meshing": {"voxel_size": 0.01}},
-    "200 steps, mesh grid 1 cm": {"optimization": {"iterations": 200}, "meshing": {"voxel_size": 0.01}},
-    "residual sampling 0.5": {"optimization": {"residual_sampling": 0.5}},
-    "residual sampling 0.75": {"optimization": {"residual_sampling": 0.75}},
-    "residual sampling 0.5, decoder lr 1e-3": {"optimization": {"residual_sampling": 0.5, "learning_rate": 1e-3}},
+    "fast, no denoising": RAW,
+    "fast, denoised (encoder and targets)": {},
+    "fast, denoised targets only": {"denoise": {"denoise_encoder_input": False}},
+    "denoised, shifts of 1.5 noise levels": {"denoise": {"denoise_max_shift": 1.5}},
+    "denoised, 16 neighbours": {"denoise": {"denoise_neighbours": 16}},
+    "denoised, snap 1 cm": {"meshing": {"snap_distance": 0.01}},
+    "denoised, sigma 0.05": {"optimization": {"sigma": 0.05}},
+    "denoised, grid 1.5 cm": {"meshing": {"voxel_size": 0.015}},
+    "denoised, grid 1 cm": FINE,
+    "denoised, grid 1 cm, 100 steps": {**FINE, "optimization": {"iterations": 100}},
+    "denoised, grid 1 cm, 100 steps, half samples": {**FINE, "optimization": {
+        "iterations": 100, "surface_samples": 1024, "off_surface_samples": 512}},
+    "denoised, grid 1 cm, 100 steps, early stop": {**FINE, "optimization": {
+        "iterations": 100, "early_stop_patience": 10}},
+    "denoised, grid 1 cm, 100 steps, snap 1 cm": {"meshing": {"voxel_size": 0.01, "snap_distance": 0.01},
+                                                  "optimization": {"iterations": 100}},
+    "denoised, grid 1 cm, 100 steps, trim 2 cm": {"meshing": {"voxel_size": 0.01, "trim_distance": 0.02},
+                                                 "optimization": {"iterations": 100}},
+    "denoised, grid 1 cm, 200 steps": {**FINE, "optimization": {"iterations": 200}},
+    "no denoising, grid 1 cm, 100 steps": {**RAW, **FINE, "optimization": {"iterations": 100}},
 }
 
 
@@ -67,11 +71,21 @@ def unfitted_object_inputs(scene, mesh, points, tau=0.02) -> float:
     return float((closest_points_on_mesh(mesh, points[on_objects])[0] > tau).mean())
 
 
+SCORED = ("chamfer_l1", "accuracy", "completeness", "normal_consistency", "fscore@0.01", "fscore@0.02",
+          "fscore@0.05", "unfitted")
+
+
+def _cells(scores: dict) -> str:
+    return " | ".join(f"{100 * scores[k]:.2f}" if k in ("chamfer_l1", "accuracy", "completeness")
+                      else f"{scores[k]:.3f}" for k in SCORED)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[6000, 6001])
     parser.add_argument("--settings", nargs="+", default=["dense", "sparse"])
     parser.add_argument("--crop", type=float, default=2.0)
+    parser.add_argument("--world", default="training", choices=sorted(WORLDS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
@@ -81,7 +95,7 @@ def main(argv=None) -> int:
     rows, missed = [], []
     for seed in args.seeds:
         for setting in args.settings:
-            case = ScoredScan.generate(seed, setting, args.crop)
+            case = ScoredScan.generate(seed, setting, args.crop, WORLDS[args.world])
             scene, points = case.scene, case.points
             for index, name in enumerate(args.variants):
                 config = get_profile("fast").updated(device=str(device), **VARIANTS[name])
@@ -96,23 +110,20 @@ def main(argv=None) -> int:
                 if index == 0:
                     missed.append((f"{setting} {seed}", missed_by_label(scene, mesh, case.gt_points[case.visible])))
 
-    print(f"### Variants of `fast` on the tuning rooms ({args.crop:g} m crops)\n")
-    print("| scene | variant | seconds | Chamfer-L1 (cm) | NC | precision@2cm | recall@2cm | F@2cm | F@5cm "
-          "| object inputs > 2 cm off |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"### Variants of `fast` on the tuning rooms ({args.world} world, {args.crop:g} m crops)\n")
+    print("| scene | variant | seconds | Chamfer-L1 (cm) | accuracy (cm) | completeness (cm) | NC | F@1cm | F@2cm "
+          "| F@5cm | object inputs > 2 cm off |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for scene_name, name, seconds, s in rows:
-        print(f"| {scene_name} | {name} | {seconds:.1f} | {100 * s['chamfer_l1']:.2f} | "
-              f"{s['normal_consistency']:.3f} | {s['precision@0.02']:.3f} | {s['recall@0.02']:.3f} | "
-              f"{s['fscore@0.02']:.3f} | {s['fscore@0.05']:.3f} | {s['unfitted']:.3f} |")
+        print(f"| {scene_name} | {name} | {seconds:.1f} | " + _cells(s) + " |")
     print("\nMean over scenes:\n")
-    print("| variant | seconds | Chamfer-L1 (cm) | NC | F@2cm | F@5cm | object inputs > 2 cm off |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| variant | seconds | Chamfer-L1 (cm) | accuracy (cm) | completeness (cm) | NC | F@1cm | F@2cm | F@5cm "
+          "| object inputs > 2 cm off |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.variants:
         mine = [r for r in rows if r[1] == name]
-        mean = lambda key, mine=mine: np.mean([r[3][key] for r in mine])  # noqa: E731
-        print(f"| {name} | {np.mean([r[2] for r in mine]):.1f} | {100 * mean('chamfer_l1'):.2f} | "
-              f"{mean('normal_consistency'):.3f} | {mean('fscore@0.02'):.3f} | {mean('fscore@0.05'):.3f} | "
-              f"{mean('unfitted'):.3f} |")
+        means = {key: float(np.mean([r[3][key] for r in mine])) for key in mine[0][3] if key in SCORED}
+        print(f"| {name} | {np.mean([r[2] for r in mine]):.1f} | " + _cells(means) + " |")
     print(f"\nVisible ground truth that `{args.variants[0]}` misses by more than 2 cm, by object:\n")
     for scene_name, by_label in missed:
         print(f"- {scene_name}: " + ", ".join(f"{label} {m}/{n}" for label, (m, n) in by_label.items() if m))

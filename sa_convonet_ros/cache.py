@@ -24,6 +24,7 @@ class WindowCache:
         self._states: dict[WindowKey, tuple[str, WindowState]] = {}
         self.max_state_bytes = max_state_bytes  # the least recently stored states go first beyond this
         self._state_bytes = 0
+        self.noise = None  # the map's measured noise (NoiseEstimate): a growing map keeps being denoised alike
 
     def get_state(self, key: WindowKey, settings_id: str) -> WindowState | None:
         entry = self._states.get(key)

@@ -1,6 +1,6 @@
 """`sa-convonet`: reconstruct a mesh from a point-cloud file, or evaluate a mesh against ground truth.
 
-    sa-convonet reconstruct INPUT -o MESH [--profile fast|paper|feedforward] [--config YAML] [--png PREVIEW]
+    sa-convonet reconstruct INPUT -o MESH [--profile auto|fast|paper|feedforward] [--config YAML] [--png PREVIEW]
                             [--device auto|cpu|cuda] [--checkpoint PATH] [--iterations N] [--voxel-size M] ...
     sa-convonet evaluate MESH GT [--tau 0.02 0.05] [--input CLOUD]
 
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PROFILES, ReconstructionConfig, get_profile
+from .config import PROFILE_NAMES, ReconstructionConfig, get_profile
 from .errors import SettingError
 from .flags import add_flags, flag, given
 
 
 def _load_config(args) -> ReconstructionConfig:
     """The profile, updated by the YAML file, then by the flags given."""
-    config = get_profile(args.profile)
+    config = get_profile(args.profile, device=args.device or "auto")
     if args.config:
         import yaml
 
@@ -127,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("input", type=Path)
     # Paths to write stay text: Path() would drop a trailing slash, turning a folder into a file name.
     rec.add_argument("-o", "--output", required=True, help="mesh file (.ply, .obj, .glb, .off, .stl)")
-    rec.add_argument("--profile", default="fast", help=f"one of {', '.join(PROFILES)}: fast (CPU-friendly), "
-                                                       "paper (the release's settings), feedforward (no optimisation)")
+    rec.add_argument("--profile", default="auto",
+                     help=f"one of {', '.join(PROFILE_NAMES)}: auto (the best the device affords: auto:cpu or "
+                          "auto:gpu), fast (CPU-friendly), paper (the release's settings), feedforward (no "
+                          "optimisation)")
     rec.add_argument("--config", type=Path, default=None, help="YAML with optimization/windows/meshing overrides")
     rec.add_argument("--png", default=None, help="also write a PNG preview of the mesh")
     rec.add_argument("--json", action="store_true", help="print the statistics as JSON")

@@ -170,12 +170,33 @@ class MeshingConfig:
     trim_distance: float | None = setting(0.04, "drop faces farther than this from every input point, metres "
                                                 "(0: keep every face)", at_least=0)
     eval_chunk: int = setting(200_000, "grid points decoded per network call", at_least=1)
+    snap_distance: float = setting(0.0, "move each vertex onto the plane of its nearest (denoised) points by at "
+                                        "most this many metres, for detail finer than the grid (0: off)",
+                                   at_least=0)
     color_from_input: bool = setting(True, "colour vertices from the nearest input point when it has colours")
 
     def __post_init__(self) -> None:
         check_settings(self)
         if self.trim_distance == 0:
             self.trim_distance = None  # how a command line or a ROS parameter says None
+
+
+@dataclass
+class DenoiseConfig:
+    """Noise-aware surface targets: the map's noise and spacing are measured (`denoise.estimate_noise`) and
+    its points moved onto the planes of their neighbours by at most a few noise levels before the windows
+    see them, so the test-time optimisation fits the surface, not the sensor noise."""
+
+    denoise: bool = setting(True, "measure the map's noise and denoise its points before the optimisation")
+    denoise_neighbours: int = setting(8, "neighbours of the local plane each point moves onto", at_least=3)
+    denoise_max_shift: float = setting(2.5, "a point moves at most this many measured noise levels per pass",
+                                       above=0)
+    denoise_passes: int = setting(2, "projection passes", at_least=1)
+    denoise_encoder_input: bool = setting(True, "the encoder sees the denoised points too (else only the UCE "
+                                                "targets are denoised)")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass
@@ -186,6 +207,7 @@ class ReconstructionConfig:
     optimization: OptimizationConfig = setting(factory=OptimizationConfig)
     windows: WindowConfig = setting(factory=WindowConfig)
     meshing: MeshingConfig = setting(factory=MeshingConfig)
+    denoise: DenoiseConfig = setting(factory=DenoiseConfig)
     device: str = setting("auto", "compute device(s): auto (every visible GPU, else the CPU) | cpu | cuda | "
                                   "cuda:N | a comma-separated list such as cuda:0,cuda:1")
     checkpoint: str | None = setting(None, "model checkpoint file; empty or None: the model shipped with the "
@@ -228,7 +250,8 @@ class ReconstructionConfig:
         return ReconstructionConfig.from_dict(merged)
 
 
-SECTIONS = {"optimization": OptimizationConfig, "windows": WindowConfig, "meshing": MeshingConfig}
+SECTIONS = {"optimization": OptimizationConfig, "windows": WindowConfig, "meshing": MeshingConfig,
+            "denoise": DenoiseConfig}
 
 
 def _build(cls, values: dict[str, Any] | Any, section: str):
@@ -284,12 +307,46 @@ def _feedforward() -> ReconstructionConfig:
     return config
 
 
-PROFILES = {"fast": _fast, "paper": _paper, "feedforward": _feedforward}
+def _auto_cpu() -> ReconstructionConfig:
+    # What a CPU affords within its time budget (a 5 x 4 x 2.5 m room from 100 k points in about a minute on
+    # 2 cores): `fast` on denoised points (docs/benchmarks.md, "Choosing the CPU profile").
+    config = _fast()
+    config.profile = "auto:cpu"
+    return config
 
 
-def get_profile(name: str) -> ReconstructionConfig:
-    """A fresh copy of a named profile."""
+def _auto_gpu() -> ReconstructionConfig:
+    # What wins on quality where the optimisation is cheap: a 1 cm grid, more steps, larger batches.
+    config = _fast()
+    config.profile = "auto:gpu"
+    config.optimization.iterations = 150
+    config.optimization.window_batch = 64
+    config.optimization.precision = "tf32"
+    config.meshing.voxel_size = 0.01
+    return config
+
+
+PROFILES = {"fast": _fast, "paper": _paper, "feedforward": _feedforward,
+            "auto:cpu": _auto_cpu, "auto:gpu": _auto_gpu}
+PROFILE_NAMES = ("auto", "fast", "paper", "feedforward")  # what users choose from (auto:* are auto's picks)
+
+
+def uses_cuda(device: str) -> bool:
+    """Whether a device setting ('auto', 'cpu', 'cuda:1', 'cuda:0,cuda:1') computes on CUDA here."""
+    spec = (device or "auto").strip().lower()
+    if spec == "auto":
+        import torch  # only `auto` needs to ask
+
+        return torch.cuda.is_available()
+    return spec.startswith("cuda")
+
+
+def get_profile(name: str, device: str = "auto") -> ReconstructionConfig:
+    """A fresh copy of a named profile. `auto` is the best the device affords: `auto:gpu` where `device`
+    computes on CUDA, else `auto:cpu` (the returned config's `profile` says which)."""
+    if name == "auto":
+        name = "auto:gpu" if uses_cuda(device) else "auto:cpu"
     try:
         return PROFILES[name]()
     except KeyError:
-        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILE_NAMES)}") from None

@@ -27,7 +27,7 @@ class NoiseEstimate:
     neighbours: int  # neighbourhood size that spans several noise levels (use it for the projection too)
 
 
-def _plane_fits(points: np.ndarray, neighbours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def plane_fits(points: np.ndarray, neighbours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each row of neighbour indices: the neighbours' mean, the fitted plane's unit normal and the
     residual variance (the covariance's smallest eigenvalue, corrected for the 3 fitted degrees of freedom)."""
     near = points[neighbours]  # (n, k, 3)
@@ -51,7 +51,7 @@ def estimate_noise(points: np.ndarray, neighbours: int = 16, sample: int = 20_00
     tree = cKDTree(points)
     while True:
         distances, index = tree.query(chosen, k=neighbours + 1, workers=-1)
-        _, _, variance = _plane_fits(points, index)
+        _, _, variance = plane_fits(points, index)
         noise = float(np.sqrt(np.median(np.maximum(variance, 0.0))))
         reach = float(np.median(distances[:, -1]))
         if reach >= 4.0 * noise or 2 * neighbours > min(max_neighbours, len(points) - 1):
@@ -72,7 +72,7 @@ def project_to_local_planes(points: np.ndarray, max_shift: float, neighbours: in
         current = moved.copy()
         for start in range(0, len(points), CHUNK):
             rows = slice(start, start + CHUNK)
-            mean, normal, _ = _plane_fits(current, index[rows])
+            mean, normal, _ = plane_fits(current, index[rows])
             offset = np.einsum("ni,ni->n", current[rows] - mean, normal)
             moved[rows] = current[rows] - np.clip(offset, -max_shift, max_shift)[:, None] * normal
     return moved

@@ -16,6 +16,7 @@ import trimesh
 from scipy.spatial import cKDTree
 from skimage import measure
 
+from .denoise import plane_fits
 from .windows import WindowGrid
 
 EMPTY_LOGIT = -10.0  # "certainly outside": the value of grid points nobody evaluated
@@ -105,3 +106,23 @@ def color_from_points(mesh: trimesh.Trimesh, points: np.ndarray, colors: np.ndar
     rgb = np.clip(np.asarray(colors, dtype=np.float64)[nearest], 0.0, 1.0)
     alpha = np.ones((len(rgb), 1))
     mesh.visual.vertex_colors = (np.hstack([rgb, alpha]) * 255).round().astype(np.uint8)
+
+
+def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, neighbours: int = 8,
+                   agreement: float = 0.7) -> trimesh.Trimesh:
+    """Each vertex moved along the normal of the plane fitted to its nearest points onto that plane, by at
+    most `distance`: detail finer than the grid comes from the points themselves. Vertices with too few
+    points nearby (completed surface) or whose plane disagrees with the mesh's normal stay."""
+    if len(mesh.vertices) == 0 or len(points) < neighbours:
+        return mesh
+    vertices, normals = np.asarray(mesh.vertices), np.asarray(mesh.vertex_normals)
+    gaps, index = cKDTree(points).query(vertices, k=neighbours, distance_upper_bound=4 * distance, workers=-1)
+    near = np.isfinite(gaps).all(axis=1)
+    mean, plane_normal, _ = plane_fits(points, index[near])
+    offset = np.einsum("ni,ni->n", vertices[near] - mean, plane_normal)
+    agrees = np.abs(np.einsum("ni,ni->n", plane_normal, normals[near])) > agreement
+    moved = vertices.copy()
+    moved[near] -= (np.where(agrees, np.clip(offset, -distance, distance), 0.0))[:, None] * plane_normal
+    mesh = mesh.copy()
+    mesh.vertices = moved
+    return mesh

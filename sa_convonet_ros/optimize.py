@@ -57,11 +57,15 @@ class WindowBatch:
 
     @classmethod
     def from_arrays(cls, clouds: list[np.ndarray], device: torch.device, max_points: int,
-                    rng: np.random.Generator, max_samples: int | None = None) -> "WindowBatch":
+                    rng: np.random.Generator, max_samples: int | None = None,
+                    targets: list[np.ndarray] | None = None) -> "WindowBatch":
+        """`targets` (one per cloud): the points the loss samples from when they differ from the encoder's
+        input (e.g. denoised ones); by default the clouds themselves."""
         points, mask, counts = pad_clouds([_cap(c, max_points, rng) for c in clouds], device)
-        if max_samples is None or all(len(c) <= max_points for c in clouds):
+        if targets is None and (max_samples is None or all(len(c) <= max_points for c in clouds)):
             return cls(points, mask, counts)
-        samples, _, sample_counts = pad_clouds([_cap(c, max_samples, rng) for c in clouds], device)
+        limit = max_samples or max(len(c) for c in (targets or clouds))
+        samples, _, sample_counts = pad_clouds([_cap(c, limit, rng) for c in (targets or clouds)], device)
         return cls(points, mask, counts, samples, sample_counts)
 
     def __len__(self) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -26,9 +27,10 @@ import torch
 import trimesh
 
 from .cache import WindowCache, WindowKey, model_fingerprint, settings_fingerprint, window_fingerprint
-from .config import MeshingConfig, OptimizationConfig, ReconstructionConfig, get_profile
+from .config import DenoiseConfig, MeshingConfig, OptimizationConfig, ReconstructionConfig, get_profile
+from .denoise import NoiseEstimate, estimate_noise, project_to_local_planes
 from .errors import ReconstructionCancelled, ReconstructionError
-from .meshing import EMPTY_LOGIT, BlockField, color_from_points, extract_mesh, trim_far_faces
+from .meshing import EMPTY_LOGIT, BlockField, color_from_points, extract_mesh, snap_to_points, trim_far_faces
 from .model import ConvONet, load_model, resolve_devices, synchronized_time
 from .optimize import WindowBatch, WindowEnsemble, WindowState, optimize_windows
 from .windows import WindowGrid, WindowSet, core_band_mask, select_windows
@@ -62,6 +64,8 @@ class RunStats:
     faces: int = 0
     bbox_min: tuple[float, float, float] = (0.0, 0.0, 0.0)
     bbox_max: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    spacing: float = float("nan")  # metres between neighbouring points, as measured (nan: not measured)
+    noise: float = float("nan")  # metres, the map's measured noise (nan: not measured)
 
     @property
     def total_seconds(self) -> float:
@@ -83,10 +87,12 @@ class Result:
 class PreparedPoints:
     """The points the reconstruction works on."""
 
-    points: np.ndarray  # (N, 3) float64, finite, inside the region
+    points: np.ndarray  # (N, 3) float64, finite, inside the region (denoised when configured)
     colors: np.ndarray | None  # (N, 3) in [0, 1], or None
     input_points: int  # rows handed in
     non_finite_removed: int
+    encoder_points: np.ndarray | None = None  # the points as measured, when the encoder should see them
+    noise: NoiseEstimate | None = None  # the map's measured spacing and noise
 
 
 @dataclass
@@ -189,13 +195,15 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     devices = resolve_devices(config.device)
     clock = StageClock(devices)
     with clock.stage("prepare"):
-        cloud = prepare_points(points, config, colors, region)
+        cloud = prepare_points(points, config, colors, region, known_noise=cache.noise if cache else None)
+        if cache is not None:
+            cache.noise = cloud.noise
         replicas = model_replicas(model, config.checkpoint, devices)
     with clock.stage("windows"):
         plan = plan_windows(cloud.points, config, steps, cache, replicas[0])
     tally = ProgressTally(report, {"optimize": sum(job.steps for job in plan.jobs), "field": len(plan.jobs)})
     stop = cancel if cancel is not None else threading.Event()
-    results = run_jobs(plan, cloud.points, replicas, config, tally, stop, clock, deadline)
+    results = run_jobs(plan, cloud.points, replicas, config, tally, stop, clock, deadline, cloud.encoder_points)
     with clock.stage("field"):
         grid_field = assemble_field(plan, results, cache)
     report("mesh", 0, 1)
@@ -216,7 +224,7 @@ def _ignore_progress(stage: str, done: int, total: int) -> None:
 # --------------------------------------------------------------------------------------------- points
 
 def prepare_points(points: np.ndarray, config: ReconstructionConfig, colors: np.ndarray | None = None,
-                   region=None) -> PreparedPoints:
+                   region=None, known_noise: NoiseEstimate | None = None) -> PreparedPoints:
     """The finite points inside `region` (min_xyz, max_xyz) and their colours; ReconstructionError when
     they cannot make a surface."""
     pts, finite = validate_points(points)
@@ -239,7 +247,25 @@ def prepare_points(points: np.ndarray, config: ReconstructionConfig, colors: np.
             f"too few distinct points to reconstruct a surface: {len(pts)} point(s) spanning "
             f"{extent.max():.4g} m (need at least {min_points} points in one window, "
             f"spanning more than two voxels of {voxel_size} m)")
-    return PreparedPoints(pts, colors, input_points=len(finite), non_finite_removed=non_finite)
+    cloud = PreparedPoints(pts, colors, input_points=len(finite), non_finite_removed=non_finite)
+    return denoised(cloud, config.denoise, known_noise) if config.denoise.denoise else cloud
+
+
+def denoised(cloud: PreparedPoints, config: DenoiseConfig, known_noise: NoiseEstimate | None = None) -> PreparedPoints:
+    """The cloud with its noise measured and its points moved onto their local planes (at most
+    `max_shift` noise levels per pass); the measured points kept for the encoder if it should see them.
+
+    `known_noise`, an earlier estimate of the same map, is kept while the new one agrees with it within
+    25 %: the points of an unchanged part of a growing map then move exactly as before."""
+    if len(cloud.points) <= max(config.denoise_neighbours, 16):
+        return cloud
+    noise = estimate_noise(cloud.points)
+    if known_noise is not None and abs(noise.noise - known_noise.noise) <= 0.25 * known_noise.noise:
+        noise = known_noise
+    moved = project_to_local_planes(cloud.points, config.denoise_max_shift * noise.noise, config.denoise_neighbours,
+                                    config.denoise_passes)
+    return dataclasses.replace(cloud, points=moved, noise=noise,
+                               encoder_points=None if config.denoise_encoder_input else cloud.points)
 
 
 def validate_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -356,7 +382,7 @@ def _batch_jobs(windows: list[tuple], steps: int, size: int, first_number: int =
 
 def run_jobs(plan: WindowPlan, points: np.ndarray, replicas: list[ConvONet], config: ReconstructionConfig,
              tally: ProgressTally, stop: threading.Event, clock: StageClock,
-             deadline: float | None = None) -> list[JobResult]:
+             deadline: float | None = None, encoder_points: np.ndarray | None = None) -> list[JobResult]:
     """Every job of the plan: the UCE optimisation of its windows (until `deadline`), then their field
     blocks. With several devices the jobs go in rounds of one job per device, run side by side."""
     results: list[JobResult] = []
@@ -365,7 +391,8 @@ def run_jobs(plan: WindowPlan, points: np.ndarray, replicas: list[ConvONet], con
         jobs = plan.jobs[first:first + len(replicas)]
         with clock.stage("optimize"):
             ensembles = _side_by_side([partial(optimize_job, job, replica, plan, points, config.optimization,
-                                               on_step=tally.on_step, cancel=stop, deadline=deadline)
+                                               on_step=tally.on_step, cancel=stop, deadline=deadline,
+                                               encoder_points=encoder_points)
                                        for job, replica in zip(jobs, replicas)], stop)
         with clock.stage("field"):
             results += _side_by_side([partial(evaluate_job, job, ensemble, plan, points, config.meshing, keep_states)
@@ -394,13 +421,19 @@ def _side_by_side(tasks: list[Callable[[], T]], stop: threading.Event) -> list[T
 
 def optimize_job(job: WindowJob, replica: ConvONet, plan: WindowPlan, points: np.ndarray,
                  config: OptimizationConfig, on_step: Callable[[int, int, float], None] | None = None,
-                 cancel: threading.Event | None = None, deadline: float | None = None) -> WindowEnsemble:
-    """The adapted networks of the job's windows, on the replica's device (optimised until `deadline`)."""
+                 cancel: threading.Event | None = None, deadline: float | None = None,
+                 encoder_points: np.ndarray | None = None) -> WindowEnsemble:
+    """The adapted networks of the job's windows, on the replica's device, optimised until `deadline` (the
+    encoder sees `encoder_points` where given, aligned with `points`)."""
     device = next(replica.parameters()).device
     rng = np.random.default_rng([config.seed, job.number])
     clouds = [plan.grid.to_unit(points[plan.windows.crop_points[w]], plan.windows.index[w]) for w in job.windows]
+    targets = None
+    if encoder_points is not None:  # the encoder sees the measured points, the loss the denoised ones
+        clouds, targets = [plan.grid.to_unit(encoder_points[plan.windows.crop_points[w]], plan.windows.index[w])
+                           for w in job.windows], clouds
     batch = WindowBatch.from_arrays(clouds, device, config.max_points_per_window, rng,
-                                    max_samples=config.max_samples_per_window)
+                                    max_samples=config.max_samples_per_window, targets=targets)
     return optimize_windows(replica, batch, config, iterations=job.steps, seed=config.seed + job.number,
                             on_step=on_step, cancel=cancel, initial=job.initial, deadline=deadline)
 
@@ -451,9 +484,12 @@ def assemble_field(plan: WindowPlan, results: list[JobResult], cache: WindowCach
 
 
 def finish_mesh(mesh: trimesh.Trimesh, cloud: PreparedPoints, meshing: MeshingConfig) -> trimesh.Trimesh:
-    """The mesh without faces far from the data, its vertices coloured from the input's colours."""
+    """The mesh without faces far from the data, its vertices snapped onto the points' planes when
+    configured, and coloured from the input's colours."""
     if meshing.trim_distance is not None:
         mesh = trim_far_faces(mesh, cloud.points, meshing.trim_distance)
+    if meshing.snap_distance > 0:
+        mesh = snap_to_points(mesh, cloud.points, meshing.snap_distance)
     if cloud.colors is not None and meshing.color_from_input:
         color_from_points(mesh, cloud.points, cloud.colors)
     return mesh
@@ -470,6 +506,8 @@ def run_stats(cloud: PreparedPoints, plan: WindowPlan, results: list[JobResult],
         out_of_time=any(r.out_of_time for r in results), final_loss=float(np.mean(losses)) if losses else float("nan"),
         device=",".join(str(d) for d in devices), profile=profile, seconds=seconds,
         vertices=len(mesh.vertices), faces=len(mesh.faces))
+    if cloud.noise is not None:
+        stats.spacing, stats.noise = cloud.noise.spacing, cloud.noise.noise
     if len(mesh.vertices):
         stats.bbox_min = tuple(float(v) for v in mesh.vertices.min(axis=0))
         stats.bbox_max = tuple(float(v) for v in mesh.vertices.max(axis=0))

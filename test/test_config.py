@@ -97,3 +97,17 @@ def test_the_error_names_the_setting_in_its_section():
 def test_none_can_be_said_with_zero_or_empty():
     config = get_profile("fast").updated(meshing={"trim_distance": 0.0}, checkpoint=" ")
     assert config.meshing.trim_distance is None and config.checkpoint is None
+
+
+def test_auto_is_the_best_the_device_affords():
+    cpu, gpu = get_profile("auto", device="cpu"), get_profile("auto", device="cuda:0")
+    assert cpu.profile == "auto:cpu" and gpu.profile == "auto:gpu"
+    assert gpu.meshing.voxel_size < cpu.meshing.voxel_size
+    assert gpu.optimization.iterations > cpu.optimization.iterations
+    assert cpu.denoise.denoise and gpu.denoise.denoise
+    assert get_profile("auto:gpu") == gpu  # a run's resolved profile can be asked for by name
+    import torch
+
+    assert get_profile("auto").profile == ("auto:gpu" if torch.cuda.is_available() else "auto:cpu")
+    with pytest.raises(ValueError, match="choose one of auto, fast, paper, feedforward"):
+        get_profile("slow")

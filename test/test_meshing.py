@@ -92,3 +92,21 @@ def test_trimming_and_colours():
     colours = np.tile([[1.0, 0.0, 0.0]], (len(cap_points), 1))
     color_from_points(trimmed, cap_points, colours)
     assert np.all(trimmed.visual.vertex_colors[:, :3] == [255, 0, 0])
+
+
+def test_snapping_moves_vertices_onto_the_points_plane_by_at_most_the_distance():
+    from sa_convonet_ros.meshing import snap_to_points
+
+    plane = trimesh.creation.box(extents=(1.0, 1.0, 0.2))  # top face at z = 0.1
+    plane = plane.subdivide().subdivide().subdivide()
+    ticks = np.linspace(-0.5, 0.5, 60)
+    x, y = np.meshgrid(ticks, ticks)
+    points = np.c_[x.ravel(), y.ravel(), np.full(x.size, 0.103)]  # 3 mm above the top face
+    snapped = snap_to_points(plane, points, distance=0.01)
+    top = np.asarray(plane.vertices)[:, 2] > 0.09
+    interior = top & (np.abs(np.asarray(plane.vertices)[:, :2]) < 0.45).all(axis=1)
+    np.testing.assert_allclose(np.asarray(snapped.vertices)[interior, 2], 0.103, atol=1e-9)
+    # the bottom face has no points within reach; the sides' normals disagree with the points' plane
+    np.testing.assert_array_equal(np.asarray(snapped.vertices)[~top], np.asarray(plane.vertices)[~top])
+    limited = snap_to_points(plane, points, distance=0.001)
+    assert np.abs(np.asarray(limited.vertices) - np.asarray(plane.vertices)).max() <= 0.001 + 1e-12

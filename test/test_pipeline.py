@@ -1,4 +1,5 @@
 """End to end: points in metres -> one mesh; what bad input gets; and each stage alone."""
+import dataclasses
 import threading
 import time
 
@@ -214,12 +215,29 @@ def test_prepare_points_drops_non_finite_rows_crops_and_keeps_colours(room_corne
     points[::7] = np.nan
     colours = np.random.default_rng(0).random((len(points), 3))
     low = room_corner.min(axis=0)
-    cloud = prepare_points(points, small_config(), colours, region=(low, low + [1.0, 1.0, 3.0]))
+    config = small_config().updated(denoise={"denoise": False})
+    cloud = prepare_points(points, config, colours, region=(low, low + [1.0, 1.0, 3.0]))
     finite = np.isfinite(points).all(axis=1)
     inside = finite & np.all((points >= low) & (points <= low + [1.0, 1.0, 3.0]), axis=1)
     assert cloud.input_points == len(points) and cloud.non_finite_removed == (~finite).sum()
     np.testing.assert_array_equal(cloud.points, points[inside])
     np.testing.assert_array_equal(cloud.colors, colours[inside])
+    assert cloud.noise is None and cloud.encoder_points is None
+
+
+def test_prepare_points_measures_the_noise_and_denoises(room_corner):
+    noisy = room_corner + np.random.default_rng(1).normal(scale=0.01, size=room_corner.shape)
+    cloud = prepare_points(noisy, small_config())
+    assert 0.01 < cloud.noise.noise < 0.025 and cloud.encoder_points is None  # the scan's own + 1 cm
+    moved = np.linalg.norm(cloud.points - noisy, axis=1)
+    assert 0 < moved.max() <= 2 * 2.5 * cloud.noise.noise + 1e-12  # two passes of at most 2.5 noise levels
+    keep_raw = prepare_points(noisy, small_config().updated(denoise={"denoise_encoder_input": False}))
+    np.testing.assert_array_equal(keep_raw.encoder_points, noisy)
+    np.testing.assert_array_equal(keep_raw.points, cloud.points)
+    # an earlier estimate of the same map is kept while it agrees: unchanged parts move as before
+    close = dataclasses.replace(cloud.noise, noise=cloud.noise.noise * 1.1)
+    again = prepare_points(noisy, small_config(), known_noise=close)
+    assert again.noise is close
 
 
 def test_plan_without_a_cache_batches_every_window_cold(room_corner):
@@ -237,7 +255,8 @@ def test_plan_with_a_cache_reuses_unchanged_windows_and_warm_starts_changed_ones
     config = small_config(iterations=3).updated(optimization={"warm_start_iterations": 2, "window_batch": 4})
     reconstruct(room_corner, config, model=tiny_model, cache=cache)
     extra = room_corner.min(axis=0) + np.random.default_rng(0).uniform(0, 0.1, (200, 3))
-    plan = plan_windows(np.vstack([room_corner, extra]), config, 3, cache, tiny_model)
+    grown = prepare_points(np.vstack([room_corner, extra]), config, known_noise=cache.noise)
+    plan = plan_windows(grown.points, config, 3, cache, tiny_model)
     warm = [job for job in plan.jobs if job.initial is not None]
     cold = [job for job in plan.jobs if job.initial is None]
     assert plan.reused and warm and len(plan.reused) + plan.windows_run == len(plan.windows)

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Optional
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from sa_convonet_ros.config import (
-    PROFILES,
+    PROFILE_NAMES,
     Range,
     ReconstructionConfig,
     check_settings,
@@ -51,7 +51,8 @@ OVERRIDES = {
 class NodeOptions:
     """The node's own settings; they may change at run time."""
 
-    profile: str = setting('fast', 'reconstruction profile: fast | paper | feedforward', choices=tuple(PROFILES))
+    profile: str = setting('auto', 'reconstruction profile: auto (the best the device affords) | fast | paper | '
+                                   'feedforward', choices=PROFILE_NAMES)
     strict_device: bool = setting(False, 'fail (instead of warning and using the CPU) when the requested CUDA '
                                          'device is not available')
     max_points: int = setting(1_000_000, 'cap on the points handed to the reconstruction (0 = no cap, else at '
@@ -180,7 +181,7 @@ def settings_from_parameters(values: dict) -> Settings:
     """Validate parameter values; raises ValueError naming the parameter and the problem."""
     try:
         options = NodeOptions(**{item.name: values[item.name] for item in fields(NodeOptions)})
-        config = get_profile(options.profile).updated(**_overrides(values))
+        config = get_profile(options.profile, device=values['device']).updated(**_overrides(values))
     except SettingError as error:
         raise ValueError(_parameter_error(error)) from None
     with warnings.catch_warnings(record=True) as caught:

@@ -11,7 +11,7 @@ DEFAULTS = {name: default for name, (default, _, _) in PARAMETERS.items()}
 
 def test_defaults_give_the_profile():
     settings = settings_from_parameters(DEFAULTS)
-    assert settings.config.updated(device="auto") == get_profile("fast")
+    assert settings.config.updated(device="auto") == get_profile("auto", device="cpu")
     assert settings.options.max_points == 1_000_000 and settings.checkpoint is None
 
 
@@ -37,7 +37,7 @@ def test_overrides_default_to_the_profiles_value_within_their_ranges():
     ({"voxel_size": -5.0}, "parameter voxel_size must be > 0 (or -1 for the profile's value), got -5.0"),
     ({"margin": 5.0}, "parameter margin must be smaller than window_size (or -1 for the profile's value), got 5.0"),
     ({"window_batch": 0}, "parameter window_batch must be >= 1 (or -1 for the profile's value), got 0"),
-    ({"profile": "slow"}, "parameter profile must be one of 'fast', 'paper', 'feedforward', got 'slow'"),
+    ({"profile": "slow"}, "parameter profile must be one of 'auto', 'fast', 'paper', 'feedforward', got 'slow'"),
     ({"max_points": 10}, "parameter max_points must be 0 (no cap) or >= 1000, got 10"),
     ({"auto_min_period": -1.0}, "parameter auto_min_period must be >= 0, got -1.0"),
     ({"device": "tpu"}, "parameter device: invalid device 'tpu'"),
