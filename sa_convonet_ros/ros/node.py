@@ -694,6 +694,10 @@ def main(args=None):
         node.destroy_node()
         # rclpy would put back the handler it found at init (raising KeyboardInterrupt): keep ours.
         rclpy.try_shutdown(uninstall_handlers=False)
+        # Python's finalisation resets every handler it installed to the default, which makes a late
+        # SIGINT kill the exiting process; an ignored signal stays ignored.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
     return 0
 
 

@@ -563,6 +563,36 @@ def test_the_action_cancel_stops_the_goal_and_publishes_nothing(node, ros, room_
     client.destroy()
 
 
+def test_memory_levels_off_over_thirty_calls(node, ros, room_map):
+    """Thirty consecutive requests, service and action taking turns: the node's resident size stays within
+    20 % of its level after the fifth (what a job frees goes back to the system; no result is kept)."""
+    client = ActionClient(ros.node, ReconstructSceneAction, f'{PRIVATE}/reconstruct')
+    assert client.wait_for_server(timeout_sec=20), node.log_tail()
+    levels = []
+    for number in range(30):
+        if number % 2:
+            answer = _run_goal(ros, client, ReconstructSceneAction.Goal(), node).result
+        else:
+            answer = call(ros, node, request())
+        assert answer.success, answer.message
+        levels.append(_resident_mb(node.process.pid))
+    client.destroy()
+    assert max(levels[5:]) <= 1.2 * levels[4], [round(level) for level in levels]
+
+
+def _run_goal(ros, client, goal, node):
+    sent = client.send_goal_async(goal)
+    assert ros.spin_until(sent.done, 20) and sent.result().accepted
+    result = sent.result().get_result_async()
+    assert ros.spin_until(result.done, CALL_TIMEOUT), node.log_tail()
+    return result.result()
+
+
+def _resident_mb(pid: int) -> float:
+    status = open(f'/proc/{pid}/status').read()
+    return int(re.search(r'VmRSS:\s+(\d+) kB', status).group(1)) / 1024
+
+
 def test_confidence_colours_tell_observed_from_filled_in(node, ros, room_map):
     assert set_parameters(ros, node, color_mode='confidence')[0].successful
     try:
