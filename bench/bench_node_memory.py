@@ -1,9 +1,10 @@
 """Benchmark: the node's resident memory over repeated identical requests (its steady state).
 
-    python -m bench.bench_node_memory --calls 30 --iterations 0 --seed 7 --setting dense
+    python -m bench.bench_node_memory --calls 30 --iterations 0 --seed 7 --setting dense --crop 2.0
 
 Starts the installed node as the launch file does (the shipped model and params file, `device: cpu`),
-publishes a scanned room as the latched map, then calls /reconstruct_scene `--calls` times with the same
+publishes a scanned room (its corner of `--crop` x `--crop` metres, to keep the calls short) as the
+latched map, then calls /reconstruct_scene `--calls` times with the same
 request and prints the node's RSS (from /proc) after each call, and the level after the last call
 relative to the level after the fifth. Needs the environment of scripts/ros_env.sh.
 """
@@ -16,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from sensor_msgs.msg import PointCloud2
 
 from sa_convonet_ros.ros.demo import LATCHED, NodeProcess, RosClient, map_message, scan_room
@@ -31,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     from sa_convonet_ros.srv import ReconstructScene
 
     _, points, colors = scan_room(args.seed, args.setting)
+    if args.crop > 0:
+        keep = np.all(points[:, :2] - points[:, :2].min(axis=0) < args.crop, axis=1)
+        points, colors = points[keep], colors[keep]
+        print(f"map: the {args.crop} x {args.crop} m corner, {len(points)} points", flush=True)
     client = RosClient("bench_node_memory")
     with tempfile.TemporaryDirectory() as folder, NodeProcess(Path(folder) / "node.log", {"device": "cpu"}) as node:
         try:
@@ -65,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--iterations", type=int, default=0, help="per request; -1: the profile's value")
     parser.add_argument("--seed", type=int, default=7, help="room seed")
     parser.add_argument("--setting", default="dense", choices=["dense", "sparse"])
+    parser.add_argument("--crop", type=float, default=2.0, help="metres of the room's corner to keep (0: all)")
     return parser
 
 

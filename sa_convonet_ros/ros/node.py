@@ -19,8 +19,6 @@ effect (nothing is published) or, once the job has committed to publishing, is a
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
 import math
 import os
@@ -51,6 +49,7 @@ from visualization_msgs.msg import MarkerArray
 from sa_convonet_ros.action import ReconstructScene as ReconstructSceneAction
 from sa_convonet_ros.errors import ReconstructionCancelled, ReconstructionError
 from sa_convonet_ros.io import check_mesh_path, check_output_file
+from sa_convonet_ros.memory import keep_heap_compact, release_freed_memory
 from sa_convonet_ros.model import load_model
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
 from sa_convonet_ros.pipeline import Result, WindowCache, reconstruct, subsample_evenly
@@ -649,32 +648,11 @@ def _carries_a_cloud(cloud: PointCloud2) -> bool:
     return cloud.width * cloud.height > 0 or len(cloud.data) > 0
 
 
-def release_freed_memory() -> None:
-    """Hand the heap memory a finished job freed back to the system (glibc's malloc_trim).
-
-    A job allocates hundreds of MB in many threads (executor workers, torch's pool); glibc keeps what
-    they free in per-thread arenas, so without this the node's resident size ratchets up from call to
-    call instead of returning to its level between jobs."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _load_libc():
-    name = ctypes.util.find_library('c')
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    return libc if libc is not None and hasattr(libc, 'malloc_trim') else None  # glibc only
-
-
-_LIBC = _load_libc()
-
-
 def main(args=None):
     # Ctrl-C under `ros2 launch` reaches the node twice (the terminal's process group, then launch's own
     # SIGINT), possibly while it shuts down or in an atexit callback. So no signal raises anything here:
     # SIGINT and SIGTERM only set `stop`, which the main thread checks between waits for work.
+    keep_heap_compact()  # before the executor's threads: repeated jobs must not ratchet the memory up
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
