@@ -27,6 +27,8 @@ from sa_convonet_ros.pipeline import reconstruct
 
 RAW = {"denoise": {"denoise": False}}
 FINE = {"meshing": {"voxel_size": 0.01}}
+HALF_100 = {"optimization": {"iterations": 100, "surface_samples": 1024, "off_surface_samples": 512}}
+RAW_ENCODER = {"denoise": {"denoise_encoder_input": False}}
 VARIANTS = {
     "fast, no denoising": RAW,
     "fast, denoised (encoder and targets)": {},
@@ -48,6 +50,9 @@ VARIANTS = {
                                                  "optimization": {"iterations": 100}},
     "denoised, grid 1 cm, 200 steps": {**FINE, "optimization": {"iterations": 200}},
     "no denoising, grid 1 cm, 100 steps": {**RAW, **FINE, "optimization": {"iterations": 100}},
+    "grid 1 cm, 100 steps, half samples, raw encoder input": {**FINE, **HALF_100, **RAW_ENCODER},
+    "grid 1 cm, 100 steps, half samples, raw encoder input, snap 1 cm": {
+        "meshing": {"voxel_size": 0.01, "snap_distance": 0.01}, **HALF_100, **RAW_ENCODER},
 }
 
 

@@ -171,8 +171,8 @@ class MeshingConfig:
                                                 "(0: keep every face)", at_least=0)
     eval_chunk: int = setting(200_000, "grid points decoded per network call", at_least=1)
     snap_distance: float = setting(0.0, "move each vertex onto the plane of its nearest (denoised) points by at "
-                                        "most this many metres, for detail finer than the grid (0: off)",
-                                   at_least=0)
+                                        "most this many metres, for detail finer than the grid; skipped on maps "
+                                        "whose measured noise exceeds half of it (0: off)", at_least=0)
     color_from_input: bool = setting(True, "colour vertices from the nearest input point when it has colours")
 
     def __post_init__(self) -> None:
@@ -192,8 +192,9 @@ class DenoiseConfig:
     denoise_max_shift: float = setting(2.5, "a point moves at most this many measured noise levels per pass",
                                        above=0)
     denoise_passes: int = setting(2, "projection passes", at_least=1)
-    denoise_encoder_input: bool = setting(True, "the encoder sees the denoised points too (else only the UCE "
-                                                "targets are denoised)")
+    # On the tuning rooms the encoder's feed-forward guess was as good or better from the measured points.
+    denoise_encoder_input: bool = setting(False, "the encoder sees the denoised points too (else only the UCE "
+                                                 "targets are denoised)")
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -308,21 +309,28 @@ def _feedforward() -> ReconstructionConfig:
 
 
 def _auto_cpu() -> ReconstructionConfig:
-    # What a CPU affords within its time budget (a 5 x 4 x 2.5 m room from 100 k points in about a minute on
-    # 2 cores): `fast` on denoised points (docs/benchmarks.md, "Choosing the CPU profile").
+    # The tuning rooms' best within a CPU's budget (docs/benchmarks.md, "The auto profile"): UCE targets
+    # denoised, a 1 cm grid, 100 steps on half of fast's samples, vertices snapped on low-noise maps.
     config = _fast()
     config.profile = "auto:cpu"
+    config.optimization.iterations = 100
+    config.optimization.surface_samples = 1024
+    config.optimization.off_surface_samples = 512
+    config.meshing.voxel_size = 0.01
+    config.meshing.snap_distance = 0.01
     return config
 
 
 def _auto_gpu() -> ReconstructionConfig:
-    # What wins on quality where the optimisation is cheap: a 1 cm grid, more steps, larger batches.
+    # What wins on quality where the optimisation is cheap: the CPU's choice with full samples, more steps
+    # and larger batches.
     config = _fast()
     config.profile = "auto:gpu"
     config.optimization.iterations = 150
     config.optimization.window_batch = 64
     config.optimization.precision = "tf32"
     config.meshing.voxel_size = 0.01
+    config.meshing.snap_distance = 0.01
     return config
 
 

@@ -488,11 +488,16 @@ def finish_mesh(mesh: trimesh.Trimesh, cloud: PreparedPoints, meshing: MeshingCo
     configured, and coloured from the input's colours."""
     if meshing.trim_distance is not None:
         mesh = trim_far_faces(mesh, cloud.points, meshing.trim_distance)
-    if meshing.snap_distance > 0:
+    if snaps(meshing.snap_distance, cloud.noise):
         mesh = snap_to_points(mesh, cloud.points, meshing.snap_distance)
     if cloud.colors is not None and meshing.color_from_input:
         color_from_points(mesh, cloud.points, cloud.colors)
     return mesh
+
+
+def snaps(distance: float, noise: NoiseEstimate | None) -> bool:
+    # The points' planes only beat the field's surface where they are accurate to well within the move.
+    return distance > 0 and (noise is None or noise.noise <= 0.5 * distance)
 
 
 def run_stats(cloud: PreparedPoints, plan: WindowPlan, results: list[JobResult], mesh: trimesh.Trimesh, *,

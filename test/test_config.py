@@ -102,8 +102,9 @@ def test_none_can_be_said_with_zero_or_empty():
 def test_auto_is_the_best_the_device_affords():
     cpu, gpu = get_profile("auto", device="cpu"), get_profile("auto", device="cuda:0")
     assert cpu.profile == "auto:cpu" and gpu.profile == "auto:gpu"
-    assert gpu.meshing.voxel_size < cpu.meshing.voxel_size
+    assert gpu.meshing.voxel_size <= cpu.meshing.voxel_size < get_profile("fast").meshing.voxel_size
     assert gpu.optimization.iterations > cpu.optimization.iterations
+    assert gpu.optimization.surface_samples > cpu.optimization.surface_samples
     assert cpu.denoise.denoise and gpu.denoise.denoise
     assert get_profile("auto:gpu") == gpu  # a run's resolved profile can be asked for by name
     import torch

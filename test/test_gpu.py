@@ -70,3 +70,11 @@ def test_auto_spreads_windows_over_every_gpu():
     config = get_profile("fast").updated(device="auto", optimization={"iterations": 5, "window_batch": 2})
     result = reconstruct(points, config, model=model)
     assert result.stats.device.count("cuda") == torch.cuda.device_count() and result.stats.faces > 0
+
+
+def test_auto_resolves_to_the_gpu_settings_and_the_run_says_so():
+    config = get_profile("auto")
+    assert config.profile == "auto:gpu" and config.meshing.voxel_size == get_profile("auto:gpu").meshing.voxel_size
+    plane = np.c_[np.random.default_rng(0).uniform(-0.3, 0.3, (3000, 2)), np.zeros(3000)]
+    result = reconstruct(plane, config.updated(optimization={"iterations": 2}))
+    assert result.stats.profile == "auto:gpu" and result.stats.device.startswith("cuda")

@@ -229,7 +229,7 @@ def test_prepare_points_drops_non_finite_rows_crops_and_keeps_colours(room_corne
 
 def test_prepare_points_measures_the_noise_and_denoises(room_corner):
     noisy = room_corner + np.random.default_rng(1).normal(scale=0.01, size=room_corner.shape)
-    cloud = prepare_points(noisy, small_config())
+    cloud = prepare_points(noisy, small_config().updated(denoise={"denoise_encoder_input": True}))
     assert 0.01 < cloud.noise.noise < 0.025 and cloud.encoder_points is None  # the scan's own + 1 cm
     moved = np.linalg.norm(cloud.points - noisy, axis=1)
     assert 0 < moved.max() <= 2 * 2.5 * cloud.noise.noise + 1e-12  # two passes of at most 2.5 noise levels
@@ -238,7 +238,7 @@ def test_prepare_points_measures_the_noise_and_denoises(room_corner):
     np.testing.assert_array_equal(keep_raw.points, cloud.points)
     # an earlier estimate of the same map is kept while it agrees: unchanged parts move as before
     close = dataclasses.replace(cloud.noise, noise=cloud.noise.noise * 1.1)
-    again = prepare_points(noisy, small_config(), known_noise=close)
+    again = prepare_points(noisy, small_config().updated(denoise={"denoise_encoder_input": True}), known_noise=close)
     assert again.noise is close
 
 
@@ -274,7 +274,8 @@ def test_the_stages_one_by_one_make_the_mesh_of_reconstruct(tiny_model, room_cor
     tally = ProgressTally(lambda *update: seen.append(update), {"optimize": 2 * len(plan.jobs),
                                                                 "field": len(plan.jobs)})
     clock = StageClock([torch.device("cpu")])
-    results = run_jobs(plan, cloud.points, [tiny_model], config, tally, threading.Event(), clock)
+    results = run_jobs(plan, cloud.points, [tiny_model], config, tally, threading.Event(), clock,
+                       cloud.encoder_points)
     assert [r.job for r in results] == plan.jobs and all(r.steps_run == 2 for r in results)
     assert seen[-1] == ("field", len(plan.jobs), len(plan.jobs)) and clock.seconds["optimize"] > 0
     cache = WindowCache()
@@ -354,3 +355,13 @@ def test_stage_clock_adds_up_each_stage():
         with clock.stage("field"):
             time.sleep(0.01)
     assert clock.seconds["field"] >= 0.02 and clock.seconds["optimize"] == 0
+
+
+def test_snapping_is_skipped_on_maps_noisier_than_half_the_snap():
+    from sa_convonet_ros.denoise import NoiseEstimate
+    from sa_convonet_ros.pipeline import snaps
+
+    assert snaps(0.01, NoiseEstimate(spacing=0.01, noise=0.004, neighbours=8))
+    assert not snaps(0.01, NoiseEstimate(spacing=0.04, noise=0.011, neighbours=8))
+    assert snaps(0.01, None)  # unmeasured (denoising off): the setting is the user's
+    assert not snaps(0.0, None)
