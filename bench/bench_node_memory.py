@@ -1,8 +1,9 @@
 """Benchmark: the node's resident memory over repeated identical requests (its steady state).
 
-    python -m bench.bench_node_memory --calls 30 --iterations 0 --seed 7 --setting dense --crop 2.0
+    python -m bench.bench_node_memory --calls 30 --iterations 0 --profile fast --seed 7 --setting dense --crop 2.0
 
-Starts the installed node as the launch file does (the shipped model and params file, `device: cpu`),
+Starts the installed node as the launch file does (the shipped model and params file, `device: cpu` and
+the given profile),
 publishes a scanned room (its corner of `--crop` x `--crop` metres, to keep the calls short) as the
 latched map, then calls /reconstruct_scene `--calls` times with the same
 request and prints the node's RSS (from /proc) after each call, and the level after the last call
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         points, colors = points[keep], colors[keep]
         print(f"map: the {args.crop} x {args.crop} m corner, {len(points)} points", flush=True)
     client = RosClient("bench_node_memory")
-    with tempfile.TemporaryDirectory() as folder, NodeProcess(Path(folder) / "node.log", {"device": "cpu"}) as node:
+    parameters = {"device": "cpu", "profile": args.profile}
+    with tempfile.TemporaryDirectory() as folder, NodeProcess(Path(folder) / "node.log", parameters) as node:
         try:
             node.wait_for_log(r"ready: ", timeout=120)
             print(f"node started: {resident_mb(node.process.pid):.0f} MB", flush=True)
@@ -69,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--iterations", type=int, default=0, help="per request; -1: the profile's value")
+    parser.add_argument("--profile", default="fast", help="the node's profile parameter")
     parser.add_argument("--seed", type=int, default=7, help="room seed")
     parser.add_argument("--setting", default="dense", choices=["dense", "sparse"])
     parser.add_argument("--crop", type=float, default=2.0, help="metres of the room's corner to keep (0: all)")

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import PointCloud2
 
+from sa_convonet_ros.config import get_profile
 from sa_convonet_ros.ros.demo import LATCHED
 
 from cloud_messages import arrays_to_cloud
@@ -113,8 +114,9 @@ def test_the_readme_launch_and_service_call_lines_work_as_typed(tmp_path, ros_do
         call = subprocess.run(['bash', '-c', call_line], capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert call.returncode == 0, call.stderr[-2000:]
         assert 'success=True' in call.stdout, call.stdout[-2000:]
-        # The request's defaults gave the profile's optimisation (fast: 50 steps), not a feed-forward run.
-        assert re.search(r'iterations=50, steps_run=[1-9]', call.stdout), call.stdout[-3000:]
+        # The request's defaults gave the configured profile's optimisation, not a feed-forward run.
+        steps = get_profile('auto', device='auto').optimization.iterations
+        assert re.search(rf'iterations={steps}, steps_run=[1-9]', call.stdout), call.stdout[-3000:]
         assert written.is_file() and written.stat().st_mtime != before
         assert written.with_suffix('.png').read_bytes()[:4] == b'\x89PNG'
     finally:
