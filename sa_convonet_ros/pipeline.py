@@ -203,7 +203,7 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
         plan = plan_windows(cloud.points, config, steps, cache, replicas[0])
     tally = ProgressTally(report, {"optimize": sum(job.steps for job in plan.jobs), "field": len(plan.jobs)})
     stop = cancel if cancel is not None else threading.Event()
-    results = run_jobs(plan, cloud.points, replicas, config, tally, stop, clock, deadline, cloud.encoder_points)
+    results = run_jobs(plan, cloud.points, replicas, config, tally, stop, clock, cloud.encoder_points, deadline)
     with clock.stage("field"):
         grid_field = assemble_field(plan, results, cache)
     report("mesh", 0, 1)
@@ -382,7 +382,7 @@ def _batch_jobs(windows: list[tuple], steps: int, size: int, first_number: int =
 
 def run_jobs(plan: WindowPlan, points: np.ndarray, replicas: list[ConvONet], config: ReconstructionConfig,
              tally: ProgressTally, stop: threading.Event, clock: StageClock,
-             deadline: float | None = None, encoder_points: np.ndarray | None = None) -> list[JobResult]:
+             encoder_points: np.ndarray | None = None, deadline: float | None = None) -> list[JobResult]:
     """Every job of the plan: the UCE optimisation of its windows (until `deadline`), then their field
     blocks. With several devices the jobs go in rounds of one job per device, run side by side."""
     results: list[JobResult] = []
@@ -421,8 +421,8 @@ def _side_by_side(tasks: list[Callable[[], T]], stop: threading.Event) -> list[T
 
 def optimize_job(job: WindowJob, replica: ConvONet, plan: WindowPlan, points: np.ndarray,
                  config: OptimizationConfig, on_step: Callable[[int, int, float], None] | None = None,
-                 cancel: threading.Event | None = None, deadline: float | None = None,
-                 encoder_points: np.ndarray | None = None) -> WindowEnsemble:
+                 cancel: threading.Event | None = None, encoder_points: np.ndarray | None = None,
+                 deadline: float | None = None) -> WindowEnsemble:
     """The adapted networks of the job's windows, on the replica's device, optimised until `deadline` (the
     encoder sees `encoder_points` where given, aligned with `points`)."""
     device = next(replica.parameters()).device
