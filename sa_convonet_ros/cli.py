@@ -84,11 +84,16 @@ def _read_input(args, config: ReconstructionConfig):
 
 
 def cmd_reconstruct(args) -> int:
-    from .io import write_mesh
+    from .io import check_mesh_path, check_output_file, write_mesh
     from .pipeline import reconstruct
 
     config = _load_config(args)
     cloud, bag = _read_input(args, config)
+    # The outputs are checked before the work, not found unwritable after it.
+    far = float(np.abs(cloud.points[cloud.finite_mask()]).max(initial=0.0))
+    check_mesh_path(args.output, max_abs_coordinate=far)
+    if args.png:
+        check_output_file(args.png)
     bars = _ProgressBars(enabled=not args.quiet)
     try:
         result = reconstruct(cloud.points, config, colors=cloud.colors, progress=bars)
@@ -159,13 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     bag.add_argument("--merge-voxel", type=float, default=None, metavar="M",
                      help="with --all-messages: keep the first point of each cube of M metres (default: half of "
                           "--voxel-size; 0 keeps every point)")
-    rec.add_argument("-o", "--output", type=Path, required=True, help="mesh file (.ply, .obj, .glb)")
+    # Paths to write stay text: Path() would drop a trailing slash, turning a folder into a file name.
+    rec.add_argument("-o", "--output", required=True, help="mesh file (.ply, .obj, .glb, .off, .stl)")
     rec.add_argument("--profile", default="auto",
                      help=f"one of {', '.join(PROFILE_NAMES)}: auto (the best the device affords: auto:cpu or "
                           "auto:gpu), fast (CPU-friendly), paper (the release's settings), feedforward (no "
                           "optimisation)")
     rec.add_argument("--config", type=Path, default=None, help="YAML with optimization/windows/meshing overrides")
-    rec.add_argument("--png", type=Path, default=None, help="also write a PNG preview of the mesh")
+    rec.add_argument("--png", default=None, help="also write a PNG preview of the mesh")
     rec.add_argument("--json", action="store_true", help="print the statistics as JSON")
     rec.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_flags(rec, ReconstructionConfig, skip=("profile",))

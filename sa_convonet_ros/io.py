@@ -5,6 +5,8 @@ so that callers decide how to treat invalid returns (see ``PointCloudData.finite
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,18 +170,131 @@ def _normalise_colors(colors: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 def write_mesh(mesh: trimesh.Trimesh, path: str | Path) -> Path:
-    """Write a mesh with trimesh (.ply/.obj/.glb/.stl/.off), creating parent directories.
+    """Write a mesh (.ply/.obj/.glb/.stl/.off), creating parent directories.
 
-    Vertex colours survive in PLY and GLB (OBJ/STL/OFF writers may drop them)."""
-    path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in MESH_WRITE_EXTENSIONS:
-        raise ValueError(
-            f"{path}: unsupported mesh extension '{path.suffix}' (supported: {', '.join(MESH_WRITE_EXTENSIONS)})"
-        )
+    Vertices keep their metric coordinates however far from the origin they lie: PLY stores them as
+    doubles, GLB (float32 by its specification) stores them relative to an origin kept in the file's
+    node transform, OBJ and OFF as decimal text. STL can only hold float32, so a mesh farther than
+    `FLOAT32_SAFE_RANGE` from the origin is refused (its vertices would move by up to a millimetre
+    or more). Vertex colours survive in PLY and GLB (OBJ/STL/OFF writers may drop them)."""
+    path = check_mesh_path(path)
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    if path.suffix.lower() == ".stl":
+        _check_float32_range(vertices, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mesh.export(path, file_type=ext[1:])
+    ext = path.suffix.lower()
+    if ext == ".ply":
+        path.write_bytes(ply_bytes(mesh))
+    elif ext == ".glb":
+        _export_glb(mesh, path)
+    else:
+        mesh.export(path, file_type=ext[1:])
     return path
+
+
+# Coordinates up to this far from the origin keep a float32 spacing of 0.12 mm or finer.
+FLOAT32_SAFE_RANGE = 1024.0
+
+
+def check_mesh_path(path: str | Path, max_abs_coordinate: float = 0.0) -> Path:
+    """The mesh path, checked before any work is done: a supported extension, not a directory (nor a
+    name ending in a slash), and a place where a file can be created. `max_abs_coordinate` (the
+    largest coordinate the mesh may have) refuses STL for far-away data up front. Raises ValueError
+    saying "could not write <path>: ..." otherwise."""
+    path = check_output_file(path)
+    if path.suffix.lower() not in MESH_WRITE_EXTENSIONS:
+        raise ValueError(f"could not write {path}: unsupported mesh extension '{path.suffix}' "
+                         f"(supported: {', '.join(MESH_WRITE_EXTENSIONS)})")
+    if path.suffix.lower() == ".stl" and max_abs_coordinate > FLOAT32_SAFE_RANGE:
+        _check_float32_range(np.array([[max_abs_coordinate, 0.0, 0.0]]), path)
+    return path
+
+
+def check_output_file(path: str | Path) -> Path:
+    """The path of a file to write, checked before any work: not a directory (nor a name ending in a
+    slash, which Path would drop) and a place where a file can be created; ValueError otherwise."""
+    text = str(path)
+    path = Path(path).expanduser()
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise ValueError(f"could not write {text}: it names a directory; give a file name")
+    check_writable(path)
+    return path
+
+
+def check_writable(path: Path) -> None:
+    """ValueError ("could not write ...") unless a file can be created at `path` (its missing parent
+    folders included). Probes with a temporary file in the nearest existing folder, since permission
+    bits say nothing for root and nothing about read-only or special file systems."""
+    path = Path(path).absolute()
+    if path.exists():
+        if not path.is_file() or not os.access(path, os.W_OK):
+            raise ValueError(f"could not write {path}: it exists and is not a writable file")
+        return
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"could not write {path}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"could not write {path}: {error.strerror or error} in {folder}") from None
+
+
+def _check_float32_range(vertices: np.ndarray, path: Path) -> None:
+    largest = float(np.abs(vertices).max()) if vertices.size else 0.0
+    if largest > FLOAT32_SAFE_RANGE:
+        spacing = float(np.spacing(np.float32(largest)))
+        raise ValueError(f"could not write {path}: STL stores float32 vertices, which {largest:.0f} m from "
+                         f"the origin lie on a {100 * spacing:.2g} cm grid; write .ply, .glb, .obj or .off")
+
+
+def ply_bytes(mesh: trimesh.Trimesh) -> bytes:
+    """A binary little-endian PLY: double-precision vertices, 8-bit RGBA vertex (or face) colours
+    when the mesh has them, and triangles as int32 indices."""
+    vertices = np.asarray(mesh.vertices, dtype=np.float64).reshape(-1, 3)
+    faces = np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3)
+    kind = mesh.visual.kind if len(vertices) else None
+    vertex_fields = [("x", "<f8"), ("y", "<f8"), ("z", "<f8")]
+    face_fields = [("count", "u1"), ("indices", "<i4", (3,))]
+    colors = ("red", "green", "blue", "alpha")
+    if kind == "vertex":
+        vertex_fields += [(c, "u1") for c in colors]
+    elif kind == "face":
+        face_fields += [(c, "u1") for c in colors]
+    vertex_table = np.zeros(len(vertices), dtype=vertex_fields)
+    for axis, name in enumerate("xyz"):
+        vertex_table[name] = vertices[:, axis]
+    face_table = np.zeros(len(faces), dtype=face_fields)
+    face_table["count"], face_table["indices"] = 3, faces
+    if kind in ("vertex", "face"):
+        table, rgba = ((vertex_table, mesh.visual.vertex_colors) if kind == "vertex"
+                       else (face_table, mesh.visual.face_colors))
+        for channel, name in enumerate(colors):
+            table[name] = np.asarray(rgba)[:, channel]
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(vertices)}"]
+    header += ["property double x", "property double y", "property double z"]
+    header += [f"property uchar {c}" for c in colors] if kind == "vertex" else []
+    header += [f"element face {len(faces)}", "property list uchar int vertex_indices"]
+    header += [f"property uchar {c}" for c in colors] if kind == "face" else []
+    header += ["end_header"]
+    return ("\n".join(header) + "\n").encode("ascii") + vertex_table.tobytes() + face_table.tobytes()
+
+
+def _export_glb(mesh: trimesh.Trimesh, path: Path) -> None:
+    """GLB positions are float32: far from the origin the mesh is stored relative to a whole-metre
+    origin near its centre, which the file's node transform (JSON doubles) adds back on loading."""
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    if not len(vertices) or np.abs(vertices).max() <= FLOAT32_SAFE_RANGE:
+        mesh.export(path, file_type="glb")
+        return
+    origin = np.round((vertices.min(axis=0) + vertices.max(axis=0)) / 2.0)
+    local = mesh.copy()
+    local.apply_translation(-origin)
+    scene = trimesh.Scene()
+    scene.add_geometry(local, transform=trimesh.transformations.translation_matrix(origin))
+    scene.export(path, file_type="glb")
 
 
 def write_point_cloud(points: np.ndarray, path: str | Path, colors: np.ndarray | None = None) -> Path:

@@ -157,7 +157,10 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mesh file not found: {path}")
-    loaded = trimesh.load(path, force="mesh", process=False)
+    try:
+        loaded = trimesh.load(path, force="mesh", process=False)
+    except Exception as error:  # trimesh's loaders raise many types, without the file's name
+        raise ValueError(f"{path}: cannot read the mesh ({type(error).__name__}: {error})") from None
     if isinstance(loaded, trimesh.Trimesh):
         return loaded
     return trimesh.Trimesh()  # e.g. a PLY holding only vertices

@@ -8,6 +8,7 @@ Pure torch: voxel pooling uses `scatter_reduce`, so no compiled extensions are n
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import time
 import warnings
 from collections import OrderedDict
@@ -271,11 +272,25 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
         raise ValueError(f"checkpoint {path} could not be read (truncated, corrupt or not a torch file): "
-                         f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
+                         f"{_load_failure(error)}") from error
     if not isinstance(data, dict) or "model" not in data or not isinstance(data["model"], dict):
         raise ValueError(f"checkpoint {path} has no 'model' state dict (keys: "
                          f"{sorted(data)[:10] if isinstance(data, dict) else type(data).__name__})")
     return data
+
+
+def _load_failure(error: Exception) -> str:
+    """What went wrong in torch.load, in a few words. Its safe loader's own message advises loading with
+    weights_only=False, which runs arbitrary code from the file and cannot help a corrupt one: only the
+    underlying reason is kept."""
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in text:
+        reason = str(error.__context__ or "").split(". Please use")[0].strip()
+        if reason.startswith("Unsupported global"):
+            return f"it holds Python objects besides tensors and plain data, which are not loaded ({reason})"
+        return f"not a torch checkpoint ({reason or 'unreadable pickle data'})"
+    first_sentence = text.splitlines()[0].split(". ")[0] if text else ""
+    return f"{type(error).__name__}: {first_sentence}"
 
 
 def _numpy_scalar_globals() -> list:

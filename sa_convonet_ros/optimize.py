@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -191,6 +192,7 @@ class WindowEnsemble:
     features: torch.Tensor | None = None  # cached when the encoder is not adapted
     encoded: torch.Tensor | None = None  # the encoder's output before the feature grid adapted
     loss_history: list[float] = field(default_factory=list)
+    out_of_time: bool = False  # the optimisation stopped at its deadline, before its last step
 
     def window_state(self, window: int) -> WindowState:
         delta = None
@@ -244,11 +246,14 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
                      iterations: int | None = None, seed: int = 0,
                      on_step: Callable[[int, int, float], None] | None = None,
                      cancel: threading.Event | None = None,
-                     initial: list[WindowState | None] | None = None) -> WindowEnsemble:
+                     initial: list[WindowState | None] | None = None,
+                     deadline: float | None = None) -> WindowEnsemble:
     """Run the UCE optimisation for every window of the batch; returns the adapted ensemble.
 
     `initial` (one entry per window, None for a cold start) continues from earlier results of the
-    same windows instead of the pretrained weights: a warm start."""
+    same windows instead of the pretrained weights: a warm start. At `deadline` (a time.monotonic()
+    value) the steps stop and the windows keep the state they reached (`out_of_time` is set); a
+    deadline already past gives the feed-forward result."""
     iterations = config.iterations if iterations is None else iterations
     model.eval()  # no dropout/batch-norm; GroupNorm behaves the same either way
     for p in model.parameters():
@@ -270,6 +275,9 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
     for step in range(iterations):
         if cancel is not None and cancel.is_set():
             raise ReconstructionCancelled("reconstruction cancelled")
+        if deadline is not None and time.monotonic() >= deadline:
+            ensemble.out_of_time = True
+            break
         value = _step(ensemble, config, optimizer, generator, residuals)
         schedule.step()
         ensemble.loss_history.append(value)

@@ -61,6 +61,8 @@ class RunStats:
     iterations: int = 0
     batches_run: int = 0
     steps_run: int = 0  # optimisation steps taken, over all batches (fewer than planned after an early stop)
+    steps_planned: int = 0  # optimisation steps the batches were given
+    out_of_time: bool = False  # the deadline stopped the optimisation of some batch before its last step
     final_loss: float = float("nan")
     device: str = ""
     profile: str = ""
@@ -152,6 +154,7 @@ class JobResult:
     states: list[WindowState] | None  # adapted states to warm-start the windows later (kept for a cache)
     final_loss: float
     steps_run: int
+    out_of_time: bool = False  # its optimisation stopped at the deadline: not the settings' result
 
 
 class StageClock:
@@ -190,14 +193,17 @@ class ProgressTally:
 def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, *,
                 colors: np.ndarray | None = None, model: ConvONet | None = None, region=None,
                 iterations: int | None = None, progress: Progress | None = None,
-                cancel: threading.Event | None = None, cache: WindowCache | None = None) -> Result:
+                cancel: threading.Event | None = None, cache: WindowCache | None = None,
+                deadline: float | None = None) -> Result:
     """Reconstruct one mesh from a metric point cloud.
 
     points: N x 3 (metres, any origin); colors: optional N x 3 in [0, 1] for vertex colours;
     model: a loaded model (default: `config.checkpoint`, or the shipped model); region: optional
     (min_xyz, max_xyz) crop; iterations: overrides the profile's optimisation steps (0 = feed-forward);
     progress(stage, done, total) is called as work advances; setting `cancel` aborts between steps;
-    `cache` reuses the field of windows whose points did not change since an earlier call.
+    `cache` reuses the field of windows whose points did not change since an earlier call;
+    at `deadline` (a time.monotonic() value) the optimisation stops: each batch keeps the state it
+    reached, later batches run feed-forward, and the stats count the steps run (`out_of_time`).
     """
     config = config or get_profile("fast")
     steps = config.optimization.iterations if iterations is None else int(iterations)
@@ -216,7 +222,7 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     report("windows", len(plan.windows), len(plan.windows))
     tally = ProgressTally(report, {"optimize": sum(job.steps for job in plan.jobs), "field": len(plan.jobs)})
     stop = cancel if cancel is not None else threading.Event()
-    finished = run_jobs(plan, cloud.points, replicas, config, tally, stop, clock, cloud.encoder_points)
+    finished = run_jobs(plan, cloud.points, replicas, config, tally, stop, clock, cloud.encoder_points, deadline)
     mesher = StreamingMesher(plan.grid, plan.block_keys(), config.meshing.threshold, axis=plan.sweep_axis)
     results = mesh_blocks(plan, finished, mesher, cache, clock)
     report("mesh", 0, 1)
@@ -405,15 +411,17 @@ def _batch_jobs(windows: list[tuple], steps: int, size: int, first_number: int =
 
 def run_jobs(plan: WindowPlan, points: np.ndarray, replicas: list[ConvONet], config: ReconstructionConfig,
              tally: ProgressTally, stop: threading.Event, clock: StageClock,
-             encoder_points: np.ndarray | None = None) -> Iterator[JobResult]:
-    """Every job of the plan, in its order, as it finishes: the UCE optimisation of its windows, then their
-    field blocks. With several devices the jobs go in rounds of one job per device, run side by side."""
+             encoder_points: np.ndarray | None = None, deadline: float | None = None) -> Iterator[JobResult]:
+    """Every job of the plan, in its order, as it finishes: the UCE optimisation of its windows (until
+    `deadline`), then their field blocks. With several devices the jobs go in rounds of one job per device,
+    run side by side."""
     keep_states = plan.settings_id is not None
     for first in range(0, len(plan.jobs), len(replicas)):
         jobs = plan.jobs[first:first + len(replicas)]
         with clock.stage("optimize"):
             ensembles = _side_by_side([partial(optimize_job, job, replica, plan, points, config.optimization,
-                                               on_step=tally.on_step, cancel=stop, encoder_points=encoder_points)
+                                               on_step=tally.on_step, cancel=stop, deadline=deadline,
+                                               encoder_points=encoder_points)
                                        for job, replica in zip(jobs, replicas)], stop)
         with clock.stage("field"):
             results = _side_by_side([partial(evaluate_job, job, ensemble, plan, points, config.meshing, keep_states)
@@ -443,9 +451,10 @@ def _side_by_side(tasks: list[Callable[[], T]], stop: threading.Event) -> list[T
 
 def optimize_job(job: WindowJob, replica: ConvONet, plan: WindowPlan, points: np.ndarray,
                  config: OptimizationConfig, on_step: Callable[[int, int, float], None] | None = None,
-                 cancel: threading.Event | None = None, encoder_points: np.ndarray | None = None) -> WindowEnsemble:
-    """The adapted networks of the job's windows, on the replica's device (the encoder sees
-    `encoder_points` where given, aligned with `points`)."""
+                 cancel: threading.Event | None = None, encoder_points: np.ndarray | None = None,
+                 deadline: float | None = None) -> WindowEnsemble:
+    """The adapted networks of the job's windows, on the replica's device, optimised until `deadline` (the
+    encoder sees `encoder_points` where given, aligned with `points`)."""
     device = next(replica.parameters()).device
     rng = np.random.default_rng([config.seed, job.number])
     clouds = [plan.grid.to_unit(points[plan.windows.crop_points[w]], plan.windows.index[w]) for w in job.windows]
@@ -456,7 +465,7 @@ def optimize_job(job: WindowJob, replica: ConvONet, plan: WindowPlan, points: np
     batch = WindowBatch.from_arrays(clouds, device, config.max_points_per_window, rng,
                                     max_samples=config.max_samples_per_window, targets=targets)
     return optimize_windows(replica, batch, config, iterations=job.steps, seed=config.seed + job.number,
-                            on_step=on_step, cancel=cancel, initial=job.initial)
+                            on_step=on_step, cancel=cancel, initial=job.initial, deadline=deadline)
 
 
 def evaluate_job(job: WindowJob, ensemble: WindowEnsemble, plan: WindowPlan, points: np.ndarray,
@@ -470,7 +479,8 @@ def evaluate_job(job: WindowJob, ensemble: WindowEnsemble, plan: WindowPlan, poi
     states = ([ensemble.window_state(slot) for slot in range(len(job.windows))]
               if keep_states and job.steps else None)
     history = ensemble.loss_history
-    return JobResult(job, blocks, states, history[-1] if history else float("nan"), len(history))
+    return JobResult(job, blocks, states, history[-1] if history else float("nan"), len(history),
+                     ensemble.out_of_time)
 
 
 def _evaluate_block(ensemble: WindowEnsemble, slot: int, grid: WindowGrid, window: np.ndarray,
@@ -491,7 +501,8 @@ def _evaluate_block(ensemble: WindowEnsemble, slot: int, grid: WindowGrid, windo
 def mesh_blocks(plan: WindowPlan, results: Iterable[JobResult], mesher: StreamingMesher,
                 cache: WindowCache | None = None, clock: StageClock | None = None) -> list[JobResult]:
     """The reused blocks, then each job's blocks as it finishes, into the mesher (which releases them once
-    meshed) and into the cache. Returns the results, emptied of their blocks and states."""
+    meshed) and into the cache (a block cut short by the deadline is not the settings' result: only its
+    state is kept, to continue from). Returns the results, emptied of their blocks and states."""
     clock = clock or StageClock([torch.device("cpu")])
     with clock.stage("marching_cubes"):
         for key, block in plan.reused.items():
@@ -501,7 +512,8 @@ def mesh_blocks(plan: WindowPlan, results: Iterable[JobResult], mesher: Streamin
         with clock.stage("marching_cubes"):
             for slot, (key, fingerprint) in enumerate(zip(result.job.keys, result.job.fingerprints)):
                 if cache is not None:
-                    cache.put(key, fingerprint, result.blocks[slot])
+                    if not result.out_of_time:
+                        cache.put(key, fingerprint, result.blocks[slot])
                     if result.states is not None:
                         cache.put_state(key, plan.settings_id, result.states[slot])
                 mesher.add(key, result.blocks[slot])
@@ -535,7 +547,8 @@ def run_stats(cloud: PreparedPoints, plan: WindowPlan, results: list[JobResult],
         input_points=cloud.input_points, points_used=len(cloud.points), non_finite_removed=cloud.non_finite_removed,
         windows_run=plan.windows_run, windows_skipped=plan.windows.skipped, windows_reused=len(plan.reused),
         windows_warm_started=plan.windows_warm_started, iterations=iterations, batches_run=len(results),
-        steps_run=sum(r.steps_run for r in results), final_loss=float(np.mean(losses)) if losses else float("nan"),
+        steps_run=sum(r.steps_run for r in results), steps_planned=sum(job.steps for job in plan.jobs),
+        out_of_time=any(r.out_of_time for r in results), final_loss=float(np.mean(losses)) if losses else float("nan"),
         device=",".join(str(d) for d in devices), profile=profile, seconds=seconds,
         vertices=len(mesh.vertices), faces=len(mesh.faces))
     if cloud.noise is not None:

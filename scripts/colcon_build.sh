@@ -2,12 +2,12 @@
 # Build this package (the repository root is the ROS 2 package) with colcon into
 #   <repo>/.ros_ws/{build,install,log}
 # using the ROS 2 wheels and colcon of the virtual environment made by scripts/setup_env.sh.
-# This generates sa_convonet_ros.msg / sa_convonet_ros.srv and installs the Python package, the node
+# This generates sa_convonet_ros.msg / .srv / .action and installs the Python package, the node
 # executable, launch/ and config/ beside them. Then `source scripts/ros_env.sh` to use the result.
 #
 # The build uses --symlink-install: the installed Python modules, launch and config files are links to
 # the files in the repository, so editing them needs no rebuild. Adding, removing or renaming a file,
-# or changing package.xml, CMakeLists.txt, msg/, srv/ or nodes/, does: this script notices that and
+# or changing package.xml, CMakeLists.txt, msg/, srv/, action/ or nodes/, does: this script notices that and
 # rebuilds (a few seconds); when nothing relevant changed it returns at once.
 #   SA_CONVONET_VENV   the virtual environment (default: <repo>/.venv)
 #   SA_CONVONET_FORCE_BUILD=1   run colcon even when the inputs look unchanged
@@ -40,7 +40,7 @@ fingerprint() {
     echo "root=$ROOT venv=$VENV"
     cat "$VENV/.sa_convonet_stamp" 2>/dev/null || true
     sha256sum "$ROOT/scripts/colcon_build.sh" package.xml CMakeLists.txt
-    find msg srv nodes -type f ! -name '*~' -print0 2>/dev/null | sort -z | xargs -0 -r sha256sum
+    find msg srv action nodes -type f ! -name '*~' -print0 2>/dev/null | sort -z | xargs -0 -r sha256sum
     find sa_convonet_ros launch config \( -name __pycache__ -prune \) -o \
       -type f ! -name '*.pyc' ! -name '*~' -print 2>/dev/null | LC_ALL=C sort
   } | sha256sum | cut -d' ' -f1

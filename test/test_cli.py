@@ -72,3 +72,33 @@ def test_any_setting_can_be_given_and_a_bad_one_is_named_by_its_flag(files, caps
     assert "--voxel-size must be > 0, got -1.0" in capsys.readouterr().err
     assert main(common + ["--margin", "2.0"]) == 2
     assert "--margin must be smaller than --window-size, got 2.0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("output, phrase", [
+    ("/proc/sa_convonet/mesh.ply", "could not write /proc/sa_convonet/mesh.ply"),
+    ("{folder}/out.ply/", "names a directory"),
+    ("{folder}/mesh.xyz", "unsupported mesh extension"),
+])
+def test_unwritable_output_fails_before_the_reconstruction(files, capsys, monkeypatch, output, phrase):
+    folder, cloud, model, _ = files
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the reconstruction ran before the output path was checked")
+
+    monkeypatch.setattr("sa_convonet_ros.pipeline.reconstruct", must_not_run)
+    output = output.format(folder=folder)
+    assert main(["reconstruct", str(cloud), "-o", output, "--checkpoint", str(model), "-q"]) == 2
+    error = capsys.readouterr().err
+    assert "sa-convonet: error: could not write" in error and phrase in error, error
+    assert main(["reconstruct", str(cloud), "-o", str(folder / "fine.ply"), "--png", "/proc/x/p.png", "-q"]) == 2
+    assert "could not write /proc/x/p.png" in capsys.readouterr().err
+    assert not (folder / "out.ply").exists() and not (folder / "fine.ply").exists()
+
+
+def test_evaluate_names_an_unreadable_mesh_file(files, capsys):
+    folder, _, _, gt = files
+    empty = folder / "empty_file.ply"
+    empty.write_bytes(b"")
+    assert main(["evaluate", str(empty), str(gt)]) == 2
+    error = capsys.readouterr().err
+    assert str(empty) in error and "cannot read the mesh" in error, error

@@ -1,9 +1,10 @@
 """Round trips and error messages of point-cloud / mesh file I/O."""
 import numpy as np
+import open3d as o3d
 import pytest
 import trimesh
 
-from sa_convonet_ros.io import PointCloudData, read_point_cloud, write_mesh, write_point_cloud
+from sa_convonet_ros.io import PointCloudData, check_mesh_path, read_point_cloud, write_mesh, write_point_cloud
 
 
 @pytest.fixture
@@ -130,3 +131,67 @@ def test_write_errors(tmp_path):
         write_point_cloud(np.zeros((3, 3)), tmp_path / "cloud.las")
     with pytest.raises(ValueError, match=r"\(N, 3\)"):
         write_point_cloud(np.zeros((3, 2)), tmp_path / "cloud.ply")
+
+
+def _far_mesh(offset):
+    """An icosphere at `offset` metres with per-vertex colours, vertices off any float32 grid."""
+    mesh = trimesh.creation.icosphere(subdivisions=2)
+    mesh.vertices = mesh.vertices + np.asarray(offset) + 0.123456789
+    colors = np.zeros((len(mesh.vertices), 4), dtype=np.uint8)
+    colors[:, 1], colors[:, 3] = np.arange(len(mesh.vertices)) % 256, 255
+    mesh.visual.vertex_colors = colors
+    return mesh
+
+
+@pytest.mark.parametrize("extension", [".ply", ".glb", ".obj", ".off"])
+def test_meshes_far_from_the_origin_round_trip(tmp_path, extension):
+    """A map in UTM coordinates (+1e6 m): float32 vertices would land on a 6.25 cm grid."""
+    mesh = _far_mesh([1e6, 2e6, 10.0])
+    loaded = trimesh.load(write_mesh(mesh, tmp_path / f"far{extension}"), force="mesh", process=False)
+    assert len(loaded.faces) == len(mesh.faces)
+    assert np.abs(loaded.vertices - mesh.vertices).max() < 1e-6
+
+
+def test_far_ply_is_read_exactly_by_open3d_with_its_colours(tmp_path):
+    mesh = _far_mesh([1e6, -3e5, 0.0])
+    loaded = o3d.io.read_triangle_mesh(str(write_mesh(mesh, tmp_path / "far.ply")))
+    np.testing.assert_array_equal(np.asarray(loaded.vertices), mesh.vertices)
+    np.testing.assert_allclose(np.asarray(loaded.vertex_colors) * 255, mesh.visual.vertex_colors[:, :3])
+
+
+def test_stl_far_from_the_origin_is_refused_before_and_at_writing(tmp_path):
+    with pytest.raises(ValueError, match=r"could not write .*far\.stl: STL stores float32"):
+        write_mesh(_far_mesh([1e6, 0.0, 0.0]), tmp_path / "far.stl")
+    with pytest.raises(ValueError, match="STL stores float32"):
+        check_mesh_path(tmp_path / "far.stl", max_abs_coordinate=5e5)
+    assert check_mesh_path(tmp_path / "near.stl", max_abs_coordinate=100.0) == tmp_path / "near.stl"
+
+
+def test_empty_mesh_writes_a_valid_ply(tmp_path):
+    path = write_mesh(trimesh.Trimesh(), tmp_path / "empty.ply")
+    assert o3d.io.read_triangle_mesh(str(path)).is_empty()
+
+
+@pytest.mark.parametrize("name, phrase", [
+    ("out.ply/", "names a directory"),
+    ("folder", "names a directory"),
+    ("mesh.fbx", "unsupported mesh extension"),
+    ("a_file.txt/mesh.ply", "is a file, not a folder"),
+])
+def test_mesh_paths_are_checked_before_writing(tmp_path, name, phrase):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "a_file.txt").write_text("x")
+    given = str(tmp_path / name) + ("/" if name.endswith("/") else "")
+    with pytest.raises(ValueError, match=f"could not write .*{phrase}"):
+        check_mesh_path(given)
+    with pytest.raises(ValueError, match="could not write"):
+        write_mesh(trimesh.creation.box(), given)
+    assert not (tmp_path / "out.ply").exists()
+
+
+def test_an_unwritable_place_is_found_by_probing(tmp_path):
+    with pytest.raises(ValueError, match=r"could not write /proc/sa_convonet_mesh\.ply"):
+        check_mesh_path("/proc/sa_convonet_mesh.ply")
+    # Missing parent folders are fine (they are created on writing), and nothing is left behind.
+    assert check_mesh_path(tmp_path / "new" / "deeper" / "mesh.glb") == tmp_path / "new" / "deeper" / "mesh.glb"
+    assert list(tmp_path.iterdir()) == []

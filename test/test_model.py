@@ -88,6 +88,20 @@ def test_load_errors_name_the_file(tmp_path):
         load_model(bad)
 
 
+def test_unreadable_checkpoints_do_not_advise_an_unsafe_load(tmp_path):
+    """torch's safe loader suggests weights_only=False: unsafe, and no help for a corrupt file."""
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint" * 64)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": {}, "optimizer": object()}, foreign)
+    for path, reason in ((corrupt, "not a torch checkpoint"), (foreign, "Python objects besides tensors")):
+        with pytest.raises(ValueError) as caught:
+            load_model(path)
+        message = str(caught.value)
+        assert str(path) in message and "could not be read" in message and reason in message, message
+        assert "weights_only" not in message and "trust" not in message, message
+
+
 def test_resolve_device():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type in ("cpu", "cuda")

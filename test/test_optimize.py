@@ -1,6 +1,7 @@
 """The UCE loss, its sampling, and the batched per-window optimisation."""
 import math
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -158,6 +159,31 @@ def test_zero_iterations_is_feed_forward_and_cancel_stops():
     cancel.set()
     with pytest.raises(ReconstructionCancelled):
         optimize_windows(model, batch, OptimizationConfig(iterations=5), cancel=cancel)
+
+
+def test_the_deadline_stops_the_steps_and_keeps_the_state_reached():
+    model = ConvONet(TINY)
+    batch = WindowBatch.from_arrays([plane(500, 0), plane(400, 1, 0.1)], CPU, 5000, np.random.default_rng(0))
+    config = OptimizationConfig(iterations=1000, surface_samples=64, off_surface_samples=32)
+    optimize_windows(model, batch, OptimizationConfig(iterations=1))  # warm-up: later set-ups are quick
+    steps = []
+
+    def slow_step(step, total, loss):
+        steps.append(step)
+        time.sleep(0.2)
+
+    started = time.monotonic()
+    ensemble = optimize_windows(model, batch, config, on_step=slow_step, deadline=started + 2.0)
+    assert ensemble.out_of_time and 1 <= len(ensemble.loss_history) == len(steps) <= 11
+    assert time.monotonic() - started < 5.0  # the deadline plus one step, on however loaded a machine
+    assert all(not t.requires_grad for t in ensemble.stacked.values())  # usable like a finished run
+    adapted = ensemble.stacked["decoder.fc_out.weight"]
+    assert not torch.equal(adapted[0], model.decoder.fc_out.weight.expand_as(adapted)[0])
+
+    past = optimize_windows(model, batch, config, deadline=time.monotonic() - 1.0)
+    assert past.out_of_time and past.loss_history == []
+    finished = optimize_windows(model, batch, OptimizationConfig(iterations=2), deadline=time.monotonic() + 60)
+    assert not finished.out_of_time and len(finished.loss_history) == 2
 
 
 def test_adapting_the_feature_grid_fits_better_than_the_decoder_alone():

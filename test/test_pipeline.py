@@ -2,12 +2,14 @@
 import dataclasses
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from scipy.spatial import cKDTree
 
+from sa_convonet_ros import optimize as optimize_module
 from sa_convonet_ros.config import ModelConfig, get_profile
 from sa_convonet_ros.data import generate_room, simulate_scans
 from sa_convonet_ros.meshing import BlockField, StreamingMesher, extract_mesh
@@ -326,6 +328,32 @@ def test_a_cancelled_run_raises_and_leaves_the_cache_as_it_was(tiny_model, room_
     with pytest.raises(ReconstructionCancelled):
         reconstruct(room_corner, small_config(iterations=3), model=tiny_model, cancel=cancel, cache=cache)
     assert len(cache) == 0
+
+
+def test_a_deadline_stops_the_optimisation_and_still_gives_a_mesh(tiny_model, room_corner):
+    config = small_config(iterations=50)
+    cache = WindowCache()
+    on_time = reconstruct(room_corner, config, model=tiny_model, iterations=0)
+    late = reconstruct(room_corner, config, model=tiny_model, cache=cache, deadline=time.monotonic() - 1.0)
+    assert late.stats.out_of_time and late.stats.steps_run == 0
+    assert late.stats.steps_planned == 50 * late.stats.batches_run > 50 and late.stats.iterations == 50
+    assert np.array_equal(late.mesh.faces, on_time.mesh.faces)  # no step run: the feed-forward mesh
+    assert len(cache) == 0  # blocks cut short are not the settings' result: never reused as such
+
+
+
+def test_the_optimisation_stops_at_the_deadline_and_later_batches_run_feed_forward(tiny_model, room_corner,
+                                                                                  monkeypatch):
+    # A clock that advances one second each time the optimisation reads it (once before each step).
+    seconds = iter(range(10**6))
+    monkeypatch.setattr(optimize_module, "time", SimpleNamespace(monotonic=lambda: next(seconds)))
+    config = small_config(iterations=50)
+    budget = reconstruct(room_corner, config, model=tiny_model, deadline=7.5)
+    assert budget.stats.batches_run > 1 and budget.stats.out_of_time
+    assert budget.stats.steps_run == 8  # steps 0..7 of the first batch; the later batches start too late
+    assert budget.stats.steps_planned == 50 * budget.stats.batches_run and len(budget.mesh.faces) > 0
+    full = reconstruct(room_corner, small_config(iterations=1), model=tiny_model, deadline=10**9)
+    assert not full.stats.out_of_time and full.stats.steps_run == full.stats.steps_planned
 
 
 def test_a_failing_task_stops_the_others():

@@ -12,13 +12,18 @@ from typing import Sequence
 import numpy as np
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Point
+from scipy.spatial import cKDTree
 from shape_msgs.msg import Mesh, MeshTriangle
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from sa_convonet_ros.colors import height_colors
 
-COLOR_MODES = ("rgb", "height", "uniform")
+COLOR_MODES = ("rgb", "height", "uniform", "confidence")
+# Confidence ramp, from "filled in by the prior" (0) to "observed" (1): red, yellow, green.
+_CONFIDENCE_ANCHORS = np.array([[0.85, 0.12, 0.12], [0.95, 0.80, 0.15], [0.15, 0.80, 0.30]])
+# A vertex within one voxel of an observed point is observed; at this many voxels it is the prior's alone.
+CONFIDENCE_FALLOFF_VOXELS = 4.0
 
 
 def mesh_to_markers(
@@ -27,6 +32,7 @@ def mesh_to_markers(
     frame_id: str,
     *,
     colors=None,
+    confidence=None,
     color_mode: str = "rgb",
     uniform_color: Sequence[float] = (0.7, 0.7, 0.75, 1.0),
     max_triangles_per_marker: int = 200_000,
@@ -40,7 +46,9 @@ def mesh_to_markers(
     since RViz rejects a TRIANGLE_LIST without points.
 
     color_mode: 'rgb' uses the per-vertex `colors` (falls back to 'height' when None),
-    'height' colours by z, 'uniform' uses `uniform_color` (r, g, b, a) as the marker colour
+    'height' colours by z, 'confidence' by the per-vertex `confidence` in [0, 1] (green where
+    observed, through yellow, to red where only the prior put the surface; see `vertex_confidence`),
+    'uniform' uses `uniform_color` (r, g, b, a) as the marker colour
     with no per-point colours, which lets RViz shade the surface (it switches lighting off
     for meshes with per-point colours).
     """
@@ -49,8 +57,8 @@ def mesh_to_markers(
         raise ValueError(f"color_mode must be one of {COLOR_MODES}, got {color_mode!r}")
     if max_triangles_per_marker < 1:
         raise ValueError("max_triangles_per_marker must be at least 1")
-    if color_mode == "rgb" and colors is None:
-        color_mode = "height"
+    if color_mode == "confidence" and confidence is None:
+        raise ValueError("color_mode 'confidence' needs the per-vertex confidence")
 
     array = MarkerArray()
     clear = Marker(action=Marker.DELETEALL, ns=namespace, id=0)
@@ -60,11 +68,7 @@ def mesh_to_markers(
         return array
 
     vertex_points = _points(vertices)
-    vertex_colors = None
-    if color_mode == "rgb":
-        vertex_colors = _vertex_colors(_check_colors(colors, len(vertices)))
-    elif color_mode == "height":
-        vertex_colors = _vertex_colors(height_colors(vertices[:, 2]))
+    vertex_colors = _colors_of_mode(color_mode, vertices, colors, confidence)
 
     for marker_id, start in enumerate(range(0, len(faces), max_triangles_per_marker)):
         corners = faces[start:start + max_triangles_per_marker].reshape(-1).tolist()
@@ -76,6 +80,25 @@ def mesh_to_markers(
             marker.colors = list(map(vertex_colors.__getitem__, corners))
         array.markers.append(marker)
     return array
+
+
+def vertex_confidence(vertices, points, voxel_size: float) -> np.ndarray:
+    """How sure the surface is at each vertex, in [0, 1], from its distance to the nearest observed point:
+    1 within one voxel (the data put the surface there), falling linearly to 0 at
+    CONFIDENCE_FALLOFF_VOXELS voxels (the network's prior filled it in)."""
+    vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    if len(vertices) == 0:
+        return np.zeros(0)
+    distance = cKDTree(np.asarray(points, dtype=np.float64)).query(vertices, workers=-1)[0]
+    near, far = voxel_size, CONFIDENCE_FALLOFF_VOXELS * voxel_size
+    return np.clip((far - distance) / (far - near), 0.0, 1.0)
+
+
+def confidence_colors(confidence) -> np.ndarray:
+    """(N, 3) RGB in [0, 1] for confidences in [0, 1]: red (prior only), yellow, green (observed)."""
+    t = np.clip(np.nan_to_num(np.asarray(confidence, dtype=np.float64).reshape(-1), nan=0.0), 0.0, 1.0)
+    stops = np.linspace(0.0, 1.0, len(_CONFIDENCE_ANCHORS))
+    return np.stack([np.interp(t, stops, _CONFIDENCE_ANCHORS[:, c]) for c in range(3)], axis=1)
 
 
 def mesh_to_shape_msg(vertices, faces) -> Mesh:
@@ -112,6 +135,24 @@ def _check_colors(colors, num_vertices: int) -> np.ndarray:
             f"got {colors.shape}"
         )
     return colors[:, :3]
+
+
+def _colors_of_mode(color_mode: str, vertices: np.ndarray, colors, confidence) -> list | None:
+    """One ColorRGBA per vertex for the colour mode, or None (uniform: the marker's own colour)."""
+    if color_mode == "rgb" and colors is not None:
+        return _vertex_colors(_check_colors(colors, len(vertices)))
+    if color_mode in ("rgb", "height"):  # rgb without colours falls back to height
+        return _vertex_colors(height_colors(vertices[:, 2]))
+    if color_mode == "confidence":
+        return _vertex_colors(confidence_colors(_check_values(confidence, len(vertices))))
+    return None
+
+
+def _check_values(values, num_vertices: int) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (num_vertices,):
+        raise ValueError(f"confidence must have shape ({num_vertices},), one value per vertex; got {values.shape}")
+    return values
 
 
 def _triangle_marker(frame_id: str, namespace: str, marker_id: int, lifetime: float) -> Marker:

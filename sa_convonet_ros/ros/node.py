@@ -5,79 +5,77 @@ The node only converts messages, holds state and schedules work; the reconstruct
 
   subscribes  map_cloud (sensor_msgs/PointCloud2; name from `input_topic`, remappable)
   service     /reconstruct_scene (sa_convonet_ros/ReconstructScene)
+  action      ~/reconstruct (sa_convonet_ros/action/ReconstructScene): the same, with feedback and cancel
   service     ~/cancel (std_srvs/Trigger): cancels the running reconstruction
   publishes   ~/mesh_markers (visualization_msgs/MarkerArray, transient local)
               ~/progress (sa_convonet_ros/ReconstructionProgress), ~/stats (ReconstructionStats)
 
 Threading: a MultiThreadedExecutor runs the map subscription in its own callback group and the
-reconstruction entry points (service, cancel, automatic-mode timer) in a reentrant group, so maps,
-cancel requests and parameter services are served while a reconstruction runs. One reconstruction
-runs at a time: a request arriving meanwhile is refused at once.
+reconstruction entry points (service, action, cancel, automatic-mode timer) in a reentrant group, so
+maps, cancel requests and parameter services are served while a reconstruction runs. One
+reconstruction runs at a time: a request arriving meanwhile is refused at once. A cancel either takes
+effect (nothing is published) or, once the job has committed to publishing, is answered "too late"
+(see jobs.py).
 """
 from __future__ import annotations
 
 import hashlib
+import math
+import os
+import signal
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import rclpy
 from geometry_msgs.msg import Point
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import PointCloud2
 from shape_msgs.msg import Mesh
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
+from sa_convonet_ros.action import ReconstructScene as ReconstructSceneAction
 from sa_convonet_ros.errors import ReconstructionCancelled, ReconstructionError
-from sa_convonet_ros.io import MESH_WRITE_EXTENSIONS, write_mesh
+from sa_convonet_ros.io import check_mesh_path, check_output_file
+from sa_convonet_ros.memory import keep_heap_compact, release_freed_memory
 from sa_convonet_ros.model import load_model
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
 from sa_convonet_ros.pipeline import Result, WindowCache, reconstruct, subsample_evenly
-from sa_convonet_ros.ros.markers import mesh_to_markers, mesh_to_shape_msg
+from sa_convonet_ros.ros.jobs import Job, Outcome, OutputError, ProgressReporter, StagedFiles
+from sa_convonet_ros.ros.markers import mesh_to_markers, mesh_to_shape_msg, vertex_confidence
 from sa_convonet_ros.ros.parameters import PARAMETERS, SPECS, Settings, descriptor, settings_from_parameters
 from sa_convonet_ros.ros.pointcloud2 import CloudArrays, cloud_to_arrays
 from sa_convonet_ros.srv import ReconstructScene
 
 NODE_NAME = 'sa_convonet_reconstruction'
+ACTION_NAME = '~/reconstruct'
 AUTO_CHECK_PERIOD = 0.5  # seconds between checks of the automatic mode
-PROGRESS_LOG_PERIOD = 2.0  # seconds between progress log lines within one stage
+SIGNAL_CHECK_PERIOD = 0.1  # seconds the main thread waits for work before it looks for Ctrl-C
 
 # Changing one of these (re)loads the model.
 _MODEL_PARAMETERS = ('checkpoint', 'device', 'strict_device')
 
 
 @dataclass
-class Job:
-    """One reconstruction: what to reconstruct and how far it got."""
+class Product:
+    """What a successful job publishes and answers."""
 
-    cloud: CloudArrays
-    source: str  # where the cloud came from, for messages
-    region: Optional[tuple] = None
-    iterations: Optional[int] = None  # None = the configured value
-    output_path: str = ''
-    write_preview: bool = False
-    cache: Optional[WindowCache] = None
-    cancel: threading.Event = field(default_factory=threading.Event)
-    started: float = field(default_factory=time.monotonic)
-    stage: str = 'prepare'
-
-
-@dataclass
-class Outcome:
-    success: bool
-    message: str
-    mesh: Mesh = field(default_factory=Mesh)
-    stats: ReconstructionStats = field(default_factory=ReconstructionStats)
+    result: Result
+    markers: MarkerArray
+    mesh: Mesh
+    stats: ReconstructionStats
 
 
 class ReconstructionNode(Node):
@@ -87,6 +85,8 @@ class ReconstructionNode(Node):
         self._state_lock = threading.Lock()  # guards the map, settings and model below
         self._busy = threading.Lock()  # held while a reconstruction runs
         self._job: Optional[Job] = None
+        self._job_lock = threading.Lock()  # a job's start against the cancel of its action goal
+        self._cancelled_goals: set = set()  # ids of action goals cancelled before their job started
         self._map: Optional[CloudArrays] = None
         self._map_fingerprint = ''
         self._model = None
@@ -100,8 +100,18 @@ class ReconstructionNode(Node):
 
         self._declare_parameters()
         self._apply_startup_settings()
+        self.add_pre_set_parameters_callback(self._on_pre_set_parameters)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._create_interface()
 
+        reliability, durability = self._input_qos_names()
+        self.get_logger().info(
+            f'ready: map from {self._input_topic} ({reliability}, {durability}), service '
+            f'{self._service_name}, action {self._action_name}, mesh markers on {self._marker_topic}; '
+            + (f'model {self._settings.checkpoint or "(shipped default)"} on {self._settings.device}'
+               if self._model is not None else f'NOT READY: {self._problem()}'))
+
+    def _create_interface(self) -> None:
         # Maps are converted in their own group so they keep arriving during a reconstruction;
         # the reentrant group lets a second request (refused), ~/cancel and the timer run meanwhile.
         map_group = MutuallyExclusiveCallbackGroup()
@@ -120,16 +130,14 @@ class ReconstructionNode(Node):
         self._service_name = self._entity_name('service_name', self.resolve_service_name)
         self._service = self.create_service(ReconstructScene, self._service_name, self._on_reconstruct,
                                             callback_group=work_group)
+        self._action_name = self.resolve_service_name(ACTION_NAME)
+        self._action_server = ActionServer(
+            self, ReconstructSceneAction, ACTION_NAME, execute_callback=self._on_goal,
+            goal_callback=lambda goal: GoalResponse.ACCEPT, cancel_callback=self._on_goal_cancel,
+            callback_group=work_group)
         self._cancel_service = self.create_service(Trigger, '~/cancel', self._on_cancel,
                                                    callback_group=work_group)
         self._auto_timer = self.create_timer(AUTO_CHECK_PERIOD, self._on_auto_timer, callback_group=work_group)
-
-        reliability, durability = self._input_qos_names()
-        self.get_logger().info(
-            f'ready: map from {self._input_topic} ({reliability}, {durability}), service '
-            f'{self._service_name}, mesh markers on {self._marker_topic}; '
-            + (f'model {self._settings.checkpoint or "(shipped default)"} on {self._settings.device}'
-               if self._model is not None else f'NOT READY: {self._problem()}'))
 
     # ------------------------------------------------------------------------------ parameters
 
@@ -196,6 +204,19 @@ class ReconstructionNode(Node):
         self.get_logger().info(f'loaded model {settings.checkpoint or "(shipped default)"} on '
                                f'{settings.device} in {time.monotonic() - start:.1f} s')
         return model
+
+    def _on_pre_set_parameters(self, parameters: list) -> list:
+        """An integer for a floating-point parameter is taken as meant (1 -> 1.0) at run time too, as
+        in a params file or on the command line at start-up."""
+        taken = []
+        for parameter in parameters:
+            default = PARAMETERS.get(parameter.name, (None,))[0]
+            if isinstance(default, float) and parameter.type_ == Parameter.Type.INTEGER:
+                self.get_logger().warning(f'parameter {parameter.name}: integer {parameter.value} taken as '
+                                          f'{float(parameter.value)}')
+                parameter = Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
+            taken.append(parameter)
+        return taken
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         """Accept a change only when the resulting settings are valid (and the model loads)."""
@@ -289,38 +310,92 @@ class ReconstructionNode(Node):
             'volatile, a best-effort one input_reliability: best_effort (see docs/ros.md).',
             throttle_duration_sec=10.0)
 
-    # ---------------------------------------------------------------------------------- service
+    # ------------------------------------------------------------------------ service and action
 
     def _on_reconstruct(self, request: ReconstructScene.Request, response: ReconstructScene.Response):
-        # Refuse at once while busy, before even converting a cloud carried by the request.
-        if not self._busy.acquire(blocking=False):
-            outcome = Outcome(False, self._busy_message())
-        else:
-            try:
-                job = self._job_from_request(request)
-                outcome = job if isinstance(job, Outcome) else self._run(job)
-            except Exception as error:  # a bug must cost one request, not the node
-                self.get_logger().error(f'internal error: {type(error).__name__}: {error}')
-                outcome = Outcome(False, f'internal error: {type(error).__name__}: {error}')
-            finally:
-                self._job = None
-                self._busy.release()
+        outcome = self._serve(request)
         response.success, response.message = outcome.success, outcome.message
         response.mesh, response.stats = outcome.mesh, outcome.stats
+        self._log_outcome(self._service_name, outcome)
+        return response
+
+    def _on_goal(self, goal_handle) -> ReconstructSceneAction.Result:
+        """An action goal: the service's work, with feedback; ends succeeded, aborted or canceled."""
+        try:
+            outcome = self._serve(goal_handle.request, goal_handle)
+        finally:
+            with self._job_lock:
+                self._cancelled_goals.discard(_goal_key(goal_handle))
+        if outcome.cancelled and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        elif outcome.success:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()  # also a job cancelled through ~/cancel rather than the action's cancel
+        self._log_outcome(self._action_name, outcome)
+        return ReconstructSceneAction.Result(success=outcome.success, message=outcome.message,
+                                             mesh=outcome.mesh, stats=outcome.stats)
+
+    def _on_goal_cancel(self, goal_handle) -> CancelResponse:
+        """The standard action cancel: accepted while the goal's job can still be stopped (or has not
+        started), rejected once it has committed to publishing its result."""
+        with self._job_lock:
+            job = self._job
+            if job is not None and job.goal is goal_handle:
+                accepted = job.request_cancel()
+            else:
+                accepted = goal_handle.is_active
+                if accepted:
+                    self._cancelled_goals.add(_goal_key(goal_handle))
+        if self.context.ok():
+            self.get_logger().warning(f'{self._action_name}: cancel of a goal '
+                                      + ('accepted' if accepted else 'rejected: too late, its result is being '
+                                                                     'published'))
+        return CancelResponse.ACCEPT if accepted else CancelResponse.REJECT
+
+    def _serve(self, request, goal_handle=None) -> Outcome:
+        """One request or goal: refused at once while another reconstruction runs."""
+        # Refuse at once while busy, before even converting a cloud carried by the request.
+        if not self._busy.acquire(blocking=False):
+            return Outcome(False, self._busy_message())
+        try:
+            job = self._job_from_request(request)
+            if isinstance(job, Outcome):
+                return job
+            job.goal = goal_handle
+            if not self._start(job):
+                return Outcome(False, 'cancelled before it started', cancelled=True)
+            return self._run(job)
+        except Exception as error:  # a bug must cost one request, not the node
+            self.get_logger().error(f'internal error: {type(error).__name__}: {error}')
+            return Outcome(False, f'internal error: {type(error).__name__}: {error}')
+        finally:
+            self._job = None
+            self._busy.release()
+
+    def _start(self, job: Job) -> bool:
+        """Make `job` the running one; False when its action goal was cancelled before it started."""
+        with self._job_lock:
+            if job.goal is not None and _goal_key(job.goal) in self._cancelled_goals:
+                return False
+            self._job = job
+            return True
+
+    def _log_outcome(self, entry: str, outcome: Outcome) -> None:
         # (rclpy wants one severity per logging call site, hence two calls.)
         if not self.context.ok():
             pass  # shutting down (Ctrl-C during a job): nothing left to log to
         elif outcome.success:
-            self.get_logger().info(f'{self._service_name}: done: {outcome.message}')
+            self.get_logger().info(f'{entry}: done: {outcome.message}')
         else:
-            self.get_logger().warning(f'{self._service_name}: failed: {outcome.message}')
-        return response
+            self.get_logger().warning(f'{entry}: failed: {outcome.message}')
 
     def _job_from_request(self, request):
-        """The Job a request asks for, or the Outcome that says why it cannot run."""
-        if request.iterations < -1:
-            return Outcome(False, f'iterations must be -1 (configured value) or >= 0, got {request.iterations}')
-        if request.cloud.width * request.cloud.height > 0:
+        """The Job a request (or goal) asks for, or the Outcome that says why it cannot run."""
+        refusal = self._refusal(request)
+        if refusal:
+            return Outcome(False, refusal)
+        if _carries_a_cloud(request.cloud):
             try:
                 cloud = cloud_to_arrays(request.cloud)
             except Exception as error:  # any malformed cloud gets an answer, never a crash
@@ -339,7 +414,24 @@ class ReconstructionNode(Node):
             region = ((low.x, low.y, low.z), (high.x, high.y, high.z))
         return Job(cloud=cloud, source=source, region=region,
                    iterations=None if request.iterations == -1 else request.iterations,
+                   max_seconds=None if request.max_seconds == -1 else float(request.max_seconds),
                    output_path=request.output_path.strip(), write_preview=request.write_preview)
+
+    def _refusal(self, request) -> str:
+        """Why the request's iterations or time budget cannot be run ('' when they can)."""
+        with self._state_lock:
+            settings = self._settings
+        if request.iterations < -1:
+            return f'iterations must be -1 (configured value) or >= 0, got {request.iterations}'
+        limit = settings.options.max_iterations if settings is not None else None
+        if limit is not None and request.iterations > limit:
+            return (f'iterations {request.iterations} is more than max_iterations ({limit}, a parameter of '
+                    'the node); to bound the time of a request give max_seconds instead')
+        seconds = request.max_seconds
+        if seconds != -1 and not (math.isfinite(seconds) and seconds >= 0):
+            return (f"max_seconds must be -1 (the node's max_seconds), 0 (no budget) or a number of seconds, "
+                    f'got {seconds}')
+        return ''
 
     def _busy_message(self) -> str:
         job = self._job
@@ -353,12 +445,16 @@ class ReconstructionNode(Node):
         job = self._job
         if job is None:
             response.success, response.message = False, 'no reconstruction is running'
-        else:
-            job.cancel.set()
+        elif job.request_cancel():
             response.success = True
             response.message = (f'cancelling the reconstruction of {job.source} (running for '
-                                f'{time.monotonic() - job.started:.1f} s, stage: {job.stage})')
-            self.get_logger().warning(response.message)
+                                f'{time.monotonic() - job.started:.1f} s, stage: {job.stage}); nothing of it '
+                                'will be published')
+        else:
+            response.success = False
+            response.message = (f'too late to cancel: the reconstruction of {job.source} has finished and '
+                                f'its result is being published (stage: {job.stage})')
+        self.get_logger().warning(response.message)
         return response
 
     # ----------------------------------------------------------------------------- automatic mode
@@ -374,8 +470,9 @@ class ReconstructionNode(Node):
         try:
             self._auto_done_fingerprint = fingerprint
             self._auto_last_start = time.monotonic()
-            outcome = self._run(Job(cloud=cloud, source=f'the map from {self._input_topic} (automatic)',
-                                    cache=self._auto_cache))
+            job = Job(cloud=cloud, source=f'the map from {self._input_topic} (automatic)', cache=self._auto_cache)
+            self._start(job)
+            outcome = self._run(job)
         except Exception as error:  # a bug must cost one run, not the node
             outcome = Outcome(False, f'internal error: {type(error).__name__}: {error}')
         finally:
@@ -390,7 +487,6 @@ class ReconstructionNode(Node):
 
     def _run(self, job: Job) -> Outcome:
         """One reconstruction (the caller holds the busy lock); publishes only when all succeeded."""
-        self._job = job
         with self._state_lock:
             settings, model = self._settings, self._model
             problem = self._problem()
@@ -402,34 +498,48 @@ class ReconstructionNode(Node):
         except ValueError as error:
             return Outcome(False, str(error), stats=stats_msg)
         frame_id = settings.options.frame_id.strip() or job.cloud.frame_id or 'map'
-        progress = _ProgressReporter(self, job, frame_id)
+        progress = ProgressReporter(self, job, frame_id, self._progress_publisher.publish)
         try:
-            result = self._reconstruct(job, settings, model, progress)
-            progress('messages', 0, 1)
-            start = time.perf_counter()
-            markers, mesh_msg = self._messages(result.mesh, frame_id, settings, job.cloud.colors is not None)
-            seconds = dict(result.stats.seconds, messages=time.perf_counter() - start)
-            if output:
-                progress('write', 0, 1)
-                start = time.perf_counter()
-                self._write(result.mesh, *output)
-                seconds['write'] = time.perf_counter() - start
+            product = self._produce(job, settings, model, progress, frame_id, output)
         except ReconstructionCancelled:
             progress.finish('cancelled', 'cancelled; the published mesh is unchanged')
             return Outcome(False, f'cancelled after {time.monotonic() - job.started:.1f} s; the '
-                                  'published mesh is unchanged', stats=stats_msg)
-        except ReconstructionError as error:
+                                  'published mesh is unchanged', stats=stats_msg, cancelled=True)
+        except (ReconstructionError, OutputError) as error:
             progress.finish('failed', str(error))
-            return Outcome(False, f'cannot reconstruct {job.source}: {error}', stats=stats_msg)
+            cause = '' if isinstance(error, OutputError) else f'cannot reconstruct {job.source}: '
+            return Outcome(False, f'{cause}{error}', stats=stats_msg)
         except Exception as error:  # an unexpected failure must not take the node down
             self.get_logger().error(f'reconstruction failed: {type(error).__name__}: {error}')
             progress.finish('failed', str(error))
             return Outcome(False, f'reconstruction failed: {type(error).__name__}: {error}', stats=stats_msg)
-        return self._publish(job, result, markers, mesh_msg, self._stats_msg(result.stats, seconds, output),
-                             progress)
+        finally:
+            release_freed_memory()
+        return self._publish(job, product, progress)
 
-    def _reconstruct(self, job: Job, settings: Settings, model, progress) -> Result:
-        """The core's reconstruction of the job's cloud (capped at max_points); never an empty mesh."""
+    def _produce(self, job: Job, settings: Settings, model, progress, frame_id: str, output) -> Product:
+        """The mesh, its messages and its files; then the job commits to publishing them, unless it was
+        cancelled meanwhile (ReconstructionCancelled, and no file is left)."""
+        result, points = self._reconstruct(job, settings, model, progress)
+        progress('messages', 0, 1)
+        start = time.perf_counter()
+        markers, mesh_msg = self._messages(result.mesh, points, frame_id, settings, job.cloud.colors is not None)
+        seconds = dict(result.stats.seconds, messages=time.perf_counter() - start)
+        staged = StagedFiles()
+        if output:
+            progress('write', 0, 1)
+            start = time.perf_counter()
+            staged = StagedFiles.write(result.mesh, *output)
+            seconds['write'] = time.perf_counter() - start
+        if not job.commit():
+            staged.discard()
+            raise ReconstructionCancelled('reconstruction cancelled')
+        staged.move_into_place()
+        return Product(result, markers, mesh_msg, self._stats_msg(result.stats, seconds, output))
+
+    def _reconstruct(self, job: Job, settings: Settings, model, progress) -> tuple[Result, np.ndarray]:
+        """The core's reconstruction of the job's cloud (capped at max_points), and the points it was
+        given; never an empty mesh."""
         points, colors = job.cloud.points, job.cloud.colors
         cap = settings.options.max_points
         if cap and len(points) > cap:
@@ -441,36 +551,42 @@ class ReconstructionNode(Node):
         self.get_logger().info(f'reconstructing {job.source}: {len(points)} points, profile '
                                f'{config.profile}, device {settings.device}')
         result = reconstruct(points, config, colors=colors, model=model, region=job.region,
-                             iterations=job.iterations, progress=progress, cancel=job.cancel, cache=job.cache)
+                             iterations=job.iterations, progress=progress, cancel=job.cancel, cache=job.cache,
+                             deadline=job.deadline(settings.options.max_seconds))
         if job.cancel.is_set():
             raise ReconstructionCancelled('reconstruction cancelled')
         if len(result.mesh.faces) == 0:
             raise ReconstructionError(
                 f'the reconstruction produced an empty mesh (no surface at threshold '
                 f'{config.meshing.threshold}); try more iterations or another threshold')
-        return result
+        return result, points
 
     @staticmethod
-    def _messages(mesh, frame_id: str, settings: Settings, has_colors: bool) -> tuple[MarkerArray, Mesh]:
+    def _messages(mesh, points: np.ndarray, frame_id: str, settings: Settings,
+                  has_colors: bool) -> tuple[MarkerArray, Mesh]:
+        options = settings.options
         vertex_colors = (np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
                          if mesh.visual.kind == 'vertex' and has_colors else None)
-        markers = mesh_to_markers(mesh.vertices, mesh.faces, frame_id, colors=vertex_colors,
-                                  color_mode=settings.options.color_mode,
-                                  max_triangles_per_marker=settings.options.max_triangles_per_marker)
+        confidence = (vertex_confidence(mesh.vertices, points, settings.config.meshing.voxel_size)
+                      if options.color_mode == 'confidence' else None)
+        markers = mesh_to_markers(mesh.vertices, mesh.faces, frame_id, colors=vertex_colors, confidence=confidence,
+                                  color_mode=options.color_mode,
+                                  max_triangles_per_marker=options.max_triangles_per_marker)
         return markers, mesh_to_shape_msg(mesh.vertices, mesh.faces)
 
-    def _publish(self, job: Job, result: Result, markers: MarkerArray, mesh_msg: Mesh,
-                 stats_msg: ReconstructionStats, progress) -> Outcome:
-        cloud = job.cloud
+    def _publish(self, job: Job, product: Product, progress) -> Outcome:
+        cloud, stats_msg, stats = job.cloud, product.stats, product.result.stats
         stats_msg.input_points = len(cloud.points) + cloud.num_removed  # as received, before any subsampling
         # One MarkerArray (DELETEALL + triangle lists) replaces the previous mesh in a single message.
-        self._marker_publisher.publish(markers)
+        self._marker_publisher.publish(product.markers)
         self._stats_publisher.publish(stats_msg)
         progress.finish('done', f'{stats_msg.faces} faces in {stats_msg.total_seconds:.1f} s')
         written = f', wrote {stats_msg.output_path}' if stats_msg.output_path else ''
+        budget = (f'; the time budget stopped the optimisation after {stats.steps_run} of {stats.steps_planned} '
+                  'steps' if stats.out_of_time else '')
         return Outcome(True, f'reconstructed {job.source}: {stats_msg.vertices} vertices, '
-                             f'{stats_msg.faces} faces from {result.stats.points_used} points in '
-                             f'{stats_msg.total_seconds:.1f} s{written}', mesh_msg, stats_msg)
+                             f'{stats_msg.faces} faces from {stats.points_used} points in '
+                             f'{stats_msg.total_seconds:.1f} s{written}{budget}', product.mesh, stats_msg)
 
     def _problem(self) -> str:
         """Why no reconstruction can run now ('' when ready). Call with the state lock held."""
@@ -483,27 +599,18 @@ class ReconstructionNode(Node):
 
     @staticmethod
     def _output_paths(job: Job, settings: Settings):
-        """(mesh path, preview path or None) for the request, or None; checked before any work."""
+        """(mesh path, preview path or None) for the request, or None; checked before any work
+        (ValueError: "could not write ...")."""
         if not job.output_path:
             return None
-        path = Path(job.output_path).expanduser()
-        if not path.is_absolute():
+        text = os.path.expanduser(job.output_path)  # text: Path() would drop a trailing slash
+        if not os.path.isabs(text):
             output_dir = settings.options.output_dir.strip()
-            path = Path(output_dir).expanduser() / path if output_dir else path.absolute()
-        if path.is_dir():
-            raise ValueError(f'output_path {str(path)!r} is a directory; give a mesh file name')
-        if path.suffix.lower() not in MESH_WRITE_EXTENSIONS:
-            raise ValueError(f'output_path {str(path)!r}: unsupported mesh extension {path.suffix!r} '
-                             f'(use one of {", ".join(MESH_WRITE_EXTENSIONS)})')
-        return path, (path.with_suffix('.png') if job.write_preview else None)
-
-    @staticmethod
-    def _write(mesh, path: Path, preview: Optional[Path]) -> None:
-        write_mesh(mesh, path)
-        if preview is not None:
-            # Imported here: the renderer pulls in libraries that most runs never need.
-            from sa_convonet_ros.preview import render_mesh_png
-            render_mesh_png(mesh, preview, title=path.name)
+            text = os.path.join(os.path.expanduser(output_dir) if output_dir else os.getcwd(), text)
+        farthest = float(np.abs(job.cloud.points).max(initial=0.0))
+        path = check_mesh_path(text, max_abs_coordinate=farthest)
+        preview = check_output_file(path.with_suffix('.png')) if job.write_preview else None
+        return path, preview
 
     @staticmethod
     def _stats_msg(stats, seconds: dict, output) -> ReconstructionStats:
@@ -512,7 +619,8 @@ class ReconstructionNode(Node):
             input_points=values['input_points'], points_used=values['points_used'],
             windows_run=values['windows_run'], windows_skipped=values['windows_skipped'],
             windows_reused=values['windows_reused'], windows_warm_started=values['windows_warm_started'],
-            iterations=values['iterations'],
+            iterations=values['iterations'], steps_run=values['steps_run'],
+            steps_planned=values['steps_planned'], out_of_time=values['out_of_time'],
             device=values['device'], profile=values['profile'],
             stage_names=list(seconds), stage_seconds=[float(s) for s in seconds.values()],
             total_seconds=float(sum(seconds.values())),
@@ -527,66 +635,47 @@ class ReconstructionNode(Node):
     def cancel_running_job(self) -> None:
         job = self._job
         if job is not None:
-            job.cancel.set()
+            job.request_cancel()
 
 
-class _ProgressReporter:
-    """Turns the core's progress(stage, done, total) calls into ~/progress messages and log lines."""
+def _goal_key(goal_handle) -> bytes:
+    return bytes(goal_handle.goal_id.uuid)
 
-    # Overall fraction at the start and end of each stage (optimisation and field evaluation
-    # alternate per batch of windows, so they share one range).
-    RANGES = {'prepare': (0.0, 0.05), 'optimize': (0.05, 0.85), 'field': (0.05, 0.85),
-              'mesh': (0.85, 0.9), 'messages': (0.9, 0.95), 'write': (0.95, 1.0)}
 
-    def __init__(self, node: ReconstructionNode, job: Job, frame_id: str):
-        self._node, self._job, self._frame_id = node, job, frame_id
-        self._fraction = 0.0
-        self._last_log = 0.0
-        self('prepare', 0, 0)
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        low, high = self.RANGES.get(stage, (self._fraction, self._fraction))
-        share = done / total if total else 0.0
-        self._fraction = max(self._fraction, low + (high - low) * min(share, 1.0))  # never goes back
-        text = f'{stage} {done}/{total}' if total else stage
-        now = time.monotonic()
-        if stage != self._job.stage or now - self._last_log >= PROGRESS_LOG_PERIOD:
-            self._node.get_logger().info(f'progress: {text} ({100 * self._fraction:.0f} %)')
-            self._last_log = now
-        self._job.stage = stage
-        self._publish(stage, done, total, text)
-
-    def finish(self, stage: str, message: str) -> None:
-        if stage == 'done':
-            self._fraction = 1.0
-        self._job.stage = stage
-        self._publish(stage, 0, 0, message)
-
-    def _publish(self, stage: str, done: int, total: int, message: str) -> None:
-        if not self._node.context.ok():
-            return  # Ctrl-C: the job is being cancelled, and publishers are gone
-        msg = ReconstructionProgress(stage=stage, done=max(int(done), 0), total=max(int(total), 0),
-                                     fraction=float(self._fraction), message=message)
-        msg.header.frame_id = self._frame_id
-        msg.header.stamp = self._node.get_clock().now().to_msg()
-        self._node._progress_publisher.publish(msg)
+def _carries_a_cloud(cloud: PointCloud2) -> bool:
+    """Whether a request holds a cloud (which must then be readable): any point or any byte of data.
+    Only a cloud with neither stands for "the latest map"."""
+    return cloud.width * cloud.height > 0 or len(cloud.data) > 0
 
 
 def main(args=None):
-    rclpy.init(args=args)
+    # Ctrl-C under `ros2 launch` reaches the node twice (the terminal's process group, then launch's own
+    # SIGINT), possibly while it shuts down or in an atexit callback. So no signal raises anything here:
+    # SIGINT and SIGTERM only set `stop`, which the main thread checks between waits for work.
+    keep_heap_compact()  # before the executor's threads: repeated jobs must not ratchet the memory up
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     node = ReconstructionNode()
     # Four threads: one reconstruction, plus maps, cancel/refusals and parameter services.
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=SIGNAL_CHECK_PERIOD)
+    except ExternalShutdownException:
         pass
     finally:
         node.cancel_running_job()
         executor.shutdown()
         node.destroy_node()
-        rclpy.try_shutdown()
+        # rclpy would put back the handler it found at init (raising KeyboardInterrupt): keep ours.
+        rclpy.try_shutdown(uninstall_handlers=False)
+        # Python's finalisation resets every handler it installed to the default, which makes a late
+        # SIGINT kill the exiting process; an ignored signal stays ignored.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
     return 0
 
 

@@ -59,8 +59,14 @@ class NodeOptions:
                                  '1000); larger clouds are voxel-subsampled (logged). Memory grows with the points '
                                  '(docs/memory.md): lower it where a map would not fit')
     frame_id: str = setting('', 'frame of the published mesh; empty = the frame of the input cloud')
+    max_iterations: int = setting(10_000, "the most optimisation steps per window a request (or the iterations "
+                                          "parameter) may ask for; bound the time with max_seconds", at_least=0)
+    max_seconds: float = setting(0.0, "time budget of a reconstruction's optimisation, seconds from its start "
+                                      "(0 = none): at the budget the mesh of the state reached is returned; a "
+                                      "request's max_seconds replaces it", at_least=0)
     color_mode: str = setting('rgb', 'marker colours: rgb (input colours when present, else height) | height | '
-                                     'uniform', choices=COLOR_MODES)
+                                     'uniform | confidence (how close each vertex lies to an observed point)',
+                              choices=COLOR_MODES)
     max_triangles_per_marker: int = setting(200_000, 'split the mesh into TRIANGLE_LIST markers of at most this '
                                                      'many triangles', at_least=1)
     auto_reconstruct: bool = setting(False, 'reconstruct automatically whenever the map changed')
@@ -186,6 +192,10 @@ def settings_from_parameters(values: dict) -> Settings:
         except ValueError as error:
             raise ValueError(f'parameter device: {error}') from None
     config = config.updated(device=','.join(str(d) for d in devices), checkpoint=values['checkpoint'].strip())
+    if config.optimization.iterations > options.max_iterations:
+        raise ValueError(f'parameter iterations must be at most max_iterations ({options.max_iterations}), got '
+                         f'{config.optimization.iterations} (profile {options.profile}): raise max_iterations or '
+                         'lower iterations')
     return Settings(config=config, device=str(devices[0]), options=options,
                     notes=tuple(str(w.message) for w in caught))
 

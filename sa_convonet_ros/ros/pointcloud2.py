@@ -60,7 +60,8 @@ def cloud_to_arrays(msg: Any, *, want_colors: bool = True) -> CloudArrays:
     fields = _fields_by_name(msg.fields)
     height, width = int(msg.height), int(msg.width)
     if height * width == 0:
-        raise ValueError(f"PointCloud2 has zero points (height={height}, width={width})")
+        data = f" but {len(msg.data)} bytes of data" if len(msg.data) else ""
+        raise ValueError(f"PointCloud2 has zero points (height={height}, width={width}){data}")
     _check_xyz_fields(fields)
     _check_layout(msg, fields)
 

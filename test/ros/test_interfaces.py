@@ -20,6 +20,7 @@ REQUEST_FIELDS = {
     "region_max": "geometry_msgs/Point",
     "cloud": "sensor_msgs/PointCloud2",
     "iterations": "int32",
+    "max_seconds": "double",
     "output_path": "string",
     "write_preview": "boolean",
 }
@@ -37,6 +38,9 @@ STATS_FIELDS = {
     "windows_reused": "uint32",
     "windows_warm_started": "uint32",
     "iterations": "uint32",
+    "steps_run": "uint64",
+    "steps_planned": "uint64",
+    "out_of_time": "boolean",
     "device": "string",
     "profile": "string",
     "stage_names": "sequence<string>",
@@ -127,12 +131,27 @@ def test_service_fields():
     assert request.iterations == -1 and request.use_region and request.write_preview
     assert request.cloud.width == 4 and len(request.cloud.data) == 48
 
+    # `ros2 service call ... "{}"` means what the node is configured to do: the configured iterations
+    # (-1) and the node's time budget (-1), not a feed-forward run.
     defaults = ReconstructScene.Request()
-    assert not defaults.use_region and defaults.iterations == 0 and defaults.output_path == ""
+    assert not defaults.use_region and defaults.iterations == -1 and defaults.output_path == ""
+    assert defaults.max_seconds == -1.0
     assert defaults.cloud.width == 0 and len(defaults.cloud.data) == 0
 
     response = ReconstructScene.Response(success=False, message="no map received yet")
     assert response.stats.vertices == 0 and len(response.mesh.triangles) == 0
+
+
+def test_action_goal_result_and_feedback_are_the_service_request_response_and_progress():
+    from sa_convonet_ros.action import ReconstructScene as ReconstructSceneAction
+    from sa_convonet_ros.srv import ReconstructScene
+
+    assert ReconstructSceneAction.Goal.get_fields_and_field_types() == REQUEST_FIELDS
+    assert ReconstructSceneAction.Result.get_fields_and_field_types() == RESPONSE_FIELDS
+    assert ReconstructSceneAction.Feedback.get_fields_and_field_types() == {
+        "progress": "sa_convonet_ros/ReconstructionProgress"}
+    goal, request = ReconstructSceneAction.Goal(), ReconstructScene.Request()
+    assert all(getattr(goal, name) == getattr(request, name) for name in REQUEST_FIELDS)  # same defaults
 
 
 def test_stats_and_progress_fields():

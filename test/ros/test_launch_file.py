@@ -155,6 +155,7 @@ def test_node_declares_exactly_the_params_file_parameters(running_node, yaml_par
 def test_node_follows_the_remapping_and_namespace(running_node):
     process, _ = running_node
     process.wait_for_log(r'map from /octomap_point_cloud_centers \(reliable, transient_local\), '
-                         rf'service /reconstruct_scene, mesh markers on {NAMESPACE}/{NODE_NAME}/mesh_markers',
+                         rf'service /reconstruct_scene, action {NAMESPACE}/{NODE_NAME}/reconstruct, '
+                         rf'mesh markers on {NAMESPACE}/{NODE_NAME}/mesh_markers',
                          timeout=5)
     assert 'Traceback' not in process.log_text()

@@ -5,7 +5,13 @@ from rclpy.serialization import deserialize_message, serialize_message
 from shape_msgs.msg import Mesh
 from visualization_msgs.msg import Marker, MarkerArray
 
-from sa_convonet_ros.ros.markers import height_colors, mesh_to_markers, mesh_to_shape_msg
+from sa_convonet_ros.ros.markers import (
+    confidence_colors,
+    height_colors,
+    mesh_to_markers,
+    mesh_to_shape_msg,
+    vertex_confidence,
+)
 
 COLOR_TOL = 0.5 / 255 + 1e-6  # marker colours are quantised to 8 bits per channel
 
@@ -87,6 +93,28 @@ def test_rgb_mode_without_colours_falls_back_to_height():
     marker = mesh_to_markers(vertices, faces, "map").markers[1]
     expected = height_colors(vertices[:, 2])[faces.ravel()]
     np.testing.assert_allclose(_rgba(marker.colors)[:, :3], expected, atol=COLOR_TOL)
+
+
+def test_confidence_is_one_where_observed_and_falls_to_zero_away_from_the_data():
+    observed = np.c_[np.random.default_rng(0).uniform(0, 1, (2000, 2)), np.zeros(2000)]
+    vertices = np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.02], [0.5, 0.5, 0.05], [0.5, 0.5, 0.3], [3.0, 3.0, 0.0]])
+    confidence = vertex_confidence(vertices, observed, voxel_size=0.02)
+    np.testing.assert_allclose(confidence, [1.0, 1.0, 0.5, 0.0, 0.0], atol=0.06)
+    assert vertex_confidence(np.zeros((0, 3)), observed, 0.02).shape == (0,)
+
+
+def test_confidence_colours_run_from_red_through_yellow_to_green():
+    red, yellow, green = confidence_colors([0.0, 0.5, 1.0])
+    assert red[0] > 0.8 and red[1] < 0.2 and green[1] > 0.7 and green[0] < 0.2 and yellow[:2].min() > 0.75
+    vertices, faces, _ = _grid_mesh()
+    confidence = np.linspace(0.0, 1.0, len(vertices))
+    marker = mesh_to_markers(vertices, faces, "map", confidence=confidence, color_mode="confidence").markers[1]
+    np.testing.assert_allclose(_rgba(marker.colors)[:, :3], confidence_colors(confidence)[faces.ravel()],
+                               atol=COLOR_TOL)
+    with pytest.raises(ValueError, match="needs the per-vertex confidence"):
+        mesh_to_markers(vertices, faces, "map", color_mode="confidence")
+    with pytest.raises(ValueError, match="one value per vertex"):
+        mesh_to_markers(vertices, faces, "map", confidence=confidence[:3], color_mode="confidence")
 
 
 def test_uniform_colour_is_the_marker_colour():

@@ -9,15 +9,18 @@ import hashlib
 import inspect
 import math
 import re
+import signal
 import time
 
 import numpy as np
 import pytest
 import torch
+from action_msgs.msg import GoalStatus
 from geometry_msgs.msg import Point
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
+from rclpy.action import ActionClient
 from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from scipy.spatial import cKDTree
@@ -25,11 +28,13 @@ from sensor_msgs.msg import PointCloud2, PointField
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
+from sa_convonet_ros.action import ReconstructScene as ReconstructSceneAction
 from sa_convonet_ros.config import ModelConfig
 from sa_convonet_ros.data.rooms import RoomConfig, generate_room
 from sa_convonet_ros.data.scans import surface_cloud
 from sa_convonet_ros.model import ConvONet, save_model
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
+from sa_convonet_ros.ros.markers import confidence_colors, vertex_confidence
 from sa_convonet_ros.srv import ReconstructScene
 
 from cloud_messages import arrays_to_cloud
@@ -326,10 +331,13 @@ def _bad_clouds():
     unknown_type.fields[0].datatype = 99
     short = arrays_to_cloud(ROOM[:500], frame_id='map')
     short.data = short.data[:100]
+    zero_height = arrays_to_cloud(ROOM[:20_000], frame_id='map')
+    zero_height.height = 0  # width 20000 and the data of 20000 points: not "no cloud"
     return {'all-NaN': (nan, 'NaN'), 'without x/y/z': (no_xyz, 'lacks field'),
             'integer x/y/z': (int_xyz, 'only FLOAT32 and FLOAT64'),
             'unknown field type': (unknown_type, 'datatype'),
-            'truncated data': (short, 'inconsistent')}
+            'truncated data': (short, 'inconsistent'),
+            'zero height with data': (zero_height, 'zero points (height=0, width=20000) but 240000 bytes')}
 
 
 @pytest.mark.parametrize('name', list(_bad_clouds()))
@@ -383,8 +391,52 @@ def test_region_crops_the_map(node, ros, room_map):
 
 def test_bad_request_values_are_refused(node, ros, room_map, tmp_path):
     assert_refused(call(ros, node, request(iterations=-5)), 'iterations')
+    assert_refused(call(ros, node, request(iterations=10**9)), 'max_iterations (10000', 'max_seconds')
+    assert_refused(call(ros, node, request(max_seconds=-5.0)), 'max_seconds must be')
+    assert_refused(call(ros, node, request(max_seconds=math.nan)), 'max_seconds must be')
     assert_refused(call(ros, node, request(output_path=str(tmp_path / 'mesh.xyz'))), 'unsupported mesh extension')
     assert_refused(call(ros, node, request(output_path=str(tmp_path))), 'directory')
+
+
+@pytest.mark.parametrize('output, phrase', [
+    ('/proc/sa_convonet/room.ply', 'could not write /proc/sa_convonet/room.ply'),
+    ('{tmp}/room.ply/', 'names a directory'),
+    ('{tmp}/a_file/room.ply', 'is a file, not a folder'),
+])
+def test_unwritable_outputs_are_refused_before_the_work(node, ros, room_map, tmp_path, output, phrase):
+    (tmp_path / 'a_file').write_text('x')
+    start = len(node.log_text())
+    response = call(ros, node, request(output_path=output.format(tmp=tmp_path)))
+    assert_refused(response, 'could not write', phrase)
+    assert 'reconstructing' not in node.log_text()[start:]  # refused before any work
+    assert not (tmp_path / 'room.ply').exists()
+
+
+def test_a_default_request_runs_the_configured_optimisation(node, ros, room_map):
+    """`ros2 service call ... "{}"`: the request's defaults mean what the node is configured to do."""
+    assert ReconstructScene.Request().iterations == -1 and ReconstructScene.Request().max_seconds == -1.0
+    assert set_parameters(ros, node, iterations=3)[0].successful
+    try:
+        response = call(ros, node, ReconstructScene.Request())
+    finally:
+        set_parameters(ros, node, iterations=0)
+    assert response.success, response.message
+    stats = response.stats
+    assert stats.iterations == 3 and stats.steps_run == stats.steps_planned == 3 * _batches(stats) > 0
+    assert not stats.out_of_time
+
+
+def _batches(stats):
+    return math.ceil(stats.windows_run / 16)  # window_batch of the fast profile
+
+
+def test_a_time_budget_returns_the_mesh_reached_with_the_steps_done(node, ros, room_map):
+    response = call(ros, node, request(iterations=10_000, max_seconds=3.0))
+    assert response.success, response.message
+    stats = response.stats  # (10000 steps would take far longer than the call's timeout)
+    assert stats.out_of_time and stats.steps_run < stats.steps_planned == 10_000 * _batches(stats)
+    assert 'time budget stopped the optimisation after' in response.message
+    assert len(response.mesh.triangles) > 100
 
 
 def test_request_while_busy_is_refused_and_cancel_stops_the_job(node, ros, room_map):
@@ -395,7 +447,7 @@ def test_request_while_busy_is_refused_and_cancel_stops_the_job(node, ros, room_
     ros.spin_until(lambda: markers.messages, 5)
     published_before = len(markers.messages)
 
-    long_job = ros.reconstruct.call_async(request(iterations=100_000))
+    long_job = ros.reconstruct.call_async(request(iterations=10_000))
     assert ros.spin_until(lambda: any(m.stage == 'optimize' for m in progress.messages), 30), node.log_tail()
     started = time.monotonic()
     refusal = call(ros, node, request(), timeout=10)
@@ -423,6 +475,151 @@ def test_request_while_busy_is_refused_and_cancel_stops_the_job(node, ros, room_
     assert ros.spin_until(lambda: len(markers.messages) == published_before + 1, 10)
     markers.close()
     progress.close()
+
+
+@pytest.mark.parametrize('stage', ['messages', 'write'])
+def test_a_cancel_after_the_optimisation_takes_effect_or_says_too_late(node, ros, room_map, tmp_path, stage):
+    """Cancel during the last stages: either nothing is published and no file is left, or the answer
+    is "too late" and the job completes. Never an accepted cancel and a published mesh."""
+    markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
+    progress = Collector(ros, ReconstructionProgress, f'{PRIVATE}/progress')
+    progress.wait_until_connected()
+    markers.wait_until_connected()
+    ros.spin_until(lambda: markers.messages, 5)
+    published_before = len(markers.messages)
+    # The 2 M point map makes the messages stage long; the PNG preview the write stage.
+    output = tmp_path / 'cancelled.ply'
+    job = ros.reconstruct.call_async(request(output_path=str(output), write_preview=True,
+                                             cloud=_big_cloud() if stage == 'messages' else PointCloud2()))
+    assert ros.spin_until(lambda: any(m.stage == stage for m in progress.messages), 120), node.log_tail()
+    cancel = ros.call(ros.cancel, Trigger.Request(), 10, node)
+    assert ros.spin_until(job.done, 120), node.log_tail()
+    result = job.result()
+    ros.spin_for(0.5)
+    if cancel.success:
+        assert_refused(result, 'cancelled', 'unchanged')
+        assert len(markers.messages) == published_before
+        assert list(tmp_path.iterdir()) == []  # neither the mesh, the preview nor a partial file
+    else:
+        assert 'too late' in cancel.message and result.success, (cancel.message, result.message)
+    markers.close()
+    progress.close()
+
+
+def _big_cloud():
+    rng = np.random.default_rng(5)
+    return arrays_to_cloud(ROOM[rng.integers(0, len(ROOM), 400_000)] + rng.normal(0, 0.001, (400_000, 3)),
+                           frame_id='map', rgb_field=None)
+
+
+def test_the_action_gives_feedback_and_the_services_result(node, ros, room_map):
+    client = ActionClient(ros.node, ReconstructSceneAction, f'{PRIVATE}/reconstruct')
+    assert client.wait_for_server(timeout_sec=20), node.log_tail()
+    feedback = []
+    sent = client.send_goal_async(ReconstructSceneAction.Goal(), feedback_callback=feedback.append)
+    assert ros.spin_until(sent.done, 20)
+    goal = sent.result()
+    assert goal.accepted
+    result_future = goal.get_result_async()
+    assert ros.spin_until(result_future.done, CALL_TIMEOUT), node.log_tail()
+    answer = result_future.result()
+    assert answer.status == GoalStatus.STATUS_SUCCEEDED
+    assert answer.result.success, answer.result.message
+    assert answer.result.stats.faces == len(answer.result.mesh.triangles) > 100
+    stages = [f.feedback.progress.stage for f in feedback]
+    assert 'prepare' in stages and stages[-1] == 'done', stages
+    client.destroy()
+
+
+def test_the_action_cancel_stops_the_goal_and_publishes_nothing(node, ros, room_map):
+    client = ActionClient(ros.node, ReconstructSceneAction, f'{PRIVATE}/reconstruct')
+    assert client.wait_for_server(timeout_sec=20), node.log_tail()
+    markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
+    markers.wait_until_connected()
+    ros.spin_until(lambda: markers.messages, 5)
+    published_before = len(markers.messages)
+    feedback = []
+    sent = client.send_goal_async(ReconstructSceneAction.Goal(iterations=10_000), feedback_callback=feedback.append)
+    assert ros.spin_until(sent.done, 20) and sent.result().accepted
+    goal = sent.result()
+    assert ros.spin_until(lambda: any(f.feedback.progress.stage == 'optimize' for f in feedback), 30)
+    # Meanwhile the service refuses, as for any second request.
+    assert_refused(call(ros, node, request(), timeout=10), 'busy')
+    cancelling = goal.cancel_goal_async()
+    assert ros.spin_until(cancelling.done, 10)
+    assert len(cancelling.result().goals_canceling) == 1
+    result_future = goal.get_result_async()
+    assert ros.spin_until(result_future.done, 30), node.log_tail()
+    answer = result_future.result()
+    assert answer.status == GoalStatus.STATUS_CANCELED
+    assert not answer.result.success and 'cancelled' in answer.result.message
+    ros.spin_for(0.5)
+    assert len(markers.messages) == published_before
+    markers.close()
+    client.destroy()
+
+
+def test_memory_levels_off_over_thirty_calls(node, ros, room_map):
+    """Thirty consecutive requests, service and action taking turns: the node's resident size stays within
+    20 % of its level after the fifth (what a job frees goes back to the system; no result is kept)."""
+    client = ActionClient(ros.node, ReconstructSceneAction, f'{PRIVATE}/reconstruct')
+    assert client.wait_for_server(timeout_sec=20), node.log_tail()
+    levels = []
+    for number in range(30):
+        if number % 2:
+            answer = _run_goal(ros, client, ReconstructSceneAction.Goal(), node).result
+        else:
+            answer = call(ros, node, request())
+        assert answer.success, answer.message
+        levels.append(_resident_mb(node.process.pid))
+    client.destroy()
+    assert max(levels[5:]) <= 1.2 * levels[4], [round(level) for level in levels]
+
+
+def _run_goal(ros, client, goal, node):
+    sent = client.send_goal_async(goal)
+    assert ros.spin_until(sent.done, 20) and sent.result().accepted
+    result = sent.result().get_result_async()
+    assert ros.spin_until(result.done, CALL_TIMEOUT), node.log_tail()
+    return result.result()
+
+
+def _resident_mb(pid: int) -> float:
+    status = open(f'/proc/{pid}/status').read()
+    return int(re.search(r'VmRSS:\s+(\d+) kB', status).group(1)) / 1024
+
+
+def test_confidence_colours_tell_observed_from_filled_in(node, ros, room_map):
+    assert set_parameters(ros, node, color_mode='confidence')[0].successful
+    try:
+        response = call(ros, node, request())
+        assert response.success, response.message
+        markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
+        assert ros.spin_until(lambda: markers.messages, 15)
+        triangles = markers.messages[-1].markers[1:]
+        markers.close()
+    finally:
+        set_parameters(ros, node, color_mode='rgb')
+    corners = np.array([(p.x, p.y, p.z) for m in triangles for p in m.points])
+    colors = np.array([(c.r, c.g, c.b) for m in triangles for c in m.colors])
+    assert len(colors) == len(corners)
+    # Each vertex is coloured by its distance to the nearest observed point (not by the map's colours).
+    expected = confidence_colors(vertex_confidence(corners, room_map, VOXEL))
+    np.testing.assert_allclose(colors, expected, atol=0.5 / 255 + 1e-6)
+    green = (colors[:, 1] > 0.6) & (colors[:, 0] < 0.3)
+    assert green.mean() > 0.5  # a map seen all over is mostly observed surface
+
+
+def test_an_integer_for_a_floating_point_parameter_is_taken_at_run_time_too(node, ros):
+    """As at start-up (`-p voxel_size:=1` is taken as 1.0): `ros2 param set ... voxel_size 1`."""
+    assert set_parameters(ros, node, window_size=3.0)[0].successful
+    try:
+        result, = set_parameters(ros, node, voxel_size=1)
+        assert result.successful, result.reason
+        node.wait_for_log(r'parameter voxel_size: integer 1 taken as 1.0', timeout=10)
+    finally:
+        set_parameters(ros, node, voxel_size=VOXEL)
+        set_parameters(ros, node, window_size=1.6)
 
 
 def test_incompatible_map_publisher_is_reported(node, ros):
@@ -550,3 +747,29 @@ def test_bad_start_up_parameters_and_corrupt_checkpoint_keep_the_node_answering(
         client.close()
         code = process.stop()
     assert code == 0, process.log_tail()
+
+
+@pytest.mark.parametrize('gap', [0.0, 0.3])
+def test_ctrl_c_twice_during_a_reconstruction_exits_quietly(tmp_path, test_model, ros_domain, gap):
+    """Under `ros2 launch` a terminal's Ctrl-C reaches the node twice (its process group, then launch's
+    own SIGINT): the node cancels its job and exits with 0, without a traceback."""
+    process = NodeProcess(tmp_path / 'node.log', {**NODE_PARAMETERS, 'checkpoint': str(test_model),
+                                                  'service_name': 'reconstruct_scene'},
+                          remappings={'__ns': '/ctrl_c'}, torch_threads=1)
+    client = RosClient('test_ctrl_c')
+    try:
+        process.start()
+        reconstruct = client.node.create_client(ReconstructScene, '/ctrl_c/reconstruct_scene')
+        client.wait_for_service(reconstruct, 60, process)
+        reconstruct.call_async(request(cloud=room_cloud(), iterations=10_000))
+        assert client.spin_until(lambda: 'progress: optimize' in process.log_text(), 60), process.log_tail()
+        process.process.send_signal(signal.SIGINT)
+        time.sleep(gap)
+        process.process.send_signal(signal.SIGINT)
+        code = process.process.wait(30)
+    finally:
+        client.close()
+        process.stop()
+    log = process.log_text()
+    assert code == 0, log[-3000:]
+    assert 'Traceback' not in log and 'KeyboardInterrupt' not in log and 'Exception ignored' not in log, log[-3000:]

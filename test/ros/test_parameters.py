@@ -29,7 +29,7 @@ def test_overrides_default_to_the_profiles_value_within_their_ranges():
     assert descriptor("threshold").additional_constraints == "in (0, 1), or -1 for the profile's value"
     (voxel,) = descriptor("voxel_size").floating_point_range
     assert math.isinf(voxel.to_value)
-    assert descriptor("color_mode").additional_constraints == "one of rgb, height, uniform"
+    assert descriptor("color_mode").additional_constraints == "one of rgb, height, uniform, confidence"
     assert descriptor("input_topic").read_only and not descriptor("voxel_size").read_only
 
 
@@ -41,6 +41,9 @@ def test_overrides_default_to_the_profiles_value_within_their_ranges():
     ({"max_points": 10}, "parameter max_points must be 0 (no cap) or >= 1000, got 10"),
     ({"auto_min_period": -1.0}, "parameter auto_min_period must be >= 0, got -1.0"),
     ({"device": "tpu"}, "parameter device: invalid device 'tpu'"),
+    ({"iterations": 20_000}, "parameter iterations must be at most max_iterations (10000), got 20000"),
+    ({"max_iterations": 500, "profile": "paper"}, "parameter iterations must be at most max_iterations (500), got 720"),
+    ({"max_seconds": -2.0}, "parameter max_seconds must be >= 0, got -2.0"),
 ])
 def test_invalid_values_are_named_by_their_parameter(change, message):
     with pytest.raises(ValueError) as caught:

@@ -342,3 +342,60 @@ def test_unsupported_colour_datatype_unless_colours_unwanted():
     with pytest.raises(ValueError, match="colour field 'rgb'"):
         cloud_to_arrays(msg)
     assert cloud_to_arrays(msg, want_colors=False).num_points == 8
+
+
+# ---- cross-check against sensor_msgs_py, the reference reader of ROS 2 --------------------------
+
+try:
+    from sensor_msgs_py import point_cloud2 as reference
+except ImportError:
+    reference = None
+
+NO_REFERENCE = ("sensor_msgs_py (ROS 2's reference PointCloud2 reader, installed from ../shared/ros-tools) is "
+                "missing, so the cross-check against it did NOT run: run scripts/run_tests.sh with "
+                "../shared/ros-tools present, or `bash ../shared/ros-tools/install.sh .venv`")
+
+
+def _reference_read(msg):
+    """Points (and colours) as sensor_msgs_py reads them. It ignores row_step, so each row is handed
+    over as a message of its own; each gets a copy of the bytes, since read_points byteswaps a
+    big-endian buffer in place."""
+    names = [f.name for f in msg.fields]
+    colour = next((n for n in ("rgb", "rgba") if n in names), "separate" if "r" in names else None)
+    wanted = ["x", "y", "z"] + ({"rgb": ["rgb"], "rgba": ["rgba"], "separate": ["r", "g", "b"]}.get(colour, []))
+    data, rows = bytes(msg.data), []
+    for row in range(msg.height):
+        part = PointCloud2(height=1, width=msg.width, fields=msg.fields, is_bigendian=msg.is_bigendian,
+                           point_step=msg.point_step, row_step=msg.width * msg.point_step, is_dense=False)
+        start = row * msg.row_step
+        part.data = data[start:start + msg.width * msg.point_step]
+        rows.append(reference.read_points(part, field_names=wanted, skip_nans=True))
+    table = np.concatenate(rows)
+    points = np.stack([table[n].astype(np.float64) for n in "xyz"], axis=1)
+    if colour in ("rgb", "rgba"):
+        packed = table[colour].astype(table[colour].dtype.newbyteorder("=")).view(np.uint32)
+        return points, np.stack([(packed >> s) & 0xFF for s in (16, 8, 0)], axis=1) / 255.0
+    if colour == "separate":
+        return points, np.stack([table[n] for n in "rgb"], axis=1) / 255.0
+    return points, None
+
+
+@pytest.mark.skipif(reference is None, reason=NO_REFERENCE)
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_agrees_with_sensor_msgs_py_on_every_layout(layout):
+    options = LAYOUTS[layout]
+    points, colors, intensity = _sample(24, seed=3)
+    points[[2, 17]] = np.nan  # rows both readers drop
+    msg = arrays_to_cloud(points, colors, intensity=intensity, **options)
+    before = bytes(msg.data)
+
+    expected_points, expected_colors = _reference_read(msg)
+    ours = cloud_to_arrays(msg)
+
+    assert bytes(msg.data) == before  # the reference never touched our message
+    np.testing.assert_array_equal(ours.points, expected_points)
+    if expected_colors is None:
+        assert ours.colors is None
+    else:
+        np.testing.assert_allclose(ours.colors, expected_colors, atol=1e-6)
+    assert ours.num_points == 22 and ours.num_removed == 2
