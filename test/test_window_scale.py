@@ -99,3 +99,8 @@ def test_reconstruct_runs_sparse_maps_in_fewer_larger_windows(tiny_model):
     fixed = reconstruct(points, config.updated(windows={"window_scale": 1.0}), model=tiny_model).stats
     assert auto.window_size == pytest.approx(3.0) and fixed.window_size == pytest.approx(1.2)
     assert auto.windows_run < fixed.windows_run / 2
+
+
+def test_a_map_at_scale_one_keeps_its_configuration():
+    config = get_profile("fast")
+    assert scaled_to_map(config, floor_and_wall(0.02, size=3.0)) is config
