@@ -6,7 +6,12 @@ Held-out rooms (seeds from --first-seed on, never used in training) are generate
 project's own simulator, in the `dense` (1 cm voxels, 5 mm noise) and `sparse` (4 cm voxels, 15 mm noise)
 settings. `--world held-out` (the default) furnishes them with object families the prior never saw
 (creatures, statues, vases, brackets, curtains, plants, knots, tiny objects; see data/objects.py);
-`--world plain` with the furniture alone. Metrics: accuracy (exact distance of mesh samples to the
+`--world plain` with the furniture alone. `--world exterior` is a generated building exterior instead (façades
+with window recesses, a gabled roof, ground, trees and poles; data/exterior.py) scanned by a LiDAR from
+eight stations around it (about 9 cm between points, 2 cm range noise); its F-scores are at 10, 20 and
+50 cm (about 1, 2 and 5 x the spacing), completeness counts ground truth within 12 cm of an input point,
+and the `-s1` methods run ours with the window scale fixed at 1 (the 1.2 m windows of the rooms).
+Metrics: accuracy (exact distance of mesh samples to the
 true surface), completeness (exact distance of the seen ground truth to the mesh: within 3 cm of an
 input point), Chamfer-L1 (their mean), normal consistency, F-score at 1, 2 and 5 cm. Prints one Markdown
 table per setting, the mean, and each UCE profile against the better classical method on every room;
@@ -25,21 +30,39 @@ import numpy as np
 
 from sa_convonet_ros.baselines import ball_pivoting, screened_poisson
 from sa_convonet_ros.config import get_profile
-from sa_convonet_ros.data import HELD_OUT_WORLD, TRAINING_WORLD, RoomConfig, Scene, generate_room, simulate_scans
+from sa_convonet_ros.data import (
+    HELD_OUT_WORLD,
+    TRAINING_WORLD,
+    ExteriorConfig,
+    LidarSetting,
+    RoomConfig,
+    Scene,
+    generate_exterior,
+    generate_room,
+    scan_exterior,
+    simulate_scans,
+)
 from sa_convonet_ros.metrics import evaluate_mesh, visible_mask
 from sa_convonet_ros.model import load_model, resolve_device
 from sa_convonet_ros.pipeline import reconstruct
 
 METHOD_NAMES = {"ff": "ours feed-forward", "fast": "ours UCE fast", "paper": "ours UCE paper",
-                "auto": "ours UCE auto", "poisson": "screened Poisson", "bpa": "ball pivoting"}
-PROFILE_OF = {"ff": "feedforward", "fast": "fast", "paper": "paper", "auto": "auto"}
+                "auto": "ours UCE auto", "ff-s1": "ours feed-forward, scale 1", "fast-s1": "ours UCE fast, scale 1",
+                "poisson": "screened Poisson", "bpa": "ball pivoting"}
+PROFILE_OF = {"ff": "feedforward", "fast": "fast", "paper": "paper", "auto": "auto", "ff-s1": "feedforward",
+              "fast-s1": "fast"}
+FIXED_SCALE = {"ff-s1": 1.0, "fast-s1": 1.0}  # else the profile's window scale (auto)
 CLASSICAL = ("poisson", "bpa")
-WORLDS = {"held-out": HELD_OUT_WORLD, "training": TRAINING_WORLD, "plain": RoomConfig()}
+WORLDS = {"held-out": HELD_OUT_WORLD, "training": TRAINING_WORLD, "plain": RoomConfig(), "exterior": ExteriorConfig()}
 TAUS = (0.01, 0.02, 0.05)
-# (key, column title, scale, larger is better)
-COLUMNS = [("chamfer_l1", "Chamfer-L1 (cm)", 100, False), ("accuracy", "accuracy (cm)", 100, False),
-           ("completeness", "completeness (cm)", 100, False), ("normal_consistency", "NC", 1, True),
-           ("fscore@0.01", "F@1cm", 1, True), ("fscore@0.02", "F@2cm", 1, True), ("fscore@0.05", "F@5cm", 1, True)]
+EXTERIOR_TAUS = (0.1, 0.2, 0.5)  # about 1, 2 and 5 x the exterior scan's spacing
+
+
+def columns(taus) -> list[tuple[str, str, float, bool]]:
+    """(key, column title, scale, larger is better) of the metrics, the F-scores at `taus`."""
+    return ([("chamfer_l1", "Chamfer-L1 (cm)", 100, False), ("accuracy", "accuracy (cm)", 100, False),
+             ("completeness", "completeness (cm)", 100, False), ("normal_consistency", "NC", 1, True)]
+            + [(f"fscore@{tau:g}", f"F@{100 * tau:g}cm", 1, True) for tau in taus])
 
 
 def crop_scene_points(points, gt_points, gt_normals, size, seed):
@@ -61,8 +84,12 @@ class ScoredScan:
     gt_normals: np.ndarray
     visible: np.ndarray  # ground-truth points the scan saw (within 3 cm of an input point)
 
+    taus: tuple[float, ...] = TAUS
+
     @classmethod
     def generate(cls, seed: int, setting: str, crop: float = 0.0, world: RoomConfig | None = None) -> "ScoredScan":
+        if isinstance(world, ExteriorConfig):
+            return cls.exterior(seed, world)
         scene = generate_room(seed, world)
         points, _ = simulate_scans(scene, setting, seed=seed)
         gt_points, gt_normals = scene.sample_surface(300_000, seed=seed + 1)
@@ -70,72 +97,97 @@ class ScoredScan:
                                                           crop, seed)
         return cls(scene, points, gt_points, gt_normals, visible_mask(gt_points, points, radius=0.03))
 
+    @classmethod
+    def exterior(cls, seed: int, world: ExteriorConfig) -> "ScoredScan":
+        """The building exterior and its LiDAR scan; 'seen' is within one voxel of the scan's filter."""
+        scene, lidar = generate_exterior(seed, world), LidarSetting()
+        points = scan_exterior(scene, world, lidar, seed=seed).astype(np.float64)
+        gt_points, gt_normals = scene.sample_surface(300_000, seed=seed + 1)
+        return cls(scene, points, gt_points, gt_normals, visible_mask(gt_points, points, radius=lidar.voxel_size),
+                   EXTERIOR_TAUS)
+
     def score(self, mesh) -> dict:
         """Exact accuracy against the whole ground truth, completeness against the part the scan saw."""
-        return evaluate_mesh(mesh, self.gt_points, self.gt_normals, taus=TAUS,
+        return evaluate_mesh(mesh, self.gt_points, self.gt_normals, taus=self.taus,
                              completeness_mask=self.visible, gt_distance=self.scene.surface_distance)
 
 
 def run_method(method, points, model, device, iterations=None, updates=None):
+    """The method's mesh, its seconds, and for ours the run's statistics (None for the classical ones)."""
     start = time.perf_counter()
+    stats = None
     if method in PROFILE_OF:
         config = get_profile(PROFILE_OF[method]).updated(device=str(device),
                                                          **(updates if method != "ff" and updates else {}))
-        mesh = reconstruct(points, config, model=model, iterations=iterations if method != "ff" else 0).mesh
+        if method in FIXED_SCALE:
+            config = config.updated(windows={"window_scale": FIXED_SCALE[method]})
+        result = reconstruct(points, config, model=model, iterations=iterations if PROFILE_OF[method] != "feedforward"
+                             else 0)
+        mesh, stats = result.mesh, result.stats
     elif method == "poisson":
         mesh = screened_poisson(points, depth=9)
     elif method == "bpa":
         mesh = ball_pivoting(points)
     else:
         raise ValueError(f"unknown method {method!r}")
-    return mesh, time.perf_counter() - start
+    return mesh, time.perf_counter() - start, stats
 
 
 def _row(cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def _metric_cells(scores: dict) -> list[str]:
-    return [f"{scale * scores[key]:.{2 if scale == 100 else 3}f}" for key, _, scale, _ in COLUMNS]
+def _metric_cells(scores: dict, taus) -> list[str]:
+    return [f"{scale * scores[key]:.{2 if scale == 100 else 3}f}" for key, _, scale, _ in columns(taus)]
 
 
-def print_tables(entries, methods, title: str) -> None:
+def _run_cells(stats) -> list[str]:
+    """Window edge, windows run and optimisation steps of ours (blank for the classical methods)."""
+    if stats is None:
+        return ["", "", ""]
+    return [f"{stats.window_size:.2f}", str(stats.windows_run), str(stats.steps_run)]
+
+
+def print_tables(entries, methods, title: str, taus=TAUS) -> None:
     """Per-room table, mean table, and each UCE profile against the better classical method per room."""
+    titles = [c[1] for c in columns(taus)]
     print(f"\n### {title}\n")
-    print(_row(["scene", "points", "method", "seconds"] + [c[1] for c in COLUMNS]))
-    print(_row(["---", "---:", "---", "---:"] + ["---:"] * len(COLUMNS)))
-    for seed, method, seconds, scores, n in entries:
-        print(_row([seed, n, METHOD_NAMES[method], f"{seconds:.1f}"] + _metric_cells(scores)))
+    print(_row(["scene", "points", "method", "seconds", "window (m)", "windows", "steps"] + titles))
+    print(_row(["---", "---:", "---", "---:", "---:", "---:", "---:"] + ["---:"] * len(titles)))
+    for seed, method, seconds, scores, n, stats in entries:
+        print(_row([seed, n, METHOD_NAMES[method], f"{seconds:.1f}"] + _run_cells(stats) + _metric_cells(scores, taus)))
     print("\nMean over scenes:\n")
-    print(_row(["method", "seconds"] + [c[1] for c in COLUMNS]))
-    print(_row(["---", "---:"] + ["---:"] * len(COLUMNS)))
+    print(_row(["method", "seconds"] + titles))
+    print(_row(["---", "---:"] + ["---:"] * len(titles)))
     for method in methods:
         mine = [e for e in entries if e[1] == method]
-        means = {key: float(np.mean([e[3][key] for e in mine])) for key, *_ in COLUMNS}
-        print(_row([METHOD_NAMES[method], f"{np.mean([e[2] for e in mine]):.1f}"] + _metric_cells(means)))
-    print_bar(entries, methods)
+        means = {key: float(np.mean([e[3][key] for e in mine])) for key, *_ in columns(taus)}
+        print(_row([METHOD_NAMES[method], f"{np.mean([e[2] for e in mine]):.1f}"] + _metric_cells(means, taus)))
+    print_bar(entries, methods, taus)
 
 
-def print_bar(entries, methods) -> None:
+def print_bar(entries, methods, taus=TAUS) -> None:
     """Margin of each UCE profile over the better of Poisson and ball pivoting, per room and metric
     (positive: ours is better), and its time as a multiple of Poisson's."""
-    ours = [m for m in methods if m in PROFILE_OF and m != "ff"]
+    ours = [m for m in methods if m in PROFILE_OF and PROFILE_OF[m] != "feedforward"]
     if not ours or not all(m in methods for m in CLASSICAL):
         return
-    keys = ["chamfer_l1", "normal_consistency", "fscore@0.01", "fscore@0.02"]
+    table = columns(taus)
+    keys = ["chamfer_l1", "normal_consistency", table[-3][0], table[-2][0]]
     print("\nAgainst the better classical method on each room (positive: ours better; time / Poisson's):\n")
-    print(_row(["scene", "method", "Chamfer-L1 (cm)", "NC", "F@1cm", "F@2cm", "F@5cm", "time / Poisson"]))
+    print(_row(["scene", "method", "Chamfer-L1 (cm)", "NC", table[-3][1], table[-2][1], table[-1][1],
+                "time / Poisson"]))
     print(_row(["---", "---"] + ["---:"] * 6))
     for seed in dict.fromkeys(e[0] for e in entries):
         room = {e[1]: e for e in entries if e[0] == seed}
         for method in ours:
             cells = []
             for key in keys:
-                sign = 1 if next(c[3] for c in COLUMNS if c[0] == key) else -1
+                sign = 1 if next(c[3] for c in table if c[0] == key) else -1
                 best = max(sign * room[c][3][key] for c in CLASSICAL)
                 scale = 100 if key == "chamfer_l1" else 1
                 cells.append(f"{scale * (sign * room[method][3][key] - best):+.{2 if scale == 100 else 3}f}")
-            cells.append(f"{room[method][3]['fscore@0.05']:.3f}")
+            cells.append(f"{room[method][3][table[-1][0]]:.3f}")
             cells.append(f"{room[method][2] / room['poisson'][2]:.1f}x")
             print(_row([seed, METHOD_NAMES[method]] + cells))
 
@@ -166,13 +218,14 @@ def main(argv=None) -> int:
             case = ScoredScan.generate(seed, setting, args.crop, WORLDS[args.world])
             meshes = []
             for method in args.methods:
-                mesh, seconds = run_method(method, case.points, model, device, args.iterations, args.updates)
+                mesh, seconds, stats = run_method(method, case.points, model, device, args.iterations,
+                                                  args.updates)
                 scores = case.score(mesh)
-                entries.append((seed, method, seconds, scores, len(case.points)))
+                entries.append((seed, method, seconds, scores, len(case.points), stats))
                 meshes.append((METHOD_NAMES[method], mesh))
                 print(f"[{setting} seed {seed}] {METHOD_NAMES[method]}: {seconds:.1f}s "
-                      + " ".join(f"{title} {cell}" for (_, title, _, _), cell in zip(COLUMNS, _metric_cells(scores),
-                                                                                      strict=True)),
+                      + " ".join(f"{title} {cell}" for (_, title, _, _), cell
+                                 in zip(columns(case.taus), _metric_cells(scores, case.taus), strict=True)),
                       file=sys.stderr, flush=True)
             if args.png_dir:
                 from sa_convonet_ros.preview import render_side_by_side
@@ -184,7 +237,7 @@ def main(argv=None) -> int:
                      f"{setting} scans, {args.world} world ({args.scenes} rooms from seed {args.first_seed}"
                      + (f", {args.crop:g} m crops" if args.crop else "")
                      + (f", UCE settings replaced: {json.dumps(args.updates)}" if args.updates else "")
-                     + (f", checkpoint {args.checkpoint}" if args.checkpoint else "") + ")")
+                     + (f", checkpoint {args.checkpoint}" if args.checkpoint else "") + ")", case.taus)
     return 0
 
 

@@ -131,8 +131,8 @@ class OptimizationConfig:
     max_samples_per_window: int = setting(100_000, "observed points the UCE loss samples from, per window",
                                           at_least=1)
     window_batch: int = setting(8, "windows optimised together as one batch (memory vs. speed)", at_least=1)
-    early_stop_patience: int = setting(0, "stop a batch when its loss has not improved for this many steps "
-                                          "(0 = never)", at_least=0)
+    early_stop_patience: int = setting(0, "a window stops adapting when its own loss has not improved for this "
+                                          "many steps; its batch ends when all stopped (0 = never)", at_least=0)
     early_stop_tolerance: float = setting(1e-3, "relative loss improvement that counts for early stopping",
                                           at_least=0)
     warm_start_iterations: int = setting(0, "steps for a window whose earlier result is cached "
@@ -156,6 +156,9 @@ class WindowConfig:
                                       "size)", above=0)
     margin: float = setting(0.2, "context around the core fed to the encoder, metres", at_least=0)
     min_points: int = setting(50, "windows with fewer points near their core are skipped", at_least=1)
+    window_scale: float = setting(0.0, "multiply window_size, margin and the mesh grid's lengths by this "
+                                       "(0 = auto: from the measured point spacing, 1 up to 4 cm between points, "
+                                       "in proportion beyond; supported 5 mm to 20 cm)", at_least=0)
 
     def __post_init__(self) -> None:
         check_settings(self)

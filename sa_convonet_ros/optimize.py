@@ -193,6 +193,7 @@ class WindowEnsemble:
     encoded: torch.Tensor | None = None  # the encoder's output before the feature grid adapted
     loss_history: list[float] = field(default_factory=list)
     out_of_time: bool = False  # the optimisation stopped at its deadline, before its last step
+    window_steps: list[int] = field(default_factory=list)  # steps each window adapted (fewer after its early stop)
 
     def window_state(self, window: int) -> WindowState:
         delta = None
@@ -271,25 +272,22 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.decay_every, gamma=config.decay_factor)
     generator = torch.Generator(device=batch.points.device).manual_seed(seed)
     residuals = (ResidualSampling(batch, config.residual_sampling) if config.residual_sampling > 0 else None)
-    best, stale = float("inf"), 0
+    plateau = WindowPlateau(len(batch), config.early_stop_patience, config.early_stop_tolerance, batch.points.device)
     for step in range(iterations):
         if cancel is not None and cancel.is_set():
             raise ReconstructionCancelled("reconstruction cancelled")
         if deadline is not None and time.monotonic() >= deadline:
             ensemble.out_of_time = True
             break
-        value = _step(ensemble, config, optimizer, generator, residuals)
+        losses = _step(ensemble, config, optimizer, generator, residuals, plateau.active)
         schedule.step()
+        value = float(losses.mean())
         ensemble.loss_history.append(value)
         if on_step is not None:
             on_step(step + 1, iterations, value)
-        if config.early_stop_patience:
-            if value < best * (1.0 - config.early_stop_tolerance):
-                best, stale = value, 0
-            else:
-                stale += 1
-                if stale >= config.early_stop_patience:
-                    break
+        if plateau.update(losses, optimizer):
+            break
+    ensemble.window_steps = plateau.steps.tolist()
     _freeze(ensemble, config)
     return ensemble
 
@@ -314,9 +312,47 @@ def _adapted_parameter_groups(ensemble: WindowEnsemble, config: OptimizationConf
     return groups
 
 
+class WindowPlateau:
+    """Early stopping per window: a window whose own loss has not improved by `tolerance` (relative) for
+    `patience` steps stops adapting while the rest of its batch goes on; the batch ends when all stopped.
+
+    A stopped window's loss no longer reaches its gradients, and its Adam momentum is cleared: Adam's step is
+    then exactly zero for it, so it keeps what it had learned (its parameters stay in the stacked tensors)."""
+
+    def __init__(self, windows: int, patience: int, tolerance: float, device: torch.device) -> None:
+        self.patience, self.tolerance = patience, tolerance
+        self.best = torch.full((windows,), float("inf"), device=device)
+        self.stale = torch.zeros(windows, dtype=torch.long, device=device)
+        self.active = torch.ones(windows, device=device)  # 1.0 while a window adapts
+        self.steps = torch.zeros(windows, dtype=torch.long)
+
+    def update(self, losses: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
+        """Count this step's losses (per window); True when every window has stopped (never with patience 0)."""
+        self.steps += self.active.bool().cpu()
+        if not self.patience:
+            return False
+        improved = losses < self.best * (1.0 - self.tolerance)
+        self.best = torch.where(improved, losses, self.best)
+        self.stale = torch.where(improved, torch.zeros_like(self.stale), self.stale + 1)
+        stopping = (self.stale >= self.patience) & self.active.bool()
+        if stopping.any():
+            self.active[stopping] = 0.0
+            _clear_momentum(optimizer, stopping)
+        return not bool(self.active.any())
+
+
+def _clear_momentum(optimizer: torch.optim.Optimizer, windows: torch.Tensor) -> None:
+    """Zero Adam's first moment of these windows' slices of every stacked parameter ([W, ...] tensors)."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter)
+            if state and "exp_avg" in state:
+                state["exp_avg"][windows] = 0.0
+
+
 def _step(ensemble: WindowEnsemble, config: OptimizationConfig, optimizer: torch.optim.Optimizer,
-          generator: torch.Generator, residuals: ResidualSampling | None) -> float:
-    """One optimisation step of every window; the mean UCE loss per window."""
+          generator: torch.Generator, residuals: ResidualSampling | None, active: torch.Tensor) -> torch.Tensor:
+    """One optimisation step of the windows still `active` (1.0, else 0.0); the UCE loss of every window [W]."""
     batch = ensemble.batch
     queries, targets = sample_uce_queries(batch, config.surface_samples, config.off_surface_samples,
                                           config.sigma, generator, residuals)
@@ -325,11 +361,11 @@ def _step(ensemble: WindowEnsemble, config: OptimizationConfig, optimizer: torch
     per_query = uce_per_query(logits.float(), targets)
     if residuals is not None:
         residuals.update(per_query[:, :config.surface_samples])
-    loss = per_query.mean(dim=-1).sum()
+    losses = per_query.mean(dim=-1)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (losses * active).sum().backward()
     optimizer.step()
-    return loss.item() / len(batch)
+    return losses.detach()
 
 
 def _freeze(ensemble: WindowEnsemble, config: OptimizationConfig) -> None:

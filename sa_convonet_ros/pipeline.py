@@ -40,6 +40,7 @@ from .errors import ReconstructionCancelled, ReconstructionError
 from .meshing import EMPTY_LOGIT, StreamingMesher, color_from_points, snap_to_points, trim_far_faces
 from .model import ConvONet, load_model, resolve_devices, synchronized_time
 from .optimize import WindowBatch, WindowEnsemble, WindowState, optimize_windows
+from .window_scale import scaled_to_map
 from .windows import WindowGrid, WindowSet, core_band_mask, select_windows
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -75,6 +76,7 @@ class RunStats:
     bbox_max: tuple[float, float, float] = (0.0, 0.0, 0.0)
     spacing: float = float("nan")  # metres between neighbouring points, as measured (nan: not measured)
     noise: float = float("nan")  # metres, the map's measured noise (nan: not measured)
+    window_size: float = float("nan")  # metres, the edge of the windows' cores as run (after the window scale)
 
     @property
     def total_seconds(self) -> float:
@@ -216,6 +218,7 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
         cloud = prepare_points(points, config, colors, region, known_noise=cache.noise if cache else None)
         if cache is not None:
             cache.noise = cloud.noise
+        config = scaled_to_map(config, cloud.points, cloud.noise)
         replicas = model_replicas(model, config.checkpoint, devices)
     with clock.stage("windows"):
         plan = plan_windows(cloud.points, config, steps, cache, replicas[0])
@@ -550,7 +553,7 @@ def run_stats(cloud: PreparedPoints, plan: WindowPlan, results: list[JobResult],
         steps_run=sum(r.steps_run for r in results), steps_planned=sum(job.steps for job in plan.jobs),
         out_of_time=any(r.out_of_time for r in results), final_loss=float(np.mean(losses)) if losses else float("nan"),
         device=",".join(str(d) for d in devices), profile=profile, seconds=seconds,
-        vertices=len(mesh.vertices), faces=len(mesh.faces))
+        vertices=len(mesh.vertices), faces=len(mesh.faces), window_size=plan.grid.core_size)
     if cloud.noise is not None:
         stats.spacing, stats.noise = cloud.noise.spacing, cloud.noise.noise
     if len(mesh.vertices):

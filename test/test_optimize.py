@@ -261,3 +261,37 @@ def test_the_fused_adam_kernel_takes_the_same_steps():
                                     surface_samples=256, off_surface_samples=256)
         histories.append(optimize_windows(ConvONet(TINY), batch, config, seed=0).loss_history)
     np.testing.assert_allclose(histories[0], histories[1], rtol=1e-4)
+
+
+def crossing_sheets(n, seed):
+    """Two thin sheets crossing at a right angle: harder to fit than one plane."""
+    rng = np.random.default_rng(seed)
+    flat = np.c_[rng.uniform(-0.4, 0.4, (n // 2, 2)), np.zeros(n // 2)]
+    upright = np.c_[rng.uniform(-0.4, 0.4, n - n // 2), np.zeros(n - n // 2), rng.uniform(-0.4, 0.4, n - n // 2)]
+    return np.concatenate([flat, upright]).astype(np.float32)
+
+
+def test_each_window_stops_at_its_own_plateau_and_keeps_what_it_learned():
+    torch.manual_seed(0)
+    model = ConvONet(TINY)
+    batch = WindowBatch.from_arrays([plane(2000, 0), crossing_sheets(2000, 1)], CPU, 5000, np.random.default_rng(0))
+    config = OptimizationConfig(iterations=150, optimize_features=True, learning_rate=3e-3, decay_every=1000,
+                                surface_samples=512, off_surface_samples=256, early_stop_patience=8,
+                                early_stop_tolerance=0.02)
+    ensemble = optimize_windows(model, batch, config, seed=0)
+    easy, hard = ensemble.window_steps
+    assert easy < hard <= 150
+    assert len(ensemble.loss_history) == hard  # the batch ended when its last window stopped
+    # from its stop on the plane's window did not move: it equals a run of exactly its own steps
+    alone = optimize_windows(model, batch, config.__class__(**{**vars(config), "early_stop_patience": 0}),
+                             iterations=easy, seed=0)
+    for name, tensor in ensemble.stacked.items():
+        assert torch.allclose(tensor[0], alone.stacked[name][0], atol=1e-6), name
+    assert torch.allclose(ensemble.features[0], alone.features[0], atol=1e-6)
+
+
+def test_without_early_stop_every_window_takes_every_step():
+    model = ConvONet(TINY)
+    batch = WindowBatch.from_arrays([plane(500, 0), plane(500, 1)], CPU, 5000, np.random.default_rng(0))
+    config = OptimizationConfig(iterations=5, surface_samples=128, off_surface_samples=64)
+    assert optimize_windows(model, batch, config, seed=0).window_steps == [5, 5]

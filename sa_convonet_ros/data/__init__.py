@@ -1,4 +1,6 @@
-"""Synthetic data: procedural rooms and multi-room floors with exact occupancy, and simulated robot scans."""
+"""Synthetic data: procedural rooms, multi-room floors and a building exterior with exact occupancy, and
+simulated robot scans."""
+from .exterior import ExteriorConfig, LidarSetting, generate_exterior, scan_exterior
 from .floors import Floor, FloorConfig, generate_floor, scan_floor
 from .freeform import Blob, FreeformPrimitive, HoledBox, Revolved, Sheet, SmoothBlend, Superellipsoid, Tube
 from .objects import HELD_OUT_FAMILIES, TRAINING_FAMILIES
@@ -8,6 +10,7 @@ from .scans import (
     SCAN_SETTINGS,
     ScanInfo,
     ScanSetting,
+    cast_rays,
     plan_camera_poses,
     simulate_scans,
     surface_cloud,
@@ -22,11 +25,12 @@ from .scenes import (
 )
 
 __all__ = [
+    "ExteriorConfig", "LidarSetting", "generate_exterior", "scan_exterior",
     "Box", "Capsule", "Cone", "Cylinder", "Primitive", "Sphere", "Torus", "rotation_from_z", "yaw_rotation",
     "Floor", "FloorConfig", "generate_floor", "scan_floor",
     "Blob", "FreeformPrimitive", "HoledBox", "Revolved", "Sheet", "SmoothBlend", "Superellipsoid", "Tube",
     "HELD_OUT_FAMILIES", "TRAINING_FAMILIES", "HELD_OUT_WORLD", "TRAINING_WORLD",
-    "RoomConfig", "generate_room", "SCAN_SETTINGS", "ScanInfo", "ScanSetting", "plan_camera_poses",
+    "RoomConfig", "generate_room", "SCAN_SETTINGS", "ScanInfo", "ScanSetting", "cast_rays", "plan_camera_poses",
     "simulate_scans", "surface_cloud", "voxel_downsample", "Scene", "make_box_scene",
     "make_crossing_planes_scene", "make_primitive_gallery_scene", "sample_occupancy_queries",
 ]

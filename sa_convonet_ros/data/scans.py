@@ -180,7 +180,7 @@ def simulate_scans(scene: Scene, setting: ScanSetting | str = "dense", seed: int
     local_directions = _camera_ray_directions(setting)
     directions = np.einsum("pij,nj->pni", poses[:, :3, :3], local_directions).reshape(-1, 3)
     origins = np.repeat(poses[:, :3, 3], len(local_directions), axis=0)
-    distance = _CASTERS[caster](scene, origins, directions, setting, device)
+    distance = cast_rays(scene, origins, directions, setting.max_range, caster, device)
 
     hit = (distance >= setting.min_range) & (distance <= setting.max_range)
     noisy_distance = distance[hit] + rng.normal(scale=setting.noise_std, size=int(hit.sum()))
@@ -192,7 +192,14 @@ def simulate_scans(scene: Scene, setting: ScanSetting | str = "dense", seed: int
     return points, info
 
 
-def _cast_open3d(scene: Scene, origins: np.ndarray, directions: np.ndarray, setting: ScanSetting,
+def cast_rays(scene: Scene, origins: np.ndarray, directions: np.ndarray, max_range: float,
+              caster: str = "open3d", device: str = "cpu") -> np.ndarray:
+    """Distance (N,) along each unit ray to the scene's surface (inf, or beyond `max_range`, where it
+    hits nothing); `caster` as in `simulate_scans`."""
+    return _CASTERS[caster](scene, origins, directions, max_range, device)
+
+
+def _cast_open3d(scene: Scene, origins: np.ndarray, directions: np.ndarray, max_range: float,
                  device: str) -> np.ndarray:
     import open3d as o3d
 
@@ -204,14 +211,14 @@ def _cast_open3d(scene: Scene, origins: np.ndarray, directions: np.ndarray, sett
     return raycaster.cast_rays(rays)["t_hit"].numpy().astype(np.float64)
 
 
-def _cast_torch(scene: Scene, origins: np.ndarray, directions: np.ndarray, setting: ScanSetting,
+def _cast_torch(scene: Scene, origins: np.ndarray, directions: np.ndarray, max_range: float,
                 device: str) -> np.ndarray:
     import torch
 
     from .torch_scene import TorchScene
 
     distance = TorchScene(scene, device).cast_rays(torch.from_numpy(origins), torch.from_numpy(directions),
-                                                   0.0, setting.max_range)
+                                                   0.0, max_range)
     return distance.cpu().numpy().astype(np.float64)
 
 

@@ -41,6 +41,7 @@ OVERRIDES = {
     'voxel_size': 'meshing.voxel_size',
     'window_size': 'windows.window_size',
     'margin': 'windows.margin',
+    'window_scale': 'windows.window_scale',
     'trim_distance': 'meshing.trim_distance',
     'threshold': 'meshing.threshold',
     'window_batch': 'optimization.window_batch',

@@ -1,0 +1,72 @@
+"""Windows that follow the map's density: the window, its margin and the mesh grid grown together.
+
+The prior was trained on 1.6 m crops (1.2 m windows + 2 x 0.2 m margin) of scans voxel-filtered at 1 to 5 cm,
+whose measured spacing (median nearest-neighbour distance) is 0.9 to about 3.3 cm. A sparser map in windows
+of that size gives each window few points and costs as many windows as a dense one of the same area.
+Scaling every metric length of the reconstruction by s = spacing / 4 cm brings what the network sees in
+its unit cube back to about the sparsest training scans: as many points per window and per feature cell.
+The prior itself was trained at one metric scale only, so at scale s surfaces finer than s times its
+feature cell (2.75 cm) are smoothed, and nothing in training covered those larger windows' shapes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from .config import ReconstructionConfig
+from .denoise import NoiseEstimate, estimate_noise
+
+# metres of measured spacing kept at scale 1: the rooms' sparse scans (4 cm voxels) measure 2.4-2.7 cm, so
+# every room the prior was trained or benchmarked on keeps its windows exactly as before.
+TRAINED_SPACING = 0.04
+SUPPORTED_SPACING = (0.005, 0.2)  # metres: finer maps keep scale 1, coarser ones are capped (with a warning)
+SCALE_STEP = 0.25  # the scale is rounded to this, so a growing map keeps its windows (and its cache)
+
+log = logging.getLogger(__name__)
+
+
+def window_scale_for(spacing: float) -> float:
+    """The window scale for a map whose points are `spacing` metres apart: 1 up to the trained spacing,
+    then in proportion to it, capped at the coarsest supported spacing."""
+    low, high = SUPPORTED_SPACING
+    if not np.isfinite(spacing) or spacing <= 0:
+        log.warning("the point spacing could not be measured (%s); windows keep their configured size", spacing)
+        return 1.0
+    if spacing < low:
+        log.warning("the map's points are %.1f mm apart, finer than the supported %.0f mm: windows keep their "
+                    "size and each window's encoder sees a subsample", spacing * 1e3, low * 1e3)
+    if spacing > high:
+        log.warning("the map's points are %.0f cm apart, sparser than the supported %.0f cm: windows are scaled "
+                    "for %.0f cm and thin or small parts will be lost", spacing * 1e2, high * 1e2, high * 1e2)
+    scale = np.clip(spacing, TRAINED_SPACING, high) / TRAINED_SPACING
+    return max(1.0, round(scale / SCALE_STEP) * SCALE_STEP)
+
+
+def scaled(config: ReconstructionConfig, scale: float) -> ReconstructionConfig:
+    """The configuration with every metric length of windows and meshing multiplied by `scale` (the
+    window scale then recorded as applied: 1)."""
+    windows, meshing = config.windows, config.meshing
+    trim = None if meshing.trim_distance is None else meshing.trim_distance * scale
+    return dataclasses.replace(
+        config,
+        windows=dataclasses.replace(windows, window_size=windows.window_size * scale, margin=windows.margin * scale,
+                                    window_scale=1.0),
+        meshing=dataclasses.replace(meshing, voxel_size=meshing.voxel_size * scale, trim_distance=trim,
+                                    snap_distance=meshing.snap_distance * scale))
+
+
+def scaled_to_map(config: ReconstructionConfig, points: np.ndarray,
+                  noise: NoiseEstimate | None = None) -> ReconstructionConfig:
+    """The configuration for this map: its `window_scale` applied (0: from the measured spacing, taken
+    from `noise` when the map's noise was measured already)."""
+    setting = config.windows.window_scale
+    if setting == 1.0:
+        return config
+    if setting == 0.0:
+        spacing = (noise or estimate_noise(points)).spacing
+        setting = window_scale_for(spacing)
+        log.info("point spacing %.3f m: window scale %.2f", spacing, setting)
+    # At scale 1 the configuration stays the same object, so cached windows keep their fingerprints.
+    return config if setting == 1.0 else scaled(config, setting)
