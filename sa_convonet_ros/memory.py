@@ -15,8 +15,10 @@ import ctypes.util
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 # Blocks at least this large get their own mapping, returned to the system when freed. A fixed value
-# also stops glibc from raising the threshold as large blocks come and go.
-MMAP_THRESHOLD_BYTES = 1 << 20
+# also stops glibc from raising the threshold as large blocks come and go. Not lower: the optimisation's
+# per-step tensors (a few to tens of MB) would then be mapped and zero-filled afresh on every step, which
+# doubled its time at 1 MiB.
+MMAP_THRESHOLD_BYTES = 256 << 20
 # Heaps shared by the threads; glibc's default is eight per core, each keeping its own free memory.
 ARENAS = 2
 
