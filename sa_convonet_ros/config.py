@@ -325,15 +325,15 @@ def _auto_cpu() -> ReconstructionConfig:
 
 
 def _auto_gpu() -> ReconstructionConfig:
-    # What wins on quality where the optimisation is cheap: the CPU's choice with full samples, more steps
-    # and larger batches.
-    config = _fast()
+    # What wins on quality where the optimisation is cheap: the CPU's choice with fast's full samples, more
+    # steps and larger batches.
+    config, fast = _auto_cpu(), _fast().optimization
     config.profile = "auto:gpu"
     config.optimization.iterations = 150
+    config.optimization.surface_samples = fast.surface_samples
+    config.optimization.off_surface_samples = fast.off_surface_samples
     config.optimization.window_batch = 64
     config.optimization.precision = "tf32"
-    config.meshing.voxel_size = 0.01
-    config.meshing.snap_distance = 0.01
     return config
 
 
