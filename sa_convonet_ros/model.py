@@ -173,8 +173,11 @@ class LocalDecoder(nn.Module):
                                 align_corners=True)
         return sampled.squeeze(-1).squeeze(-1).transpose(1, 2)  # [B, M, C]
 
-    def forward(self, queries: torch.Tensor, volume: torch.Tensor) -> torch.Tensor:
-        c = self.sample_features(queries, volume)
+    def forward(self, queries: torch.Tensor, volume: torch.Tensor | None = None,
+                sampled: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, M] of queries [B, M, 3] from the feature volume, or from their features already
+        `sampled` from it ([B, M, C])."""
+        c = self.sample_features(queries, volume) if sampled is None else sampled
         net = self.fc_p(queries)
         for fc_c, block in zip(self.fc_c, self.blocks):
             net = block(net + fc_c(c))

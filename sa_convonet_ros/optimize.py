@@ -230,11 +230,14 @@ class WindowEnsemble:
         params, dims = self._split("decoder.")
         if not any(d == 0 for d in dims.values()):
             return self.model.decode(queries, features)
+        # grid_sample is batched over windows natively; under vmap it would copy the whole feature grids
+        # twice per step (forward and backward). Only the per-window MLP needs vmap.
+        sampled = self.model.decoder.sample_features(queries, features)
 
         def decode_one(p, q, c):
-            return functional_call(self.model.decoder, p, (q[None], c[None]))[0]
+            return functional_call(self.model.decoder, p, (q[None],), {"sampled": c[None]})[0]
 
-        return vmap(decode_one, in_dims=(dims, 0, 0))(params, queries, features)
+        return vmap(decode_one, in_dims=(dims, 0, 0))(params, queries, sampled)
 
     def decode_window(self, window: int, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Logits of queries [M, 3] under window `window`'s network (features of the whole batch)."""
@@ -302,7 +305,9 @@ def _adapted_parameter_groups(ensemble: WindowEnsemble, config: OptimizationConf
     groups = [{"params": list(ensemble.stacked.values()), "lr": config.learning_rate}]
     if config.optimized_parts == "decoder":
         with torch.no_grad():
-            ensemble.features = ensemble.encode()
+            # Contiguous: the encoder may return a channels-last grid, which Adam and the gradient
+            # accumulation would otherwise copy in full on every step.
+            ensemble.features = ensemble.encode().contiguous()
         if config.optimize_features:
             ensemble.encoded = ensemble.features.clone()
             # The encoder's output grid becomes a free per-window latent: each cell can move the surface
