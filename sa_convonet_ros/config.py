@@ -173,6 +173,9 @@ class MeshingConfig:
     trim_distance: float | None = setting(0.04, "drop faces farther than this from every input point, metres "
                                                 "(0: keep every face)", at_least=0)
     eval_chunk: int = setting(200_000, "grid points decoded per network call", at_least=1)
+    coarse_to_fine_margin: float = setting(0.0, "decode every second grid point first, then exactly only the "
+                                                "coarse cells within this many logits of the threshold; the "
+                                                "rest is interpolated (0: decode every grid point)", at_least=0)
     snap_distance: float = setting(0.0, "move each vertex onto the plane of its nearest (denoised) points by at "
                                         "most this many metres, for detail finer than the grid; skipped on maps "
                                         "whose measured noise exceeds half of it (0: off)", at_least=0)

@@ -37,7 +37,8 @@ from .cache import WindowCache, WindowKey, model_fingerprint, settings_fingerpri
 from .config import DenoiseConfig, MeshingConfig, OptimizationConfig, ReconstructionConfig, get_profile
 from .denoise import NoiseEstimate, estimate_noise, project_to_local_planes
 from .errors import ReconstructionCancelled, ReconstructionError
-from .meshing import EMPTY_LOGIT, StreamingMesher, color_from_points, snap_to_points, trim_far_faces
+from .field import evaluate_block
+from .meshing import StreamingMesher, color_from_points, logit, snap_to_points, trim_far_faces
 from .model import ConvONet, load_model, resolve_devices, synchronized_time
 from .optimize import WindowBatch, WindowEnsemble, WindowState, optimize_windows
 from .window_scale import scaled_to_map
@@ -477,7 +478,7 @@ def evaluate_job(job: WindowJob, ensemble: WindowEnsemble, plan: WindowPlan, poi
     device = ensemble.batch.points.device
     with torch.no_grad():
         blocks = [_evaluate_block(ensemble, slot, plan.grid, plan.windows.index[w],
-                                  points[plan.windows.crop_points[w]], plan.band, meshing.eval_chunk, device)
+                                  points[plan.windows.crop_points[w]], plan.band, meshing, device)
                   for slot, w in enumerate(job.windows)]
     states = ([ensemble.window_state(slot) for slot in range(len(job.windows))]
               if keep_states and job.steps else None)
@@ -487,17 +488,19 @@ def evaluate_job(job: WindowJob, ensemble: WindowEnsemble, plan: WindowPlan, poi
 
 
 def _evaluate_block(ensemble: WindowEnsemble, slot: int, grid: WindowGrid, window: np.ndarray,
-                    crop_points: np.ndarray, band: float | None, chunk: int, device: torch.device) -> np.ndarray:
+                    crop_points: np.ndarray, band: float | None, meshing: MeshingConfig,
+                    device: torch.device) -> np.ndarray:
     """Logits of one window's core grid points (within the band of its points; the rest stays empty)."""
-    mask = core_band_mask(grid, window, crop_points, band)
-    block = np.full(mask.shape, EMPTY_LOGIT, dtype=np.float32)
-    queries = torch.from_numpy(grid.core_unit_points(window)[mask]).to(device)
-    values = [ensemble.decode_window(slot, queries[i:i + chunk], ensemble.features).float().cpu()
-              for i in range(0, len(queries), chunk)]
-    if values:
-        block[mask] = torch.cat(values).numpy()
-    return block
+    chunk = meshing.eval_chunk
 
+    def decode(index: np.ndarray) -> np.ndarray:
+        queries = torch.from_numpy(grid.unit_points_at(index)).to(device)
+        values = [ensemble.decode_window(slot, queries[i:i + chunk], ensemble.features).float().cpu()
+                  for i in range(0, len(queries), chunk)]
+        return torch.cat(values).numpy()
+
+    mask = core_band_mask(grid, window, crop_points, band)
+    return evaluate_block(decode, mask, logit(meshing.threshold), meshing.coarse_to_fine_margin)
 
 # ----------------------------------------------------------------------------------------- field, mesh
 

@@ -59,9 +59,13 @@ class WindowGrid:
 
     def core_unit_points(self, window: np.ndarray) -> np.ndarray:
         """All core grid points of one window in its unit-cube frame, shape (cells, cells, cells, 3), x first."""
-        offsets = (np.arange(self.cells) - (self.cells - 1) / 2.0) * self.voxel_size / self.crop_size
-        grid = np.stack(np.meshgrid(offsets, offsets, offsets, indexing="ij"), axis=-1)
-        return grid.astype(np.float32)
+        index = np.stack(np.meshgrid(*[np.arange(self.cells)] * 3, indexing="ij"), axis=-1)
+        return self.unit_points_at(index)
+
+    def unit_points_at(self, index: np.ndarray) -> np.ndarray:
+        """Grid points of a window's core by their index in it ([..., 3] integers; the same for every
+        window) in the window's unit-cube frame, float32."""
+        return ((index - (self.cells - 1) / 2.0) * self.voxel_size / self.crop_size).astype(np.float32)
 
 
 @dataclass

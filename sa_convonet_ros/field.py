@@ -1,0 +1,118 @@
+"""A window's occupancy field on its block of the global grid: every grid point, or coarse to fine.
+
+Marching cubes needs the exact field only where the surface can pass. Coarse to fine decodes every second
+grid point first; a coarse cell whose corners all lie farther than `margin` logits from the threshold, on
+the same side, cannot hold the surface (unless the field bends by more than `margin` inside one cell), so
+its grid points take the trilinear interpolation of its corners. The grid points of every other coarse
+cell are decoded exactly, and so are the block's outer layers and both ends of every grid edge the surface
+crosses: marching cubes then sees exactly the values a full decode gives wherever it places a vertex. In
+the band of a 1 cm grid (13 layers around the points) this decodes about half of the points.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy import ndimage
+
+from .meshing import EMPTY_LOGIT
+
+Decoder = Callable[[np.ndarray], np.ndarray]  # grid indices [M, 3] -> logits [M]
+
+
+def evaluate_block(decode: Decoder, mask: np.ndarray, threshold_logit: float, margin: float = 0.0) -> np.ndarray:
+    """Logits of a block's grid points where `mask` (cells,)*3 is set (EMPTY_LOGIT elsewhere): every one
+    decoded when `margin` is 0, else coarse to fine (module doc). `decode` takes grid indices, which may
+    reach one layer past the block."""
+    block = np.full(mask.shape, EMPTY_LOGIT, dtype=np.float32)
+    if margin <= 0:
+        block[mask] = _decode_at(decode, np.argwhere(mask))
+        return block
+    coarse = _coarse_field(decode, mask)
+    block[mask] = _upsample(coarse)[tuple(slice(0, n) for n in mask.shape)][mask]
+    exact = mask & (_cells_near_surface(coarse, threshold_logit, margin, mask.shape) | _faces(mask.shape))
+    block[exact] = _decode_at(decode, np.argwhere(exact))
+    # Marching cubes places a vertex from both ends of an edge: decode the interpolated ends too.
+    ends = mask & ~exact & _edge_ends_across(block, threshold_logit)
+    block[ends] = _decode_at(decode, np.argwhere(ends))
+    return block
+
+
+def _decode_at(decode: Decoder, index: np.ndarray) -> np.ndarray:
+    return decode(index) if len(index) else np.zeros(0, dtype=np.float32)
+
+
+def _coarse_field(decode: Decoder, mask: np.ndarray) -> np.ndarray:
+    """Logits at every second grid point (one more layer past the block's end where needed), decoded where a
+    coarse cell holds a masked grid point; EMPTY_LOGIT elsewhere."""
+    cells = np.array(mask.shape)
+    shape = tuple(cells // 2 + 1)  # coarse point c sits on grid point 2c; the last covers index cells - 1
+    used_cells = np.zeros(shape, dtype=bool)
+    index = np.argwhere(mask) // 2
+    used_cells[index[:, 0], index[:, 1], index[:, 2]] = True
+    needed = used_cells.copy()  # a cell's eight corners: the cell and its +1 neighbours on every axis
+    needed[1:] |= needed[:-1]
+    needed[:, 1:] |= needed[:, :-1]
+    needed[:, :, 1:] |= needed[:, :, :-1]
+    coarse = np.full(shape, EMPTY_LOGIT, dtype=np.float32)
+    coarse_index = np.argwhere(needed)
+    coarse[needed] = _decode_at(decode, 2 * coarse_index)
+    return coarse
+
+
+def _upsample(coarse: np.ndarray) -> np.ndarray:
+    """Trilinear interpolation onto the grid twice as fine (2 n - 1 points per axis): linear on each axis."""
+    out = coarse
+    for axis in range(3):
+        n = out.shape[axis]
+        shape = list(out.shape)
+        shape[axis] = 2 * n - 1
+        fine = np.empty(shape, dtype=np.float32)
+        even = [slice(None)] * 3
+        even[axis] = slice(0, None, 2)
+        odd = [slice(None)] * 3
+        odd[axis] = slice(1, None, 2)
+        fine[tuple(even)] = out
+        fine[tuple(odd)] = 0.5 * (np.take(out, range(n - 1), axis=axis) + np.take(out, range(1, n), axis=axis))
+        out = fine
+    return out
+
+
+def _cells_near_surface(coarse: np.ndarray, threshold_logit: float, margin: float, shape: tuple) -> np.ndarray:
+    """Grid points (of `shape`) inside or on the border of a coarse cell whose corners come within `margin`
+    of the threshold or lie on both sides of it."""
+    offset = coarse - threshold_logit
+    n = [size - 1 for size in coarse.shape]  # cell c spans coarse points c and c + 1
+    corners = [offset[a:a + n[0], b:b + n[1], c:c + n[2]] for a, b, c in np.ndindex(2, 2, 2)]
+    low, high = np.minimum.reduce(corners), np.maximum.reduce(corners)
+    return _dilate_cells((low < margin) & (high > -margin), shape)
+
+
+def _faces(shape: tuple) -> np.ndarray:
+    """The block's outer grid layers: edges to the neighbouring blocks start there."""
+    faces = np.ones(shape, dtype=bool)
+    faces[1:-1, 1:-1, 1:-1] = False
+    return faces
+
+
+def _edge_ends_across(block: np.ndarray, threshold_logit: float) -> np.ndarray:
+    """Grid points with a neighbour (along an axis) on the other side of the threshold."""
+    side = block > threshold_logit
+    ends = np.zeros_like(side)
+    for axis in range(3):
+        lower = [slice(None)] * 3
+        lower[axis] = slice(0, -1)
+        upper = [slice(None)] * 3
+        upper[axis] = slice(1, None)
+        across = side[tuple(lower)] != side[tuple(upper)]
+        ends[tuple(lower)] |= across
+        ends[tuple(upper)] |= across
+    return ends
+
+
+def _dilate_cells(cells: np.ndarray, shape: tuple) -> np.ndarray:
+    """Grid points 2c .. 2c + 2 (per axis) of every marked coarse cell c, cropped to `shape`."""
+    marks = np.zeros(tuple(2 * n + 1 for n in cells.shape), dtype=bool)
+    marks[1::2, 1::2, 1::2] = cells  # the cell's centre point, then grown by one grid point on every side
+    grown = ndimage.maximum_filter(marks, size=3, mode="constant", cval=False)
+    return grown[tuple(slice(0, n) for n in shape)]
