@@ -54,6 +54,23 @@ VARIANTS = {
     "grid 1 cm, 100 steps, half samples, raw encoder input, snap 1 cm": {
         "meshing": {"voxel_size": 0.01, "snap_distance": 0.01}, **HALF_100, **RAW_ENCODER},
 }
+# auto:cpu (the last variant above) with a shorter or steeper learning-rate schedule
+AUTO = {"meshing": {"voxel_size": 0.01, "snap_distance": 0.01}, **RAW_ENCODER,
+        "optimization": {"surface_samples": 1024, "off_surface_samples": 512, "iterations": 100}}
+for _name, _schedule in {"70 steps, decay at 50": {"iterations": 70, "decay_every": 50},
+                         "70 steps, feature lr x2": {"iterations": 70, "feature_learning_rate": 2e-2},
+                         "70 steps, both lr x2, decay at 50": {"iterations": 70, "decay_every": 50,
+                                                               "feature_learning_rate": 2e-2,
+                                                               "learning_rate": 6e-4},
+                         "80 steps, decay at 60": {"iterations": 80, "decay_every": 60},
+                         "60 steps, feature lr x2": {"iterations": 60, "feature_learning_rate": 2e-2},
+                         "60 steps, feature lr x3": {"iterations": 60, "feature_learning_rate": 3e-2},
+                         "50 steps, feature lr x3": {"iterations": 50, "feature_learning_rate": 3e-2},
+                         "70 steps, feature lr x2, decoder lr x2": {"iterations": 70, "feature_learning_rate": 2e-2,
+                                                                    "learning_rate": 6e-4},
+                         "80 steps, feature lr x2": {"iterations": 80, "feature_learning_rate": 2e-2},
+                         "100 steps": {}}.items():
+    VARIANTS[f"auto, {_name}"] = {**AUTO, "optimization": {**AUTO["optimization"], **_schedule}}
 
 
 def missed_by_label(scene, mesh, gt_points, tau=0.02) -> dict[str, tuple[int, int]]:

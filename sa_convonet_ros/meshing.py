@@ -130,9 +130,9 @@ class StreamingMesher:
             return trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=np.int64), process=False)
         vertices, faces = np.concatenate(self._vertices), np.concatenate(self._faces)
         self._vertices, self._faces = [], []  # the pieces go as the mesh is made from them
+        faces = merged_block_borders(vertices, faces, self.field.grid.cells)
         mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
         del vertices, faces
-        mesh.merge_vertices(digits_vertex=5)
         # drop faces that merging collapsed onto an edge (zero-area but distinct-vertex faces keep the mesh closed)
         f = mesh.faces
         mesh.update_faces((f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2]))
@@ -140,6 +140,23 @@ class StreamingMesher:
         mesh.remove_unreferenced_vertices()
         mesh.vertices = mesh.vertices * self.field.grid.voxel_size
         return mesh
+
+
+def merged_block_borders(vertices: np.ndarray, faces: np.ndarray, cells: int, digits: int = 5) -> np.ndarray:
+    """Faces re-indexed so that the copies of a vertex marched by neighbouring blocks become one.
+
+    Vertices are in grid-index units. Marching cubes returns each block's vertices without duplicates, so
+    only vertices on a block border (a coordinate an exact multiple of `cells`) can have copies: merging
+    just those gives what merging every vertex (trimesh's merge_vertices) gives, at a few per cent of the cost.
+    """
+    border = np.flatnonzero(np.any(np.mod(vertices, cells) == 0, axis=1))
+    if not len(border):
+        return faces
+    _, first, inverse = np.unique(np.round(vertices[border], digits), axis=0, return_index=True,
+                                  return_inverse=True)
+    remap = np.arange(len(vertices))
+    remap[border] = border[first[inverse.ravel()]]
+    return remap[faces]
 
 
 def trim_far_faces(mesh: trimesh.Trimesh, points: np.ndarray, distance: float,

@@ -401,9 +401,13 @@ def _split_by_cache(points: np.ndarray, windows: WindowSet, cache: WindowCache, 
 
 
 def _batch_jobs(windows: list[tuple], steps: int, size: int, first_number: int = 0) -> list[WindowJob]:
+    # As few batches as `size` allows, of even sizes: a last batch of a few windows would cost nearly
+    # as many steps as a full one.
+    count = -(-len(windows) // size)
+    bounds = [len(windows) * i // count for i in range(count + 1)] if count else [0]
     jobs = []
-    for start in range(0, len(windows), size):
-        chunk = windows[start:start + size]
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        chunk = windows[start:end]
         states = [state for _, _, _, state in chunk]
         jobs.append(WindowJob(first_number + len(jobs), [w for w, _, _, _ in chunk], [key for _, key, _, _ in chunk],
                               [fingerprint for _, _, fingerprint, _ in chunk], steps,

@@ -10,6 +10,7 @@ import torch
 from sa_convonet_ros.config import ModelConfig, OptimizationConfig
 from sa_convonet_ros.model import ConvONet
 from sa_convonet_ros.optimize import (
+    FeatureGrids,
     ReconstructionCancelled,
     ResidualSampling,
     WindowBatch,
@@ -295,3 +296,24 @@ def test_without_early_stop_every_window_takes_every_step():
     batch = WindowBatch.from_arrays([plane(500, 0), plane(500, 1)], CPU, 5000, np.random.default_rng(0))
     config = OptimizationConfig(iterations=5, surface_samples=128, off_surface_samples=64)
     assert optimize_windows(model, batch, config, seed=0).window_steps == [5, 5]
+
+
+def test_feature_grid_sampling_and_its_gradient_match_grid_sample():
+    torch.manual_seed(0)
+    model = ConvONet(ModelConfig(grid_resolution=8))
+    volume = torch.randn(3, model.config.c_dim, 8, 8, 8)
+    grids = FeatureGrids(volume.clone(), model.config.padding)
+    reference = volume.clone().requires_grad_(True)
+    for step in range(3):  # later steps reuse the gradient buffer: what an earlier step wrote must be gone
+        queries = torch.rand(3, 50 - 10 * step, 3) - 0.5
+        queries[0, 0] = torch.tensor([0.5, -0.5, 0.5])  # corners of the cube (clamped inside the grid)
+        upstream = torch.randn(3, queries.shape[1], model.config.c_dim)
+        sampled = grids.sample(queries)
+        expected = model.decoder.sample_features(queries, reference)
+        torch.testing.assert_close(sampled, expected, atol=1e-5, rtol=1e-5)
+        (sampled * upstream).sum().backward()
+        grids.backward()
+        reference.grad = None
+        (expected * upstream).sum().backward()
+        torch.testing.assert_close(grids.values.grad.permute(0, 4, 1, 2, 3), reference.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grids.volume, volume)
