@@ -250,6 +250,9 @@ def test_plan_without_a_cache_batches_every_window_cold(room_corner):
     assert all(len(job.windows) <= 4 and job.steps == 3 and job.initial is None for job in plan.jobs)
     assert sorted(w for job in plan.jobs for w in job.windows) == list(range(len(plan.windows)))
     assert plan.windows_run == len(plan.windows) and plan.windows_warm_started == 0
+    # as few batches as the batch size allows, of sizes at most one apart (no short last batch)
+    sizes = [len(job.windows) for job in plan.jobs]
+    assert len(sizes) == -(-len(plan.windows) // 4) and max(sizes) - min(sizes) <= 1
 
 
 def test_plan_with_a_cache_reuses_unchanged_windows_and_warm_starts_changed_ones(tiny_model, room_corner):
