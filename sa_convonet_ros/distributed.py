@@ -22,6 +22,7 @@ rest of a block is EMPTY_LOGIT, which the driver fills back in: lossless). The m
 once per worker through Ray's object store, whatever model the driver holds (a checkpoint's, the shipped
 one or one built in memory), so workers need no files of their own; they need this package installed.
 
+Workers compute on their CPUs, `ray_threads` torch threads each (a cluster's GPUs are not used yet).
 The workers stay up for the process's next reconstruction with the same model (`release_workers` ends
 them). Cancelling (`stop`) ends them at once (their running jobs too); a deadline is handed to the workers
 as wall-clock time, so a cluster's clocks should agree (NTP) to within what the deadline is meant to hold.

@@ -16,22 +16,20 @@ from sa_convonet_ros.meshing import EMPTY_LOGIT
 from sa_convonet_ros.model import ConvONet
 from sa_convonet_ros.pipeline import plan_windows, prepare_points, reconstruct
 
-TINY = ModelConfig(c_dim=8, hidden_dim=16, grid_resolution=8, unet_levels=2, unet_base_channels=8)
-
 
 @pytest.fixture(scope="module")
 def tiny_model():
+    """A small random network: its weights must reach the workers as they are (no file involved)."""
     torch.manual_seed(0)
-    return ConvONet(TINY).eval()
+    return ConvONet(ModelConfig(c_dim=8, hidden_dim=16, grid_resolution=8, unet_levels=2, unet_base_channels=8)).eval()
 
 
 @pytest.fixture(scope="module")
 def corner():
     """A sparse scan of a 1.6 x 1.6 m corner of a generated room: a few jobs of a few windows."""
     scene = generate_room(seed=3)
-    points, _ = simulate_scans(scene, "sparse", seed=0)
-    low = scene.bounds[0]
-    return points[np.all(points[:, :2] <= low[:2] + 1.6, axis=1)].astype(np.float64)
+    points = simulate_scans(scene, "sparse", seed=0)[0].astype(np.float64)
+    return points[np.all(points[:, :2] <= scene.bounds[0][:2] + 1.6, axis=1)]
 
 
 def small_config(**top):
