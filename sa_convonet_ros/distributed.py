@@ -72,14 +72,14 @@ def connect(config: ReconstructionConfig) -> "RayRunner":
     if not ray.is_initialized():
         if address == "local":
             cpus = max(os.cpu_count() or 1, config.ray_workers * threads)
-            ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
+            options, failure = {"num_cpus": cpus, "include_dashboard": False}, "cannot start a local Ray runtime"
         else:
             _check_reachable(address)
-            try:
-                ray.init(address=address, logging_level=logging.WARNING)
-            except (ConnectionError, RuntimeError, ValueError) as error:
-                raise ReconstructionError(f"cannot connect to the Ray cluster at {address!r}: "
-                                          f"{_first_line(error)}") from None
+            options, failure = {"address": address}, f"cannot connect to the Ray cluster at {address!r}"
+        try:
+            ray.init(logging_level=logging.WARNING, **options)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise ReconstructionError(f"{failure}: {_first_line(error)}") from None
     cpus = int(ray.cluster_resources().get("CPU", 0))
     workers = config.ray_workers or cpus // threads
     if workers < 1 or workers * threads > cpus:
