@@ -18,7 +18,9 @@ the mesh is the same.
 What travels per job: in, the points of its windows' crops (float64, each point once per job, however
 many of its windows' crops hold it) and each window's indices into them (int32); out, each block's
 grid points within the band of the points, as float32 logits, with a bit mask of where they are (the
-rest of a block is EMPTY_LOGIT, which the driver fills back in: lossless). The model's weights travel
+rest of a block is EMPTY_LOGIT, which the driver fills back in: lossless). With a `WindowCache` (the node's
+automatic mode) the windows' adapted states travel too, in for a warm start and out to be cached: with
+`optimize_features`, 16 MB a window (its feature grid's change, float16 at 64³). The model's weights travel
 once per worker through Ray's object store, whatever model the driver holds (a checkpoint's, the shipped
 one or one built in memory), so workers need no files of their own; they need this package installed.
 
