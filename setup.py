@@ -25,6 +25,8 @@ setup(
         "pillow>=9.0",
         "rosbags>=0.11",
     ],
+    # `pip install sa_convonet_ros[ray]`: the windows' optimisation on Ray workers (distributed.py)
+    extras_require={"ray": ["ray>=2.9"]},
     entry_points={
         "console_scripts": [
             "sa-convonet = sa_convonet_ros.cli:main",

@@ -3,6 +3,7 @@
     python -m bench.bench_scaling --sizes 8x7 10x7 12x8 --profiles feedforward fast:2 --setting sparse --seed 0
     python -m bench.bench_scaling points --size 30x20 --setting dense --seed 0
     python -m bench.bench_scaling windows --sizes 3x3 6x5 10x8 --setting sparse --max-points 150000 --seed 0
+    python -m bench.bench_scaling ray --size 8x7 --setting sparse --profile auto:cpu --workers 2 --seed 0
 
 Floors (the default): generates floors of the given sizes (`data.floors`: rooms along a corridor),
 scans each with the simulated depth camera and reconstructs it once per profile (`NAME` or `NAME:ITERATIONS`),
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -285,12 +287,95 @@ def points_main(argv=None) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------------- ray
+
+def ray_main(argv=None) -> int:
+    """One floor reconstructed in this process, then by Ray workers on a local runtime (started, then
+    kept up: a second run): times, the ratio, the bytes per window in and out, and whether the meshes are
+    the same."""
+    parser = argparse.ArgumentParser(prog="bench.bench_scaling ray",
+                                     description="one process against local Ray workers")
+    parser.add_argument("--size", type=parse_size, default=(8.0, 7.0))
+    parser.add_argument("--setting", default="sparse", choices=["dense", "sparse"])
+    parser.add_argument("--profile", default="auto:cpu", help="NAME or NAME:ITERATIONS")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (and CPUs) per worker")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    import ray
+
+    from sa_convonet_ros.distributed import release_workers
+
+    name, _, iterations = args.profile.partition(":")
+    if name == "auto":  # auto:cpu / auto:gpu are whole names
+        name, iterations = args.profile, ""
+    config = get_profile(name, device="cpu").updated(device="cpu")
+    if iterations:
+        config = config.updated(optimization={"iterations": int(iterations)})
+    points, _ = scan_floor(generate_floor(args.seed, args.size), args.setting, seed=args.seed)
+    points = points.astype(np.float64)
+    model = load_model(config.checkpoint, device=torch.device("cpu"))
+    corner = points[np.all(points[:, :2] < points[:, :2].min(axis=0) + 1.5, axis=1)]
+    reconstruct(corner, config, model=model, iterations=2)  # warm-up: allocator, kernels, lazy imports
+
+    runs = {"one process": reconstruct(points, config, model=model)}
+    print(f"[run] one process: {runs['one process'].stats.total_seconds:.0f}s", file=sys.stderr, flush=True)
+    ray.init(num_cpus=args.workers * args.threads, include_dashboard=False, logging_level="warning")
+    on_ray = config.updated(ray_address="local", ray_workers=args.workers, ray_threads=args.threads)
+    for label in ("Ray, workers started", "Ray, workers kept up"):
+        start = time.perf_counter()
+        runs[label] = reconstruct(points, on_ray, model=model)
+        runs[label].stats.seconds["wall"] = time.perf_counter() - start
+        print(f"[run] {label}: {runs[label].stats.seconds['wall']:.0f}s", file=sys.stderr, flush=True)
+    release_workers()
+    ray.shutdown()
+
+    alone = runs["one process"]
+    same = all(np.array_equal(r.mesh.vertices, alone.mesh.vertices) and np.array_equal(r.mesh.faces, alone.mesh.faces)
+               for r in runs.values())
+    windows = alone.stats.windows_run
+    print(f"## One process against {args.workers} local Ray workers: {args.size[0]:g} x {args.size[1]:g} m floor, "
+          f"{args.setting} scan, seed {args.seed}, profile `{alone.stats.profile}`\n")
+    print(f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; one process: "
+          f"{torch.get_num_threads()} torch threads; Ray {ray.__version__}: {args.workers} worker(s) x "
+          f"{args.threads} thread(s)")
+    print(f"- {len(points)} points, {windows} windows in {alone.stats.batches_run} jobs of "
+          f"{config.optimization.window_batch}, {alone.stats.iterations} steps; "
+          f"a {config.meshing.voxel_size:g} m grid; "
+          f"the meshes are {'identical' if same else 'DIFFERENT'} ({len(alone.mesh.faces)} faces)\n")
+    print("| run | total (s) | optimize (s) | marching cubes (s) | ratio to one process | worker s / window | "
+          "first result (s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, result in runs.items():
+        s, traffic = result.stats, result.stats.distributed
+        per_window = f"{traffic['worker_seconds'] / windows:.2f}" if traffic else "—"
+        first = f"{traffic['seconds_to_first_result']:.1f}" if traffic else "—"
+        total = s.total_seconds - s.seconds.get("wall", 0.0)
+        print(f"| {label} | {total:.0f} | {s.seconds['optimize']:.0f} | {s.seconds['marching_cubes']:.1f} | "
+              f"{alone.stats.total_seconds / total:.2f}x | {per_window} | {first} |")
+    traffic = runs["Ray, workers kept up"].stats.distributed
+    driver = alone.stats.total_seconds - alone.stats.seconds["optimize"] - alone.stats.seconds["field"]
+    print(f"\nPer window, through Ray's object store: in {traffic['bytes_in'] / windows / 1e3:.0f} kB (its crop's "
+          f"points, float64, and indices), out {traffic['bytes_out'] / windows / 1e3:.0f} kB (the band's float32 "
+          f"logits and a bit mask) instead of {traffic['bytes_out_dense'] / windows / 1e3:.0f} kB for the whole "
+          f"block; one process: {alone.stats.total_seconds / windows:.2f} s per window, of which on the driver "
+          f"(prepare, plan, marching cubes, trim): "
+          f"{driver / windows:.3f} s")
+    print("\n```json")
+    print(json.dumps({label: {"seconds": r.stats.seconds, "distributed": r.stats.distributed,
+                              "windows": r.stats.windows_run, "faces": r.stats.faces} for label, r in runs.items()}))
+    print("```")
+    return 0 if same else 1
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["points"]:
         return points_main(argv[1:])
     if argv[:1] == ["windows"]:
         return windows_main(argv[1:])
+    if argv[:1] == ["ray"]:
+        return ray_main(argv[1:])
     if argv[:1] == ["run-one"]:
         print(json.dumps(run_one(*argv[1:4])))
         return 0

@@ -106,7 +106,8 @@ def model_fingerprint(model: ConvONet) -> str:
 def settings_fingerprint(config: ReconstructionConfig, steps: int, model_id: str) -> str:
     """The same for two runs whose windows would come out the same from the same points."""
     settings = {**config.to_dict(), "steps": steps, "model": model_id}
-    settings.pop("device", None)
+    for where in ("device", "ray_address", "ray_workers", "ray_threads"):  # where it runs, not what comes out
+        settings.pop(where, None)
     return hashlib.sha1(repr(sorted(settings.items())).encode()).hexdigest()
 
 

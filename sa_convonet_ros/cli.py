@@ -3,6 +3,7 @@
     sa-convonet reconstruct INPUT -o MESH [--profile auto|fast|paper|feedforward] [--config YAML] [--png PREVIEW]
                             [--device auto|cpu|cuda] [--checkpoint PATH] [--iterations N] [--voxel-size M] ...
     sa-convonet reconstruct BAG --topic TOPIC [--all-messages [--merge-voxel M]] -o MESH ...
+    sa-convonet reconstruct INPUT -o MESH --ray [ADDRESS] [--ray-workers N] [--ray-threads T] ...
     sa-convonet evaluate MESH GT [--tau 0.02 0.05] [--input CLOUD]
 
 Every setting of the reconstruction has a flag (`sa-convonet reconstruct --help` lists them).
@@ -174,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--png", default=None, help="also write a PNG preview of the mesh")
     rec.add_argument("--json", action="store_true", help="print the statistics as JSON")
     rec.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    add_flags(rec, ReconstructionConfig, skip=("profile",))
+    add_flags(rec, ReconstructionConfig, skip=("profile", "ray_address"))
+    rec.add_argument("--ray", dest="ray_address", nargs="?", const="local", default=None, metavar="ADDRESS",
+                     help="optimise the windows on Ray workers (pip install sa_convonet_ros[ray]): without ADDRESS "
+                          "on a local Ray runtime, else on the Ray cluster at ADDRESS ('auto', HOST:6379, "
+                          "ray://HOST:10001); see --ray-workers, --ray-threads")
     rec.set_defaults(run=cmd_reconstruct)
 
     ev = commands.add_parser("evaluate", help="Chamfer-L1, normal consistency and F-scores of a mesh")

@@ -219,8 +219,15 @@ class ReconstructionConfig:
                                   "cuda:N | a comma-separated list such as cuda:0,cuda:1")
     checkpoint: str | None = setting(None, "model checkpoint file; empty or None: the model shipped with the "
                                            "package")
+    ray_address: str = setting("", "run the windows as tasks of Ray workers (pip install sa_convonet_ros[ray]): "
+                                   "'' = off (in this process), 'local' = a local Ray runtime on this machine, else "
+                                   "the address of a running Ray cluster ('auto', 'HOST:6379', 'ray://HOST:10001')")
+    ray_workers: int = setting(0, "Ray workers, each holding the model once (0 = as many as the cluster's CPUs "
+                                  "allow at ray_threads each)", at_least=0)
+    ray_threads: int = setting(1, "CPUs (and torch threads) of each Ray worker", at_least=1)
 
     def __post_init__(self) -> None:
+        check_settings(self)
         if self.checkpoint is not None and not str(self.checkpoint).strip():
             self.checkpoint = None  # how a command line or a ROS parameter says None
         if self.windows.margin >= self.windows.window_size:
@@ -240,7 +247,7 @@ class ReconstructionConfig:
         for key, value in values.items():
             if key in SECTIONS:
                 kwargs[key] = _build(SECTIONS[key], value, key)
-            elif key in {"profile", "device", "checkpoint"}:
+            elif key in TOP_LEVEL:
                 kwargs[key] = value
             else:
                 raise ValueError(f"unknown configuration key {key!r}")
@@ -259,6 +266,7 @@ class ReconstructionConfig:
 
 SECTIONS = {"optimization": OptimizationConfig, "windows": WindowConfig, "meshing": MeshingConfig,
             "denoise": DenoiseConfig}
+TOP_LEVEL = {item.name for item in dataclasses.fields(ReconstructionConfig)} - set(SECTIONS)
 
 
 def _build(cls, values: dict[str, Any] | Any, section: str):

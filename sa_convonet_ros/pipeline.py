@@ -78,6 +78,7 @@ class RunStats:
     spacing: float = float("nan")  # metres between neighbouring points, as measured (nan: not measured)
     noise: float = float("nan")  # metres, the map's measured noise (nan: not measured)
     window_size: float = float("nan")  # metres, the edge of the windows' cores as run (after the window scale)
+    distributed: dict = field(default_factory=dict)  # a Ray run: what travelled, the workers' time (Traffic)
 
     @property
     def total_seconds(self) -> float:
@@ -215,6 +216,11 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     report = progress or _ignore_progress
     devices = resolve_devices(config.device)
     clock = StageClock(devices)
+    runner = None
+    if config.ray_address:  # the jobs on Ray workers; reached (or failing) before any work is done
+        from .distributed import connect
+
+        runner = connect(config)
     with clock.stage("prepare"):
         cloud = prepare_points(points, config, colors, region, known_noise=cache.noise if cache else None)
         if cache is not None:
@@ -226,7 +232,11 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     report("windows", len(plan.windows), len(plan.windows))
     tally = ProgressTally(report, {"optimize": sum(job.steps for job in plan.jobs), "field": len(plan.jobs)})
     stop = cancel if cancel is not None else threading.Event()
-    finished = run_jobs(plan, cloud.points, replicas, config, tally, stop, clock, cloud.encoder_points, deadline)
+    if runner is None:
+        finished = run_jobs(plan, cloud.points, replicas, config, tally, stop, clock, cloud.encoder_points, deadline)
+    else:
+        finished = runner.run_jobs(plan, cloud.points, replicas[0], config, tally, stop, clock, cloud.encoder_points,
+                                   deadline)
     mesher = StreamingMesher(plan.grid, plan.block_keys(), config.meshing.threshold, axis=plan.sweep_axis)
     results = mesh_blocks(plan, finished, mesher, cache, clock)
     report("mesh", 0, 1)
@@ -239,6 +249,8 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     stats = run_stats(cloud, plan, results, mesh, profile=config.profile, iterations=steps, devices=devices,
                       seconds=clock.seconds)
     stats.peak_field_blocks, stats.faces_marched = mesher.peak_blocks, faces_marched
+    if runner is not None:
+        stats.device, stats.distributed = runner.describe(), asdict(runner.traffic)
     return Result(mesh=mesh, stats=stats)
 
 

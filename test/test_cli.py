@@ -1,5 +1,6 @@
 """The `sa-convonet` command line: reconstruct a file, write a preview, evaluate against ground truth."""
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -102,3 +103,22 @@ def test_evaluate_names_an_unreadable_mesh_file(files, capsys):
     assert main(["evaluate", str(empty), str(gt)]) == 2
     error = capsys.readouterr().err
     assert str(empty) in error and "cannot read the mesh" in error, error
+
+
+def test_ray_without_ray_installed_is_one_line_and_exit_2(files, capsys, monkeypatch):
+    folder, cloud, model, _ = files
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    assert main(["reconstruct", str(cloud), "-o", str(folder / "ray.ply"), "--checkpoint", str(model), "--ray",
+                 "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Ray is not installed: pip install 'sa_convonet_ros[ray]'" in err
+
+
+def test_ray_flag_takes_an_optional_address():
+    from sa_convonet_ros.cli import build_parser
+
+    def parsed(*extra):
+        return build_parser().parse_args(["reconstruct", "in.ply", "-o", "out.ply", *extra])
+
+    assert parsed("--ray").ray_address == "local" and parsed().ray_address is None
+    assert parsed("--ray", "head:6379", "--ray-workers", "4").ray_address == "head:6379"

@@ -35,6 +35,8 @@ PROFILE_VALUE = -1  # the value of an override parameter that keeps the profile'
 NOTES = {'checkpoint': 'Setting it at run time (re)loads the model.'}
 # Parameters that set the model and where it runs: settings of ReconstructionConfig.
 MODEL_SOURCE = {'device': 'device', 'checkpoint': 'checkpoint'}
+# Parameters that run the windows on Ray workers (distributed.py): settings of ReconstructionConfig.
+DISTRIBUTED = {'ray_address': 'ray_address', 'ray_workers': 'ray_workers', 'ray_threads': 'ray_threads'}
 # Parameters that override a numeric setting of the profile, by its path in ReconstructionConfig.
 OVERRIDES = {
     'iterations': 'optimization.iterations',
@@ -108,7 +110,7 @@ class ParameterSpec(NamedTuple):
 
 def _specs() -> dict[str, ParameterSpec]:
     specs = {}
-    for name, path in {**MODEL_SOURCE, **OVERRIDES}.items():
+    for name, path in {**MODEL_SOURCE, **DISTRIBUTED, **OVERRIDES}.items():
         item, _ = setting_field(path)
         override = name in OVERRIDES
         default = (type(item.default)(PROFILE_VALUE) if override
@@ -192,7 +194,11 @@ def settings_from_parameters(values: dict) -> Settings:
             devices = resolve_devices(values['device'], strict=options.strict_device)
         except ValueError as error:
             raise ValueError(f'parameter device: {error}') from None
-    config = config.updated(device=','.join(str(d) for d in devices), checkpoint=values['checkpoint'].strip())
+    try:
+        config = config.updated(device=','.join(str(d) for d in devices), checkpoint=values['checkpoint'].strip(),
+                                **{path: values[name] for name, path in DISTRIBUTED.items()})
+    except SettingError as error:
+        raise ValueError(_parameter_error(error)) from None
     if config.optimization.iterations > options.max_iterations:
         raise ValueError(f'parameter iterations must be at most max_iterations ({options.max_iterations}), got '
                          f'{config.optimization.iterations} (profile {options.profile}): raise max_iterations or '
@@ -213,6 +219,6 @@ def _overrides(values: dict) -> dict[str, dict[str, Any]]:
 
 def _parameter_error(error: SettingError) -> str:
     """The error in the parameters' words: 'parameter margin must be smaller than window_size ...'."""
-    names = {path: name for name, path in {**MODEL_SOURCE, **OVERRIDES}.items()}
+    names = {path: name for name, path in {**MODEL_SOURCE, **DISTRIBUTED, **OVERRIDES}.items()}
     suffix = " (or -1 for the profile's value)" if error.setting in OVERRIDES.values() else ''
     return 'parameter ' + error.describe(lambda path: names.get(path, path), suffix)

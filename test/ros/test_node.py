@@ -670,6 +670,21 @@ def test_cuda_without_cuda(node, ros):
         set_parameters(ros, node, device='cpu', strict_device=False)
 
 
+def test_ray_workers_give_the_same_mesh(node, ros, room_map):
+    """ray_address: the node's windows on a local Ray runtime (started in the node's process at the request)."""
+    pytest.importorskip('ray', reason='Ray is an optional extra: pip install sa_convonet_ros[ray]')
+    alone = call(ros, node, ReconstructScene.Request(iterations=2))
+    assert set_parameters(ros, node, ray_address='local', ray_workers=2, ray_threads=1)[0].successful
+    try:
+        on_ray = call(ros, node, ReconstructScene.Request(iterations=2))
+    finally:
+        set_parameters(ros, node, ray_address='')
+    assert alone.success and on_ray.success, on_ray.message
+    assert on_ray.stats.device.startswith('local Ray runtime: 2 worker(s) x 1 thread(s)')
+    assert (on_ray.stats.faces, on_ray.stats.vertices) == (alone.stats.faces, alone.stats.vertices)
+    assert node.alive
+
+
 def test_automatic_mode_reuses_unchanged_windows(node, ros, room_map):
     stats = Collector(ros, ReconstructionStats, f'{PRIVATE}/stats', LATE_JOINER)
     stats.wait_until_connected()

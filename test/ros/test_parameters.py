@@ -44,6 +44,8 @@ def test_overrides_default_to_the_profiles_value_within_their_ranges():
     ({"iterations": 20_000}, "parameter iterations must be at most max_iterations (10000), got 20000"),
     ({"max_iterations": 500, "profile": "paper"}, "parameter iterations must be at most max_iterations (500), got 720"),
     ({"max_seconds": -2.0}, "parameter max_seconds must be >= 0, got -2.0"),
+    ({"ray_threads": 0}, "parameter ray_threads must be >= 1, got 0"),
+    ({"ray_workers": -1}, "parameter ray_workers must be >= 0, got -1"),
 ])
 def test_invalid_values_are_named_by_their_parameter(change, message):
     with pytest.raises(ValueError) as caught:
@@ -58,3 +60,10 @@ def test_values_set_the_configuration():
     assert config.profile == "paper" and config.meshing.voxel_size == 0.05 and config.meshing.trim_distance is None
     assert config.optimization.iterations == 3 and config.optimization.learning_rate == 3e-5
     assert settings.device == "cpu" and settings.checkpoint == "model.pt"
+
+
+def test_the_ray_parameters_set_where_the_windows_run():
+    assert settings_from_parameters(DEFAULTS).config.ray_address == ""
+    values = {**DEFAULTS, "ray_address": "head:6379", "ray_workers": 8, "ray_threads": 2}
+    config = settings_from_parameters(values).config
+    assert (config.ray_address, config.ray_workers, config.ray_threads) == ("head:6379", 8, 2)
