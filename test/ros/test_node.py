@@ -427,7 +427,9 @@ def test_a_default_request_runs_the_configured_optimisation(node, ros, room_map)
 
 
 def _batches(stats):
-    return math.ceil(stats.windows_run / 16)  # window_batch of the fast profile
+    from sa_convonet_ros.config import get_profile
+
+    return math.ceil(stats.windows_run / get_profile(stats.profile).optimization.window_batch)
 
 
 def test_a_time_budget_returns_the_mesh_reached_with_the_steps_done(node, ros, room_map):
