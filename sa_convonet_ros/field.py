@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from .meshing import EMPTY_LOGIT
+from .windows import cell_corners
 
 Decoder = Callable[[np.ndarray], np.ndarray]  # grid indices [M, 3] -> logits [M]
 
@@ -50,10 +51,7 @@ def _coarse_field(decode: Decoder, mask: np.ndarray) -> np.ndarray:
     used_cells = np.zeros(shape, dtype=bool)
     index = np.argwhere(mask) // 2
     used_cells[index[:, 0], index[:, 1], index[:, 2]] = True
-    needed = used_cells.copy()  # a cell's eight corners: the cell and its +1 neighbours on every axis
-    needed[1:] |= needed[:-1]
-    needed[:, 1:] |= needed[:, :-1]
-    needed[:, :, 1:] |= needed[:, :, :-1]
+    needed = cell_corners(used_cells)
     coarse = np.full(shape, EMPTY_LOGIT, dtype=np.float32)
     coarse_index = np.argwhere(needed)
     coarse[needed] = _decode_at(decode, 2 * coarse_index)

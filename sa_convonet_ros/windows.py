@@ -156,6 +156,15 @@ def select_windows(points: np.ndarray, grid: WindowGrid, min_points: int, band: 
     )
 
 
+def cell_corners(cells: np.ndarray) -> np.ndarray:
+    """The grid points at the eight corners of every marked cell (cell c spans points c and c + 1 on each
+    axis): the marks grown by one on the high side of every axis, in place."""
+    cells[1:, :, :] |= cells[:-1, :, :]
+    cells[:, 1:, :] |= cells[:, :-1, :]
+    cells[:, :, 1:] |= cells[:, :, :-1]
+    return cells
+
+
 def core_band_mask(grid: WindowGrid, window: np.ndarray, points: np.ndarray, band: float | None) -> np.ndarray:
     """Bool (cells,)*3: the core grid points within about `band` metres (L-inf, never less) of a point.
 
@@ -172,8 +181,5 @@ def core_band_mask(grid: WindowGrid, window: np.ndarray, points: np.ndarray, ban
     marks = np.zeros((size,) * 3, dtype=bool)
     marks[local[:, 0], local[:, 1], local[:, 2]] = True
     # a point in cell c touches grid points c and c+1: grow by one more on the high side
-    grown = ndimage.maximum_filter(marks, size=2 * reach + 1, mode="constant", cval=False)
-    grown[1:, :, :] |= grown[:-1, :, :]
-    grown[:, 1:, :] |= grown[:, :-1, :]
-    grown[:, :, 1:] |= grown[:, :, :-1]
+    grown = cell_corners(ndimage.maximum_filter(marks, size=2 * reach + 1, mode="constant", cval=False))
     return grown[reach:reach + grid.cells, reach:reach + grid.cells, reach:reach + grid.cells]
