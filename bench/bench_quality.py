@@ -142,18 +142,18 @@ def _metric_cells(scores: dict, taus) -> list[str]:
 
 
 def _run_cells(stats) -> list[str]:
-    """Window edge, windows run and optimisation steps of ours (blank for the classical methods)."""
+    """Window edge, mesh grid, windows run and optimisation steps of ours (blank for the classical methods)."""
     if stats is None:
-        return ["", "", ""]
-    return [f"{stats.window_size:.2f}", str(stats.windows_run), str(stats.steps_run)]
+        return ["", "", "", ""]
+    return [f"{stats.window_size:.2f}", f"{100 * stats.voxel_size:.1f}", str(stats.windows_run), str(stats.steps_run)]
 
 
 def print_tables(entries, methods, title: str, taus=TAUS) -> None:
     """Per-room table, mean table, and each UCE profile against the better classical method per room."""
     titles = [c[1] for c in columns(taus)]
     print(f"\n### {title}\n")
-    print(_row(["scene", "points", "method", "seconds", "window (m)", "windows", "steps"] + titles))
-    print(_row(["---", "---:", "---", "---:", "---:", "---:", "---:"] + ["---:"] * len(titles)))
+    print(_row(["scene", "points", "method", "seconds", "window (m)", "grid (cm)", "windows", "steps"] + titles))
+    print(_row(["---", "---:", "---", "---:", "---:", "---:", "---:", "---:"] + ["---:"] * len(titles)))
     for seed, method, seconds, scores, n, stats in entries:
         print(_row([seed, n, METHOD_NAMES[method], f"{seconds:.1f}"] + _run_cells(stats) + _metric_cells(scores, taus)))
     print("\nMean over scenes:\n")

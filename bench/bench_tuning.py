@@ -72,6 +72,16 @@ for _name, _schedule in {"70 steps, decay at 50": {"iterations": 70, "decay_ever
                          "100 steps": {}}.items():
     VARIANTS[f"auto, {_name}"] = {**AUTO, "optimization": {**AUTO["optimization"], **_schedule}}
 
+# auto:cpu as shipped, then with its mesh grid (and the UCE samples) following a sparse map's spacing
+AUTO_CPU = {"meshing": {**AUTO["meshing"], "coarse_to_fine_margin": 3.0}, **RAW_ENCODER,
+            "optimization": {**AUTO["optimization"], "iterations": 80, "feature_learning_rate": 2e-2,
+                             "window_batch": 8}}
+VARIANTS["auto:cpu"] = AUTO_CPU
+for _name, _steps in {"": 80, ", 55 steps": 55, ", 40 steps": 40}.items():
+    VARIANTS[f"auto:cpu, grid 0.6 x spacing{_name}"] = {
+        **AUTO_CPU, "meshing": {**AUTO_CPU["meshing"], "grid_per_spacing": 0.6},
+        "optimization": {**AUTO_CPU["optimization"], "iterations": _steps}}
+
 
 def missed_by_label(scene, mesh, gt_points, tau=0.02) -> dict[str, tuple[int, int]]:
     """label -> (GT points farther than tau from the mesh, GT points) for the given (visible) GT points."""

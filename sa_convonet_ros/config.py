@@ -176,6 +176,10 @@ class MeshingConfig:
     coarse_to_fine_margin: float = setting(0.0, "decode every second grid point first, then exactly only the "
                                                 "coarse cells within this many logits of the threshold; the "
                                                 "rest is interpolated (0: decode every grid point)", at_least=0)
+    grid_per_spacing: float = setting(0.0, "on a sparser map the grid is this many times the measured point "
+                                           "spacing (rounded to 5 mm) where that is coarser than voxel_size, and "
+                                           "the UCE samples per window shrink with the square of the ratio "
+                                           "(0: voxel_size as set)", at_least=0)
     snap_distance: float = setting(0.0, "move each vertex onto the plane of its nearest (denoised) points by at "
                                         "most this many metres, for detail finer than the grid; skipped on maps "
                                         "whose measured noise exceeds half of it (0: off)", at_least=0)
@@ -336,6 +340,7 @@ def _auto_cpu() -> ReconstructionConfig:
     config.meshing.voxel_size = 0.01
     config.meshing.snap_distance = 0.01
     config.meshing.coarse_to_fine_margin = 3.0  # a third fewer decodes, the same mesh (docs/benchmarks.md)
+    config.meshing.grid_per_spacing = 0.6  # sparse maps: 1.5 cm and fewer samples, 1.7x faster (same doc)
     return config
 
 
@@ -351,6 +356,7 @@ def _auto_gpu() -> ReconstructionConfig:
     config.optimization.window_batch = 64
     config.optimization.precision = "tf32"
     config.meshing.coarse_to_fine_margin = 0.0  # decoding is cheap there; the bookkeeping runs on the CPU
+    config.meshing.grid_per_spacing = 0.0  # the finer grid and full samples are affordable on every map
     return config
 
 

@@ -78,6 +78,7 @@ class RunStats:
     spacing: float = float("nan")  # metres between neighbouring points, as measured (nan: not measured)
     noise: float = float("nan")  # metres, the map's measured noise (nan: not measured)
     window_size: float = float("nan")  # metres, the edge of the windows' cores as run (after the window scale)
+    voxel_size: float = float("nan")  # metres, the mesh grid as run (after the window scale and grid_per_spacing)
     distributed: dict = field(default_factory=dict)  # a Ray run: what travelled, the workers' time (Traffic)
 
     @property
@@ -572,7 +573,8 @@ def run_stats(cloud: PreparedPoints, plan: WindowPlan, results: list[JobResult],
         steps_run=sum(r.steps_run for r in results), steps_planned=sum(job.steps for job in plan.jobs),
         out_of_time=any(r.out_of_time for r in results), final_loss=float(np.mean(losses)) if losses else float("nan"),
         device=",".join(str(d) for d in devices), profile=profile, seconds=seconds,
-        vertices=len(mesh.vertices), faces=len(mesh.faces), window_size=plan.grid.core_size)
+        vertices=len(mesh.vertices), faces=len(mesh.faces), window_size=plan.grid.core_size,
+        voxel_size=plan.grid.voxel_size)
     if cloud.noise is not None:
         stats.spacing, stats.noise = cloud.noise.spacing, cloud.noise.noise
     if len(mesh.vertices):

@@ -7,6 +7,11 @@ Scaling every metric length of the reconstruction by s = spacing / 4 cm brings w
 its unit cube back to about the sparsest training scans: as many points per window and per feature cell.
 The prior itself was trained at one metric scale only, so at scale s surfaces finer than s times its
 feature cell (2.75 cm) are smoothed, and nothing in training covered those larger windows' shapes.
+
+The mesh grid can follow the spacing too (`grid_per_spacing`): between points farther apart than about
+twice the grid, the data do not place the surface, so a sparse map's grid grows with its spacing, and the
+UCE samples per window shrink with the grid cells of a window's surface (on the rooms' 4 cm scans: a
+1.5 cm grid instead of 1 cm, 1.7x faster for a few hundredths of a centimetre of Chamfer-L1).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from .denoise import NoiseEstimate, estimate_noise
 TRAINED_SPACING = 0.04
 SUPPORTED_SPACING = (0.005, 0.2)  # metres: finer maps keep scale 1, coarser ones are capped (with a warning)
 SCALE_STEP = 0.25  # the scale is rounded to this, so a growing map keeps its windows (and its cache)
+GRID_STEP = 0.005  # metres: a grid that follows the spacing is rounded to this, for the same reason
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +63,44 @@ def scaled(config: ReconstructionConfig, scale: float) -> ReconstructionConfig:
                                     snap_distance=meshing.snap_distance * scale))
 
 
+def grid_for_spacing(voxel_size: float, spacing: float, per_spacing: float) -> float:
+    """The mesh grid for a map whose points are `spacing` metres apart: `per_spacing` times the spacing,
+    rounded to GRID_STEP, where that is coarser than `voxel_size`; else `voxel_size`."""
+    if per_spacing <= 0 or not np.isfinite(spacing) or spacing <= 0:
+        return voxel_size
+    return max(voxel_size, round(per_spacing * spacing / GRID_STEP) * GRID_STEP)
+
+
+def coarsened(config: ReconstructionConfig, voxel_size: float) -> ReconstructionConfig:
+    """The configuration on a mesh grid of `voxel_size` (coarser than its own), with the UCE samples per
+    window in proportion to the grid cells a window's surface holds: 1 / ratio squared."""
+    ratio = voxel_size / config.meshing.voxel_size
+    optimization = config.optimization
+    return dataclasses.replace(
+        config,
+        meshing=dataclasses.replace(config.meshing, voxel_size=voxel_size),
+        optimization=dataclasses.replace(
+            optimization, surface_samples=max(1, round(optimization.surface_samples / ratio ** 2)),
+            off_surface_samples=round(optimization.off_surface_samples / ratio ** 2)))
+
+
 def scaled_to_map(config: ReconstructionConfig, points: np.ndarray,
                   noise: NoiseEstimate | None = None) -> ReconstructionConfig:
     """The configuration for this map: its `window_scale` applied (0: from the measured spacing, taken
-    from `noise` when the map's noise was measured already)."""
-    setting = config.windows.window_scale
-    if setting == 1.0:
+    from `noise` when the map's noise was measured already), then its mesh grid coarsened to the spacing
+    where `grid_per_spacing` asks for it."""
+    setting, per_spacing = config.windows.window_scale, config.meshing.grid_per_spacing
+    if setting == 1.0 and not per_spacing:
         return config
+    spacing = (noise or estimate_noise(points)).spacing if setting == 0.0 or per_spacing else float("nan")
     if setting == 0.0:
-        spacing = (noise or estimate_noise(points)).spacing
         setting = window_scale_for(spacing)
         log.info("point spacing %.3f m: window scale %.2f", spacing, setting)
-    # At scale 1 the configuration stays the same object, so cached windows keep their fingerprints.
-    return config if setting == 1.0 else scaled(config, setting)
+    # At scale 1 and an unchanged grid the configuration stays the same object, so cached windows keep
+    # their fingerprints.
+    config = config if setting == 1.0 else scaled(config, setting)
+    voxel_size = grid_for_spacing(config.meshing.voxel_size, spacing, per_spacing)
+    if voxel_size == config.meshing.voxel_size:
+        return config
+    log.info("point spacing %.3f m: mesh grid %.3f m", spacing, voxel_size)
+    return coarsened(config, voxel_size)

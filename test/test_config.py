@@ -106,6 +106,7 @@ def test_auto_is_the_best_the_device_affords():
     assert gpu.optimization.iterations > cpu.optimization.iterations
     assert gpu.optimization.surface_samples > cpu.optimization.surface_samples
     assert cpu.denoise.denoise and gpu.denoise.denoise
+    assert cpu.meshing.grid_per_spacing > 0 == gpu.meshing.grid_per_spacing  # only a CPU coarsens sparse maps
     assert get_profile("auto:gpu") == gpu  # a run's resolved profile can be asked for by name
     import torch
 

@@ -9,7 +9,7 @@ from sa_convonet_ros.config import ModelConfig, get_profile
 from sa_convonet_ros.denoise import estimate_noise
 from sa_convonet_ros.model import ConvONet
 from sa_convonet_ros.pipeline import reconstruct
-from sa_convonet_ros.window_scale import scaled, scaled_to_map, window_scale_for
+from sa_convonet_ros.window_scale import coarsened, grid_for_spacing, scaled, scaled_to_map, window_scale_for
 from sa_convonet_ros.windows import WindowGrid, select_windows
 
 
@@ -104,3 +104,27 @@ def test_reconstruct_runs_sparse_maps_in_fewer_larger_windows(tiny_model):
 def test_a_map_at_scale_one_keeps_its_configuration():
     config = get_profile("fast")
     assert scaled_to_map(config, floor_and_wall(0.02, size=3.0)) is config
+
+
+@pytest.mark.parametrize("spacing, grid", [(0.009, 0.01), (0.02, 0.01), (0.025, 0.015), (0.027, 0.015),
+                                           (0.035, 0.02), (float("nan"), 0.01)])
+def test_the_grid_follows_a_sparse_maps_spacing_in_steps_of_5_mm(spacing, grid):
+    assert grid_for_spacing(0.01, spacing, 0.6) == pytest.approx(grid)
+    assert grid_for_spacing(0.01, spacing, 0.0) == 0.01  # off
+
+
+def test_a_coarser_grid_takes_fewer_samples_per_window_in_proportion_to_its_cells():
+    config = get_profile("auto:cpu")
+    coarse = coarsened(config, 1.5 * config.meshing.voxel_size)
+    assert coarse.meshing.voxel_size == pytest.approx(1.5 * config.meshing.voxel_size)
+    assert coarse.optimization.surface_samples == round(config.optimization.surface_samples / 2.25)
+    assert coarse.optimization.off_surface_samples == round(config.optimization.off_surface_samples / 2.25)
+    assert coarse.optimization.iterations == config.optimization.iterations
+    assert coarse.windows == config.windows
+
+
+def test_a_sparse_map_gets_the_coarser_grid_and_a_dense_one_keeps_its_own():
+    config = get_profile("fast").updated(meshing={"voxel_size": 0.01, "grid_per_spacing": 0.6})
+    sparse = scaled_to_map(config, floor_and_wall(0.025, size=4.0, jitter=0.0))
+    assert sparse.meshing.voxel_size == pytest.approx(0.015) and sparse.windows == config.windows
+    assert scaled_to_map(config, floor_and_wall(0.01, size=2.0)) is config
