@@ -341,7 +341,7 @@ def ray_main(argv=None) -> int:
           f"{args.threads} thread(s)")
     print(f"- {len(points)} points, {windows} windows in {alone.stats.batches_run} jobs of "
           f"{config.optimization.window_batch}, {alone.stats.iterations} steps; "
-          f"a {config.meshing.voxel_size:g} m grid; "
+          f"a {alone.stats.voxel_size:g} m grid; "
           f"the meshes are {'identical' if same else 'DIFFERENT'} ({len(alone.mesh.faces)} faces)\n")
     print("| run | total (s) | optimize (s) | marching cubes (s) | ratio to one process | worker s / window | "
           "first result (s) |")
