@@ -81,6 +81,11 @@ for _name, _steps in {"": 80, ", 55 steps": 55, ", 40 steps": 40}.items():
     VARIANTS[f"auto:cpu, grid 0.6 x spacing{_name}"] = {
         **AUTO_CPU, "meshing": {**AUTO_CPU["meshing"], "grid_per_spacing": 0.6},
         "optimization": {**AUTO_CPU["optimization"], "iterations": _steps}}
+VARIANTS["auto:cpu, grid 0.6 x spacing, window scale 1.25"] = {
+    **VARIANTS["auto:cpu, grid 0.6 x spacing"], "windows": {"window_scale": 1.25}}
+VARIANTS["auto:cpu, grid 0.6 x spacing, batches of 16"] = {
+    **AUTO_CPU, "meshing": {**AUTO_CPU["meshing"], "grid_per_spacing": 0.6},
+    "optimization": {**AUTO_CPU["optimization"], "window_batch": 16}}
 
 
 def missed_by_label(scene, mesh, gt_points, tau=0.02) -> dict[str, tuple[int, int]]:
