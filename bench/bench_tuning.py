@@ -81,6 +81,9 @@ for _name, _steps in {"": 80, ", 55 steps": 55, ", 40 steps": 40}.items():
     VARIANTS[f"auto:cpu, grid 0.6 x spacing{_name}"] = {
         **AUTO_CPU, "meshing": {**AUTO_CPU["meshing"], "grid_per_spacing": 0.6},
         "optimization": {**AUTO_CPU["optimization"], "iterations": _steps}}
+for _name, _meshing in {"trim 2 cm": {"trim_distance": 0.02}, "trim 1.5 cm": {"trim_distance": 0.015},
+                        "snap 1.5 cm": {"snap_distance": 0.015}, "grid 0.75 cm": {"voxel_size": 0.0075}}.items():
+    VARIANTS[f"auto:cpu, {_name}"] = {**AUTO_CPU, "meshing": {**AUTO_CPU["meshing"], **_meshing}}
 VARIANTS["auto:cpu, grid 0.6 x spacing, window scale 1.25"] = {
     **VARIANTS["auto:cpu, grid 0.6 x spacing"], "windows": {"window_scale": 1.25}}
 VARIANTS["auto:cpu, grid 0.6 x spacing, batches of 16"] = {

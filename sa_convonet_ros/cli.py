@@ -118,6 +118,10 @@ def cmd_reconstruct(args) -> int:
     return 0
 
 
+def _centimetres(metres: float) -> str:
+    return "not measured" if metres != metres else f"{100 * metres:.2f} cm"
+
+
 def _print_stats(stats: dict) -> None:
     print(f"mesh: {stats['vertices']} vertices, {stats['faces']} faces -> {stats['output']}")
     if "bag" in stats:
@@ -128,6 +132,8 @@ def _print_stats(stats: dict) -> None:
           f"({stats['non_finite_removed']} non-finite removed)")
     print(f"windows: {stats['windows_run']} run, {stats['windows_skipped']} skipped, {stats['windows_reused']} reused; "
           f"{stats['iterations']} iterations each; device {stats['device']}; profile {stats['profile']}")
+    print(f"map: {_centimetres(stats['spacing'])} between points, noise {_centimetres(stats['noise'])}; "
+          f"windows {stats['window_size']:.2f} m, mesh grid {_centimetres(stats['voxel_size'])}")
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in stats["seconds"].items())
     print(f"time: {stats['total_seconds']:.2f}s ({stages})")
     if "preview" in stats:

@@ -338,6 +338,7 @@ def _auto_cpu() -> ReconstructionConfig:
     config.optimization.off_surface_samples = 512
     config.optimization.window_batch = 8  # per window, the cheapest step on a CPU's caches
     config.meshing.voxel_size = 0.01
+    config.meshing.trim_distance = 0.02  # two grid cells; a sparse map's coarser grid takes its trim along
     config.meshing.snap_distance = 0.01
     config.meshing.coarse_to_fine_margin = 3.0  # a third fewer decodes, the same mesh (docs/benchmarks.md)
     config.meshing.grid_per_spacing = 0.6  # sparse maps: 1.5 cm and fewer samples, 1.7x faster (same doc)
@@ -357,6 +358,8 @@ def _auto_gpu() -> ReconstructionConfig:
     config.optimization.precision = "tf32"
     config.meshing.coarse_to_fine_margin = 0.0  # decoding is cheap there; the bookkeeping runs on the CPU
     config.meshing.grid_per_spacing = 0.0  # the finer grid and full samples are affordable on every map
+    # With the 1 cm grid kept on sparse maps (points 2.5 cm apart), a 2 cm trim would cut between points.
+    config.meshing.trim_distance = 0.03
     return config
 
 

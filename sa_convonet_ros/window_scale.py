@@ -72,13 +72,16 @@ def grid_for_spacing(voxel_size: float, spacing: float, per_spacing: float) -> f
 
 
 def coarsened(config: ReconstructionConfig, voxel_size: float) -> ReconstructionConfig:
-    """The configuration on a mesh grid of `voxel_size` (coarser than its own), with the UCE samples per
-    window in proportion to the grid cells a window's surface holds: 1 / ratio squared."""
-    ratio = voxel_size / config.meshing.voxel_size
-    optimization = config.optimization
+    """The configuration on a mesh grid of `voxel_size` (coarser than its own): the trimming and snapping
+    distances grow with the grid (as `scaled` grows them with the windows), and the UCE samples per window
+    follow the grid cells a window's surface holds: 1 / ratio squared."""
+    meshing, optimization = config.meshing, config.optimization
+    ratio = voxel_size / meshing.voxel_size
+    trim = None if meshing.trim_distance is None else meshing.trim_distance * ratio
     return dataclasses.replace(
         config,
-        meshing=dataclasses.replace(config.meshing, voxel_size=voxel_size),
+        meshing=dataclasses.replace(meshing, voxel_size=voxel_size, trim_distance=trim,
+                                    snap_distance=meshing.snap_distance * ratio),
         optimization=dataclasses.replace(
             optimization, surface_samples=max(1, round(optimization.surface_samples / ratio ** 2)),
             off_surface_samples=round(optimization.off_surface_samples / ratio ** 2)))

@@ -41,6 +41,15 @@ def test_reconstruct_writes_mesh_preview_and_stats(files, capsys):
     assert stats["faces"] > 0 and stats["iterations"] == 2 and stats["output"] == str(mesh)
 
 
+def test_reconstruct_reports_what_it_measured_on_the_map_and_chose(files, capsys):
+    folder, cloud, model, _ = files
+    code = main(["reconstruct", str(cloud), "-o", str(folder / "plain.ply"), "--checkpoint", str(model),
+                 "--iterations", "1", "--voxel-size", "0.04", "-q"])
+    assert code == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("map: ")]
+    assert len(lines) == 1 and "cm between points" in lines[0] and "windows 1.20 m, mesh grid 4.00 cm" in lines[0]
+
+
 def test_evaluate_prints_metrics(files, capsys):
     folder, cloud, model, gt = files
     mesh = folder / "eval.ply"

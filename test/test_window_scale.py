@@ -120,6 +120,8 @@ def test_a_coarser_grid_takes_fewer_samples_per_window_in_proportion_to_its_cell
     assert coarse.optimization.surface_samples == round(config.optimization.surface_samples / 2.25)
     assert coarse.optimization.off_surface_samples == round(config.optimization.off_surface_samples / 2.25)
     assert coarse.optimization.iterations == config.optimization.iterations
+    assert coarse.meshing.trim_distance == pytest.approx(1.5 * config.meshing.trim_distance)
+    assert coarse.meshing.snap_distance == pytest.approx(1.5 * config.meshing.snap_distance)
     assert coarse.windows == config.windows
 
 

@@ -622,6 +622,8 @@ class ReconstructionNode(Node):
             iterations=values['iterations'], steps_run=values['steps_run'],
             steps_planned=values['steps_planned'], out_of_time=values['out_of_time'],
             device=values['device'], profile=values['profile'],
+            point_spacing=float(values['spacing']), noise=float(values['noise']),
+            window_size=float(values['window_size']), voxel_size=float(values['voxel_size']),
             stage_names=list(seconds), stage_seconds=[float(s) for s in seconds.values()],
             total_seconds=float(sum(seconds.values())),
             vertices=values['vertices'], faces=values['faces'],
