@@ -270,6 +270,10 @@ def test_reconstructs_the_map_and_publishes_markers(node, ros, room_map, tmp_pat
     assert stats.faces == len(response.mesh.triangles) and stats.vertices == len(vertices)
     assert stats.windows_run > 0 and stats.input_points == len(room_map)
     assert stats.device == 'cpu' and stats.profile == 'auto:cpu' and stats.iterations == 0
+    # What it measured on the map and chose: the grid and windows as set (the map is not sparse enough
+    # to coarsen a 5 cm grid).
+    assert 0 < stats.point_spacing < 0.1 and stats.noise >= 0
+    assert math.isclose(stats.voxel_size, VOXEL) and math.isclose(stats.window_size, 1.6)
     assert len(stats.stage_names) == len(stats.stage_seconds) > 0
     assert math.isclose(stats.total_seconds, sum(stats.stage_seconds), rel_tol=1e-6)
     assert np.allclose([stats.bbox_min.x, stats.bbox_min.y, stats.bbox_min.z], vertices.min(axis=0))
