@@ -72,23 +72,31 @@ for _name, _schedule in {"70 steps, decay at 50": {"iterations": 70, "decay_ever
                          "100 steps": {}}.items():
     VARIANTS[f"auto, {_name}"] = {**AUTO, "optimization": {**AUTO["optimization"], **_schedule}}
 
-# auto:cpu as shipped, then with its mesh grid (and the UCE samples) following a sparse map's spacing
+# auto:cpu before its grid followed the spacing and its trim was 2 cm, then variants of it
 AUTO_CPU = {"meshing": {**AUTO["meshing"], "coarse_to_fine_margin": 3.0}, **RAW_ENCODER,
             "optimization": {**AUTO["optimization"], "iterations": 80, "feature_learning_rate": 2e-2,
                              "window_batch": 8}}
-VARIANTS["auto:cpu"] = AUTO_CPU
+VARIANTS["earlier auto:cpu"] = AUTO_CPU
 for _name, _steps in {"": 80, ", 55 steps": 55, ", 40 steps": 40}.items():
-    VARIANTS[f"auto:cpu, grid 0.6 x spacing{_name}"] = {
+    VARIANTS[f"earlier auto:cpu, grid 0.6 x spacing{_name}"] = {
         **AUTO_CPU, "meshing": {**AUTO_CPU["meshing"], "grid_per_spacing": 0.6},
         "optimization": {**AUTO_CPU["optimization"], "iterations": _steps}}
 for _name, _meshing in {"trim 2 cm": {"trim_distance": 0.02}, "trim 1.5 cm": {"trim_distance": 0.015},
                         "snap 1.5 cm": {"snap_distance": 0.015}, "grid 0.75 cm": {"voxel_size": 0.0075}}.items():
-    VARIANTS[f"auto:cpu, {_name}"] = {**AUTO_CPU, "meshing": {**AUTO_CPU["meshing"], **_meshing}}
-VARIANTS["auto:cpu, grid 0.6 x spacing, window scale 1.25"] = {
-    **VARIANTS["auto:cpu, grid 0.6 x spacing"], "windows": {"window_scale": 1.25}}
-VARIANTS["auto:cpu, grid 0.6 x spacing, batches of 16"] = {
+    VARIANTS[f"earlier auto:cpu, {_name}"] = {**AUTO_CPU, "meshing": {**AUTO_CPU["meshing"], **_meshing}}
+VARIANTS["earlier auto:cpu, grid 0.6 x spacing, window scale 1.25"] = {
+    **VARIANTS["earlier auto:cpu, grid 0.6 x spacing"], "windows": {"window_scale": 1.25}}
+VARIANTS["earlier auto:cpu, grid 0.6 x spacing, batches of 16"] = {
     **AUTO_CPU, "meshing": {**AUTO_CPU["meshing"], "grid_per_spacing": 0.6},
     "optimization": {**AUTO_CPU["optimization"], "window_batch": 16}}
+
+
+# auto:cpu as it is now: the grid from the spacing, faces trimmed at two grid cells
+AUTO_CPU_NOW = {**AUTO_CPU, "meshing": {**AUTO_CPU["meshing"], "grid_per_spacing": 0.6, "trim_distance": 0.02}}
+VARIANTS["auto:cpu"] = AUTO_CPU_NOW
+VARIANTS["auto:cpu, grid 0.75 cm"] = {**AUTO_CPU_NOW, "meshing": {**AUTO_CPU_NOW["meshing"], "voxel_size": 0.0075,
+                                                                  "trim_distance": 0.015}}
+VARIANTS["auto:cpu, 120 steps"] = {**AUTO_CPU_NOW, "optimization": {**AUTO_CPU_NOW["optimization"], "iterations": 120}}
 
 
 def missed_by_label(scene, mesh, gt_points, tau=0.02) -> dict[str, tuple[int, int]]:

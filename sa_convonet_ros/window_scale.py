@@ -9,9 +9,10 @@ The prior itself was trained at one metric scale only, so at scale s surfaces fi
 feature cell (2.75 cm) are smoothed, and nothing in training covered those larger windows' shapes.
 
 The mesh grid can follow the spacing too (`grid_per_spacing`): between points farther apart than about
-twice the grid, the data do not place the surface, so a sparse map's grid grows with its spacing, and the
-UCE samples per window shrink with the grid cells of a window's surface (on the rooms' 4 cm scans: a
-1.5 cm grid instead of 1 cm, 1.7x faster for a few hundredths of a centimetre of Chamfer-L1).
+twice the grid, the data do not place the surface, so a sparse map's grid grows with its spacing, the
+trimming and snapping distances with the grid, and the UCE samples per window shrink with the grid cells
+of a window's surface (on the rooms' 4 cm scans: a 1.5 cm grid instead of 1 cm, 1.7x faster for a few
+hundredths of a centimetre of Chamfer-L1).
 """
 from __future__ import annotations
 
