@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,10 +72,15 @@ class StreamingMesher:
     slab order, about two slabs are held at a time, however long the map is along `axis`: the field
     costs what one cross-section of the map costs. The mesh (`mesh()`) is assembled once, at the end,
     and is the same as one marching-cubes pass over the whole grid.
+
+    `keep_faces` (face centres in metres [F, 3] -> bool [F]) drops faces as each block is marched, so
+    the pieces held until the end are the faces kept, not all the faces marched (a face's trimming
+    depends on its own centre only).
     """
 
     def __init__(self, grid: WindowGrid, keys: Iterable[BlockKey], threshold: float = 0.5,
-                 fill_value: float = EMPTY_LOGIT, axis: int = 0) -> None:
+                 fill_value: float = EMPTY_LOGIT, axis: int = 0,
+                 keep_faces: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.level = logit(threshold)
         if fill_value >= self.level:
             raise ValueError("fill_value must lie outside the surface (below the level)")
@@ -88,7 +93,9 @@ class StreamingMesher:
         self._vertices: list[np.ndarray] = []
         self._faces: list[np.ndarray] = []
         self._count = 0
+        self._keep_faces = keep_faces
         self.peak_blocks = 0  # the most blocks held at once
+        self.faces_marched = 0  # faces marching cubes made, before `keep_faces`
 
     def add(self, key: BlockKey, block: np.ndarray) -> None:
         """One block of the field; the slabs of cubes it completes are polygonised at once."""
@@ -117,9 +124,19 @@ class StreamingMesher:
             verts, tris, _, _ = measure.marching_cubes(volume, level=self.level, allow_degenerate=False,
                                                       gradient_direction="ascent")  # inside = high values
             # grid-index units keep the vertices on shared block faces bit-identical up to rounding
-            self._vertices.append(verts.astype(np.float64) + np.asarray(key, dtype=np.float64) * self.field.grid.cells)
+            verts = verts.astype(np.float64) + np.asarray(key, dtype=np.float64) * self.field.grid.cells
+            self.faces_marched += len(tris)
+            if self._keep_faces is not None:
+                verts, tris = self._kept(verts, tris)
+            self._vertices.append(verts)
             self._faces.append(tris + self._count)
             self._count += len(verts)
+
+    def _kept(self, verts: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The piece's faces that `keep_faces` keeps, and only the vertices they use."""
+        tris = tris[self._keep_faces(verts[tris].mean(axis=1) * self.field.grid.voxel_size)]
+        used, tris = np.unique(tris, return_inverse=True)
+        return verts[used], tris.reshape(-1, 3)
 
     def mesh(self) -> trimesh.Trimesh:
         """The merged mesh in metres, once every block has arrived."""
@@ -159,15 +176,23 @@ def merged_block_borders(vertices: np.ndarray, faces: np.ndarray, cells: int, di
     return remap[faces]
 
 
+def near_points(tree: cKDTree, distance: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Whether each of some positions [F, 3] lies within `distance` of a point of `tree`."""
+    def near(positions: np.ndarray) -> np.ndarray:
+        if len(positions) == 0:
+            return np.zeros(0, dtype=bool)
+        gaps, _ = tree.query(positions, k=1, distance_upper_bound=distance, workers=-1)
+        return np.isfinite(gaps)
+    return near
+
+
 def trim_far_faces(mesh: trimesh.Trimesh, points: np.ndarray, distance: float,
                     tree: cKDTree | None = None) -> trimesh.Trimesh:
     """Drop faces whose centre is farther than `distance` from every input point (unsupported completion).
     `tree`: the points' KD-tree, when the caller has one."""
     if len(mesh.faces) == 0:
         return mesh
-    tree = cKDTree(points) if tree is None else tree
-    gaps, _ = tree.query(mesh.triangles_center, k=1, distance_upper_bound=distance, workers=-1)
-    keep = np.isfinite(gaps)
+    keep = near_points(cKDTree(points) if tree is None else tree, distance)(mesh.triangles_center)
     if keep.all():
         return mesh
     mesh = mesh.copy()

@@ -38,7 +38,7 @@ from .config import DenoiseConfig, MeshingConfig, OptimizationConfig, Reconstruc
 from .denoise import NoiseEstimate, estimate_noise, project_to_local_planes
 from .errors import ReconstructionCancelled, ReconstructionError
 from .field import evaluate_block
-from .meshing import StreamingMesher, color_from_points, logit, snap_to_points, trim_far_faces
+from .meshing import StreamingMesher, color_from_points, logit, near_points, snap_to_points, trim_far_faces
 from .model import ConvONet, load_model, resolve_devices, synchronized_time
 from .optimize import WindowBatch, WindowEnsemble, WindowState, optimize_windows
 from .window_scale import scaled_to_map
@@ -238,18 +238,22 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     else:
         finished = runner.run_jobs(plan, cloud.points, replicas[0], config, tally, stop, clock, cloud.encoder_points,
                                    deadline)
-    mesher = StreamingMesher(plan.grid, plan.block_keys(), config.meshing.threshold, axis=plan.sweep_axis)
+    # One KD-tree of the points (about 35 B each) trims every block's faces as it is marched, so only the
+    # kept faces are held until the mesh is assembled; snapping and colouring reuse it.
+    tree = cKDTree(cloud.points)
+    trim = config.meshing.trim_distance
+    mesher = StreamingMesher(plan.grid, plan.block_keys(), config.meshing.threshold, axis=plan.sweep_axis,
+                             keep_faces=None if trim is None else near_points(tree, trim))
     results = mesh_blocks(plan, finished, mesher, cache, clock)
     report("mesh", 0, 1)
     with clock.stage("marching_cubes"):
         mesh = mesher.mesh()
-    faces_marched = len(mesh.faces)
     with clock.stage("trim_color"):
-        mesh = finish_mesh(mesh, cloud, config.meshing)
+        mesh = finish_mesh(mesh, cloud, config.meshing, tree, trimmed=True)
     report("mesh", 1, 1)
     stats = run_stats(cloud, plan, results, mesh, profile=config.profile, iterations=steps, devices=devices,
                       seconds=clock.seconds)
-    stats.peak_field_blocks, stats.faces_marched = mesher.peak_blocks, faces_marched
+    stats.peak_field_blocks, stats.faces_marched = mesher.peak_blocks, mesher.faces_marched
     if runner is not None:
         stats.device, stats.distributed = runner.describe(), asdict(runner.traffic)
     return Result(mesh=mesh, stats=stats)
@@ -545,11 +549,14 @@ def mesh_blocks(plan: WindowPlan, results: Iterable[JobResult], mesher: Streamin
     return done
 
 
-def finish_mesh(mesh: trimesh.Trimesh, cloud: PreparedPoints, meshing: MeshingConfig) -> trimesh.Trimesh:
-    """The mesh without faces far from the data, its vertices snapped onto the points' planes when
-    configured, and coloured from the input's colours."""
-    tree = cKDTree(cloud.points) if len(mesh.faces) else None  # one tree for the three (built once, ~35 B/point)
-    if meshing.trim_distance is not None:
+def finish_mesh(mesh: trimesh.Trimesh, cloud: PreparedPoints, meshing: MeshingConfig,
+                tree: cKDTree | None = None, trimmed: bool = False) -> trimesh.Trimesh:
+    """The mesh without faces far from the data (unless already `trimmed` block by block), its vertices
+    snapped onto the points' planes when configured, and coloured from the input's colours. `tree`: the
+    points' KD-tree, when the caller has one."""
+    if tree is None and len(mesh.faces):
+        tree = cKDTree(cloud.points)  # one tree for the three (built once, ~35 B/point)
+    if meshing.trim_distance is not None and not trimmed:
         mesh = trim_far_faces(mesh, cloud.points, meshing.trim_distance, tree)
     if snaps(meshing.snap_distance, cloud.noise):
         mesh = snap_to_points(mesh, cloud.points, meshing.snap_distance, tree=tree)

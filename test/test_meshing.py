@@ -102,6 +102,22 @@ def test_streamed_blocks_are_released_slab_by_slab_into_the_one_pass_mesh():
     assert np.allclose(np.sort(streamed.vertices, axis=0), np.sort(reference.vertices, axis=0), atol=1e-6)
 
 
+def test_faces_dropped_block_by_block_leave_the_faces_trimming_the_whole_mesh_keeps():
+    field = tube_along_y()
+    below = lambda centres: centres[:, 1] < 1.2  # noqa: E731  (the tube's first 4 of 10 slabs along y)
+    trimmed = StreamingMesher(field.grid, field.blocks, axis=1, keep_faces=below)
+    whole = StreamingMesher(field.grid, field.blocks, axis=1)
+    for key in sorted(field.blocks, key=lambda k: (k[1], k)):
+        trimmed.add(key, field.blocks[key])
+        whole.add(key, field.blocks[key])
+    kept, reference = trimmed.mesh(), whole.mesh()
+    assert trimmed.faces_marched == whole.faces_marched >= len(reference.faces) > len(kept.faces) > 0
+    expected = reference.triangles[below(reference.triangles_center)]
+    np.testing.assert_allclose(np.unique(kept.triangles.reshape(-1, 9).round(9), axis=0),
+                               np.unique(expected.reshape(-1, 9).round(9), axis=0))
+    assert len(kept.vertices) == len(np.unique(kept.faces))  # no vertex left without a face
+
+
 def test_blocks_arriving_in_any_order_give_the_same_mesh():
     field = tube_along_y()
     ordered = StreamingMesher(field.grid, field.blocks, axis=1)

@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 from sa_convonet_ros import optimize as optimize_module
 from sa_convonet_ros.config import ModelConfig, get_profile
 from sa_convonet_ros.data import generate_room, simulate_scans
-from sa_convonet_ros.meshing import BlockField, StreamingMesher, extract_mesh
+from sa_convonet_ros.meshing import BlockField, StreamingMesher, extract_mesh, near_points
 from sa_convonet_ros.model import DEFAULT_CHECKPOINT, ConvONet, load_model
 from sa_convonet_ros.pipeline import (
     STAGES,
@@ -281,17 +281,20 @@ def test_the_stages_one_by_one_make_the_mesh_of_reconstruct(tiny_model, room_cor
                         cloud.encoder_points)
     assert seen == []  # the jobs run as their results are taken
     cache = WindowCache()
-    mesher = StreamingMesher(plan.grid, plan.block_keys(), config.meshing.threshold, axis=plan.sweep_axis)
+    tree = cKDTree(cloud.points)
+    mesher = StreamingMesher(plan.grid, plan.block_keys(), config.meshing.threshold, axis=plan.sweep_axis,
+                             keep_faces=near_points(tree, config.meshing.trim_distance))
     results = mesh_blocks(plan, finished, mesher, cache, clock)
     assert [r.job for r in results] == plan.jobs and all(r.steps_run == 2 and r.blocks == [] for r in results)
     assert seen[-1] == ("field", len(plan.jobs), len(plan.jobs)) and clock.seconds["optimize"] > 0
     assert len(cache) == len(plan.windows) and 0 < mesher.peak_blocks <= len(plan.windows)
     assert mesher.field.blocks == {}  # every block released once meshed
-    mesh = finish_mesh(mesher.mesh(), cloud, config.meshing)
+    mesh = finish_mesh(mesher.mesh(), cloud, config.meshing, tree, trimmed=True)
     whole = reconstruct(room_corner, config, model=tiny_model).mesh
     np.testing.assert_array_equal(mesh.vertices, whole.vertices)
     np.testing.assert_array_equal(mesh.faces, whole.faces)
-    # the same surface as the blocks meshed in one piece, x slab first (the order may differ)
+    assert mesher.faces_marched > len(whole.faces)  # far faces were dropped block by block
+    # the same surface as the blocks meshed in one piece and trimmed at the end (the order may differ)
     blocks = BlockField(plan.grid, {key: cache.get(key, fingerprint) for job in plan.jobs
                                     for key, fingerprint in zip(job.keys, job.fingerprints)})
     at_once = finish_mesh(extract_mesh(blocks), cloud, config.meshing)
