@@ -21,7 +21,7 @@ import logging
 
 import numpy as np
 
-from .config import ReconstructionConfig
+from .config import MeshingConfig, ReconstructionConfig
 from .denoise import NoiseEstimate, estimate_noise
 
 # metres of measured spacing kept at scale 1: the rooms' sparse scans (4 cm voxels) measure 2.4-2.7 cm, so
@@ -54,14 +54,19 @@ def window_scale_for(spacing: float) -> float:
 def scaled(config: ReconstructionConfig, scale: float) -> ReconstructionConfig:
     """The configuration with every metric length of windows and meshing multiplied by `scale` (the
     window scale then recorded as applied: 1)."""
-    windows, meshing = config.windows, config.meshing
-    trim = None if meshing.trim_distance is None else meshing.trim_distance * scale
+    windows = config.windows
     return dataclasses.replace(
         config,
         windows=dataclasses.replace(windows, window_size=windows.window_size * scale, margin=windows.margin * scale,
                                     window_scale=1.0),
-        meshing=dataclasses.replace(meshing, voxel_size=meshing.voxel_size * scale, trim_distance=trim,
-                                    snap_distance=meshing.snap_distance * scale))
+        meshing=_meshing_on_grid(config.meshing, config.meshing.voxel_size * scale, scale))
+
+
+def _meshing_on_grid(meshing: MeshingConfig, voxel_size: float, factor: float) -> MeshingConfig:
+    """The meshing settings on a grid of `voxel_size`, their trimming and snapping distances times `factor`."""
+    trim = None if meshing.trim_distance is None else meshing.trim_distance * factor
+    return dataclasses.replace(meshing, voxel_size=voxel_size, trim_distance=trim,
+                               snap_distance=meshing.snap_distance * factor)
 
 
 def grid_for_spacing(voxel_size: float, spacing: float, per_spacing: float) -> float:
@@ -76,13 +81,11 @@ def coarsened(config: ReconstructionConfig, voxel_size: float) -> Reconstruction
     """The configuration on a mesh grid of `voxel_size` (coarser than its own): the trimming and snapping
     distances grow with the grid (as `scaled` grows them with the windows), and the UCE samples per window
     follow the grid cells a window's surface holds: 1 / ratio squared."""
-    meshing, optimization = config.meshing, config.optimization
-    ratio = voxel_size / meshing.voxel_size
-    trim = None if meshing.trim_distance is None else meshing.trim_distance * ratio
+    optimization = config.optimization
+    ratio = voxel_size / config.meshing.voxel_size
     return dataclasses.replace(
         config,
-        meshing=dataclasses.replace(meshing, voxel_size=voxel_size, trim_distance=trim,
-                                    snap_distance=meshing.snap_distance * ratio),
+        meshing=_meshing_on_grid(config.meshing, voxel_size, ratio),
         optimization=dataclasses.replace(
             optimization, surface_samples=max(1, round(optimization.surface_samples / ratio ** 2)),
             off_surface_samples=round(optimization.off_surface_samples / ratio ** 2)))
