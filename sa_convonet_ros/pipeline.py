@@ -8,8 +8,8 @@ It runs these stages, each a function of plain inputs and outputs:
     run_jobs         per job, on one of the devices: the UCE optimisation of its windows, then their
                      field blocks                                  -> JobResults, as the jobs finish
     mesh_blocks      the blocks into the cache and into block-wise marching cubes (meshing.py) as they
-                     come, each released once meshed                         -> the merged mesh
-    finish_mesh      trimmed, snapped and coloured
+                     come, each released once meshed, its far faces trimmed    -> the merged mesh
+    finish_mesh      snapped and coloured
 
 Memory: the windows are planned and run in slabs along the map's longest axis, and a block lives only
 until the cubes that read it are polygonised, so the field costs about two slabs of blocks whatever the
@@ -38,7 +38,7 @@ from .config import DenoiseConfig, MeshingConfig, OptimizationConfig, Reconstruc
 from .denoise import NoiseEstimate, estimate_noise, project_to_local_planes
 from .errors import ReconstructionCancelled, ReconstructionError
 from .field import evaluate_block
-from .meshing import StreamingMesher, color_from_points, logit, near_points, snap_to_points, trim_far_faces
+from .meshing import StreamingMesher, color_from_points, logit, near_points, snap_to_points
 from .model import ConvONet, load_model, resolve_devices, synchronized_time
 from .optimize import WindowBatch, WindowEnsemble, WindowState, optimize_windows
 from .window_scale import scaled_to_map
@@ -249,7 +249,7 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     with clock.stage("marching_cubes"):
         mesh = mesher.mesh()
     with clock.stage("trim_color"):
-        mesh = finish_mesh(mesh, cloud, config.meshing, tree, trimmed=True)
+        mesh = finish_mesh(mesh, cloud, config.meshing, tree)
     report("mesh", 1, 1)
     stats = run_stats(cloud, plan, results, mesh, profile=config.profile, iterations=steps, devices=devices,
                       seconds=clock.seconds)
@@ -550,14 +550,11 @@ def mesh_blocks(plan: WindowPlan, results: Iterable[JobResult], mesher: Streamin
 
 
 def finish_mesh(mesh: trimesh.Trimesh, cloud: PreparedPoints, meshing: MeshingConfig,
-                tree: cKDTree | None = None, trimmed: bool = False) -> trimesh.Trimesh:
-    """The mesh without faces far from the data (unless already `trimmed` block by block), its vertices
-    snapped onto the points' planes when configured, and coloured from the input's colours. `tree`: the
-    points' KD-tree, when the caller has one."""
+                tree: cKDTree | None = None) -> trimesh.Trimesh:
+    """The (trimmed) mesh with its vertices snapped onto the points' planes when configured, and coloured
+    from the input's colours. `tree`: the points' KD-tree, when the caller has one."""
     if tree is None and len(mesh.faces):
-        tree = cKDTree(cloud.points)  # one tree for the three (built once, ~35 B/point)
-    if meshing.trim_distance is not None and not trimmed:
-        mesh = trim_far_faces(mesh, cloud.points, meshing.trim_distance, tree)
+        tree = cKDTree(cloud.points)  # one tree for both (built once, ~35 B/point)
     if snaps(meshing.snap_distance, cloud.noise):
         mesh = snap_to_points(mesh, cloud.points, meshing.snap_distance, tree=tree)
     if cloud.colors is not None and meshing.color_from_input:

@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 from sa_convonet_ros import optimize as optimize_module
 from sa_convonet_ros.config import ModelConfig, get_profile
 from sa_convonet_ros.data import generate_room, simulate_scans
-from sa_convonet_ros.meshing import BlockField, StreamingMesher, extract_mesh, near_points
+from sa_convonet_ros.meshing import BlockField, StreamingMesher, extract_mesh, near_points, trim_far_faces
 from sa_convonet_ros.model import DEFAULT_CHECKPOINT, ConvONet, load_model
 from sa_convonet_ros.pipeline import (
     STAGES,
@@ -289,7 +289,7 @@ def test_the_stages_one_by_one_make_the_mesh_of_reconstruct(tiny_model, room_cor
     assert seen[-1] == ("field", len(plan.jobs), len(plan.jobs)) and clock.seconds["optimize"] > 0
     assert len(cache) == len(plan.windows) and 0 < mesher.peak_blocks <= len(plan.windows)
     assert mesher.field.blocks == {}  # every block released once meshed
-    mesh = finish_mesh(mesher.mesh(), cloud, config.meshing, tree, trimmed=True)
+    mesh = finish_mesh(mesher.mesh(), cloud, config.meshing, tree)
     whole = reconstruct(room_corner, config, model=tiny_model).mesh
     np.testing.assert_array_equal(mesh.vertices, whole.vertices)
     np.testing.assert_array_equal(mesh.faces, whole.faces)
@@ -297,7 +297,8 @@ def test_the_stages_one_by_one_make_the_mesh_of_reconstruct(tiny_model, room_cor
     # the same surface as the blocks meshed in one piece and trimmed at the end (the order may differ)
     blocks = BlockField(plan.grid, {key: cache.get(key, fingerprint) for job in plan.jobs
                                     for key, fingerprint in zip(job.keys, job.fingerprints)})
-    at_once = finish_mesh(extract_mesh(blocks), cloud, config.meshing)
+    at_once = finish_mesh(trim_far_faces(extract_mesh(blocks), cloud.points, config.meshing.trim_distance),
+                          cloud, config.meshing)
     np.testing.assert_array_equal(np.unique(at_once.triangles.reshape(-1, 9), axis=0),
                                   np.unique(whole.triangles.reshape(-1, 9), axis=0))
 
