@@ -10,6 +10,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import trimesh
@@ -184,7 +185,8 @@ def write_mesh(mesh: trimesh.Trimesh, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ext = path.suffix.lower()
     if ext == ".ply":
-        path.write_bytes(ply_bytes(mesh))
+        with open(path, "wb") as stream:
+            write_ply(mesh, stream)
     elif ext == ".glb":
         _export_glb(mesh, path)
     else:
@@ -250,36 +252,47 @@ def _check_float32_range(vertices: np.ndarray, path: Path) -> None:
                          f"the origin lie on a {100 * spacing:.2g} cm grid; write .ply, .glb, .obj or .off")
 
 
-def ply_bytes(mesh: trimesh.Trimesh) -> bytes:
+def write_ply(mesh: trimesh.Trimesh, stream: BinaryIO, chunk: int = 1 << 18) -> None:
     """A binary little-endian PLY: double-precision vertices, 8-bit RGBA vertex (or face) colours
-    when the mesh has them, and triangles as int32 indices."""
+    when the mesh has them, and triangles as int32 indices. Written `chunk` rows at a time, so that a
+    mesh of tens of millions of faces is not copied whole into a table and a byte string first."""
     vertices = np.asarray(mesh.vertices, dtype=np.float64).reshape(-1, 3)
-    faces = np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3)
+    faces = np.asarray(mesh.faces).reshape(-1, 3)
     kind = mesh.visual.kind if len(vertices) else None
     vertex_fields = [("x", "<f8"), ("y", "<f8"), ("z", "<f8")]
     face_fields = [("count", "u1"), ("indices", "<i4", (3,))]
     colors = ("red", "green", "blue", "alpha")
+    vertex_rgba = face_rgba = None
     if kind == "vertex":
         vertex_fields += [(c, "u1") for c in colors]
+        vertex_rgba = np.asarray(mesh.visual.vertex_colors)
     elif kind == "face":
         face_fields += [(c, "u1") for c in colors]
-    vertex_table = np.zeros(len(vertices), dtype=vertex_fields)
-    for axis, name in enumerate("xyz"):
-        vertex_table[name] = vertices[:, axis]
-    face_table = np.zeros(len(faces), dtype=face_fields)
-    face_table["count"], face_table["indices"] = 3, faces
-    if kind in ("vertex", "face"):
-        table, rgba = ((vertex_table, mesh.visual.vertex_colors) if kind == "vertex"
-                       else (face_table, mesh.visual.face_colors))
-        for channel, name in enumerate(colors):
-            table[name] = np.asarray(rgba)[:, channel]
+        face_rgba = np.asarray(mesh.visual.face_colors)
     header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(vertices)}"]
     header += ["property double x", "property double y", "property double z"]
     header += [f"property uchar {c}" for c in colors] if kind == "vertex" else []
     header += [f"element face {len(faces)}", "property list uchar int vertex_indices"]
     header += [f"property uchar {c}" for c in colors] if kind == "face" else []
     header += ["end_header"]
-    return ("\n".join(header) + "\n").encode("ascii") + vertex_table.tobytes() + face_table.tobytes()
+    stream.write(("\n".join(header) + "\n").encode("ascii"))
+    for start in range(0, len(vertices), chunk):
+        rows = np.zeros(len(vertices[start:start + chunk]), dtype=vertex_fields)
+        for axis, name in enumerate("xyz"):
+            rows[name] = vertices[start:start + chunk, axis]
+        _put_colors(rows, vertex_rgba, start, chunk, colors)
+        stream.write(rows.tobytes())
+    for start in range(0, len(faces), chunk):
+        rows = np.zeros(len(faces[start:start + chunk]), dtype=face_fields)
+        rows["count"], rows["indices"] = 3, faces[start:start + chunk]
+        _put_colors(rows, face_rgba, start, chunk, colors)
+        stream.write(rows.tobytes())
+
+
+def _put_colors(rows: np.ndarray, rgba: np.ndarray | None, start: int, chunk: int, names: tuple[str, ...]) -> None:
+    if rgba is not None:
+        for channel, name in enumerate(names):
+            rows[name] = rgba[start:start + chunk, channel]
 
 
 def _export_glb(mesh: trimesh.Trimesh, path: Path) -> None:

@@ -21,6 +21,9 @@ from skimage import measure
 from .denoise import plane_fits
 from .windows import WindowGrid
 
+# Vertices or faces per pass of the steps that go over a whole mesh: bounds their temporaries to tens of
+# MB whatever the mesh's size (a building-size map makes tens of millions of faces).
+CHUNK = 1 << 16
 EMPTY_LOGIT = -10.0  # "certainly outside": the value of grid points nobody evaluated
 BlockKey = tuple[int, int, int]
 
@@ -90,9 +93,7 @@ class StreamingMesher:
         self._by_slab: dict[int, list[BlockKey]] = defaultdict(list)
         slabs = sorted(self._pending)
         self._next, self._last = (slabs[0] - 1, slabs[-1]) if slabs else (0, -1)  # slabs of cubes to march
-        self._vertices: list[np.ndarray] = []
-        self._faces: list[np.ndarray] = []
-        self._count = 0
+        self._pieces: list[MeshPiece] = []
         self._keep_faces = keep_faces
         self.peak_blocks = 0  # the most blocks held at once
         self.faces_marched = 0  # faces marching cubes made, before `keep_faces`
@@ -121,59 +122,148 @@ class StreamingMesher:
             volume = self.field.padded_block(key)
             if volume.max() < self.level or volume.min() > self.level:
                 continue
-            verts, tris, _, _ = measure.marching_cubes(volume, level=self.level, allow_degenerate=False,
-                                                      gradient_direction="ascent")  # inside = high values
-            # grid-index units keep the vertices on shared block faces bit-identical up to rounding
-            verts = verts.astype(np.float64) + np.asarray(key, dtype=np.float64) * self.field.grid.cells
+            try:
+                verts, tris, _, _ = measure.marching_cubes(volume, level=self.level, allow_degenerate=False,
+                                                          gradient_direction="ascent")  # inside = high values
+            except RuntimeError:  # "no surface": only grid values exactly at the level, no crossing
+                continue
             self.faces_marched += len(tris)
+            if (volume == self.level).any():  # grid values exactly at the level make it repeat faces
+                tris = tris[~repeats(tris)]
+            piece = MeshPiece(key, verts, tris)
             if self._keep_faces is not None:
-                verts, tris = self._kept(verts, tris)
-            self._vertices.append(verts)
-            self._faces.append(tris + self._count)
-            self._count += len(verts)
-
-    def _kept(self, verts: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The piece's faces that `keep_faces` keeps, and only the vertices they use."""
-        tris = tris[self._keep_faces(verts[tris].mean(axis=1) * self.field.grid.voxel_size)]
-        used, tris = np.unique(tris, return_inverse=True)
-        return verts[used], tris.reshape(-1, 3)
+                piece = piece.kept(self._keep_faces(piece.face_centres(self.field.grid)))
+            if len(piece.faces):
+                self._pieces.append(piece)
 
     def mesh(self) -> trimesh.Trimesh:
-        """The merged mesh in metres, once every block has arrived."""
+        """The merged mesh in metres, once every block has arrived.
+
+        Built in place, piece by piece, so that assembling it holds little more than the mesh itself: no
+        whole-mesh temporaries (trimesh's merging and deduplication copy and sort every face several times)."""
         if self._next <= self._last:
             missing = sorted(slab for slab, count in self._pending.items() if count > 0)
             raise ValueError(f"blocks of slabs {missing} along axis {self.axis} never arrived")
-        if not self._vertices:
-            return trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=np.int64), process=False)
-        vertices, faces = np.concatenate(self._vertices), np.concatenate(self._faces)
-        self._vertices, self._faces = [], []  # the pieces go as the mesh is made from them
-        faces = merged_block_borders(vertices, faces, self.field.grid.cells)
-        mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
-        del vertices, faces
-        # drop faces that merging collapsed onto an edge (zero-area but distinct-vertex faces keep the mesh closed)
-        f = mesh.faces
-        mesh.update_faces((f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2]))
-        mesh.update_faces(mesh.unique_faces())
-        mesh.remove_unreferenced_vertices()
-        mesh.vertices = mesh.vertices * self.field.grid.voxel_size
-        return mesh
+        vertices, faces, border = self._assembled()
+        merged = merge_border_copies(vertices, faces, border)
+        faces = compacted(faces, ~collapsed_or_repeated(faces, merged))
+        vertices, faces = without_unused_vertices(vertices, faces)
+        vertices *= self.field.grid.voxel_size
+        return trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
+
+    def _assembled(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All pieces in one vertex array (grid-index units) and one face array, each piece released once
+        copied; and which vertices lie on a block border (the only ones other pieces can share)."""
+        cells = self.field.grid.cells
+        vertices = np.empty((sum(len(p.vertices) for p in self._pieces), 3))
+        faces = np.empty((sum(len(p.faces) for p in self._pieces), 3), dtype=np.int64)
+        border = np.empty(len(vertices), dtype=bool)
+        self._pieces.reverse()  # popped from the end, in marching order
+        count = filled = 0
+        while self._pieces:
+            piece = self._pieces.pop()
+            end = count + len(piece.vertices)
+            # grid-index units keep the copies of a vertex on a shared block face equal up to rounding
+            vertices[count:end] = piece.vertices
+            vertices[count:end] += np.asarray(piece.key, dtype=np.float64) * cells
+            border[count:end] = np.any(np.mod(vertices[count:end], cells) == 0, axis=1)
+            faces[filled:filled + len(piece.faces)] = piece.faces
+            faces[filled:filled + len(piece.faces)] += count
+            count, filled = end, filled + len(piece.faces)
+        return vertices, faces, border
 
 
-def merged_block_borders(vertices: np.ndarray, faces: np.ndarray, cells: int, digits: int = 5) -> np.ndarray:
-    """Faces re-indexed so that the copies of a vertex marched by neighbouring blocks become one.
+@dataclass
+class MeshPiece:
+    """One block's marching-cubes output: float32 vertices in the block's grid units, int32 faces."""
 
-    Vertices are in grid-index units. Marching cubes returns each block's vertices without duplicates, so
-    only vertices on a block border (a coordinate an exact multiple of `cells`) can have copies: merging
-    just those gives what merging every vertex (trimesh's merge_vertices) gives, at a few per cent of the cost.
+    key: BlockKey
+    vertices: np.ndarray
+    faces: np.ndarray
+
+    def face_centres(self, grid: WindowGrid) -> np.ndarray:
+        corners = self.vertices[self.faces].astype(np.float64)
+        return (corners.mean(axis=1) + np.asarray(self.key, dtype=np.float64) * grid.cells) * grid.voxel_size
+
+    def kept(self, keep: np.ndarray) -> MeshPiece:
+        """The piece with only the faces where `keep` is true, and only the vertices they use."""
+        used, faces = np.unique(self.faces[keep], return_inverse=True)
+        return MeshPiece(self.key, self.vertices[used], faces.reshape(-1, 3).astype(np.int32))
+
+
+def merge_border_copies(vertices: np.ndarray, faces: np.ndarray, border: np.ndarray, digits: int = 5) -> np.ndarray:
+    """Re-index `faces` in place so that the copies of a vertex marched by neighbouring blocks become one
+    (the first); returns which vertices now stand for several copies.
+
+    Marching cubes returns each block's vertices without duplicates (but where a grid value lies exactly at
+    the level), so only vertices on a block border can have copies: merging just those gives what merging
+    every vertex (trimesh's merge_vertices) gives, at a few per cent of the cost.
     """
-    border = np.flatnonzero(np.any(np.mod(vertices, cells) == 0, axis=1))
-    if not len(border):
-        return faces
-    _, first, inverse = np.unique(np.round(vertices[border], digits), axis=0, return_index=True,
-                                  return_inverse=True)
+    merged = np.zeros(len(vertices), dtype=bool)
+    index = np.flatnonzero(border)
+    if not len(index):
+        return merged
+    _, first, inverse, counts = np.unique(np.round(vertices[index], digits), axis=0, return_index=True,
+                                          return_inverse=True, return_counts=True)
     remap = np.arange(len(vertices))
-    remap[border] = border[first[inverse.ravel()]]
-    return remap[faces]
+    remap[index] = index[first[inverse.ravel()]]
+    merged[index[first[counts > 1]]] = True
+    for start in range(0, len(faces), CHUNK):
+        faces[start:start + CHUNK] = remap[faces[start:start + CHUNK]]
+    return merged
+
+
+def collapsed_or_repeated(faces: np.ndarray, merged: np.ndarray) -> np.ndarray:
+    """Which faces merging collapsed onto an edge, or made a repeat of an earlier face (in any winding).
+
+    Only a face with a merged vertex can be either: marching cubes makes no degenerate face
+    (allow_degenerate=False), a block's repeated faces are dropped as it is marched, and merging changes
+    no other vertex. Zero-area faces with three distinct vertices stay: they keep the mesh closed.
+    """
+    drop = np.zeros(len(faces), dtype=bool)
+    candidates = np.concatenate([start + np.flatnonzero(merged[faces[start:start + CHUNK]].any(axis=1))
+                                 for start in range(0, len(faces), CHUNK)] or [np.zeros(0, dtype=np.int64)])
+    if not len(candidates):
+        return drop
+    rows = np.sort(faces[candidates], axis=1)
+    drop[candidates] = (rows[:, 0] == rows[:, 1]) | (rows[:, 1] == rows[:, 2])
+    whole = candidates[~drop[candidates]]
+    drop[whole[repeats(faces[whole])]] = True
+    return drop
+
+
+def repeats(faces: np.ndarray) -> np.ndarray:
+    """Which faces have the vertices of an earlier face (in any winding)."""
+    _, first = np.unique(np.sort(faces, axis=1), axis=0, return_index=True)
+    repeated = np.ones(len(faces), dtype=bool)
+    repeated[first] = False
+    return repeated
+
+
+def without_unused_vertices(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The vertices some face uses (in their order) and the faces re-indexed onto them, in place."""
+    used = np.zeros(len(vertices), dtype=bool)
+    for start in range(0, len(faces), CHUNK):
+        used[faces[start:start + CHUNK].ravel()] = True
+    if used.all():
+        return vertices, faces
+    new_index = np.cumsum(used) - 1
+    for start in range(0, len(faces), CHUNK):
+        faces[start:start + CHUNK] = new_index[faces[start:start + CHUNK]]
+    return compacted(vertices, used), faces
+
+
+def compacted(rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """`rows[keep]` without a second array: the kept rows moved forward in place, chunk by chunk (the
+    result is a view of `rows`' memory)."""
+    if keep.all():
+        return rows
+    filled = 0
+    for start in range(0, len(rows), CHUNK):
+        kept = rows[start:start + CHUNK][keep[start:start + CHUNK]]
+        rows[filled:filled + len(kept)] = kept
+        filled += len(kept)
+    return rows[:filled]
 
 
 def near_points(tree: cKDTree, distance: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -207,28 +297,56 @@ def color_from_points(mesh: trimesh.Trimesh, points: np.ndarray, colors: np.ndar
     if len(mesh.vertices) == 0:
         return
     tree = cKDTree(points) if tree is None else tree
-    _, nearest = tree.query(mesh.vertices, k=1, workers=-1)
-    rgb = np.clip(np.asarray(colors, dtype=np.float64)[nearest], 0.0, 1.0)
-    alpha = np.ones((len(rgb), 1))
-    mesh.visual.vertex_colors = (np.hstack([rgb, alpha]) * 255).round().astype(np.uint8)
+    vertices = np.asarray(mesh.vertices)
+    rgba = np.full((len(vertices), 4), 255, dtype=np.uint8)
+    for start in range(0, len(vertices), CHUNK):
+        _, nearest = tree.query(vertices[start:start + CHUNK], k=1, workers=-1)
+        rgb = np.clip(np.asarray(colors[nearest], dtype=np.float64), 0.0, 1.0)
+        rgba[start:start + CHUNK, :3] = (rgb * 255).round()
+    mesh.visual.vertex_colors = rgba
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit vertex normals: the normals of the faces around each vertex weighted by the face's angle there,
+    as trimesh's `vertex_normals`, but summed over chunks of faces instead of through per-face arrays
+    (triangles, normals, angles: about 130 B a face) cached on the mesh."""
+    sums = np.zeros((len(vertices), 3))
+    for start in range(0, len(faces), CHUNK):
+        chunk = np.asarray(faces[start:start + CHUNK])
+        corners = vertices[chunk]
+        normals = trimesh.util.unitize(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]))
+        angles = np.nan_to_num(trimesh.triangles.angles(corners))
+        # the vertices of a chunk of faces are close together in the mesh's order: sum over just their range
+        low, high = int(chunk.min()), int(chunk.max()) + 1
+        for axis in range(3):
+            weighted = normals[:, axis, None] * angles
+            sums[low:high, axis] += np.bincount((chunk - low).ravel(), weighted.ravel(), minlength=high - low)
+    lengths = np.linalg.norm(sums, axis=1)
+    sums[lengths > 0] /= lengths[lengths > 0, None]  # in place: a vertex of no valid face keeps a zero normal
+    return sums
 
 
 def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, neighbours: int = 8,
                    agreement: float = 0.7, tree: cKDTree | None = None) -> trimesh.Trimesh:
     """Each vertex moved along the normal of the plane fitted to its nearest points onto that plane, by at
     most `distance`: detail finer than the grid comes from the points themselves. Vertices with too few
-    points nearby (completed surface) or whose plane disagrees with the mesh's normal stay."""
+    points nearby (completed surface) or whose plane disagrees with the mesh's normal stay. The result
+    shares the faces of `mesh`."""
     if len(mesh.vertices) == 0 or len(points) < neighbours:
         return mesh
-    vertices, normals = np.asarray(mesh.vertices), np.asarray(mesh.vertex_normals)
+    vertices = np.asarray(mesh.vertices)
+    normals = vertex_normals(vertices, mesh.faces)
     tree = cKDTree(points) if tree is None else tree
-    gaps, index = tree.query(vertices, k=neighbours, distance_upper_bound=4 * distance, workers=-1)
-    near = np.isfinite(gaps).all(axis=1)
-    mean, plane_normal, _ = plane_fits(points, index[near])
-    offset = np.einsum("ni,ni->n", vertices[near] - mean, plane_normal)
-    agrees = np.abs(np.einsum("ni,ni->n", plane_normal, normals[near])) > agreement
     moved = vertices.copy()
-    moved[near] -= (np.where(agrees, np.clip(offset, -distance, distance), 0.0))[:, None] * plane_normal
-    mesh = mesh.copy()
-    mesh.vertices = moved
-    return mesh
+    for start in range(0, len(vertices), CHUNK):  # the plane fits cost about 600 B a vertex
+        part = slice(start, start + CHUNK)
+        gaps, index = tree.query(vertices[part], k=neighbours, distance_upper_bound=4 * distance, workers=-1)
+        near = np.isfinite(gaps).all(axis=1)
+        mean, plane_normal, _ = plane_fits(points, index[near])
+        offset = np.einsum("ni,ni->n", vertices[part][near] - mean, plane_normal)
+        agrees = np.abs(np.einsum("ni,ni->n", plane_normal, normals[part][near])) > agreement
+        moved[part][near] -= np.where(agrees, np.clip(offset, -distance, distance), 0.0)[:, None] * plane_normal
+    snapped = trimesh.Trimesh(vertices=moved, faces=mesh.faces, process=False)
+    if mesh.visual.kind == "vertex":
+        snapped.visual.vertex_colors = mesh.visual.vertex_colors
+    return snapped

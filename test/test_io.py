@@ -195,3 +195,26 @@ def test_an_unwritable_place_is_found_by_probing(tmp_path):
     # Missing parent folders are fine (they are created on writing), and nothing is left behind.
     assert check_mesh_path(tmp_path / "new" / "deeper" / "mesh.glb") == tmp_path / "new" / "deeper" / "mesh.glb"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["vertex", "face", None])
+def test_ply_written_in_chunks_is_the_mesh_whatever_the_chunk(kind):
+    import io as bytes_io
+
+    from sa_convonet_ros.io import write_ply
+
+    mesh = trimesh.creation.icosphere(subdivisions=2)
+    rng = np.random.default_rng(0)
+    if kind == "vertex":
+        mesh.visual.vertex_colors = rng.integers(0, 256, (len(mesh.vertices), 4), dtype=np.uint8)
+    elif kind == "face":
+        mesh.visual.face_colors = rng.integers(0, 256, (len(mesh.faces), 4), dtype=np.uint8)
+    whole, chunked = bytes_io.BytesIO(), bytes_io.BytesIO()
+    write_ply(mesh, whole, chunk=len(mesh.faces))
+    write_ply(mesh, chunked, chunk=7)  # neither count is a multiple of 7
+    assert whole.getvalue() == chunked.getvalue()
+    loaded = trimesh.load(bytes_io.BytesIO(chunked.getvalue()), file_type="ply", process=False)
+    np.testing.assert_array_equal(loaded.vertices, mesh.vertices)
+    np.testing.assert_array_equal(loaded.faces, mesh.faces)
+    if kind == "vertex":
+        np.testing.assert_array_equal(loaded.visual.vertex_colors, mesh.visual.vertex_colors)

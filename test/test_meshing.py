@@ -179,3 +179,62 @@ def test_snapping_moves_vertices_onto_the_points_plane_by_at_most_the_distance()
     np.testing.assert_array_equal(np.asarray(snapped.vertices)[~top], np.asarray(plane.vertices)[~top])
     limited = snap_to_points(plane, points, distance=0.001)
     assert np.abs(np.asarray(limited.vertices) - np.asarray(plane.vertices)).max() <= 0.001 + 1e-12
+
+
+def test_vertex_normals_summed_in_chunks_are_trimeshs(monkeypatch):
+    from sa_convonet_ros import meshing
+
+    mesh = extract_mesh(tube_along_y())
+    monkeypatch.setattr(meshing, "CHUNK", 1000)  # many chunks, each over its own range of vertices
+    normals = meshing.vertex_normals(np.asarray(mesh.vertices), mesh.faces)
+    np.testing.assert_allclose(normals, mesh.vertex_normals, atol=1e-12)
+    assert np.allclose(np.linalg.norm(normals, axis=1), 1.0)
+
+
+def test_compacted_keeps_the_chosen_rows_in_order_in_place(monkeypatch):
+    from sa_convonet_ros import meshing
+
+    monkeypatch.setattr(meshing, "CHUNK", 4)
+    rows = np.arange(30).reshape(10, 3)
+    keep = np.array([1, 0, 0, 1, 1, 0, 1, 1, 0, 1], dtype=bool)
+    expected = rows[keep]
+    kept = meshing.compacted(rows, keep)
+    np.testing.assert_array_equal(kept, expected)
+    assert np.shares_memory(kept, rows)
+
+
+def test_merging_drops_collapsed_and_repeated_faces_only():
+    from sa_convonet_ros.meshing import collapsed_or_repeated
+
+    merged = np.array([True, True, False, False, False, False])  # vertices that stand for several copies
+    faces = np.array([[0, 1, 2],   # kept: the first of its vertex set
+                      [2, 1, 0],   # the same face wound the other way: a repeat
+                      [0, 0, 3],   # collapsed onto an edge by merging
+                      [0, 3, 4],
+                      [2, 3, 4],   # no merged vertex: merging cannot have changed it
+                      [2, 4, 3]])
+    np.testing.assert_array_equal(collapsed_or_repeated(faces, merged), [False, True, True, False, False, False])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_field_with_values_exactly_at_the_level_gives_no_repeated_or_collapsed_face(seed):
+    # integer logits put many grid values exactly at the level, where marching cubes repeats faces and
+    # makes vertices at the same place
+    grid = WindowGrid(voxel_size=0.1, cells=5, margin=0.1)
+    rng = np.random.default_rng(seed)
+    windows = all_windows((0, 0, 0), (2, 2, 2))
+    field = BlockField(grid, {tuple(w): rng.integers(-2, 3, (5, 5, 5)).astype(np.float32) for w in windows})
+    mesh = extract_mesh(field)
+    rows = np.sort(mesh.faces, axis=1)
+    assert len(rows) == len(np.unique(rows, axis=0))
+    assert np.all((rows[:, 0] != rows[:, 1]) & (rows[:, 1] != rows[:, 2]))
+
+    def proper_triangles(m):  # corners sorted and rounded; those with three distinct corners
+        corners = np.round(m.triangles, 6)
+        order = np.lexsort(corners.transpose(2, 0, 1)[::-1], axis=-1)
+        corners = np.take_along_axis(corners, order[..., None], axis=1)
+        distinct = np.any(corners[:, 0] != corners[:, 1], axis=1) & np.any(corners[:, 1] != corners[:, 2], axis=1)
+        return np.unique(corners[distinct].reshape(-1, 9), axis=0)
+
+    # where merging copies on block borders collapsed a face, the single pass has a face of zero extent
+    np.testing.assert_allclose(proper_triangles(mesh), proper_triangles(dense_single_pass(field, windows)), atol=1e-5)
