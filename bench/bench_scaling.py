@@ -241,15 +241,15 @@ def print_floor_table(rows: list[tuple[str, dict]], args) -> None:
     print(f"- base (imports and the model, before the cloud is read): {rows[0][1]['base_mb']:.0f} MB; "
           f"a field block: {rows[0][1]['block_mb']:.2f} MB\n")
     print("| floor | profile | points | windows | blocks held (most) | faces marched / kept | seconds | "
-          "peak RSS (MB) | prepare / windows / mesh peak above base (MB) | B / point | B / marched face |")
+          "peak RSS (MB) | prepare / windows / mesh peak above base (MB) | B / point | B / kept face |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
     for name, run in rows:
         phases, base = run["phases"], run["base_mb"]
         peak = max(phase["peak_mb"] for phase in phases.values())
         above = " / ".join(f"{phases[p]['peak_mb'] - base:.0f}" for p in ("prepare", "windows", "mesh"))
         per_point = (phases["prepare"]["peak_mb"] - base) * MB / run["points"]
-        # what assembling and finishing the mesh adds to what the windows phase started with (the points)
-        per_face = (phases["mesh"]["peak_mb"] - phases["windows"]["start_mb"]) * MB / max(run["faces_marched"], 1)
+        # what the kept faces, their assembly and finishing add to what the windows phase started with
+        per_face = (phases["mesh"]["peak_mb"] - phases["windows"]["start_mb"]) * MB / max(run["faces"], 1)
         print(f"| {name} | {run['profile']} | {run['points']} | {run['windows']} | {run['peak_blocks']} | "
               f"{run['faces_marched']} / {run['faces']} | {run['seconds']:.0f} | {peak:.0f} | {above} | "
               f"{per_point:.0f} | {per_face:.0f} |")

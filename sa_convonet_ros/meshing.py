@@ -350,3 +350,31 @@ def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, n
     if mesh.visual.kind == "vertex":
         snapped.visual.vertex_colors = mesh.visual.vertex_colors
     return snapped
+
+
+def simplified(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh:
+    """The mesh with at most `max_faces` faces, for displays and messages: its vertices clustered on a
+    grid just coarse enough (Open3D's vertex clustering, vertex colours averaged); the mesh itself when it
+    has no more faces, or when `max_faces` is 0 (no limit)."""
+    import open3d as o3d  # imported here: most processes that mesh never simplify
+
+    if max_faces <= 0 or len(mesh.faces) <= max_faces:
+        return mesh
+    source = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.asarray(mesh.vertices)),
+                                       o3d.utility.Vector3iVector(np.asarray(mesh.faces, dtype=np.int32)))
+    if mesh.visual.kind == "vertex":
+        source.vertex_colors = o3d.utility.Vector3dVector(np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0)
+    # faces grow with the inverse square of the cell: start from the edge length a face has now
+    sample = np.asarray(mesh.faces[:: max(1, len(mesh.faces) // 10_000)])
+    vertices = np.asarray(mesh.vertices)
+    cell = float(np.median(np.linalg.norm(vertices[sample[:, 0]] - vertices[sample[:, 1]], axis=1)))
+    faces = len(mesh.faces)
+    while faces > max_faces:
+        cell *= 1.05 * np.sqrt(faces / max_faces)
+        coarse = source.simplify_vertex_clustering(voxel_size=cell)
+        faces = len(coarse.triangles)
+    result = trimesh.Trimesh(np.asarray(coarse.vertices), np.asarray(coarse.triangles, dtype=np.int64), process=False)
+    if mesh.visual.kind == "vertex":
+        rgb = np.asarray(coarse.vertex_colors)
+        result.visual.vertex_colors = np.hstack([(rgb * 255).round(), np.full((len(rgb), 1), 255)]).astype(np.uint8)
+    return result

@@ -238,3 +238,18 @@ def test_a_field_with_values_exactly_at_the_level_gives_no_repeated_or_collapsed
 
     # where merging copies on block borders collapsed a face, the single pass has a face of zero extent
     np.testing.assert_allclose(proper_triangles(mesh), proper_triangles(dense_single_pass(field, windows)), atol=1e-5)
+
+
+def test_a_simplified_mesh_keeps_the_surface_and_its_colours_within_the_face_budget():
+    from sa_convonet_ros.meshing import simplified
+
+    sphere = trimesh.creation.icosphere(subdivisions=5, radius=1.0)  # 20,480 faces
+    sphere.visual.vertex_colors = np.where(sphere.vertices[:, 2:] > 0, [255, 0, 0, 255], [0, 0, 255, 255])
+    assert simplified(sphere, 0) is sphere and simplified(sphere, len(sphere.faces)) is sphere
+    small = simplified(sphere, 3000)
+    assert 1000 < len(small.faces) <= 3000
+    assert np.abs(np.linalg.norm(small.vertices, axis=1) - 1.0).max() < 0.02  # on the sphere
+    assert small.area == pytest.approx(sphere.area, rel=0.03)  # all of it
+    top = small.vertices[:, 2] > 0.3
+    assert np.all(small.visual.vertex_colors[top, 0] == 255) and np.all(small.visual.vertex_colors[~top & (
+        small.vertices[:, 2] < -0.3), 2] == 255)

@@ -50,6 +50,7 @@ from sa_convonet_ros.action import ReconstructScene as ReconstructSceneAction
 from sa_convonet_ros.errors import ReconstructionCancelled, ReconstructionError
 from sa_convonet_ros.io import check_mesh_path, check_output_file
 from sa_convonet_ros.memory import keep_heap_compact, release_freed_memory
+from sa_convonet_ros.meshing import simplified
 from sa_convonet_ros.model import load_model
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
 from sa_convonet_ros.pipeline import Result, WindowCache, reconstruct, subsample_evenly
@@ -523,7 +524,13 @@ class ReconstructionNode(Node):
         result, points = self._reconstruct(job, settings, model, progress)
         progress('messages', 0, 1)
         start = time.perf_counter()
-        markers, mesh_msg = self._messages(result.mesh, points, frame_id, settings, job.cloud.colors is not None)
+        shown = simplified(result.mesh, settings.options.max_message_faces)
+        if shown is not result.mesh:
+            self.get_logger().info(f'the mesh has {len(result.mesh.faces)} faces, more than max_message_faces='
+                                   f'{settings.options.max_message_faces}: the markers and the response carry it '
+                                   f'simplified to {len(shown.faces)} faces; a mesh file keeps every face')
+        markers, mesh_msg = self._messages(shown, points, frame_id, settings, job.cloud.colors is not None)
+        del shown
         seconds = dict(result.stats.seconds, messages=time.perf_counter() - start)
         staged = StagedFiles()
         if output:
@@ -535,7 +542,9 @@ class ReconstructionNode(Node):
             staged.discard()
             raise ReconstructionCancelled('reconstruction cancelled')
         staged.move_into_place()
-        return Product(result, markers, mesh_msg, self._stats_msg(result.stats, seconds, output))
+        stats_msg = self._stats_msg(result.stats, seconds, output)
+        stats_msg.message_faces = len(mesh_msg.triangles)
+        return Product(result, markers, mesh_msg, stats_msg)
 
     def _reconstruct(self, job: Job, settings: Settings, model, progress) -> tuple[Result, np.ndarray]:
         """The core's reconstruction of the job's cloud (capped at max_points), and the points it was

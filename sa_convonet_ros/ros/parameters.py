@@ -72,6 +72,10 @@ class NodeOptions:
                               choices=COLOR_MODES)
     max_triangles_per_marker: int = setting(200_000, 'split the mesh into TRIANGLE_LIST markers of at most this '
                                                      'many triangles', at_least=1)
+    max_message_faces: int = setting(1_000_000, 'faces at most in the published markers and the service\'s mesh: a '
+                                                'larger mesh is simplified for them (vertex clustering) while the '
+                                                'mesh file keeps every face (0 = no limit; messages cost about '
+                                                '0.8 kB a face)', at_least=0)
     auto_reconstruct: bool = setting(False, 'reconstruct automatically whenever the map changed')
     auto_min_period: float = setting(30.0, 'automatic mode: at least this many seconds between the starts of two '
                                            'reconstructions', at_least=0)

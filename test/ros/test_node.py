@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import trimesh
 from action_msgs.msg import GoalStatus
 from geometry_msgs.msg import Point
 from rcl_interfaces.msg import Parameter as ParameterMsg
@@ -321,6 +322,33 @@ def test_request_cloud_replaces_the_map_and_markers_split(node, ros, room_map):
         markers.close()
     finally:
         set_parameters(ros, node, max_triangles_per_marker=200_000, color_mode='rgb')
+
+
+def test_a_mesh_over_max_message_faces_is_simplified_for_the_messages_only(node, ros, room_map, tmp_path):
+    output = tmp_path / 'full.ply'
+    full = call(ros, node, request(output_path=str(output)))
+    assert full.success, full.message
+    assert full.stats.message_faces == full.stats.faces == len(full.mesh.triangles)
+    budget = full.stats.faces // 3
+    assert all(r.successful for r in set_parameters(ros, node, max_message_faces=budget))
+    try:
+        start = len(node.log_text())
+        response = call(ros, node, request(output_path=str(output)))
+        assert response.success, response.message
+        stats = response.stats
+        assert stats.faces == full.stats.faces  # the reconstruction is the same
+        assert 0 < stats.message_faces == len(response.mesh.triangles) <= budget
+        assert len(trimesh.load(output, process=False).faces) == stats.faces  # the file keeps every face
+        node.wait_for_log(rf'more than max_message_faces={budget}: .* simplified to {stats.message_faces} faces',
+                          timeout=5, start=start)
+        # the simplified mesh still lies on the map
+        assert np.median(cKDTree(room_map).query(mesh_vertices(response.mesh))[0]) < 0.06
+        markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
+        assert ros.spin_until(lambda: markers.messages, 15)
+        check_markers(markers.messages[-1], 'map', stats.message_faces)
+        markers.close()
+    finally:
+        set_parameters(ros, node, max_message_faces=1_000_000)
 
 
 def _bad_clouds():
