@@ -38,6 +38,7 @@ from .config import DenoiseConfig, MeshingConfig, OptimizationConfig, Reconstruc
 from .denoise import NoiseEstimate, estimate_noise, project_to_local_planes
 from .errors import ReconstructionCancelled, ReconstructionError
 from .field import evaluate_block
+from .memory import release_freed_memory
 from .meshing import StreamingMesher, color_from_points, logit, near_points, snap_to_points
 from .model import ConvONet, load_model, resolve_devices, synchronized_time
 from .optimize import WindowBatch, WindowEnsemble, WindowState, optimize_windows
@@ -248,6 +249,7 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     report("mesh", 0, 1)
     with clock.stage("marching_cubes"):
         mesh = mesher.mesh()
+    release_freed_memory()  # the pieces, freed as the mesh was assembled: back to the system before snapping
     with clock.stage("trim_color"):
         mesh = finish_mesh(mesh, cloud, config.meshing, tree)
     report("mesh", 1, 1)
