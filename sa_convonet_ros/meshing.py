@@ -354,27 +354,58 @@ def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, n
 
 def simplified(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh:
     """The mesh with at most `max_faces` faces, for displays and messages: its vertices clustered on a
-    grid just coarse enough (Open3D's vertex clustering, vertex colours averaged); the mesh itself when it
-    has no more faces, or when `max_faces` is 0 (no limit)."""
-    import open3d as o3d  # imported here: most processes that mesh never simplify
+    grid just coarse enough, each cluster one vertex at their mean (colours averaged too); the mesh itself
+    when it has no more faces, when `max_faces` is 0 (no limit) or when a vertex is not finite.
 
-    if max_faces <= 0 or len(mesh.faces) <= max_faces:
+    Vertex clustering as Open3D's `simplify_vertex_clustering` does it, written over chunks of faces:
+    Open3D's copy of the mesh and its maps cost about 140 B a face, too much for the meshes of tens of
+    millions of faces this is for."""
+    vertices, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
+    if max_faces <= 0 or len(faces) <= max_faces or not np.isfinite(vertices).all():
         return mesh
-    source = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.asarray(mesh.vertices)),
-                                       o3d.utility.Vector3iVector(np.asarray(mesh.faces, dtype=np.int32)))
-    if mesh.visual.kind == "vertex":
-        source.vertex_colors = o3d.utility.Vector3dVector(np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0)
-    # faces grow with the inverse square of the cell: start from the edge length a face has now
-    sample = np.asarray(mesh.faces[:: max(1, len(mesh.faces) // 10_000)])
-    vertices = np.asarray(mesh.vertices)
+    # faces fall with the square of the cell: start from the length of an edge now
+    sample = faces[:: max(1, len(faces) // 10_000)]
     cell = float(np.median(np.linalg.norm(vertices[sample[:, 0]] - vertices[sample[:, 1]], axis=1)))
-    faces = len(mesh.faces)
-    while faces > max_faces:
-        cell *= 1.05 * np.sqrt(faces / max_faces)
-        coarse = source.simplify_vertex_clustering(voxel_size=cell)
-        faces = len(coarse.triangles)
-    result = trimesh.Trimesh(np.asarray(coarse.vertices), np.asarray(coarse.triangles, dtype=np.int64), process=False)
+    count = len(faces)
+    while count > max_faces:
+        cell *= 1.05 * np.sqrt(count / max_faces)
+        labels = cluster_labels(vertices, cell)
+        coarse = clustered_faces(faces, labels)
+        count = len(coarse)
+    used, coarse = np.unique(coarse, return_inverse=True)  # the clusters some face uses, renumbered
+    coarse = coarse.reshape(-1, 3)
+    cluster_of = np.full(int(labels.max()) + 1, -1)
+    cluster_of[used] = np.arange(len(used))
+    members = cluster_of[labels]  # each vertex's cluster among those kept, or -1
+    kept = members >= 0
+    sizes = np.bincount(members[kept], minlength=len(used))[:, None]
+    means = [np.bincount(members[kept], values[kept], minlength=len(used)) for values in vertices.T]
+    result = trimesh.Trimesh(np.stack(means, axis=1) / sizes, coarse, process=False)
     if mesh.visual.kind == "vertex":
-        rgb = np.asarray(coarse.vertex_colors)
-        result.visual.vertex_colors = np.hstack([(rgb * 255).round(), np.full((len(rgb), 1), 255)]).astype(np.uint8)
+        rgba = np.asarray(mesh.visual.vertex_colors)
+        channels = [np.bincount(members[kept], rgba[kept, c], minlength=len(used)) for c in range(4)]
+        result.visual.vertex_colors = (np.stack(channels, axis=1) / sizes).round().astype(np.uint8)
     return result
+
+
+def cluster_labels(vertices: np.ndarray, cell: float) -> np.ndarray:
+    """Each vertex's cluster: a number shared by the vertices in the same grid cell of edge `cell`."""
+    low = vertices.min(axis=0)
+    shape = np.floor((vertices.max(axis=0) - low) / cell).astype(np.int64) + 1
+    keys = np.empty(len(vertices), dtype=np.int64)
+    for start in range(0, len(vertices), CHUNK):
+        cells = np.floor((vertices[start:start + CHUNK] - low) / cell).astype(np.int64)
+        keys[start:start + CHUNK] = np.ravel_multi_index(np.minimum(cells, shape - 1).T, shape)
+    _, labels = np.unique(keys, return_inverse=True)
+    return labels.ravel()
+
+
+def clustered_faces(faces: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The faces between clusters: each face's vertices replaced by their clusters, those collapsed onto
+    fewer than three clusters dropped, and each remaining triangle of clusters once."""
+    pieces = []
+    for start in range(0, len(faces), CHUNK):
+        rows = labels[faces[start:start + CHUNK]]
+        pieces.append(rows[(rows[:, 0] != rows[:, 1]) & (rows[:, 1] != rows[:, 2]) & (rows[:, 0] != rows[:, 2])])
+    rows = np.concatenate(pieces)
+    return rows[~repeats(rows)]

@@ -18,6 +18,11 @@ from scipy.spatial import cKDTree
 
 from .colors import height_colors
 from .io import PointCloudData
+from .meshing import simplified
+
+# A preview renders a mesh of more faces simplified to this many: a panel has fewer pixels than that, and
+# ray casting costs about 250 B a face (a building-size mesh has tens of millions).
+PREVIEW_MAX_FACES = 2_000_000
 
 # Camera directions as (azimuth, elevation) in degrees around the up axis; azimuth 0 looks from +x
 # (or +z for y-up data), and the default "iso" view looks down from an elevated front-right corner.
@@ -321,6 +326,7 @@ def _shade_points(points: np.ndarray, colors: np.ndarray | None, camera: Camera,
 def _as_renderable(item: Renderable) -> tuple[str, np.ndarray, object]:
     """('mesh', vertices, mesh) or ('points', points, colours)."""
     if isinstance(item, trimesh.Trimesh):
+        item = simplified(item, PREVIEW_MAX_FACES)
         return "mesh", np.asarray(item.vertices, dtype=np.float64), item
     if isinstance(item, trimesh.PointCloud):
         colors = item.colors[:, :3] / 255.0 if len(item.colors) else None

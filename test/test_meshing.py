@@ -246,6 +246,9 @@ def test_a_simplified_mesh_keeps_the_surface_and_its_colours_within_the_face_bud
     sphere = trimesh.creation.icosphere(subdivisions=5, radius=1.0)  # 20,480 faces
     sphere.visual.vertex_colors = np.where(sphere.vertices[:, 2:] > 0, [255, 0, 0, 255], [0, 0, 255, 255])
     assert simplified(sphere, 0) is sphere and simplified(sphere, len(sphere.faces)) is sphere
+    broken = sphere.copy()
+    broken.vertices[0] = np.nan
+    assert simplified(broken, 3000) is broken  # nothing to cluster a vertex at NaN on
     small = simplified(sphere, 3000)
     assert 1000 < len(small.faces) <= 3000
     assert np.abs(np.linalg.norm(small.vertices, axis=1) - 1.0).max() < 0.02  # on the sphere

@@ -86,3 +86,18 @@ def test_side_by_side_uses_one_camera(tmp_path, sphere):
     # Same camera: the half-size sphere covers about a quarter of the pixels.
     ratio = _foreground(small_panel[20:]).sum() / _foreground(big[20:]).sum()
     assert 0.15 < ratio < 0.35
+
+
+def test_a_mesh_over_the_preview_budget_renders_simplified_to_nearly_the_same_image(tmp_path, monkeypatch):
+    from sa_convonet_ros import preview
+
+    sphere = trimesh.creation.icosphere(subdivisions=5)  # 20,480 faces
+    sphere.visual.vertex_colors = np.where(sphere.vertices[:, 2:] > 0, [200, 60, 60, 255], [60, 60, 200, 255])
+    full = np.asarray(Image.open(render_mesh_png(sphere, tmp_path / "full.png", size=(160, 120))), dtype=float)
+    monkeypatch.setattr(preview, "PREVIEW_MAX_FACES", 3000)
+    simplified = np.asarray(Image.open(render_mesh_png(sphere, tmp_path / "simple.png", size=(160, 120))),
+                            dtype=float)
+    background = [np.all(image == image[0, 0], axis=2) for image in (full, simplified)]
+    assert np.mean(background[0] != background[1]) < 0.02  # the same silhouette
+    difference = np.mean(np.abs(full - simplified))
+    assert 0 < difference < 4.0  # of 255: simplified, yet the same sphere, colours and shading
