@@ -256,3 +256,35 @@ def test_a_simplified_mesh_keeps_the_surface_and_its_colours_within_the_face_bud
     top = small.vertices[:, 2] > 0.3
     assert np.all(small.visual.vertex_colors[top, 0] == 255) and np.all(small.visual.vertex_colors[~top & (
         small.vertices[:, 2] < -0.3), 2] == 255)
+
+
+def test_assembling_snapping_and_colouring_hold_little_more_than_the_mesh(monkeypatch):
+    import tracemalloc
+
+    from scipy.spatial import cKDTree
+
+    from sa_convonet_ros import meshing
+
+    monkeypatch.setattr(meshing, "CHUNK", 1024)  # the chunks' bounded temporaries, small beside this mesh
+    grid = WindowGrid(voxel_size=0.01, cells=20, margin=0.1)
+    centre, radius = np.array([0.41, 0.38, 0.43]), 0.35
+    field = analytic_field(grid, all_windows((0, 0, 0), (4, 4, 4)),
+                           lambda p: np.linalg.norm(p - centre, axis=-1) - radius)
+    mesher = StreamingMesher(grid, field.blocks)
+    for key in sorted(field.blocks):
+        mesher.add(key, field.blocks[key])
+    directions = np.random.default_rng(0).normal(size=(50_000, 3))
+    points = centre + radius * directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    tree = cKDTree(points)
+    tracemalloc.start()  # numpy reports its arrays to tracemalloc
+    try:
+        mesh = mesher.mesh()
+        snapped = meshing.snap_to_points(mesh, points, 0.01, tree=tree)
+        color_from_points(snapped, points, np.full((len(points), 3), 0.5), tree)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    mesh_bytes = np.asarray(mesh.vertices).nbytes + np.asarray(mesh.faces).nbytes
+    assert len(mesh.faces) > 40_000
+    # the mesh, its snapped vertices and normals, colours: about 2.3x; whole-mesh temporaries made 16x
+    assert peak < 3.5 * mesh_bytes
