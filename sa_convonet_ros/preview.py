@@ -430,7 +430,8 @@ def render_side_by_side(panels: Sequence[tuple[str, Renderable]], path: str | Pa
         kind, data, extra = _as_renderable(item)
         empty = kind == "mesh" and len(extra.faces) == 0
         framing = _framing_points(_referenced_vertices(extra) if kind == "mesh" and not empty else data)
-        items.append((title, item, empty or len(framing) == 0, framing))
+        # the mesh as it will be rendered (simplified when large), so that it is simplified only once
+        items.append((title, extra if kind == "mesh" else item, empty or len(framing) == 0, framing))
     framings = [framing for _, _, empty, framing in items if not empty]
     if not framings:
         raise ValueError("none of the panels has finite geometry to render")
