@@ -225,11 +225,15 @@ def collapsed_or_repeated(faces: np.ndarray, merged: np.ndarray) -> np.ndarray:
                                  for start in range(0, len(faces), CHUNK)] or [np.zeros(0, dtype=np.int64)])
     if not len(candidates):
         return drop
-    rows = np.sort(faces[candidates], axis=1)
-    drop[candidates] = (rows[:, 0] == rows[:, 1]) | (rows[:, 1] == rows[:, 2])
+    drop[candidates] = collapsed(faces[candidates])
     whole = candidates[~drop[candidates]]
     drop[whole[repeats(faces[whole])]] = True
     return drop
+
+
+def collapsed(faces: np.ndarray) -> np.ndarray:
+    """Which faces use one vertex twice (collapsed onto an edge or a point)."""
+    return (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 0] == faces[:, 2])
 
 
 def repeats(faces: np.ndarray) -> np.ndarray:
@@ -406,6 +410,6 @@ def clustered_faces(faces: np.ndarray, labels: np.ndarray) -> np.ndarray:
     pieces = []
     for start in range(0, len(faces), CHUNK):
         rows = labels[faces[start:start + CHUNK]]
-        pieces.append(rows[(rows[:, 0] != rows[:, 1]) & (rows[:, 1] != rows[:, 2]) & (rows[:, 0] != rows[:, 2])])
+        pieces.append(rows[~collapsed(rows)])
     rows = np.concatenate(pieces)
     return rows[~repeats(rows)]
