@@ -4,6 +4,7 @@
     python -m bench.bench_scaling points --size 30x20 --setting dense --seed 0
     python -m bench.bench_scaling windows --sizes 3x3 6x5 10x8 --setting sparse --max-points 150000 --seed 0
     python -m bench.bench_scaling ray --size 8x7 --setting sparse --profile auto:cpu --workers 2 --seed 0
+    python -m bench.bench_scaling mesh floor.ply --max-faces 1000000 --open3d
 
 Floors (the default): generates floors of the given sizes (`data.floors`: rooms along a corridor),
 scans each with the simulated depth camera and reconstructs it once per profile (`NAME` or `NAME:ITERATIONS`),
@@ -19,6 +20,13 @@ Points (`points`): the part of the memory that follows the input, at building sc
 network: one floor scanned, then `prepare_points` (denoising) and `plan_windows` with the `fast`
 profile; prints their peak and what stays held, per input point.
 
+Mesh (`mesh`): what is done with a finished mesh, each step's peak RSS above its start and seconds: the
+simplification for the node's messages and previews (`meshing.simplified`, and with `--open3d` Open3D's
+vertex clustering and quadric decimation to the same budget for comparison), a PNG preview (and one of
+the whole mesh, without the preview's simplification), and, in the
+ROS 2 environment, the node's messages (markers and shape_msgs/Mesh, built and serialised) of the
+simplified mesh.
+
 Windows (`windows`): generates closed rooms of the given floor sizes (metres, all --height tall), simulates
 depth scans and keeps at most --max-points of them (`subsample_evenly`). A fourth, *sparse corridor* map
 keeps only an L-shaped strip (--strip metres wide, along two walls) of the largest room's scan: its bounding
@@ -29,6 +37,7 @@ the rooms, and how the corridor's time compares with the fit and with its same-b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -368,8 +377,94 @@ def ray_main(argv=None) -> int:
     return 0 if same else 1
 
 
+def mesh_main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.bench_scaling mesh",
+                                     description="memory and time of what is done with a finished mesh")
+    parser.add_argument("mesh", help="a mesh file, e.g. one the CLI wrote")
+    parser.add_argument("--max-faces", type=int, default=1_000_000, help="the simplification's face budget")
+    parser.add_argument("--open3d", action="store_true",
+                        help="also Open3D's vertex clustering and quadric decimation to the same budget")
+    args = parser.parse_args(argv)
+    import trimesh
+
+    from sa_convonet_ros.meshing import simplified
+    from sa_convonet_ros.preview import render_mesh_png
+
+    mesh = trimesh.load(args.mesh, process=False)
+    steps = {"simplified (meshing.simplified)": lambda: simplified(mesh, args.max_faces),
+             "PNG preview (render_mesh_png)": lambda: render_mesh_png(mesh, Path(args.mesh).with_suffix(".bench.png")),
+             "PNG preview of the whole mesh, not simplified": lambda: _whole_mesh_preview(mesh, args.mesh)}
+    if args.open3d:
+        steps.update(_open3d_steps(mesh, args.max_faces))
+    small = simplified(mesh, args.max_faces)
+    with contextlib.suppress(ImportError):  # the messages need the ROS 2 environment (scripts/ros_env.sh)
+        steps.update(_message_steps(small))
+    print(f"## What is done with a mesh of {len(mesh.faces)} faces ({args.mesh})\n")
+    print(f"Simplified to at most {args.max_faces} faces: {len(small.faces)}.\n")
+    print("| step | seconds | peak above its start (MB) | B / face of the mesh given |")
+    print("|---|---:|---:|---:|")
+    for name, (step, faces) in ((n, _with_faces(f, mesh, small)) for n, f in steps.items()):
+        peaks = PhasePeaks()
+        peaks.start(name)
+        started = time.perf_counter()
+        kept = step()
+        seconds = time.perf_counter() - started
+        peaks.stop()
+        del kept
+        above = peaks.phases[name]["peak_mb"] - peaks.phases[name]["start_mb"]
+        print(f"| {name} | {seconds:.1f} | {above:.0f} | {above * MB / faces:.0f} |")
+    return 0
+
+
+def _whole_mesh_preview(mesh, path: str):
+    from sa_convonet_ros import preview
+
+    budget, preview.PREVIEW_MAX_FACES = preview.PREVIEW_MAX_FACES, 0  # 0: no limit
+    try:
+        return preview.render_mesh_png(mesh, Path(path).with_suffix(".bench.png"))
+    finally:
+        preview.PREVIEW_MAX_FACES = budget
+
+
+def _with_faces(step, mesh, small):
+    """(the step, the faces of the mesh it works on): message steps work on the simplified mesh."""
+    return (step, len(small.faces)) if getattr(step, "on_simplified", False) else (step, len(mesh.faces))
+
+
+def _open3d_steps(mesh, max_faces: int) -> dict:
+    import open3d as o3d
+
+    def as_open3d():
+        return o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.asarray(mesh.vertices)),
+                                         o3d.utility.Vector3iVector(np.asarray(mesh.faces, dtype=np.int32)))
+
+    cell = float(np.median(mesh.edges_unique_length)) * np.sqrt(len(mesh.faces) / max_faces)
+    return {f"Open3D: the mesh copied in, vertex clustering at {100 * cell:.2f} cm":
+            lambda: as_open3d().simplify_vertex_clustering(voxel_size=cell),
+            "Open3D: the mesh copied in, quadric decimation": lambda: as_open3d().simplify_quadric_decimation(
+                target_number_of_triangles=max_faces)}
+
+
+def _message_steps(small) -> dict:
+    from rclpy.serialization import serialize_message
+
+    from sa_convonet_ros.ros.markers import mesh_to_markers, mesh_to_shape_msg
+
+    colors = np.asarray(small.visual.vertex_colors)[:, :3] / 255.0 if small.visual.kind == "vertex" else None
+
+    def messages():
+        markers = mesh_to_markers(small.vertices, small.faces, "map", colors=colors)
+        shape = mesh_to_shape_msg(small.vertices, small.faces)
+        return markers, shape, serialize_message(markers), serialize_message(shape)
+
+    messages.on_simplified = True
+    return {"ROS messages of the simplified mesh: markers, shape_msgs/Mesh, both serialised": messages}
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["mesh"]:
+        return mesh_main(argv[1:])
     if argv[:1] == ["points"]:
         return points_main(argv[1:])
     if argv[:1] == ["windows"]:

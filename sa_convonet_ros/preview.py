@@ -21,7 +21,8 @@ from .io import PointCloudData
 from .meshing import simplified
 
 # A preview renders a mesh of more faces simplified to this many: a panel has fewer pixels than that, and
-# ray casting costs about 250 B a face (a building-size mesh has tens of millions).
+# ray casting the whole mesh costs 150-200 B a face (`bench.bench_scaling mesh`; a building-size mesh has
+# tens of millions).
 PREVIEW_MAX_FACES = 2_000_000
 
 # Camera directions as (azimuth, elevation) in degrees around the up axis; azimuth 0 looks from +x
