@@ -97,6 +97,11 @@ VARIANTS["auto:cpu"] = AUTO_CPU_NOW
 VARIANTS["auto:cpu, grid 0.75 cm"] = {**AUTO_CPU_NOW, "meshing": {**AUTO_CPU_NOW["meshing"], "voxel_size": 0.0075,
                                                                   "trim_distance": 0.015}}
 VARIANTS["auto:cpu, 120 steps"] = {**AUTO_CPU_NOW, "optimization": {**AUTO_CPU_NOW["optimization"], "iterations": 120}}
+VARIANTS["auto:cpu, residual sampling 0.5"] = {
+    **AUTO_CPU_NOW, "optimization": {**AUTO_CPU_NOW["optimization"], "residual_sampling": 0.5}}
+VARIANTS["auto:cpu, early stop 10"] = {
+    **AUTO_CPU_NOW, "optimization": {**AUTO_CPU_NOW["optimization"], "early_stop_patience": 10,
+                                     "early_stop_tolerance": 0.002}}
 
 
 def missed_by_label(scene, mesh, gt_points, tau=0.02) -> dict[str, tuple[int, int]]:

@@ -132,7 +132,8 @@ class OptimizationConfig:
                                           at_least=1)
     window_batch: int = setting(8, "windows optimised together as one batch (memory vs. speed)", at_least=1)
     early_stop_patience: int = setting(0, "a window stops adapting when its own loss has not improved for this "
-                                          "many steps; its batch ends when all stopped (0 = never)", at_least=0)
+                                          "many steps, and the rest of its batch goes on without it (0 = never)",
+                                          at_least=0)
     early_stop_tolerance: float = setting(1e-3, "relative loss improvement that counts for early stopping",
                                           at_least=0)
     warm_start_iterations: int = setting(0, "steps for a window whose earlier result is cached "

@@ -9,12 +9,14 @@ and everything else away from it, without ever saying which side is inside:
 Each window starts from the pretrained weights and adapts to its own geometry. The windows of a batch
 run together: the optimised parameters are stacked along a leading window axis and the network is
 applied with `torch.func.vmap`. Adam is element-wise and the loss is a sum of per-window means, so this
-is exactly W independent optimisations. The cloud of a window is encoded once per step (the release
+is exactly W independent optimisations; a window that stops early (its own loss plateau) leaves the batch,
+and the rest go on as a smaller one (`WorkingSet`). The cloud of a window is encoded once per step (the release
 encodes one copy per batch element), and not at all when only the decoder adapts.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import math
 import threading
@@ -72,6 +74,14 @@ class WindowBatch:
     def __len__(self) -> int:
         return self.points.shape[0]
 
+    def subset(self, index: torch.Tensor) -> "WindowBatch":
+        """The windows at `index` (a copy)."""
+        def pick(tensor):
+            return None if tensor is None else tensor[index]
+
+        return WindowBatch(self.points[index], self.mask[index], self.counts[index], pick(self.samples),
+                           pick(self.sample_counts))
+
     def loss_points(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The points the UCE loss draws from, [W, S, 3], and how many are real per window, [W]."""
         if self.samples is not None:
@@ -125,15 +135,22 @@ class ResidualSampling:
 
 
 def sample_uce_queries(batch: WindowBatch, n_surface: int, n_off_surface: int, sigma: float,
-                       generator: torch.Generator,
-                       residuals: ResidualSampling | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       generator: torch.Generator, residuals: ResidualSampling | None = None,
+                       rows: torch.Tensor | None = None, among: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Surface samples (target 0.5) and noisy off-surface samples (target 1.0) from each window's points.
 
-    With `residuals`, part of the surface samples is drawn where the fit is worst (see ResidualSampling)."""
+    With `residuals`, part of the surface samples is drawn where the fit is worst (see ResidualSampling).
+    `rows`: the batch is these windows of a batch of `among`, and draws what their rows of that batch's
+    uniform draws would be (so a window's samples do not depend on which others still adapt)."""
     windows, device = len(batch), batch.points.device
     source, counts = batch.loss_points()
     total = n_surface + n_off_surface
-    pick = (torch.rand(windows, total, device=device, generator=generator) * counts[:, None]).long()
+    drawn = windows if rows is None else among
+    uniform = torch.rand(drawn, total, device=device, generator=generator)
+    noise = torch.randn(drawn, n_off_surface, 3, device=device, generator=generator) * sigma
+    if rows is not None:
+        uniform, noise = uniform[rows], noise[rows]
+    pick = (uniform * counts[:, None]).long()
     if residuals is not None:
         weighted = residuals.weighted_count(n_surface)
         if weighted:
@@ -141,7 +158,6 @@ def sample_uce_queries(batch: WindowBatch, n_surface: int, n_off_surface: int, s
                                                    generator=generator)
         residuals.last_pick = pick[:, :n_surface]
     queries = torch.gather(source, 1, pick.unsqueeze(-1).expand(-1, -1, 3))
-    noise = torch.randn(windows, n_off_surface, 3, device=device, generator=generator) * sigma
     queries = torch.cat([queries[:, :n_surface], queries[:, n_surface:] + noise], dim=1)
     targets = torch.cat([torch.full((windows, n_surface), 0.5, device=device),
                          torch.ones(windows, n_off_surface, device=device)], dim=1)
@@ -282,27 +298,27 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
         return ensemble
     groups = _adapted_parameter_groups(ensemble, config)
     _apply_initial_states(ensemble, initial)
-    # The fused kernel updates all stacked tensors in one pass (CPU and CUDA have one).
-    fused = config.fused_adam and batch.points.device.type in ("cpu", "cuda")
-    optimizer = torch.optim.Adam(groups, fused=fused)
-    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.decay_every, gamma=config.decay_factor)
+    working = WorkingSet.start(ensemble, groups, config)
     generator = torch.Generator(device=batch.points.device).manual_seed(seed)
-    residuals = (ResidualSampling(batch, config.residual_sampling) if config.residual_sampling > 0 else None)
-    plateau = WindowPlateau(len(batch), config.early_stop_patience, config.early_stop_tolerance, batch.points.device)
+    plateau = WindowPlateau(len(batch), config.early_stop_patience, config.early_stop_tolerance)
     for step in range(iterations):
         if cancel is not None and cancel.is_set():
             raise ReconstructionCancelled("reconstruction cancelled")
         if deadline is not None and time.monotonic() >= deadline:
             ensemble.out_of_time = True
             break
-        losses = _step(ensemble, config, optimizer, generator, residuals, plateau.active)
-        schedule.step()
+        working.set_learning_rates(step, config)
+        losses = _step(working, config, generator)
         value = float(losses.mean())
         ensemble.loss_history.append(value)
         if on_step is not None:
             on_step(step + 1, iterations, value)
-        if plateau.update(losses, optimizer):
+        stopped = plateau.update(losses, working.windows)
+        if bool(stopped.all()):
             break
+        if bool(stopped.any()):
+            working = working.without(stopped)
+    working.write_back()
     ensemble.window_steps = plateau.steps.tolist()
     _freeze(ensemble, config)
     return ensemble
@@ -339,7 +355,7 @@ class FeatureGrids:
 
     def __init__(self, volume: torch.Tensor, padding: float) -> None:
         self.values = volume.detach().permute(0, 2, 3, 4, 1).contiguous()  # [W, D, H, W, C]
-        self.resolution, self.padding = volume.shape[-1], padding
+        self.resolution, self.padding = self.values.shape[1], padding
         self._gradient = torch.zeros_like(self.values)
         self._written: torch.Tensor | None = None  # cells written by the last backward
         self._rows: torch.Tensor | None = None
@@ -350,6 +366,10 @@ class FeatureGrids:
     def volume(self) -> torch.Tensor:
         """The grids as the decoder takes them, [W, C, D, H, W] (a view)."""
         return self.values.permute(0, 4, 1, 2, 3)
+
+    def subset(self, index: torch.Tensor) -> "FeatureGrids":
+        """The grids of the windows at `index` (a copy)."""
+        return FeatureGrids(self.volume[index], self.padding)
 
     def sample(self, queries: torch.Tensor) -> torch.Tensor:
         """Features at queries [W, M, 3] (unit cube): a leaf [W, M, C] whose gradient `backward` carries
@@ -386,49 +406,111 @@ class FeatureGrids:
 
 class WindowPlateau:
     """Early stopping per window: a window whose own loss has not improved by `tolerance` (relative) for
-    `patience` steps stops adapting while the rest of its batch goes on; the batch ends when all stopped.
+    `patience` steps stops adapting while the rest of its batch goes on (never with patience 0)."""
 
-    A stopped window's loss no longer reaches its gradients, and its Adam momentum is cleared: Adam's step is
-    then exactly zero for it, so it keeps what it had learned (its parameters stay in the stacked tensors)."""
-
-    def __init__(self, windows: int, patience: int, tolerance: float, device: torch.device) -> None:
+    def __init__(self, windows: int, patience: int, tolerance: float) -> None:
         self.patience, self.tolerance = patience, tolerance
-        self.best = torch.full((windows,), float("inf"), device=device)
-        self.stale = torch.zeros(windows, dtype=torch.long, device=device)
-        self.active = torch.ones(windows, device=device)  # 1.0 while a window adapts
-        self.steps = torch.zeros(windows, dtype=torch.long)
+        self.best = torch.full((windows,), float("inf"))
+        self.stale = torch.zeros(windows, dtype=torch.long)
+        self.steps = torch.zeros(windows, dtype=torch.long)  # steps each window took
 
-    def update(self, losses: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
-        """Count this step's losses (per window); True when every window has stopped (never with patience 0)."""
-        self.steps += self.active.bool().cpu()
+    def update(self, losses: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+        """Count a step of `windows` (indices into the batch) with their `losses`; which of them stop (bool)."""
+        self.steps[windows] += 1
         if not self.patience:
-            return False
-        improved = losses < self.best * (1.0 - self.tolerance)
-        self.best = torch.where(improved, losses, self.best)
-        self.stale = torch.where(improved, torch.zeros_like(self.stale), self.stale + 1)
-        stopping = (self.stale >= self.patience) & self.active.bool()
-        if stopping.any():
-            self.active[stopping] = 0.0
-            _clear_momentum(optimizer, stopping)
-        return not bool(self.active.any())
+            return torch.zeros(len(windows), dtype=torch.bool)
+        losses = losses.cpu()
+        improved = losses < self.best[windows] * (1.0 - self.tolerance)
+        self.best[windows] = torch.where(improved, losses, self.best[windows])
+        self.stale[windows] = torch.where(improved, torch.zeros_like(improved, dtype=torch.long),
+                                          self.stale[windows] + 1)
+        return self.stale[windows] >= self.patience
 
 
-def _clear_momentum(optimizer: torch.optim.Optimizer, windows: torch.Tensor) -> None:
-    """Zero Adam's first moment of these windows' slices of every stacked parameter ([W, ...] tensors)."""
-    for group in optimizer.param_groups:
-        for parameter in group["params"]:
-            state = optimizer.state.get(parameter)
-            if state and "exp_avg" in state:
-                state["exp_avg"][windows] = 0.0
+@dataclass
+class WorkingSet:
+    """The windows of a batch still adapting, with their own Adam: once some stop, the rest continue as a
+    smaller batch (a copy of their slices of the batch's tensors, moments included), so a step costs what
+    the windows still adapting cost. Adam is element-wise per window, so leaving changes nobody's steps."""
+
+    full: WindowEnsemble
+    windows: torch.Tensor  # indices into the full batch
+    ensemble: WindowEnsemble  # the full one until a window stops, then one of the windows left
+    optimizer: torch.optim.Optimizer
+    residuals: ResidualSampling | None
+    base_rates: list[float]
+
+    @classmethod
+    def start(cls, full: WindowEnsemble, groups: list[dict], config: OptimizationConfig) -> "WorkingSet":
+        # The fused kernel updates all stacked tensors in one pass (CPU and CUDA have one).
+        fused = config.fused_adam and full.batch.points.device.type in ("cpu", "cuda")
+        residuals = ResidualSampling(full.batch, config.residual_sampling) if config.residual_sampling > 0 else None
+        return cls(full, torch.arange(len(full.batch)), full, torch.optim.Adam(groups, fused=fused), residuals,
+                   [group["lr"] for group in groups])
+
+    def set_learning_rates(self, step: int, config: OptimizationConfig) -> None:
+        """Step decay: the base rates times decay_factor every decay_every steps."""
+        factor = config.decay_factor ** (step // config.decay_every)
+        for group, rate in zip(self.optimizer.param_groups, self.base_rates):
+            group["lr"] = rate * factor
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def without(self, leaving: torch.Tensor) -> "WorkingSet":
+        """The windows that stay (`leaving`: bool over this set's windows), after writing back every one."""
+        self.write_back()
+        stay = (~leaving).nonzero().squeeze(1)
+        index = self.windows[stay]
+        part = WindowEnsemble(self.full.model, self.full.batch.subset(index))
+        with torch.no_grad():
+            part.stacked = {name: tensor[index].clone().requires_grad_(True)
+                            for name, tensor in self.full.stacked.items()}
+            if self.full.grids is not None:
+                part.grids = self.full.grids.subset(index)
+                part.features = part.grids.volume
+            elif self.full.features is not None:
+                part.features = self.full.features[index]
+        groups = [{**{k: v for k, v in group.items() if k != "params"}, "params": params}
+                  for group, params in zip(self.optimizer.param_groups, _groups_of(part, self.optimizer))]
+        optimizer = torch.optim.Adam(groups, fused=self.optimizer.defaults.get("fused"))
+        for old, new in zip(self.parameters(), [p for g in groups for p in g["params"]]):
+            state = self.optimizer.state.get(old)
+            if state:
+                optimizer.state[new] = {key: (value if key == "step" else value[stay].clone())
+                                        for key, value in state.items()}
+        residuals = None
+        if self.residuals is not None:
+            residuals = copy.copy(self.residuals)
+            residuals.weights = self.residuals.weights[stay]
+        return WorkingSet(self.full, index, part, optimizer, residuals, self.base_rates)
+
+    def write_back(self) -> None:
+        """Copy the working windows' parameters into the full batch's tensors."""
+        if self.ensemble is self.full:
+            return
+        with torch.no_grad():
+            for name, tensor in self.ensemble.stacked.items():
+                self.full.stacked[name][self.windows] = tensor
+            if self.full.grids is not None:
+                self.full.grids.values[self.windows] = self.ensemble.grids.values
 
 
-def _step(ensemble: WindowEnsemble, config: OptimizationConfig, optimizer: torch.optim.Optimizer,
-          generator: torch.Generator, residuals: ResidualSampling | None, active: torch.Tensor) -> torch.Tensor:
-    """One optimisation step of the windows still `active` (1.0, else 0.0); the UCE loss of every window [W]."""
-    batch = ensemble.batch
-    queries, targets = sample_uce_queries(batch, config.surface_samples, config.off_surface_samples,
-                                          config.sigma, generator, residuals)
-    with precision_mode(config.precision, batch.points.device):
+def _groups_of(part: WindowEnsemble, optimizer: torch.optim.Optimizer) -> list[list[torch.Tensor]]:
+    """The parameters of `part` in the order of the optimizer's groups: the stacked ones, then the grids."""
+    stacked = list(part.stacked.values())
+    if len(optimizer.param_groups) == 1:
+        return [stacked]
+    return [stacked, [part.grids.values]]
+
+
+def _step(working: WorkingSet, config: OptimizationConfig, generator: torch.Generator) -> torch.Tensor:
+    """One optimisation step of the working windows; the UCE loss of each of them [W]."""
+    ensemble, residuals = working.ensemble, working.residuals
+    rows = None if ensemble is working.full else working.windows
+    queries, targets = sample_uce_queries(ensemble.batch, config.surface_samples, config.off_surface_samples,
+                                          config.sigma, generator, residuals, rows, len(working.full.batch))
+    with precision_mode(config.precision, ensemble.batch.points.device):
         if ensemble.grids is not None:
             logits = ensemble.decode(queries, sampled=ensemble.grids.sample(queries))
         else:
@@ -437,12 +519,13 @@ def _step(ensemble: WindowEnsemble, config: OptimizationConfig, optimizer: torch
     if residuals is not None:
         residuals.update(per_query[:, :config.surface_samples])
     losses = per_query.mean(dim=-1)
-    optimizer.zero_grad(set_to_none=True)
-    (losses * active).sum().backward()
+    working.optimizer.zero_grad(set_to_none=True)
+    losses.sum().backward()
     if ensemble.grids is not None:
         ensemble.grids.backward()
-    optimizer.step()
+    working.optimizer.step()
     return losses.detach()
+
 
 
 def _freeze(ensemble: WindowEnsemble, config: OptimizationConfig) -> None:

@@ -291,6 +291,26 @@ def test_each_window_stops_at_its_own_plateau_and_keeps_what_it_learned():
     assert torch.allclose(ensemble.features[0], alone.features[0], atol=1e-6)
 
 
+def test_windows_left_adapting_take_the_steps_they_take_when_none_stopped():
+    # Once a window stops, the others go on as a smaller batch; their samples and Adam moments carry over.
+    torch.manual_seed(0)
+    model = ConvONet(TINY)
+    clouds = [plane(2000, 0), crossing_sheets(2000, 1), crossing_sheets(2000, 2)]
+    batch = WindowBatch.from_arrays(clouds, CPU, 5000, np.random.default_rng(0))
+    config = OptimizationConfig(iterations=60, optimize_features=True, learning_rate=3e-3, decay_every=20,
+                                surface_samples=512, off_surface_samples=256, early_stop_patience=8,
+                                early_stop_tolerance=0.02)
+    stopping = optimize_windows(model, batch, config, seed=0)
+    steps = stopping.window_steps
+    assert steps[0] < max(steps) and len(stopping.loss_history) == max(steps)
+    last = int(np.argmax(steps))
+    every = optimize_windows(model, batch, config.__class__(**{**vars(config), "early_stop_patience": 0}),
+                             iterations=steps[last], seed=0)
+    for name, tensor in stopping.stacked.items():
+        assert torch.allclose(tensor[last], every.stacked[name][last], atol=1e-5), name
+    assert torch.allclose(stopping.features[last], every.features[last], atol=1e-5)
+
+
 def test_without_early_stop_every_window_takes_every_step():
     model = ConvONet(TINY)
     batch = WindowBatch.from_arrays([plane(500, 0), plane(500, 1)], CPU, 5000, np.random.default_rng(0))
