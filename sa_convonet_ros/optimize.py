@@ -367,6 +367,9 @@ class FeatureGrids:
         """The grids as the decoder takes them, [W, C, D, H, W] (a view)."""
         return self.values.permute(0, 4, 1, 2, 3)
 
+    def release_gradient(self) -> None:
+        self.values.grad = self._gradient = self._written = self._rows = self._weights = self._sampled = None
+
     def subset(self, index: torch.Tensor) -> "FeatureGrids":
         """The grids of the windows at `index` (a copy)."""
         return FeatureGrids(self.volume[index], self.padding)
@@ -460,6 +463,7 @@ class WorkingSet:
     def without(self, leaving: torch.Tensor) -> "WorkingSet":
         """The windows that stay (`leaving`: bool over this set's windows), after writing back every one."""
         self.write_back()
+        self.release_gradients()
         stay = (~leaving).nonzero().squeeze(1)
         index = self.windows[stay]
         part = WindowEnsemble(self.full.model, self.full.batch.subset(index))
@@ -479,11 +483,19 @@ class WorkingSet:
             if state:
                 optimizer.state[new] = {key: (value if key == "step" else value[stay].clone())
                                         for key, value in state.items()}
+        self.optimizer.state.clear()
         residuals = None
         if self.residuals is not None:
             residuals = copy.copy(self.residuals)
             residuals.weights = self.residuals.weights[stay]
         return WorkingSet(self.full, index, part, optimizer, residuals, self.base_rates)
+
+    def release_gradients(self) -> None:
+        """Drop this set's gradients (the copies that stay get their own)."""
+        for parameter in self.parameters():
+            parameter.grad = None
+        if self.ensemble.grids is not None:
+            self.ensemble.grids.release_gradient()
 
     def write_back(self) -> None:
         """Copy the working windows' parameters into the full batch's tensors."""
