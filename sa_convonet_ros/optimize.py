@@ -382,17 +382,17 @@ class FeatureGrids:
         position = normalize_coordinates(queries, self.padding) * (r - 1)  # x, y, z -> the W, H, D axes
         low = position.floor().long().clamp(0, r - 2)
         fraction = position - low
-        rows, weights = [], []
-        for dx, dy, dz in itertools.product((0, 1), repeat=3):
-            rows.append(((low[..., 2] + dz) * r + low[..., 1] + dy) * r + low[..., 0] + dx)
-            weights.append((fraction[..., 0] if dx else 1 - fraction[..., 0])
-                           * (fraction[..., 1] if dy else 1 - fraction[..., 1])
-                           * (fraction[..., 2] if dz else 1 - fraction[..., 2]))
-        offsets = torch.arange(windows, device=queries.device)[:, None, None] * r ** 3
-        self._rows = (torch.stack(rows, dim=-1) + offsets).reshape(-1)  # [W * M * 8]
-        self._weights = torch.stack(weights, dim=-1)  # [W, M, 8]
+        first = (low[..., 2] * r + low[..., 1]) * r + low[..., 0]
+        first += torch.arange(windows, device=queries.device)[:, None] * r ** 3
+        corners = torch.tensor([dz * r * r + dy * r + dx for dx, dy, dz in itertools.product((0, 1), repeat=3)],
+                               device=queries.device)
+        self._rows = (first[..., None] + corners).reshape(-1)  # [W * M * 8]
+        # the 8 corners' weights in the same order (x slowest, z fastest): products of (1 - f, f) per axis
+        pair = torch.stack([1 - fraction, fraction], dim=-1)  # [W, M, 3 axes, 2]
+        self._weights = (pair[..., 0, :, None, None] * pair[..., 1, None, :, None]
+                         * pair[..., 2, None, None, :]).reshape(windows, count, 8)
         table = self.values.view(-1, self.values.shape[-1])
-        corners = table[self._rows].view(windows, count, 8, -1)
+        corners = table.index_select(0, self._rows).view(windows, count, 8, -1)  # faster than table[rows]
         self._sampled = (corners * self._weights[..., None]).sum(dim=2).requires_grad_(True)
         return self._sampled
 
