@@ -356,6 +356,10 @@ class FeatureGrids:
     def __init__(self, volume: torch.Tensor, padding: float) -> None:
         self.values = volume.detach().permute(0, 2, 3, 4, 1).contiguous()  # [W, D, H, W, C]
         self.resolution, self.padding = self.values.shape[1], padding
+        r = self.resolution
+        # row offsets of a cell's 8 corners in a grid's table (x slowest, z fastest, as the weights below)
+        self._corner_offsets = torch.tensor([dz * r * r + dy * r + dx for dx, dy, dz in
+                                             itertools.product((0, 1), repeat=3)], device=volume.device)
         self._gradient = torch.zeros_like(self.values)
         self._written: torch.Tensor | None = None  # cells written by the last backward
         self._rows: torch.Tensor | None = None
@@ -384,10 +388,8 @@ class FeatureGrids:
         fraction = position - low
         first = (low[..., 2] * r + low[..., 1]) * r + low[..., 0]
         first += torch.arange(windows, device=queries.device)[:, None] * r ** 3
-        corners = torch.tensor([dz * r * r + dy * r + dx for dx, dy, dz in itertools.product((0, 1), repeat=3)],
-                               device=queries.device)
-        self._rows = (first[..., None] + corners).reshape(-1)  # [W * M * 8]
-        # the 8 corners' weights in the same order (x slowest, z fastest): products of (1 - f, f) per axis
+        self._rows = (first[..., None] + self._corner_offsets).reshape(-1)  # [W * M * 8]
+        # the 8 corners' weights in the same order: products of (1 - f, f) per axis
         pair = torch.stack([1 - fraction, fraction], dim=-1)  # [W, M, 3 axes, 2]
         self._weights = (pair[..., 0, :, None, None] * pair[..., 1, None, :, None]
                          * pair[..., 2, None, None, :]).reshape(windows, count, 8)
@@ -537,7 +539,6 @@ def _step(working: WorkingSet, config: OptimizationConfig, generator: torch.Gene
         ensemble.grids.backward()
     working.optimizer.step()
     return losses.detach()
-
 
 
 def _freeze(ensemble: WindowEnsemble, config: OptimizationConfig) -> None:
