@@ -184,6 +184,7 @@ class MeshingConfig:
     snap_distance: float = setting(0.0, "move each vertex onto the plane of its nearest (denoised) points by at "
                                         "most this many metres, for detail finer than the grid; skipped on maps "
                                         "whose measured noise exceeds half of it (0: off)", at_least=0)
+    snap_neighbours: int = setting(6, "points in the plane each vertex is snapped onto", at_least=3)
     color_from_input: bool = setting(True, "colour vertices from the nearest input point when it has colours")
 
     def __post_init__(self) -> None:
@@ -203,6 +204,11 @@ class DenoiseConfig:
     denoise_max_shift: float = setting(2.5, "a point moves at most this many measured noise levels per pass",
                                        above=0)
     denoise_passes: int = setting(2, "projection passes", at_least=1)
+    # Below this the points are already accurate against their spacing (a voxel filter averages many returns):
+    # moving them by a few noise levels onto planes that span several spacings rounds edges and thin sheets
+    # more than it removes noise (docs/benchmarks.md, "Snapping and denoising").
+    denoise_min_noise_ratio: float = setting(0.25, "denoise only maps whose measured noise is at least this "
+                                                   "fraction of their point spacing", at_least=0)
     # On the tuning rooms the encoder's feed-forward guess was as good or better from the measured points.
     denoise_encoder_input: bool = setting(False, "the encoder sees the denoised points too (else only the UCE "
                                                  "targets are denoised)")
@@ -340,7 +346,7 @@ def _auto_cpu() -> ReconstructionConfig:
     config.optimization.window_batch = 8  # per window, the cheapest step on a CPU's caches
     config.meshing.voxel_size = 0.01
     config.meshing.trim_distance = 0.02  # two grid cells; a sparse map's coarser grid takes its trim along
-    config.meshing.snap_distance = 0.01
+    config.meshing.snap_distance = 0.02  # two grid cells: the field's surface strays that far on coarse parts
     config.meshing.coarse_to_fine_margin = 3.0  # a third fewer decodes, the same mesh (docs/benchmarks.md)
     config.meshing.grid_per_spacing = 0.6  # sparse maps: 1.5 cm and fewer samples, 1.7x faster (same doc)
     return config

@@ -310,36 +310,17 @@ def color_from_points(mesh: trimesh.Trimesh, points: np.ndarray, colors: np.ndar
     mesh.visual.vertex_colors = rgba
 
 
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Unit vertex normals: the normals of the faces around each vertex weighted by the face's angle there,
-    as trimesh's `vertex_normals`, but summed over chunks of faces instead of through per-face arrays
-    (triangles, normals, angles: about 130 B a face) cached on the mesh."""
-    sums = np.zeros((len(vertices), 3))
-    for start in range(0, len(faces), CHUNK):
-        chunk = np.asarray(faces[start:start + CHUNK])
-        corners = vertices[chunk]
-        normals = trimesh.util.unitize(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]))
-        angles = np.nan_to_num(trimesh.triangles.angles(corners))
-        # the vertices of a chunk of faces are close together in the mesh's order: sum over just their range
-        low, high = int(chunk.min()), int(chunk.max()) + 1
-        for axis in range(3):
-            weighted = normals[:, axis, None] * angles
-            sums[low:high, axis] += np.bincount((chunk - low).ravel(), weighted.ravel(), minlength=high - low)
-    lengths = np.linalg.norm(sums, axis=1)
-    sums[lengths > 0] /= lengths[lengths > 0, None]  # in place: a vertex of no valid face keeps a zero normal
-    return sums
-
-
-def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, neighbours: int = 8,
-                   agreement: float = 0.7, tree: cKDTree | None = None) -> trimesh.Trimesh:
+def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, neighbours: int = 6,
+                   tree: cKDTree | None = None) -> trimesh.Trimesh:
     """Each vertex moved along the normal of the plane fitted to its nearest points onto that plane, by at
-    most `distance`: detail finer than the grid comes from the points themselves. Vertices with too few
-    points nearby (completed surface) or whose plane disagrees with the mesh's normal stay. The result
-    shares the faces of `mesh`."""
+    most `distance`: detail finer than the grid comes from the points themselves. Vertices without
+    `neighbours` points within 4 x `distance` (completed surface) stay. The result shares the faces of `mesh`.
+
+    The mesh's own normals are not consulted: on a coarse grid they step (a 45-degree roof's are the
+    grid's axes), and a vertex whose neighbours lie on another surface moves by at most `distance`."""
     if len(mesh.vertices) == 0 or len(points) < neighbours:
         return mesh
     vertices = np.asarray(mesh.vertices)
-    normals = vertex_normals(vertices, mesh.faces)
     tree = cKDTree(points) if tree is None else tree
     moved = vertices.copy()
     for start in range(0, len(vertices), CHUNK):  # the plane fits cost about 600 B a vertex
@@ -348,8 +329,7 @@ def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, n
         near = np.isfinite(gaps).all(axis=1)
         mean, plane_normal, _ = plane_fits(points, index[near])
         offset = np.einsum("ni,ni->n", vertices[part][near] - mean, plane_normal)
-        agrees = np.abs(np.einsum("ni,ni->n", plane_normal, normals[part][near])) > agreement
-        moved[part][near] -= np.where(agrees, np.clip(offset, -distance, distance), 0.0)[:, None] * plane_normal
+        moved[part][near] -= np.clip(offset, -distance, distance)[:, None] * plane_normal
     snapped = trimesh.Trimesh(vertices=moved, faces=mesh.faces, process=False)
     if mesh.visual.kind == "vertex":
         snapped.visual.vertex_colors = mesh.visual.vertex_colors

@@ -296,8 +296,9 @@ def prepare_points(points: np.ndarray, config: ReconstructionConfig, colors: np.
 
 
 def denoised(cloud: PreparedPoints, config: DenoiseConfig, known_noise: NoiseEstimate | None = None) -> PreparedPoints:
-    """The cloud with its noise measured and its points moved onto their local planes (at most
-    `max_shift` noise levels per pass); the measured points kept for the encoder if it should see them.
+    """The cloud with its noise measured and, where the noise is a sizeable fraction of the spacing, its
+    points moved onto their local planes (at most `max_shift` noise levels per pass); the measured points
+    kept for the encoder if it should see them.
 
     `known_noise`, an earlier estimate of the same map, is kept while the new one agrees with it within
     25 %: the points of an unchanged part of a growing map then move exactly as before."""
@@ -306,6 +307,8 @@ def denoised(cloud: PreparedPoints, config: DenoiseConfig, known_noise: NoiseEst
     noise = estimate_noise(cloud.points)
     if known_noise is not None and abs(noise.noise - known_noise.noise) <= 0.25 * known_noise.noise:
         noise = known_noise
+    if noise.noise < config.denoise_min_noise_ratio * noise.spacing:
+        return dataclasses.replace(cloud, noise=noise)
     moved = project_to_local_planes(cloud.points, config.denoise_max_shift * noise.noise, config.denoise_neighbours,
                                     config.denoise_passes)
     return dataclasses.replace(cloud, points=moved, noise=noise,
@@ -558,7 +561,7 @@ def finish_mesh(mesh: trimesh.Trimesh, cloud: PreparedPoints, meshing: MeshingCo
     if tree is None and len(mesh.faces):
         tree = cKDTree(cloud.points)  # one tree for both (built once, ~35 B/point)
     if snaps(meshing.snap_distance, cloud.noise):
-        mesh = snap_to_points(mesh, cloud.points, meshing.snap_distance, tree=tree)
+        mesh = snap_to_points(mesh, cloud.points, meshing.snap_distance, meshing.snap_neighbours, tree=tree)
     if cloud.colors is not None and meshing.color_from_input:
         color_from_points(mesh, cloud.points, cloud.colors, tree)
     return mesh

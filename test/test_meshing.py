@@ -171,24 +171,44 @@ def test_snapping_moves_vertices_onto_the_points_plane_by_at_most_the_distance()
     ticks = np.linspace(-0.5, 0.5, 60)
     x, y = np.meshgrid(ticks, ticks)
     points = np.c_[x.ravel(), y.ravel(), np.full(x.size, 0.103)]  # 3 mm above the top face
-    snapped = snap_to_points(plane, points, distance=0.01)
-    top = np.asarray(plane.vertices)[:, 2] > 0.09
-    interior = top & (np.abs(np.asarray(plane.vertices)[:, :2]) < 0.45).all(axis=1)
-    np.testing.assert_allclose(np.asarray(snapped.vertices)[interior, 2], 0.103, atol=1e-9)
-    # the bottom face has no points within reach; the sides' normals disagree with the points' plane
-    np.testing.assert_array_equal(np.asarray(snapped.vertices)[~top], np.asarray(plane.vertices)[~top])
+    before = np.asarray(plane.vertices)
+    snapped = np.asarray(snap_to_points(plane, points, distance=0.01).vertices)
+    top = before[:, 2] > 0.09
+    interior = top & (np.abs(before[:, :2]) < 0.45).all(axis=1)
+    np.testing.assert_allclose(snapped[interior, 2], 0.103, atol=1e-9)
+    # every vertex moves along the points' plane normal only; those beyond 4 cm of every point stay
+    np.testing.assert_array_equal(snapped[:, :2], before[:, :2])
+    far = before[:, 2] < 0.103 - 0.04
+    assert far.any() and np.array_equal(snapped[far], before[far])
     limited = snap_to_points(plane, points, distance=0.001)
-    assert np.abs(np.asarray(limited.vertices) - np.asarray(plane.vertices)).max() <= 0.001 + 1e-12
+    assert np.abs(np.asarray(limited.vertices) - before).max() <= 0.001 + 1e-12
 
 
-def test_vertex_normals_summed_in_chunks_are_trimeshs(monkeypatch):
-    from sa_convonet_ros import meshing
+def test_snapping_a_stepped_surface_lands_on_the_points_whatever_its_normals():
+    """A gentle slope meshed as steps: the risers' vertices have normals far from the slope's (as a coarse
+    grid's surface does); snapping brings every vertex near the points onto them all the same."""
+    from sa_convonet_ros.meshing import snap_to_points
 
-    mesh = extract_mesh(tube_along_y())
-    monkeypatch.setattr(meshing, "CHUNK", 1000)  # many chunks, each over its own range of vertices
-    normals = meshing.vertex_normals(np.asarray(mesh.vertices), mesh.faces)
-    np.testing.assert_allclose(normals, mesh.vertex_normals, atol=1e-12)
-    assert np.allclose(np.linalg.norm(normals, axis=1), 1.0)
+    tread, slope = 0.02, 0.5  # a plane z = slope * x, stepped every 2 cm, each riser split at its middle
+    rise = slope * tread
+    profile = [(i * tread + dx, i * rise + dz) for i in range(50) for dx, dz in
+               ((0.0, 0.0), (tread, 0.0), (tread, rise / 2))]
+    ys = np.arange(0.0, 1.0, 0.02)
+    vertices = np.array([(x, y, z - rise / 2) for y in ys for x, z in profile])
+    count = len(profile)
+    quads = [(j * count + i, j * count + i + 1, (j + 1) * count + i + 1, (j + 1) * count + i)
+             for j in range(len(ys) - 1) for i in range(count - 1)]
+    faces = np.array([f for a, b, c, d in quads for f in ((a, b, c), (a, c, d))])
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0.0, 1.0, 20_000), rng.uniform(0.0, 1.0, 20_000)
+    points = np.c_[x, y, slope * x]
+    normal = np.array([-slope, 0.0, 1.0]) / np.hypot(slope, 1.0)
+    inner = np.all((vertices[:, :2] > 0.1) & (vertices[:, :2] < 0.9), axis=1)
+    steep = np.abs(mesh.vertex_normals[inner] @ normal) < 0.7
+    assert steep.any() and np.abs(vertices[inner] @ normal).max() > 1e-3
+    snapped = np.asarray(snap_to_points(mesh, points, distance=tread).vertices)
+    assert np.abs(snapped[inner] @ normal).max() < 1e-9
 
 
 def test_compacted_keeps_the_chosen_rows_in_order_in_place(monkeypatch):
