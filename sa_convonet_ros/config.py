@@ -335,8 +335,8 @@ def _feedforward() -> ReconstructionConfig:
 
 def _auto_cpu() -> ReconstructionConfig:
     # The tuning rooms' best within a CPU's budget (docs/benchmarks.md, "The auto profile"): UCE targets
-    # denoised, a 1 cm grid, 80 steps on half of fast's samples with the feature grids' learning rate
-    # doubled (as good as 100 steps at fast's rate), vertices snapped on low-noise maps.
+    # denoised on noisy maps, a 1 cm grid, 80 steps on half of fast's samples with the feature grids'
+    # learning rate doubled (as good as 100 steps at fast's rate), vertices snapped onto the points.
     config = _fast()
     config.profile = "auto:cpu"
     config.optimization.iterations = 80
