@@ -306,5 +306,5 @@ def test_assembling_snapping_and_colouring_hold_little_more_than_the_mesh(monkey
         tracemalloc.stop()
     mesh_bytes = np.asarray(mesh.vertices).nbytes + np.asarray(mesh.faces).nbytes
     assert len(mesh.faces) > 40_000
-    # the mesh, its snapped vertices and normals, colours: about 2.3x; whole-mesh temporaries made 16x
+    # the mesh, its snapped vertices, colours: about 2.3x; whole-mesh temporaries made 16x
     assert peak < 3.5 * mesh_bytes

@@ -243,14 +243,14 @@ def test_prepare_points_measures_the_noise_and_denoises(room_corner):
 
 
 def test_prepare_points_leaves_maps_whose_noise_is_small_against_their_spacing(room_corner):
-    # the sparse scan's own noise (1.5 cm) is about 0.4 of its 2.5 cm spacing: denoised; the same points
-    # with most of their noise averaged away (a LiDAR's voxel filter): measured, left where they are
+    # the sparse scan's noise (1.5 cm) is about 0.4 of its 2.5 cm spacing: denoised; the room's surface with
+    # 2 mm noise 2.3 cm apart (as a voxel filter averaging many returns leaves a map): measured, left alone
     config = small_config()
     noisy = prepare_points(room_corner, config)
     assert noisy.noise.noise >= config.denoise.denoise_min_noise_ratio * noisy.noise.spacing
     assert not np.array_equal(noisy.points, room_corner)
     scene_points = generate_room(seed=3).sample_surface(40_000, seed=0)[0].astype(np.float64)
-    scene_points += np.random.default_rng(0).normal(scale=0.002, size=scene_points.shape)  # 2 mm, 2.3 cm apart
+    scene_points += np.random.default_rng(0).normal(scale=0.002, size=scene_points.shape)
     clean = prepare_points(scene_points, config)
     assert clean.noise.noise < config.denoise.denoise_min_noise_ratio * clean.noise.spacing
     np.testing.assert_array_equal(clean.points, scene_points)
