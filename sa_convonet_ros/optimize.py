@@ -331,7 +331,6 @@ def _adapted_parameter_groups(ensemble: WindowEnsemble, config: OptimizationConf
     own = dict(model.named_parameters())
     ensemble.stacked = {n: own[n].detach().unsqueeze(0).repeat(len(batch), *[1] * own[n].dim()).requires_grad_(True)
                         for n in names}
-    groups = [{"params": list(ensemble.stacked.values()), "lr": config.learning_rate}]
     if config.optimized_parts == "decoder":
         with torch.no_grad():
             ensemble.features = ensemble.encode()
@@ -341,8 +340,8 @@ def _adapted_parameter_groups(ensemble: WindowEnsemble, config: OptimizationConf
             # locally, which the shared decoder alone cannot do.
             ensemble.grids = FeatureGrids(ensemble.features, model.config.padding)
             ensemble.features = ensemble.grids.volume
-            groups.append({"params": [ensemble.grids.values], "lr": config.feature_learning_rate})
-    return groups
+    rates = [config.learning_rate, config.feature_learning_rate]
+    return [{"params": params, "lr": rate} for params, rate in zip(_adapted_tensors(ensemble), rates)]
 
 
 class FeatureGrids:
@@ -478,7 +477,7 @@ class WorkingSet:
             elif self.full.features is not None:
                 part.features = self.full.features[index]
         groups = [{**{k: v for k, v in group.items() if k != "params"}, "params": params}
-                  for group, params in zip(self.optimizer.param_groups, _groups_of(part, self.optimizer))]
+                  for group, params in zip(self.optimizer.param_groups, _adapted_tensors(part))]
         optimizer = torch.optim.Adam(groups, fused=self.optimizer.defaults.get("fused"))
         for old, new in zip(self.parameters(), [p for g in groups for p in g["params"]]):
             state = self.optimizer.state.get(old)
@@ -510,12 +509,12 @@ class WorkingSet:
                 self.full.grids.values[self.windows] = self.ensemble.grids.values
 
 
-def _groups_of(part: WindowEnsemble, optimizer: torch.optim.Optimizer) -> list[list[torch.Tensor]]:
-    """The parameters of `part` in the order of the optimizer's groups: the stacked ones, then the grids."""
-    stacked = list(part.stacked.values())
-    if len(optimizer.param_groups) == 1:
-        return [stacked]
-    return [stacked, [part.grids.values]]
+def _adapted_tensors(ensemble: WindowEnsemble) -> list[list[torch.Tensor]]:
+    """What Adam adapts, one list per parameter group: the stacked parameters, then the feature grids."""
+    tensors = [list(ensemble.stacked.values())]
+    if ensemble.grids is not None:
+        tensors.append([ensemble.grids.values])
+    return tensors
 
 
 def _step(working: WorkingSet, config: OptimizationConfig, generator: torch.Generator) -> torch.Tensor:
