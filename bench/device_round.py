@@ -3,7 +3,8 @@
     python -m bench.device_round --out OUT [--dry-run]
 
 1. environment: nvidia-smi, torch, the CUDA device and its capability;
-2. pre-training of two priors side by side on the device, on data generated there: `default` (the shipped
+2. pre-training of two priors side by side on the device, on data generated there (crops at 1-3 times the
+   window's metric size): `default` (the shipped
    CPU architecture, resumed from sa_convonet_ros/models/default.pt) and `gpu` (the published 64^3
    architecture, resumed from sa_convonet_ros/models/gpu.pt when it exists); bf16 autocast, fp32 when
    bf16 fails; the learning rate decays over the wall-clock budget; the best-validation models are
@@ -28,6 +29,9 @@ from pathlib import Path
 
 DEFAULT_PRIOR = "sa_convonet_ros/models/default.pt"
 GPU_PRIOR = "sa_convonet_ros/models/gpu.pt"
+# Crops from 1 to 3 times the window's metric size: the windows grow with a sparse map's spacing
+# (window_scale.py), so the prior must see its unit cube at those scales too.
+CROP_SCALES = ["--crop-scale-range", "1", "3"]
 PUBLISHED_ARCHITECTURE = ["--grid-resolution", "64", "--unet-levels", "4", "--unet-base-channels", "32",
                           "--c-dim", "32", "--hidden-dim", "32"]
 
@@ -50,7 +54,7 @@ class Budget:
 REAL = Budget(
     device="cuda", train_cap=360, train_minutes=4.3, bench_cap=100, test_cap=45,
     data=["--train-seeds", "1000", "1120", "--val-seeds", "5000", "5008", "--val-crops", "192", "--random-scans",
-          "2", "--val-every", "250", "--log-every", "50", "--threads", "4", "--data-workers", "7"],
+          "2", "--val-every", "250", "--log-every", "50", "--threads", "4", "--data-workers", "7", *CROP_SCALES],
     batch={"default": 64, "gpu": 32}, gpu_architecture=PUBLISHED_ARCHITECTURE,
     bench=["--size", "10", "10", "3", "--points", "1000000", "--profiles", "fast"])
 DRY = Budget(
@@ -58,7 +62,7 @@ DRY = Budget(
     device="cpu", train_cap=150, train_minutes=0.25, bench_cap=180, test_cap=120,
     data=["--train-seeds", "1000", "1002", "--val-seeds", "5000", "5001", "--val-crops", "4", "--surface-samples",
           "20000", "--image-scale", "0.15", "--caster", "torch", "--max-points", "512", "--uniform-queries", "64",
-          "--near-queries", "64", "--val-every", "5", "--log-every", "5", "--threads", "1"],
+          "--near-queries", "64", "--val-every", "5", "--log-every", "5", "--threads", "1", *CROP_SCALES],
     batch={"default": 2, "gpu": 1},
     gpu_architecture=["--grid-resolution", "16", "--unet-levels", "2", "--unet-base-channels", "8"],
     bench=["--size", "3", "3", "2.5", "--points", "20000", "--poses", "4", "--image-scale", "0.3",

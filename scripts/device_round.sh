@@ -10,7 +10,7 @@
 # CPU architecture resumed from sa_convonet_ros/models/default.pt, and the larger GPU architecture);
 # the GPU speed measurements (bench/bench_device.py: a 10 x 10 x 3 m room, 1 M points); the CUDA tests.
 # Results in $OUT (default out/device_round): default.pt, gpu.pt, report.json and the logs.
-# Afterwards, on the CPU: evaluate the returned priors (bench/bench_prior.py, bench/bench_quality.py),
+# Afterwards, on the CPU: evaluate the returned priors (bench/bench_tuning.py, bench/bench_quality.py),
 # ship what wins, and put report.json's figures in docs/benchmarks.md and the model card.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from sa_convonet_ros.model import load_model
 
@@ -47,6 +48,8 @@ def test_dry_run_trains_and_exports_loadable_priors(dry_run):
         summary = report["training"][name]
         assert summary["steps_this_call"] > 0 and 0.0 <= summary["best_iou"] <= 1.0
         assert summary["history"] and summary["data_seconds"] > 0
+        metadata = torch.load(out / f"{name}.pt", map_location="cpu", weights_only=False)["metadata"]
+        assert metadata["data"]["crop_scale_range"] == [1.0, 3.0]  # the scales the windows grow to
 
 
 def test_dry_run_measures_a_room_and_runs_the_gpu_tests(dry_run):
