@@ -7,9 +7,10 @@ and everything else away from it, without ever saying which side is inside:
           BCE(sigmoid(|logit(q)|), 1.0)   for q = observed point + N(0, sigma^2).
 
 Each window starts from the pretrained weights and adapts to its own geometry. The windows of a batch
-run together: the optimised parameters are stacked along a leading window axis and the network is
-applied with `torch.func.vmap`. Adam is element-wise and the loss is a sum of per-window means, so this
-is exactly W independent optimisations; a window that stops early (its own loss plateau) leaves the batch,
+run together: the optimised parameters are stacked along a leading window axis; the decoder applies them
+as batched matrix products (`LocalDecoder.forward_per_window`), an adapted encoder with `torch.func.vmap`.
+Adam is element-wise and the loss is a sum of per-window means, so this is exactly W independent
+optimisations; a window that stops early (its own loss plateau) leaves the batch,
 and the rest go on as a smaller one (`WorkingSet`). The cloud of a window is encoded once per step (the release
 encodes one copy per batch element), and not at all when only the decoder adapts.
 """
@@ -255,24 +256,25 @@ class WindowEnsemble:
                sampled: torch.Tensor | None = None) -> torch.Tensor:
         """queries [W, M, 3] (one row per window of this ensemble) -> logits [W, M], from the feature grids
         or from the features already `sampled` at the queries ([W, M, C])."""
-        params, dims = self._split("decoder.")
-        if not any(d == 0 for d in dims.values()):
+        stacked = self._decoder_stacks()
+        if not stacked:
             return self.model.decoder(queries, features, sampled)
-        # grid_sample is batched over windows natively; under vmap it would copy the whole feature grids
-        # twice per step (forward and backward). Only the per-window MLP needs vmap.
         if sampled is None:
             sampled = self.model.decoder.sample_features(queries, features)
-
-        def decode_one(p, q, c):
-            return functional_call(self.model.decoder, p, (q[None],), {"sampled": c[None]})[0]
-
-        return vmap(decode_one, in_dims=(dims, 0, 0))(params, queries, sampled)
+        return self.model.decoder.forward_per_window(stacked, queries, sampled)
 
     def decode_window(self, window: int, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Logits of queries [M, 3] under window `window`'s network (features of the whole batch)."""
-        params, _ = self._split("decoder.")
-        params = {k: (v[window] if self.stacked.get("decoder." + k) is not None else v) for k, v in params.items()}
-        return functional_call(self.model.decoder, params, (queries[None], features[window:window + 1]))[0]
+        decoder, volume = self.model.decoder, features[window:window + 1]
+        stacked = {name: stack[window:window + 1] for name, stack in self._decoder_stacks().items()}
+        if not stacked:
+            return decoder(queries[None], volume)[0]
+        return decoder.forward_per_window(stacked, queries[None], decoder.sample_features(queries[None], volume))[0]
+
+    def _decoder_stacks(self) -> dict[str, torch.Tensor]:
+        """The adapted decoder parameters' stacks, by their names within the decoder."""
+        prefix = "decoder."
+        return {name[len(prefix):]: stack for name, stack in self.stacked.items() if name.startswith(prefix)}
 
 
 def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationConfig,

@@ -37,6 +37,22 @@ def test_forward_shapes():
     assert torch.isfinite(logits).all()
 
 
+def test_the_decoder_per_window_equals_each_windows_own_network():
+    model = randomize(ConvONet(SMALL))
+    queries, features = torch.rand(3, 50, 3) - 0.5, torch.randn(3, 8, 16, 16, 16)
+    sampled = model.decoder.sample_features(queries, features)
+    generator = torch.Generator().manual_seed(1)
+    adapted = [name for name, _ in model.decoder.named_parameters() if not name.startswith("fc_c.1")]  # some shared
+    stacked = {name: torch.randn(3, *model.decoder.get_parameter(name).shape, generator=generator) * 0.2
+               for name in adapted}
+    logits = model.decoder.forward_per_window(stacked, queries, sampled)
+    for window in range(3):
+        own = randomize(ConvONet(SMALL)).decoder
+        own.load_state_dict(model.decoder.state_dict() | {name: stack[window] for name, stack in stacked.items()})
+        assert torch.allclose(logits[window], own(queries[window:window + 1], features[window:window + 1])[0],
+                              atol=1e-5)
+
+
 def test_published_architecture_has_the_published_size():
     model = ConvONet(ModelConfig())  # room_grid64
     assert count_parameters(model) == 4_166_657
