@@ -173,7 +173,7 @@ def core_band_mask(grid: WindowGrid, window: np.ndarray, points: np.ndarray, ban
     shape = (grid.cells,) * 3
     if band is None:
         return np.ones(shape, dtype=bool)
-    reach = int(np.ceil(band / grid.voxel_size)) + 1
+    reach = int(np.ceil(band / grid.voxel_size - 1e-9))  # the corner growth below covers the point's own cell
     first = np.asarray(window, dtype=np.int64) * grid.cells - reach
     size = grid.cells + 2 * reach
     local = grid.cell_of(points) - first

@@ -10,6 +10,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from sa_convonet_ros import optimize as optimize_module
+from sa_convonet_ros import pipeline as pipeline_module
 from sa_convonet_ros.config import ModelConfig, get_profile
 from sa_convonet_ros.data import generate_room, simulate_scans
 from sa_convonet_ros.meshing import BlockField, StreamingMesher, extract_mesh, near_points, trim_far_faces
@@ -315,6 +316,19 @@ def test_the_stages_one_by_one_make_the_mesh_of_reconstruct(tiny_model, room_cor
     at_once = finish_mesh(trim_far_faces(extract_mesh(blocks), cloud.points, config.meshing.trim_distance),
                           cloud, config.meshing)
     np.testing.assert_array_equal(np.unique(at_once.triangles.reshape(-1, 9), axis=0),
+                                  np.unique(whole.triangles.reshape(-1, 9), axis=0))
+
+
+@pytest.mark.parametrize("trim", [0.03, 0.1])
+def test_the_field_band_around_the_points_keeps_every_face_the_whole_field_gives(tiny_model, room_corner,
+                                                                                monkeypatch, trim):
+    config = small_config().updated(meshing={"trim_distance": trim})  # a 4 cm grid
+    banded = reconstruct(room_corner, config, model=tiny_model).mesh
+    monkeypatch.setattr(pipeline_module, "core_band_mask", lambda grid, window, points, band: np.ones(
+        (grid.cells,) * 3, dtype=bool))
+    whole = reconstruct(room_corner, config, model=tiny_model).mesh
+    assert len(whole.faces) > 1000
+    np.testing.assert_array_equal(np.unique(banded.triangles.reshape(-1, 9), axis=0),
                                   np.unique(whole.triangles.reshape(-1, 9), axis=0))
 
 

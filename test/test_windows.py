@@ -97,5 +97,5 @@ def test_band_mask_marks_grid_points_near_points_only():
     coords = np.stack(np.meshgrid(*[np.arange(20) * 0.05] * 3, indexing="ij"), -1)
     distance = np.abs(coords - points[0]).max(axis=-1)
     assert mask[distance <= 0.1].all()  # never less than the band
-    assert not mask[distance > 0.25].any()  # and not much more
+    assert not mask[distance > 0.1 + 0.05 + 1e-9].any()  # and at most one grid cell more
     assert core_band_mask(grid, w, points, band=None).all()
