@@ -97,6 +97,7 @@ AUTO_CPU_NOW = {**AUTO_CPU, "meshing": {**AUTO_CPU["meshing"], "grid_per_spacing
 VARIANTS["auto:cpu"] = AUTO_CPU_NOW
 VARIANTS["auto:cpu, snap 1 cell"] = {**AUTO_CPU_NOW, "meshing": {**AUTO_CPU_NOW["meshing"], "snap_distance": 0.01}}
 VARIANTS["auto:cpu, no denoising"] = {**AUTO_CPU_NOW, **RAW}
+VARIANTS["auto:cpu, window scale 1"] = {**AUTO_CPU_NOW, "windows": {"window_scale": 1.0}}
 VARIANTS["auto:cpu, 60 steps"] = {**AUTO_CPU_NOW, "optimization": {**AUTO_CPU_NOW["optimization"], "iterations": 60}}
 VARIANTS["auto:cpu, grid 0.75 cm"] = {**AUTO_CPU_NOW, "meshing": {**AUTO_CPU_NOW["meshing"], "voxel_size": 0.0075,
                                                                   "trim_distance": 0.015}}

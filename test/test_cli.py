@@ -47,7 +47,7 @@ def test_reconstruct_reports_what_it_measured_on_the_map_and_chose(files, capsys
                  "--iterations", "1", "--voxel-size", "0.04", "-q"])
     assert code == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("map: ")]
-    assert len(lines) == 1 and "cm between points" in lines[0] and "windows 1.20 m, mesh grid 4.00 cm" in lines[0]
+    assert len(lines) == 1 and "cm between points" in lines[0] and "windows 1.80 m, mesh grid 6.00 cm" in lines[0]  # scale 1.5
 
 
 def test_evaluate_prints_metrics(files, capsys):

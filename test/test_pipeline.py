@@ -32,6 +32,7 @@ from sa_convonet_ros.pipeline import (
     reconstruct,
     run_jobs,
 )
+from sa_convonet_ros.window_scale import scaled_to_map
 
 TINY = ModelConfig(c_dim=8, hidden_dim=16, grid_resolution=8, unet_levels=2, unet_base_channels=8)
 
@@ -87,7 +88,8 @@ def test_shipped_model_reconstructs_a_room_corner(room_corner):
 
 def test_huge_coordinates_give_the_same_mesh_shifted(tiny_model, room_corner):
     config = small_config()
-    shift = np.array([1.0, -2.0, 0.5]) * 1e6 // config.windows.window_size * config.windows.window_size
+    window = scaled_to_map(config, room_corner).windows.window_size  # the windows' tiling, as the map scales it
+    shift = np.array([1.0, -2.0, 0.5]) * 1e6 // window * window
     base = reconstruct(room_corner, config, model=tiny_model).mesh
     moved = reconstruct(room_corner + shift, config, model=tiny_model).mesh
     assert len(base.faces) == len(moved.faces) > 0
@@ -277,7 +279,7 @@ def test_plan_with_a_cache_reuses_unchanged_windows_and_warm_starts_changed_ones
     reconstruct(room_corner, config, model=tiny_model, cache=cache)
     extra = room_corner.min(axis=0) + np.random.default_rng(0).uniform(0, 0.1, (200, 3))
     grown = prepare_points(np.vstack([room_corner, extra]), config, known_noise=cache.noise)
-    plan = plan_windows(grown.points, config, 3, cache, tiny_model)
+    plan = plan_windows(grown.points, scaled_to_map(config, grown.points, grown.noise), 3, cache, tiny_model)
     warm = [job for job in plan.jobs if job.initial is not None]
     cold = [job for job in plan.jobs if job.initial is None]
     assert plan.reused and warm and len(plan.reused) + plan.windows_run == len(plan.windows)
@@ -288,6 +290,7 @@ def test_plan_with_a_cache_reuses_unchanged_windows_and_warm_starts_changed_ones
 def test_the_stages_one_by_one_make_the_mesh_of_reconstruct(tiny_model, room_corner):
     config = small_config(iterations=2).updated(optimization={"window_batch": 4})
     cloud = prepare_points(room_corner, config)
+    config = scaled_to_map(config, cloud.points, cloud.noise)
     plan = plan_windows(cloud.points, config, steps=2)
     seen = []
     tally = ProgressTally(lambda *update: seen.append(update), {"optimize": 2 * len(plan.jobs),
