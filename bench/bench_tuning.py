@@ -91,12 +91,14 @@ VARIANTS["earlier auto:cpu, grid 0.6 x spacing, batches of 16"] = {
     "optimization": {**AUTO_CPU["optimization"], "window_batch": 16}}
 
 
-# auto:cpu as it is now: the grid from the spacing, faces trimmed and vertices snapped at two grid cells
+# auto:cpu as it is now: the grid from the spacing, faces trimmed and vertices snapped at two grid cells, crests
+# up to a logit below the level lifted onto it
 AUTO_CPU_NOW = {**AUTO_CPU, "meshing": {**AUTO_CPU["meshing"], "grid_per_spacing": 0.6, "trim_distance": 0.02,
-                                        "snap_distance": 0.02}}
+                                        "snap_distance": 0.02, "crest_depth": 1.0}}
 VARIANTS["auto:cpu"] = AUTO_CPU_NOW
 VARIANTS["auto:cpu, snap 1 cell"] = {**AUTO_CPU_NOW, "meshing": {**AUTO_CPU_NOW["meshing"], "snap_distance": 0.01}}
 VARIANTS["auto:cpu, no denoising"] = {**AUTO_CPU_NOW, **RAW}
+VARIANTS["auto:cpu, no crest lift"] = {**AUTO_CPU_NOW, "meshing": {**AUTO_CPU_NOW["meshing"], "crest_depth": 0.0}}
 VARIANTS["auto:cpu, window scale 1"] = {**AUTO_CPU_NOW, "windows": {"window_scale": 1.0}}
 VARIANTS["auto:cpu, 60 steps"] = {**AUTO_CPU_NOW, "optimization": {**AUTO_CPU_NOW["optimization"], "iterations": 60}}
 VARIANTS["auto:cpu, grid 0.75 cm"] = {**AUTO_CPU_NOW, "meshing": {**AUTO_CPU_NOW["meshing"], "voxel_size": 0.0075,

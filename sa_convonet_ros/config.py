@@ -185,6 +185,9 @@ class MeshingConfig:
                                         "most this many metres, for detail finer than the grid; skipped on maps "
                                         "whose measured noise exceeds half of it (0: off)", at_least=0)
     snap_neighbours: int = setting(6, "points in the plane each vertex is snapped onto", at_least=3)
+    crest_depth: float = setting(0.0, "grid points next to an input point where the field peaks at most this many "
+                                      "logits below the level are raised onto it: thin parts whose field only "
+                                      "touches the level get a surface (0: off)", at_least=0)
     color_from_input: bool = setting(True, "colour vertices from the nearest input point when it has colours")
 
     def __post_init__(self) -> None:
@@ -347,6 +350,7 @@ def _auto_cpu() -> ReconstructionConfig:
     config.meshing.voxel_size = 0.01
     config.meshing.trim_distance = 0.02  # two grid cells; a sparse map's coarser grid takes its trim along
     config.meshing.snap_distance = 0.02  # two grid cells: the field's surface strays that far on coarse parts
+    config.meshing.crest_depth = 1.0  # table tops and curtains whose field stops just short of the level
     config.meshing.coarse_to_fine_margin = 3.0  # a third fewer decodes, the same mesh (docs/benchmarks.md)
     config.meshing.grid_per_spacing = 0.6  # sparse maps: 1.5 cm and fewer samples, 1.7x faster (same doc)
     return config

@@ -37,7 +37,7 @@ from .cache import WindowCache, WindowKey, model_fingerprint, settings_fingerpri
 from .config import DenoiseConfig, MeshingConfig, OptimizationConfig, ReconstructionConfig, get_profile
 from .denoise import NoiseEstimate, estimate_noise, project_to_local_planes
 from .errors import ReconstructionCancelled, ReconstructionError
-from .field import evaluate_block
+from .field import evaluate_block, lift_crests
 from .memory import release_freed_memory
 from .meshing import StreamingMesher, color_from_points, logit, near_points, snap_to_points
 from .model import ConvONet, load_model, resolve_devices, synchronized_time
@@ -526,7 +526,11 @@ def _evaluate_block(ensemble: WindowEnsemble, slot: int, grid: WindowGrid, windo
         return torch.cat(values).numpy()
 
     mask = core_band_mask(grid, window, crop_points, band)
-    return evaluate_block(decode, mask, logit(meshing.threshold), meshing.coarse_to_fine_margin)
+    level = logit(meshing.threshold)
+    block = evaluate_block(decode, mask, level, meshing.coarse_to_fine_margin)
+    if meshing.crest_depth > 0:
+        lift_crests(block, level, meshing.crest_depth, core_band_mask(grid, window, crop_points, 0.0), decode)
+    return block
 
 # ----------------------------------------------------------------------------------------- field, mesh
 

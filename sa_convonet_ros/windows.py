@@ -174,12 +174,13 @@ def core_band_mask(grid: WindowGrid, window: np.ndarray, points: np.ndarray, ban
     if band is None:
         return np.ones(shape, dtype=bool)
     reach = int(np.ceil(band / grid.voxel_size - 1e-9))  # the corner growth below covers the point's own cell
-    first = np.asarray(window, dtype=np.int64) * grid.cells - reach
-    size = grid.cells + 2 * reach
+    first = np.asarray(window, dtype=np.int64) * grid.cells - reach - 1  # one more cell: its far corners count
+    size = grid.cells + 2 * reach + 1
     local = grid.cell_of(points) - first
     local = local[np.all((local >= 0) & (local < size), axis=1)]
     marks = np.zeros((size,) * 3, dtype=bool)
     marks[local[:, 0], local[:, 1], local[:, 2]] = True
     # a point in cell c touches grid points c and c+1: grow by one more on the high side
     grown = cell_corners(ndimage.maximum_filter(marks, size=2 * reach + 1, mode="constant", cval=False))
-    return grown[reach:reach + grid.cells, reach:reach + grid.cells, reach:reach + grid.cells]
+    core = slice(reach + 1, reach + 1 + grid.cells)
+    return grown[core, core, core]

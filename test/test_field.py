@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from skimage import measure
 
-from sa_convonet_ros.field import _upsample, evaluate_block
+from sa_convonet_ros.field import _upsample, evaluate_block, lift_crests
 from sa_convonet_ros.meshing import EMPTY_LOGIT
 
 
@@ -92,3 +92,38 @@ def test_upsampling_is_exact_on_a_linear_field():
     fine = _upsample(linear)
     fine_index = np.stack(np.meshgrid(*[np.arange(9)] * 3, indexing="ij"), -1) / 2.0
     np.testing.assert_allclose(fine, fine_index @ np.array([0.5, -1.25, 2.0]) + 3.0, rtol=1e-6)
+
+
+def full_block(decoder, cells=16):
+    index = np.stack(np.meshgrid(*[np.arange(cells)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    return decoder(index).reshape((cells,) * 3)
+
+
+def valley(x_position, crest, sharpness=1.0):
+    """A field (logits = -sharpness * this) that only touches the level from below: its crest, `crest` logits
+    under it, at x_position."""
+    return lambda x: np.abs(x[..., 0] - x_position) - crest / sharpness
+
+
+@pytest.mark.parametrize("x_position", [7.3, 0.2, 15.0])  # inside the block, on its first and its last layer
+def test_a_crest_just_below_the_level_becomes_a_sheet_through_it(x_position):
+    decoder = CountingDecoder(valley(x_position, -0.1), sharpness=1.0)
+    block = full_block(decoder)
+    assert block.max() < 0  # marching cubes finds nothing
+    raised = lift_crests(block, 0.0, 0.5, np.ones(block.shape, dtype=bool), decoder)
+    assert raised == 16 * 16  # the whole crest plane, the block's faces included (neighbours decoded)
+    assert np.argwhere(block > 0)[:, 0].tolist() == [round(x_position)] * raised
+    vertices, _ = surface(block)
+    assert np.abs(vertices[:, 0] - x_position).max() < 1.0  # the sheet lies on the crest
+
+
+def test_crests_are_left_alone_when_deep_far_from_the_points_or_crossed_already():
+    near = np.ones((16,) * 3, dtype=bool)
+    for decoder, mask in [(CountingDecoder(valley(7.3, -0.8), sharpness=1.0), near),  # deeper than 0.5
+                          (CountingDecoder(valley(7.3, -0.3), sharpness=1.0), ~near),  # no point near it
+                          (CountingDecoder(thin_sheet(7.3, 1.5), sharpness=4.0), near),  # a proper slab
+                          (CountingDecoder(sphere((8, 8, 8), 5.2)), near)]:  # a closed surface
+        block = full_block(decoder)
+        before = block.copy()
+        assert lift_crests(block, 0.0, 0.5, mask, decoder) == 0
+        np.testing.assert_array_equal(block, before)
