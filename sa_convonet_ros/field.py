@@ -8,7 +8,7 @@ cell are decoded exactly, and so are the block's outer layers and both ends of e
 crosses: marching cubes then sees exactly the values a full decode gives wherever it places a vertex. In
 the band of a 1 cm grid (13 layers around the points) this decodes about half of the points.
 
-`lift_crests` then gives thin parts whose field stops just short of the level a surface (its docstring).
+`lift_crests` then gives a surface to thin parts whose field stops just short of the level.
 """
 from __future__ import annotations
 
