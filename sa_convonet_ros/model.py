@@ -184,21 +184,23 @@ class LocalDecoder(nn.Module):
         return self.fc_out(F.relu(net)).squeeze(-1)
 
     def forward_per_window(self, stacked: dict[str, torch.Tensor], queries: torch.Tensor,
-                           sampled: torch.Tensor) -> torch.Tensor:
+                           volume: torch.Tensor | None = None, sampled: torch.Tensor | None = None) -> torch.Tensor:
         """`forward` for a batch of W windows that each have their own copy of some parameters: `stacked`
         maps a parameter's name (`blocks.0.fc_0.weight`) to its [W, ...] stack; the others are shared.
         Each layer is one batched matrix product (what vmap would make of it, without its per-call cost)."""
+        if not stacked:
+            return self(queries, volume, sampled)
+        c = self.sample_features(queries, volume) if sampled is None else sampled
+
         def linear(name: str, x: torch.Tensor) -> torch.Tensor:
             module = self.get_submodule(name)
             weight, bias = stacked.get(f"{name}.weight", module.weight), stacked.get(f"{name}.bias", module.bias)
-            if weight.dim() == 2:
-                return F.linear(x, weight, bias)
-            out = torch.bmm(x, weight.transpose(1, 2))
+            out = F.linear(x, weight) if weight.dim() == 2 else torch.bmm(x, weight.transpose(1, 2))
             return out if bias is None else out + (bias.unsqueeze(-2) if bias.dim() == 2 else bias)
 
         net = linear("fc_p", queries)
         for i in range(len(self.blocks)):
-            net = net + linear(f"fc_c.{i}", sampled)
+            net = net + linear(f"fc_c.{i}", c)
             net = net + linear(f"blocks.{i}.fc_1", F.relu(linear(f"blocks.{i}.fc_0", F.relu(net))))
         return linear("fc_out", F.relu(net)).squeeze(-1)
 

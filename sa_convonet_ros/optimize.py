@@ -256,20 +256,12 @@ class WindowEnsemble:
                sampled: torch.Tensor | None = None) -> torch.Tensor:
         """queries [W, M, 3] (one row per window of this ensemble) -> logits [W, M], from the feature grids
         or from the features already `sampled` at the queries ([W, M, C])."""
-        stacked = self._decoder_stacks()
-        if not stacked:
-            return self.model.decoder(queries, features, sampled)
-        if sampled is None:
-            sampled = self.model.decoder.sample_features(queries, features)
-        return self.model.decoder.forward_per_window(stacked, queries, sampled)
+        return self.model.decoder.forward_per_window(self._decoder_stacks(), queries, features, sampled)
 
     def decode_window(self, window: int, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Logits of queries [M, 3] under window `window`'s network (features of the whole batch)."""
-        decoder, volume = self.model.decoder, features[window:window + 1]
         stacked = {name: stack[window:window + 1] for name, stack in self._decoder_stacks().items()}
-        if not stacked:
-            return decoder(queries[None], volume)[0]
-        return decoder.forward_per_window(stacked, queries[None], decoder.sample_features(queries[None], volume))[0]
+        return self.model.decoder.forward_per_window(stacked, queries[None], features[window:window + 1])[0]
 
     def _decoder_stacks(self) -> dict[str, torch.Tensor]:
         """The adapted decoder parameters' stacks, by their names within the decoder."""

@@ -45,7 +45,8 @@ def test_the_decoder_per_window_equals_each_windows_own_network():
     adapted = [name for name, _ in model.decoder.named_parameters() if not name.startswith("fc_c.1")]  # some shared
     stacked = {name: torch.randn(3, *model.decoder.get_parameter(name).shape, generator=generator) * 0.2
                for name in adapted}
-    logits = model.decoder.forward_per_window(stacked, queries, sampled)
+    logits = model.decoder.forward_per_window(stacked, queries, sampled=sampled)
+    assert torch.equal(model.decoder.forward_per_window(stacked, queries, features), logits)
     for window in range(3):
         own = randomize(ConvONet(SMALL)).decoder
         own.load_state_dict(model.decoder.state_dict() | {name: stack[window] for name, stack in stacked.items()})
