@@ -184,7 +184,9 @@ class MeshingConfig:
     snap_distance: float = setting(0.0, "move each vertex onto the plane of its nearest (denoised) points by at "
                                         "most this many metres, for detail finer than the grid; skipped on maps "
                                         "whose measured noise exceeds half of it (0: off)", at_least=0)
-    snap_neighbours: int = setting(6, "points in the plane each vertex is snapped onto", at_least=3)
+    snap_neighbours: int = setting(6, "points whose plane each vertex is snapped onto (its normal)", at_least=3)
+    snap_anchors: int = setting(3, "the plane passes through the mean of this many nearest of them (fewer: curved "
+                                   "parts flattened less; at most snap_neighbours)", at_least=1)
     crest_depth: float = setting(0.0, "grid points next to an input point where the field peaks at most this many "
                                       "logits below the level are raised onto it: thin parts whose field only "
                                       "touches the level get a surface (0: off)", at_least=0)
@@ -194,6 +196,8 @@ class MeshingConfig:
         check_settings(self)
         if self.trim_distance == 0:
             self.trim_distance = None  # how a command line or a ROS parameter says None
+        if self.snap_anchors > self.snap_neighbours:
+            raise SettingError("snap_anchors", "at most {0}", self.snap_anchors, ("snap_neighbours",))
 
 
 @dataclass

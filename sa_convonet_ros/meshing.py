@@ -311,15 +311,19 @@ def color_from_points(mesh: trimesh.Trimesh, points: np.ndarray, colors: np.ndar
 
 
 def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, neighbours: int = 6,
-                   tree: cKDTree | None = None) -> trimesh.Trimesh:
+                   tree: cKDTree | None = None, anchors: int = 3) -> trimesh.Trimesh:
     """Each vertex moved along the normal of the plane fitted to its nearest points onto that plane, by at
-    most `distance`: detail finer than the grid comes from the points themselves. Vertices without
-    `neighbours` points within 4 x `distance` (completed surface) stay. The result shares the faces of `mesh`.
+    most `distance`: detail finer than the grid comes from the points themselves. The plane's normal comes
+    from the `neighbours` nearest points, its position from the mean of the `anchors` nearest of them: the
+    mean of all lies inside a curved surface (a rounded edge or a fold would be flattened), that of the few
+    nearest much less. Vertices without `neighbours` points within 4 x `distance` (completed surface) stay.
+    The result shares the faces of `mesh`.
 
     The mesh's own normals are not consulted: on a coarse grid they step (a 45-degree roof's are the
     grid's axes), and a vertex whose neighbours lie on another surface moves by at most `distance`."""
     if len(mesh.vertices) == 0 or len(points) < neighbours:
         return mesh
+    anchors = min(anchors, neighbours)
     vertices = np.asarray(mesh.vertices)
     tree = cKDTree(points) if tree is None else tree
     moved = vertices.copy()
@@ -327,8 +331,9 @@ def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, n
         part = slice(start, start + CHUNK)
         gaps, index = tree.query(vertices[part], k=neighbours, distance_upper_bound=4 * distance, workers=-1)
         near = np.isfinite(gaps).all(axis=1)
-        mean, plane_normal, _ = plane_fits(points, index[near])
-        offset = np.einsum("ni,ni->n", vertices[part][near] - mean, plane_normal)
+        _, plane_normal, _ = plane_fits(points, index[near])
+        anchor = points[index[near, :anchors]].mean(axis=1)  # the query sorts neighbours nearest first
+        offset = np.einsum("ni,ni->n", vertices[part][near] - anchor, plane_normal)
         moved[part][near] -= np.clip(offset, -distance, distance)[:, None] * plane_normal
     snapped = trimesh.Trimesh(vertices=moved, faces=mesh.faces, process=False)
     if mesh.visual.kind == "vertex":

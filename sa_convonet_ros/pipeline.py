@@ -565,7 +565,8 @@ def finish_mesh(mesh: trimesh.Trimesh, cloud: PreparedPoints, meshing: MeshingCo
     if tree is None and len(mesh.faces):
         tree = cKDTree(cloud.points)  # one tree for both (built once, ~35 B/point)
     if snaps(meshing.snap_distance, cloud.noise):
-        mesh = snap_to_points(mesh, cloud.points, meshing.snap_distance, meshing.snap_neighbours, tree=tree)
+        mesh = snap_to_points(mesh, cloud.points, meshing.snap_distance, meshing.snap_neighbours, tree=tree,
+                              anchors=meshing.snap_anchors)
     if cloud.colors is not None and meshing.color_from_input:
         color_from_points(mesh, cloud.points, cloud.colors, tree)
     return mesh

@@ -211,6 +211,32 @@ def test_snapping_a_stepped_surface_lands_on_the_points_whatever_its_normals():
     assert np.abs(snapped[inner] @ normal).max() < 1e-9
 
 
+def test_snapping_onto_a_curved_surface_anchors_the_plane_at_the_nearest_points():
+    """On a small sphere the mean of six neighbours lies inside the surface; the plane through the three
+    nearest ones' mean lands the vertices nearer to it, and anchoring at all six is the plain plane fit."""
+    from scipy.spatial import cKDTree
+
+    from sa_convonet_ros.denoise import plane_fits
+    from sa_convonet_ros.meshing import snap_to_points
+
+    radius = 0.05
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(600, 3))  # about 7 mm apart
+    points = radius * directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=radius + 0.005)
+
+    def radial_error(anchors):
+        snapped = snap_to_points(sphere, points, distance=0.01, neighbours=6, anchors=anchors)
+        return np.abs(np.linalg.norm(snapped.vertices, axis=1) - radius)
+
+    nearest, all_six = radial_error(3), radial_error(6)
+    assert np.median(nearest) < 0.8 * np.median(all_six)
+    assert np.median(all_six) > 3e-4  # the flattening the anchors remove is there to see
+    mean, normal, _ = plane_fits(points, cKDTree(points).query(sphere.vertices, k=6)[1])
+    plain = sphere.vertices - np.einsum("ni,ni->n", sphere.vertices - mean, normal)[:, None] * normal
+    np.testing.assert_allclose(snap_to_points(sphere, points, 0.01, 6, anchors=6).vertices, plain, atol=1e-12)
+
+
 def test_compacted_keeps_the_chosen_rows_in_order_in_place(monkeypatch):
     from sa_convonet_ros import meshing
 
