@@ -211,6 +211,10 @@ class DenoiseConfig:
     denoise_max_shift: float = setting(2.5, "a point moves at most this many measured noise levels per pass",
                                        above=0)
     denoise_passes: int = setting(2, "projection passes", at_least=1)
+    denoise_curved_ratio: float = setting(2.0, "where the neighbours' plane leaves a residual variance above this "
+                                               "many times the measured noise's, points move onto a quadric "
+                                               "fitted to them instead: folds and rounded parts keep their shape "
+                                               "(0: planes everywhere)", at_least=0)
     # Below this the points are already accurate against their spacing (a voxel filter averages many returns):
     # moving them by a few noise levels onto planes that span several spacings rounds edges and thin sheets
     # more than it removes noise (docs/benchmarks.md, "Snapping and denoising").

@@ -4,10 +4,13 @@
 and the noise (median over points of the residual of a plane fitted to each point's neighbours), so the
 reconstruction can set its scales from the data instead of asking the user.
 
-`project_to_local_planes` is the surface targets' denoising: each point moves along the normal of the
+`project_to_local_surfaces` is the surface targets' denoising: each point moves along the normal of the
 plane fitted to its neighbours onto that plane, but never farther than a few noise levels, so that
-sensor noise is removed while real detail (a step, a thin edge: far larger than the noise) stays. Written
-here because none of the project's libraries has it: Open3D and scipy offer neighbours and normals, not a
+sensor noise is removed while real detail (a step, a thin edge: far larger than the noise) stays. Where
+the neighbours do not lie on a plane to within the map's noise (a fold, a rounded part), the plane's
+mean sits inside the curve and projecting onto it would flatten the shape; there a quadric height field
+fitted to the same neighbours (moving least squares of degree 2) is the surface instead. Written here
+because none of the project's libraries has it: Open3D and scipy offer neighbours and normals, not a
 bounded projection.
 """
 from __future__ import annotations
@@ -59,20 +62,47 @@ def estimate_noise(points: np.ndarray, neighbours: int = 16, sample: int = 20_00
         neighbours *= 2
 
 
-def project_to_local_planes(points: np.ndarray, max_shift: float, neighbours: int = 16,
-                            iterations: int = 2) -> np.ndarray:
+def quadric_offsets(points: np.ndarray, neighbours: np.ndarray, mean: np.ndarray,
+                    normal: np.ndarray) -> np.ndarray:
+    """For each row of neighbour indices, whose first is the point itself: its signed distance along `normal`
+    from the height field h = c0 + c1 u + c2 v + c3 u^2 + c4 uv + c5 v^2 fitted by least squares to the
+    row's points in the frame of their plane (`mean`, `normal`). A small ridge on the curvature terms keeps
+    neighbours along a line (a scan row) from bending the fit."""
+    near = points[neighbours] - mean[:, None, :]  # (n, k, 3)
+    helper = np.where(np.abs(normal[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    first = np.cross(normal, helper)
+    first /= np.linalg.norm(first, axis=1, keepdims=True)
+    second = np.cross(normal, first)
+    u, v = near @ first[:, :, None], near @ second[:, :, None]
+    height = (near @ normal[:, :, None])[..., 0]
+    terms = np.concatenate([np.ones_like(u), u, v, u * u, u * v, v * v], axis=2)  # (n, k, 6)
+    reach = np.abs(np.concatenate([u, v], axis=2)).max(axis=(1, 2))
+    ridge = 1e-3 * neighbours.shape[1] * np.maximum(reach, 1e-9) ** 4
+    normal_matrix = np.einsum("nki,nkj->nij", terms, terms)
+    normal_matrix[:, range(3, 6), range(3, 6)] += ridge[:, None]
+    coefficients = np.linalg.solve(normal_matrix, np.einsum("nki,nk->ni", terms, height)[..., None])[..., 0]
+    return height[:, 0] - np.einsum("ni,ni->n", terms[:, 0], coefficients)
+
+
+def project_to_local_surfaces(points: np.ndarray, max_shift: float, neighbours: int = 16, iterations: int = 2,
+                              noise: float = 0.0, curved_ratio: float = 0.0) -> np.ndarray:
     """The points moved onto the planes fitted to their neighbours, each by at most `max_shift` metres
-    per iteration (a few noise levels). Neighbourhoods are found once, on the input."""
+    per iteration (a few noise levels). With `curved_ratio` > 0, a point whose neighbours leave a plane
+    residual variance above `curved_ratio` x `noise`^2 moves onto their quadric instead. Neighbourhoods are
+    found once, on the input."""
     points = np.asarray(points, dtype=np.float64)
     if len(points) <= neighbours or max_shift <= 0:
         return points.copy()
-    _, index = cKDTree(points).query(points, k=neighbours + 1, workers=-1)
+    _, index = cKDTree(points).query(points, k=neighbours + 1, workers=-1)  # each point is its own first
     moved = points.copy()
     for _ in range(iterations):
         current = moved.copy()
         for start in range(0, len(points), CHUNK):
             rows = slice(start, start + CHUNK)
-            mean, normal, _ = plane_fits(current, index[rows])
+            mean, normal, variance = plane_fits(current, index[rows])
             offset = np.einsum("ni,ni->n", current[rows] - mean, normal)
+            curved = variance > curved_ratio * noise ** 2 if curved_ratio > 0 else np.zeros(len(offset), bool)
+            if curved.any():
+                offset[curved] = quadric_offsets(current, index[rows][curved], mean[curved], normal[curved])
             moved[rows] = current[rows] - np.clip(offset, -max_shift, max_shift)[:, None] * normal
     return moved

@@ -35,7 +35,7 @@ from scipy.spatial import cKDTree
 
 from .cache import WindowCache, WindowKey, model_fingerprint, settings_fingerprint, window_fingerprint
 from .config import DenoiseConfig, MeshingConfig, OptimizationConfig, ReconstructionConfig, get_profile
-from .denoise import NoiseEstimate, estimate_noise, project_to_local_planes
+from .denoise import NoiseEstimate, estimate_noise, project_to_local_surfaces
 from .errors import ReconstructionCancelled, ReconstructionError
 from .field import evaluate_block, lift_crests
 from .memory import release_freed_memory
@@ -297,7 +297,8 @@ def prepare_points(points: np.ndarray, config: ReconstructionConfig, colors: np.
 
 def denoised(cloud: PreparedPoints, config: DenoiseConfig, known_noise: NoiseEstimate | None = None) -> PreparedPoints:
     """The cloud with its noise measured and, where the noise is a sizeable fraction of the spacing, its
-    points moved onto their local planes (at most `max_shift` noise levels per pass); the measured points
+    points moved onto their local planes or, where curved, quadrics (at most `max_shift` noise levels per
+    pass); the measured points
     kept for the encoder if it should see them.
 
     `known_noise`, an earlier estimate of the same map, is kept while the new one agrees with it within
@@ -309,8 +310,8 @@ def denoised(cloud: PreparedPoints, config: DenoiseConfig, known_noise: NoiseEst
         noise = known_noise
     if noise.noise < config.denoise_min_noise_ratio * noise.spacing:
         return dataclasses.replace(cloud, noise=noise)
-    moved = project_to_local_planes(cloud.points, config.denoise_max_shift * noise.noise, config.denoise_neighbours,
-                                    config.denoise_passes)
+    moved = project_to_local_surfaces(cloud.points, config.denoise_max_shift * noise.noise, config.denoise_neighbours,
+                                      config.denoise_passes, noise.noise, config.denoise_curved_ratio)
     return dataclasses.replace(cloud, points=moved, noise=noise,
                                encoder_points=None if config.denoise_encoder_input else cloud.points)
 
