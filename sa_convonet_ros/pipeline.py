@@ -298,8 +298,7 @@ def prepare_points(points: np.ndarray, config: ReconstructionConfig, colors: np.
 def denoised(cloud: PreparedPoints, config: DenoiseConfig, known_noise: NoiseEstimate | None = None) -> PreparedPoints:
     """The cloud with its noise measured and, where the noise is a sizeable fraction of the spacing, its
     points moved onto their local planes or, where curved, quadrics (at most `max_shift` noise levels per
-    pass); the measured points
-    kept for the encoder if it should see them.
+    pass); the measured points kept for the encoder if it should see them.
 
     `known_noise`, an earlier estimate of the same map, is kept while the new one agrees with it within
     25 %: the points of an unchanged part of a growing map then move exactly as before."""
