@@ -94,7 +94,8 @@ VARIANTS["earlier auto:cpu, grid 0.6 x spacing, batches of 16"] = {
 
 # The variants above were measured with points denoised onto planes only and vertices snapped onto planes through
 # their six points' mean: they run on that base, so their documented figures stay reproducible.
-EARLIER = {name: {"denoise": {"denoise_curved_ratio": 0.0}, "meshing": PLAIN_SNAP} for name in VARIANTS}
+EARLIER_BASE = {"denoise": {"denoise_curved_ratio": 0.0}, "meshing": PLAIN_SNAP}
+EARLIER = frozenset(VARIANTS)
 
 # auto:cpu as it is now: the grid from the spacing, faces trimmed and vertices snapped at two grid cells onto
 # planes through their three nearest points, crests up to a logit below the level lifted onto it
@@ -168,8 +169,8 @@ def main(argv=None) -> int:
             case = ScoredScan.generate(seed, setting, args.crop, WORLDS[args.world])
             scene, points = case.scene, case.points
             for index, name in enumerate(args.variants):
-                config = get_profile("fast").updated(**EARLIER.get(name, {})).updated(device=str(device),
-                                                                                      **VARIANTS[name])
+                base = EARLIER_BASE if name in EARLIER else {}
+                config = get_profile("fast").updated(**base).updated(device=str(device), **VARIANTS[name])
                 start = time.perf_counter()
                 mesh = reconstruct(points, config, model=model).mesh
                 seconds = time.perf_counter() - start
