@@ -195,6 +195,10 @@ class LocalDecoder(nn.Module):
         def linear(name: str, x: torch.Tensor) -> torch.Tensor:
             module = self.get_submodule(name)
             weight, bias = stacked.get(f"{name}.weight", module.weight), stacked.get(f"{name}.bias", module.bias)
+            if weight.dim() == 3 and len(weight) == 1:  # one window (the field's decodes): a fused addmm, no bmm
+                weight, bias = weight[0], (bias[0] if bias is not None and bias.dim() == 2 else bias)
+            if weight.dim() == 2 and (bias is None or bias.dim() == 1):
+                return F.linear(x, weight, bias)
             out = F.linear(x, weight) if weight.dim() == 2 else torch.bmm(x, weight.transpose(1, 2))
             return out if bias is None else out + (bias.unsqueeze(-2) if bias.dim() == 2 else bias)
 

@@ -337,3 +337,29 @@ def test_feature_grid_sampling_and_its_gradient_match_grid_sample():
         (expected * upstream).sum().backward()
         torch.testing.assert_close(grids.values.grad.permute(0, 4, 1, 2, 3), reference.grad, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grids.volume, volume)
+
+
+@pytest.mark.parametrize("patience", [0, 5])
+def test_adapting_only_the_touched_cells_takes_the_same_steps_as_adapting_every_cell(monkeypatch, patience):
+    # Adam leaves a cell whose gradient was always zero where it is, so restricting it to the cells the steps
+    # touch changes nothing, also when windows leave the batch early (their Adam moments are carried over).
+    torch.manual_seed(0)
+    model = ConvONet(ModelConfig(c_dim=8, hidden_dim=16, grid_resolution=16, unet_levels=2, unet_base_channels=8))
+    clouds = [plane(2000, 0), crossing_sheets(2000, 1), plane(2000, 2, height=0.3)]
+    batch = WindowBatch.from_arrays(clouds, CPU, 5000, np.random.default_rng(0))
+    config = OptimizationConfig(iterations=40, optimize_features=True, learning_rate=3e-3, sigma=0.02,
+                                surface_samples=256, off_surface_samples=128, early_stop_patience=patience,
+                                early_stop_tolerance=0.02)
+    restricted = optimize_windows(model, batch, config, seed=3)
+    touched = restricted.grids.touched
+    assert 0.05 < touched.float().mean() < 0.9
+    assert torch.equal(restricted.grids.values.view(-1, 8)[~touched],
+                       restricted.encoded.permute(0, 2, 3, 4, 1).reshape(-1, 8)[~touched])
+    monkeypatch.setattr(FeatureGrids, "restrict", lambda self, touched: None)
+    every = optimize_windows(model, batch, config, seed=3)
+    assert restricted.window_steps == every.window_steps
+    if patience:
+        assert min(every.window_steps) < config.iterations
+    torch.testing.assert_close(restricted.features, every.features, atol=0, rtol=0)
+    for name, tensor in restricted.stacked.items():
+        torch.testing.assert_close(tensor, every.stacked[name], atol=0, rtol=0, msg=name)
