@@ -106,7 +106,7 @@ def model_fingerprint(model: ConvONet) -> str:
 def settings_fingerprint(config: ReconstructionConfig, steps: int, model_id: str) -> str:
     """The same for two runs whose windows would come out the same from the same points."""
     settings = {**config.to_dict(), "steps": steps, "model": model_id}
-    for where in ("device", "ray_address", "ray_workers", "ray_threads"):  # where it runs, not what comes out
+    for where in ("device", "cpu_workers", "ray_address", "ray_workers", "ray_threads"):  # where it runs
         settings.pop(where, None)
     return hashlib.sha1(repr(sorted(settings.items())).encode()).hexdigest()
 

@@ -241,6 +241,9 @@ class ReconstructionConfig:
                                   "cuda:N | a comma-separated list such as cuda:0,cuda:1")
     checkpoint: str | None = setting(None, "model checkpoint file; empty or None: the model shipped with the "
                                            "package")
+    cpu_workers: int = setting(0, "on a CPU, batches of windows run side by side in this many threads that share "
+                                  "torch's threads out among them (0 = auto: two where torch has two threads or "
+                                  "more; 1 = one batch at a time on every thread)", at_least=0)
     ray_address: str = setting("", "run the windows as tasks of Ray workers (pip install sa_convonet_ros[ray]): "
                                    "'' = off (in this process), 'local' = a local Ray runtime on this machine, else "
                                    "the address of a running Ray cluster ('auto', 'HOST:6379', 'ray://HOST:10001')")

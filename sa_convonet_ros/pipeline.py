@@ -216,13 +216,14 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     if steps < 0:
         raise ReconstructionError(f"iterations must be >= 0, got {steps}")
     report = progress or _ignore_progress
-    devices = resolve_devices(config.device)
-    clock = StageClock(devices)
-    runner = None
+    devices, threads, runner = resolve_devices(config.device), None, None
     if config.ray_address:  # the jobs on Ray workers; reached (or failing) before any work is done
         from .distributed import connect
 
         runner = connect(config)
+    else:
+        devices, threads = cpu_workers(devices, config.cpu_workers)
+    clock = StageClock(devices)
     with clock.stage("prepare"):
         cloud = prepare_points(points, config, colors, region, known_noise=cache.noise if cache else None)
         if cache is not None:
@@ -245,7 +246,8 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     trim = config.meshing.trim_distance
     mesher = StreamingMesher(plan.grid, plan.block_keys(), config.meshing.threshold, axis=plan.sweep_axis,
                              keep_faces=None if trim is None else near_points(tree, trim))
-    results = mesh_blocks(plan, finished, mesher, cache, clock)
+    with torch_threads(threads):  # the jobs run as mesh_blocks takes them
+        results = mesh_blocks(plan, finished, mesher, cache, clock)
     report("mesh", 0, 1)
     with clock.stage("marching_cubes"):
         mesh = mesher.mesh()
@@ -360,6 +362,36 @@ def subsample_evenly(points: np.ndarray, max_points: int) -> np.ndarray:
         if len(first) <= max_points:
             return np.sort(first)
         size *= max(1.05, float(np.sqrt(len(first) / max_points)))
+
+
+# Batches of windows side by side on a 2-core CPU, one torch thread each: 0.78x the time of one batch at a
+# time on both threads (sparse room 100001; docs/benchmarks.md), where the steps' small matrix products
+# leave threads waiting on each other. Two workers at two threads each gain nothing.
+AUTO_CPU_WORKERS = 2
+
+
+def cpu_workers(devices: list[torch.device], workers: int) -> tuple[list[torch.device], int | None]:
+    """The devices the jobs run on, one worker each, and torch's threads while they run (None: as they are).
+    A lone CPU gets `workers` workers (0: AUTO_CPU_WORKERS, at most one per torch thread); on a list of CPUs
+    (`cpu,cpu`) each item is a worker. CPU workers share torch's threads out among them."""
+    if any(device.type != "cpu" for device in devices):
+        return devices, None
+    threads = torch.get_num_threads()
+    if len(devices) == 1:
+        devices = devices * (workers or max(1, min(AUTO_CPU_WORKERS, threads)))
+    return devices, (max(1, threads // len(devices)) if len(devices) > 1 else None)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """torch's intra-op threads set to `count` inside the block (None: left alone), restored after it."""
+    saved = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def model_replicas(model: ConvONet | None, checkpoint: str | None, devices: list[torch.device]) -> list[ConvONet]:

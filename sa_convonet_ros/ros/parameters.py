@@ -35,8 +35,10 @@ PROFILE_VALUE = -1  # the value of an override parameter that keeps the profile'
 NOTES = {'checkpoint': 'Setting it at run time (re)loads the model.'}
 # Parameters that set the model and where it runs: settings of ReconstructionConfig.
 MODEL_SOURCE = {'device': 'device', 'checkpoint': 'checkpoint'}
-# Parameters that run the windows on Ray workers (distributed.py): settings of ReconstructionConfig.
-DISTRIBUTED = {'ray_address': 'ray_address', 'ray_workers': 'ray_workers', 'ray_threads': 'ray_threads'}
+# Parameters that spread the windows over workers, threads on the CPU or Ray workers (distributed.py):
+# settings of ReconstructionConfig.
+DISTRIBUTED = {'cpu_workers': 'cpu_workers', 'ray_address': 'ray_address', 'ray_workers': 'ray_workers',
+               'ray_threads': 'ray_threads'}
 # Parameters that override a numeric setting of the profile, by its path in ReconstructionConfig.
 OVERRIDES = {
     'iterations': 'optimization.iterations',

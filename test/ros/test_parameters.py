@@ -46,6 +46,7 @@ def test_overrides_default_to_the_profiles_value_within_their_ranges():
     ({"max_seconds": -2.0}, "parameter max_seconds must be >= 0, got -2.0"),
     ({"ray_threads": 0}, "parameter ray_threads must be >= 1, got 0"),
     ({"ray_workers": -1}, "parameter ray_workers must be >= 0, got -1"),
+    ({"cpu_workers": -1}, "parameter cpu_workers must be >= 0, got -1"),
 ])
 def test_invalid_values_are_named_by_their_parameter(change, message):
     with pytest.raises(ValueError) as caught:
@@ -67,3 +68,4 @@ def test_the_ray_parameters_set_where_the_windows_run():
     values = {**DEFAULTS, "ray_address": "head:6379", "ray_workers": 8, "ray_threads": 2}
     config = settings_from_parameters(values).config
     assert (config.ray_address, config.ray_workers, config.ray_threads) == ("head:6379", 8, 2)
+    assert settings_from_parameters({**DEFAULTS, "cpu_workers": 3}).config.cpu_workers == 3
