@@ -159,7 +159,8 @@ class WindowConfig:
     min_points: int = setting(50, "windows with fewer points near their core are skipped", at_least=1)
     window_scale: float = setting(0.0, "multiply window_size, margin and the mesh grid's lengths by this "
                                        "(0 = auto: from the measured point spacing, 1 up to 2 cm between points, "
-                                       "in proportion beyond; supported 5 mm to 20 cm)", at_least=0)
+                                       "its ratio to 2 cm to the power 0.8 beyond; supported 5 mm to 20 cm)",
+                                  at_least=0)
 
     def __post_init__(self) -> None:
         check_settings(self)

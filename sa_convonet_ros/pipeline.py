@@ -231,7 +231,7 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
         config = scaled_to_map(config, cloud.points, cloud.noise)
         replicas = model_replicas(model, config.checkpoint, devices)
     with clock.stage("windows"):
-        plan = plan_windows(cloud.points, config, steps, cache, replicas[0])
+        plan = plan_windows(cloud.points, config, steps, cache, replicas[0], workers=len(replicas))
     report("windows", len(plan.windows), len(plan.windows))
     tally = ProgressTally(report, {"optimize": sum(job.steps for job in plan.jobs), "field": len(plan.jobs)})
     stop = cancel if cancel is not None else threading.Event()
@@ -405,9 +405,10 @@ def model_replicas(model: ConvONet | None, checkpoint: str | None, devices: list
 # -------------------------------------------------------------------------------------------- windows
 
 def plan_windows(points: np.ndarray, config: ReconstructionConfig, steps: int, cache: WindowCache | None = None,
-                 model: ConvONet | None = None) -> WindowPlan:
+                 model: ConvONet | None = None, workers: int = 1) -> WindowPlan:
     """The windows that hold enough points, split into blocks the cache still has, windows that start
-    warm from a cached state, and cold ones; the last two batched into jobs (cold first)."""
+    warm from a cached state, and cold ones; the last two batched into jobs (cold first), as many as a
+    multiple of the `workers` that run them side by side."""
     meshing, optimization = config.meshing, config.optimization
     grid = WindowGrid.from_sizes(config.windows.window_size, meshing.voxel_size, config.windows.margin)
     band = None if meshing.trim_distance is None else meshing.trim_distance + 2 * meshing.voxel_size
@@ -420,13 +421,13 @@ def plan_windows(points: np.ndarray, config: ReconstructionConfig, steps: int, c
     windows = windows.ordered_along(axis)
     if cache is None:
         every = [(w, tuple(int(v) for v in windows.index[w]), "", None) for w in range(len(windows))]
-        jobs = _batch_jobs(every, steps, optimization.window_batch)
+        jobs = _batch_jobs(every, steps, optimization.window_batch, workers=workers)
         return WindowPlan(grid, windows, band, {}, jobs, sweep_axis=axis)
     settings_id = settings_fingerprint(config, steps, model_fingerprint(model))
     warm_steps = min(optimization.warm_start_iterations, steps)
     reused, cold, warm = _split_by_cache(points, windows, cache, settings_id, warm_start=warm_steps > 0)
-    jobs = _batch_jobs(cold, steps, optimization.window_batch)
-    jobs += _batch_jobs(warm, warm_steps, optimization.window_batch, first_number=len(jobs))
+    jobs = _batch_jobs(cold, steps, optimization.window_batch, workers=workers)
+    jobs += _batch_jobs(warm, warm_steps, optimization.window_batch, first_number=len(jobs), workers=workers)
     jobs.sort(key=lambda job: windows.index[job.windows[0], axis])  # cold and warm jobs, slab by slab
     return WindowPlan(grid, windows, band, reused, jobs, settings_id, axis)
 
@@ -454,10 +455,12 @@ def _split_by_cache(points: np.ndarray, windows: WindowSet, cache: WindowCache, 
     return reused, cold, warm
 
 
-def _batch_jobs(windows: list[tuple], steps: int, size: int, first_number: int = 0) -> list[WindowJob]:
+def _batch_jobs(windows: list[tuple], steps: int, size: int, first_number: int = 0,
+                workers: int = 1) -> list[WindowJob]:
     # As few batches as `size` allows, of even sizes: a last batch of a few windows would cost nearly
-    # as many steps as a full one.
+    # as many steps as a full one. Their number a multiple of the workers, so no round leaves one idle.
     count = -(-len(windows) // size)
+    count = min(len(windows), -(-count // workers) * workers)
     bounds = [len(windows) * i // count for i in range(count + 1)] if count else [0]
     jobs = []
     for start, end in zip(bounds[:-1], bounds[1:]):

@@ -3,12 +3,14 @@
 The prior was trained on 1.6 m crops (1.2 m windows + 2 x 0.2 m margin) of scans voxel-filtered at 1 to 5 cm,
 whose measured spacing (median nearest-neighbour distance) is 0.9 to about 3.3 cm. A sparser map in windows
 of that size gives each window few points and costs as many windows as a dense one of the same area.
-Every metric length of the reconstruction is scaled by s = spacing / 2 cm (at least 1), so that a window
-holds about as many points as a 1.2 m window of a 2 cm map, 60 spacings along its edge. The prior was
-trained at one metric scale only, so at scale s surfaces finer than s times its feature cell (5.5 cm) are
-left to the test-time optimisation and the snap; measured, larger windows cost nothing there: the rooms'
-sparse scans (2.4-2.7 cm) at scale 1.25 keep their quality in 0.83x the time, and a building exterior
-(8.2 cm) at scale 4 gets a better mesh than at 2 in half the time (docs/benchmarks.md).
+Every metric length of the reconstruction is scaled by s = (spacing / 2 cm) ** 0.8 (at least 1): a window
+holds nearly as many points as a 1.2 m window of a 2 cm map (60 spacings along its edge at 2 cm, 48 at
+8 cm). The prior was trained at one metric scale only, so at scale s surfaces finer than s times its
+feature cell (5.5 cm) are left to the test-time optimisation and the snap. Measured: the rooms' sparse
+scans (2.4-2.7 cm) at scale 1.25 keep their quality in 0.83x the time; a building exterior (8.2 cm) gets a
+better mesh at scale 4 than at 2 in half the time, and a better one again at 3 than at 4 (its concave
+corners, a gable wall under the roof's overhang, rounded off by 17-20 cm at 4) in 1.3x the time: hence
+the power below 1 (docs/benchmarks.md).
 
 The mesh grid can follow the spacing too (`grid_per_spacing`): between points farther apart than about
 twice the grid, the data do not place the surface, so a sparse map's grid grows with its spacing, the
@@ -30,6 +32,7 @@ from .denoise import NoiseEstimate, estimate_noise
 REFERENCE_SPACING = 0.02
 SUPPORTED_SPACING = (0.005, 0.2)  # metres: finer maps keep scale 1, coarser ones are capped (with a warning)
 SCALE_STEP = 0.25  # the scale is rounded to this, so a growing map keeps its windows (and its cache)
+SCALE_POWER = 0.8  # windows grow a little slower than the spacing: their feature cells stay finer in metres
 GRID_STEP = 0.005  # metres: a grid that follows the spacing is rounded to this, for the same reason
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,7 @@ log = logging.getLogger(__name__)
 
 def window_scale_for(spacing: float) -> float:
     """The window scale for a map whose points are `spacing` metres apart: 1 up to the reference spacing,
-    then in proportion to it, capped at the coarsest supported spacing."""
+    then growing as its ratio to it to the power SCALE_POWER, capped at the coarsest supported spacing."""
     low, high = SUPPORTED_SPACING
     if not np.isfinite(spacing) or spacing <= 0:
         log.warning("the point spacing could not be measured (%s); windows keep their configured size", spacing)
@@ -48,7 +51,7 @@ def window_scale_for(spacing: float) -> float:
     if spacing > high:
         log.warning("the map's points are %.0f cm apart, sparser than the supported %.0f cm: windows are scaled "
                     "for %.0f cm and thin or small parts will be lost", spacing * 1e2, high * 1e2, high * 1e2)
-    scale = np.clip(spacing, REFERENCE_SPACING, high) / REFERENCE_SPACING
+    scale = (np.clip(spacing, REFERENCE_SPACING, high) / REFERENCE_SPACING) ** SCALE_POWER
     return max(1.0, round(scale / SCALE_STEP) * SCALE_STEP)
 
 

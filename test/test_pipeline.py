@@ -274,6 +274,19 @@ def test_plan_without_a_cache_batches_every_window_cold(room_corner):
     assert len(sizes) == -(-len(plan.windows) // 4) and max(sizes) - min(sizes) <= 1
 
 
+def test_workers_side_by_side_get_whole_rounds_of_jobs(room_corner):
+    config = small_config(iterations=3)
+    windows = len(plan_windows(room_corner, config, steps=3).windows)
+    for workers in (2, 3):
+        batch = -(-windows // workers) - 1  # one batch of this size would leave the last round short
+        plan = plan_windows(room_corner, config.updated(optimization={"window_batch": batch}), 3, workers=workers)
+        sizes = [len(job.windows) for job in plan.jobs]
+        assert len(sizes) % workers == 0 and max(sizes) <= batch and max(sizes) - min(sizes) <= 1
+        assert sorted(w for job in plan.jobs for w in job.windows) == list(range(windows))
+    one_each = plan_windows(room_corner, config.updated(optimization={"window_batch": 1}), 3, workers=windows + 1)
+    assert [len(job.windows) for job in one_each.jobs] == [1] * windows  # never an empty job
+
+
 def test_plan_with_a_cache_reuses_unchanged_windows_and_warm_starts_changed_ones(tiny_model, room_corner):
     cache = WindowCache()
     config = small_config(iterations=3).updated(optimization={"warm_start_iterations": 2, "window_batch": 4})
