@@ -364,9 +364,9 @@ def subsample_evenly(points: np.ndarray, max_points: int) -> np.ndarray:
         size *= max(1.05, float(np.sqrt(len(first) / max_points)))
 
 
-# Batches of windows side by side on a 2-core CPU, one torch thread each: 0.78x the time of one batch at a
-# time on both threads (sparse room 100001; docs/benchmarks.md), where the steps' small matrix products
-# leave threads waiting on each other. Two workers at two threads each gain nothing.
+# Batches of windows side by side on a 2-core CPU, one torch thread each: 0.79x the time of one batch at a
+# time on both threads in one process, 0.87x for the whole CLI run (sparse room 100001; docs/benchmarks.md):
+# the steps' small operations leave two threads waiting on each other. Two workers at two threads gain nothing.
 AUTO_CPU_WORKERS = 2
 
 

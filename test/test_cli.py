@@ -47,8 +47,8 @@ def test_reconstruct_reports_what_it_measured_on_the_map_and_chose(files, capsys
                  "--iterations", "1", "--voxel-size", "0.04", "-q"])
     assert code == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("map: ")]
-    # 2.78 cm between points: scale 1.5 of the 1.2 m window and the 4 cm grid
-    assert len(lines) == 1 and "cm between points" in lines[0] and "windows 1.80 m, mesh grid 6.00 cm" in lines[0]
+    # 2.78 cm between points: scale 1.25 of the 1.2 m window and the 4 cm grid
+    assert len(lines) == 1 and "cm between points" in lines[0] and "windows 1.50 m, mesh grid 5.00 cm" in lines[0]
 
 
 def test_evaluate_prints_metrics(files, capsys):

@@ -302,7 +302,7 @@ def test_plan_with_a_cache_reuses_unchanged_windows_and_warm_starts_changed_ones
 
 
 def test_the_stages_one_by_one_make_the_mesh_of_reconstruct(tiny_model, room_corner):
-    config = small_config(iterations=2).updated(optimization={"window_batch": 4})
+    config = small_config(iterations=2).updated(optimization={"window_batch": 4}, cpu_workers=1)
     cloud = prepare_points(room_corner, config)
     config = scaled_to_map(config, cloud.points, cloud.noise)
     plan = plan_windows(cloud.points, config, steps=2)
