@@ -30,8 +30,9 @@ from pathlib import Path
 DEFAULT_PRIOR = "sa_convonet_ros/models/default.pt"
 GPU_PRIOR = "sa_convonet_ros/models/gpu.pt"
 # Crops from 1 to 3 times the window's metric size: the windows grow with a sparse map's spacing
-# (window_scale.py), so the prior must see its unit cube at those scales too.
-CROP_SCALES = ["--crop-scale-range", "1", "3"]
+# (window_scale.py), so the prior must see its unit cube at those scales too, and is chosen by its mean
+# validation IoU at three of them.
+CROP_SCALES = ["--crop-scale-range", "1", "3", "--val-crop-scales", "1", "2", "3"]
 PUBLISHED_ARCHITECTURE = ["--grid-resolution", "64", "--unet-levels", "4", "--unet-base-channels", "32",
                           "--c-dim", "32", "--hidden-dim", "32"]
 

@@ -42,6 +42,8 @@ def _value_options(kind: Any, choices: tuple | None) -> dict[str, Any]:
         return {"action": argparse.BooleanOptionalAction}
     if typing.get_origin(kind) is tuple:
         types = typing.get_args(kind)
+        if types[-1] is Ellipsis:
+            return {"type": types[0], "nargs": "+", "metavar": types[0].__name__.upper()}
         return {"type": types[0], "nargs": len(types), "metavar": tuple(t.__name__.upper() for t in types)}
     if typing.get_origin(kind) is typing.Literal:
         return {"choices": typing.get_args(kind)}

@@ -76,6 +76,9 @@ class TrainConfig:
                                                          "left to tests)")
     val_seeds: tuple[int, int] = setting((5000, 5008), "range of validation room seeds")
     val_crops: int = setting(96, "fixed validation crops", at_least=1)
+    val_crop_scales: tuple[float, ...] = setting((1.0,), "validation crops at these multiples of the crop size, "
+                                                         "equally many each; the best model has the highest "
+                                                         "mean of their IoUs")
     cache_dir: str = setting("data_cache", "cache of the rooms' scans (CPU runs)")
     data_workers: int = setting(1, "processes making the rooms' layouts, surface samples and Open3D scans",
                                 at_least=1)
@@ -112,7 +115,7 @@ class TrainConfig:
         values["model"] = ModelConfig(**values.get("model", {}))
         values["data"] = DataConfig(**{k: tuple(v) if isinstance(v, list) else v
                                        for k, v in values.get("data", {}).items()})
-        for key in ("train_seeds", "val_seeds"):
+        for key in ("train_seeds", "val_seeds", "val_crop_scales"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -120,10 +123,12 @@ class TrainConfig:
 
 @torch.no_grad()
 def evaluate(model: ConvONet, crops: list[Crop], device: torch.device, batch_size: int) -> dict[str, float]:
-    """IoU of occupancy (logit > 0) over all validation queries, also split into uniform / near-surface."""
+    """IoU of occupancy (logit > 0) over the validation queries: `iou` is the mean of the IoUs of each crop
+    size (`iou_<size>m`, so that no scale outweighs another), also split into uniform / near-surface."""
     was_training = model.training
     model.eval()
     counts = {"uniform": np.zeros(2), "near": np.zeros(2)}
+    by_size: dict[float, np.ndarray] = {}
     loss, n = 0.0, 0
     for start in range(0, len(crops), batch_size):
         chunk = crops[start:start + batch_size]
@@ -136,11 +141,15 @@ def evaluate(model: ConvONet, crops: list[Crop], device: torch.device, batch_siz
             for key, part in (("uniform", slice(0, crop.n_uniform)), ("near", slice(crop.n_uniform, None))):
                 p, t = predicted[i, part], truth[i, part]
                 counts[key] += (np.count_nonzero(p & t), np.count_nonzero(p | t))
+            p, t = predicted[i], truth[i]
+            by_size.setdefault(round(crop.crop_size, 2), np.zeros(2))[:] += (np.count_nonzero(p & t),
+                                                                              np.count_nonzero(p | t))
     model.train(was_training)
-    both = counts["uniform"] + counts["near"]
-    return {"iou": float(both[0] / max(both[1], 1)),
+    sizes = {f"iou_{size:.2f}m": float(c[0] / max(c[1], 1)) for size, c in sorted(by_size.items())}
+    return {"iou": float(np.mean(list(sizes.values()))) if sizes else 0.0,
             "iou_uniform": float(counts["uniform"][0] / max(counts["uniform"][1], 1)),
-            "iou_near": float(counts["near"][0] / max(counts["near"][1], 1)), "loss": loss / max(n, 1)}
+            "iou_near": float(counts["near"][0] / max(counts["near"][1], 1)), "loss": loss / max(n, 1),
+            **(sizes if len(sizes) > 1 else {})}
 
 
 def learning_rate(config: TrainConfig, step: int, elapsed_minutes: float = 0.0) -> float:
@@ -240,7 +249,8 @@ class Trainer:
                                  config.data_workers, self.log)
         val_rooms = load_rooms(range(*config.val_seeds), data, self.device, config.cache_dir,
                                config.data_workers, self.log)
-        return train_rooms, validation_crops(val_rooms, data, config.val_crops, seed=config.seed + 12345)
+        return train_rooms, validation_crops(val_rooms, data, config.val_crops, seed=config.seed + 12345,
+                                             scales=config.val_crop_scales)
 
     def train_step(self, rooms, elapsed_minutes: float = 0.0) -> float:
         for group in self.optimizer.param_groups:
@@ -307,8 +317,9 @@ class Trainer:
         if metrics["iou"] > self.best["iou"]:
             self.best = {"iou": metrics["iou"], "step": self.step,
                          "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+        sizes = "".join(f", {key[4:]} {value:.4f}" for key, value in metrics.items() if key[4:5].isdigit())
         self.log(f"val step {self.step} IoU {metrics['iou']:.4f} (uniform {metrics['iou_uniform']:.4f}, "
-                 f"near {metrics['iou_near']:.4f}) loss {metrics['loss']:.4f} "
+                 f"near {metrics['iou_near']:.4f}{sizes}) loss {metrics['loss']:.4f} "
                  f"(best {self.best['iou']:.4f} at {self.best['step']})")
         return metrics
 
@@ -329,6 +340,7 @@ def export(run_dir: str | Path, path: str | Path, command: str | None = None) ->
                            f"(spacing {config.data.scan_voxel_range} m, noise {config.data.scan_noise_range} m), "
                            "noisy surface samples",
                  "crop_size_m": config.grid.crop_size, "crop_scale_range": list(config.data.crop_scale_range),
+                 "val_crop_scales": list(config.val_crop_scales),
                  "window_size_m": config.window_size, "margin_m": config.margin, "init": config.init},
         "steps": int(state["step"]),
         "best_step": int(best["step"]),

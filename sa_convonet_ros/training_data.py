@@ -245,14 +245,19 @@ class CropSampler:
         return crops
 
 
-def validation_crops(rooms: list[TrainingRoom], config: DataConfig, count: int, seed: int = 12345) -> list[Crop]:
-    """A fixed validation set: the same crops every time (own generators, no augmentation)."""
-    sampler = CropSampler(dataclasses.replace(config, crop_scale_range=(1.0, 1.0)), seed, rooms[0].clouds[0].device)
+def validation_crops(rooms: list[TrainingRoom], config: DataConfig, count: int, seed: int = 12345,
+                     scales: tuple[float, ...] = (1.0,)) -> list[Crop]:
+    """A fixed validation set: the same crops every time (own generators, no augmentation), `count` split
+    evenly between crops of `scales` times the crop size (the first scale draws from `seed` itself)."""
     crops = []
-    while len(crops) < count:
-        crop = sampler.crop(rooms[len(crops) % len(rooms)], augment=False)
-        if crop is not None:
-            crops.append(crop)
+    for index, scale in enumerate(scales):
+        sampler = CropSampler(dataclasses.replace(config, crop_scale_range=(scale, scale)), seed + index,
+                              rooms[0].clouds[0].device)
+        wanted = len(crops) + count // len(scales) + (index < count % len(scales))
+        while len(crops) < wanted:
+            crop = sampler.crop(rooms[len(crops) % len(rooms)], augment=False)
+            if crop is not None:
+                crops.append(crop)
     return crops
 
 

@@ -33,6 +33,7 @@ def test_defaults_in_the_help_and_tuples():
     @dataclasses.dataclass
     class Example:
         sizes: tuple[int, int] = (1, 2)
+        scales: tuple[float, ...] = (1.0,)
         model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
 
     parser = argparse.ArgumentParser()
@@ -40,3 +41,4 @@ def test_defaults_in_the_help_and_tuples():
     assert "(default: 32)" in parser.format_help() and "default: (1, 2)" in parser.format_help()
     args = parser.parse_args(["--sizes", "3", "4", "--c-dim", "8"])
     assert given(args, Example) == {"sizes": (3, 4), "model": {"c_dim": 8}}
+    assert given(parser.parse_args(["--scales", "1", "2", "3"]), Example) == {"scales": (1.0, 2.0, 3.0)}

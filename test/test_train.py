@@ -75,6 +75,21 @@ def test_bf16_training_steps_lower_the_loss(tmp_path, cache_dir):
     assert evaluate(trainer.model, crops, trainer.device, 2)["loss"] < before
 
 
+def test_validation_scores_each_crop_size_and_averages_them(tmp_path, cache_dir):
+    config = TrainConfig(name="scales", data=DataConfig(max_points=300, uniform_queries=50, near_queries=50,
+                                                        surface_samples=20000),
+                         out_dir=str(tmp_path), device="cpu", threads=1, cache_dir=str(cache_dir),
+                         train_seeds=(1000, 1001), val_seeds=(1000, 1001), val_crops=4, val_crop_scales=(1.0, 2.5))
+    config.model.grid_resolution, config.model.unet_levels, config.model.unet_base_channels = 8, 2, 8
+    trainer = Trainer(config, log_file=False)
+    _, crops = trainer.load_data()
+    metrics = evaluate(trainer.model, crops, trainer.device, 3)
+    small, large = metrics["iou_1.60m"], metrics["iou_4.00m"]
+    assert metrics["iou"] == pytest.approx((small + large) / 2)
+    alone = evaluate(trainer.model, crops[:2], trainer.device, 3)
+    assert alone["iou"] == pytest.approx(small) and "iou_1.60m" not in alone
+
+
 def test_large_exports_store_half_precision_weights(tmp_path, cache_dir, monkeypatch):
     main(TINY + ["--name", "half", "--out-dir", str(tmp_path), "--cache-dir", str(cache_dir), "--steps", "1"])
     full = main(TINY + ["--name", "half", "--out-dir", str(tmp_path), "--export", str(tmp_path / "full.pt")])

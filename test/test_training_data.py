@@ -85,6 +85,14 @@ def test_validation_crops_are_fixed_and_collate_pads(room):
     assert queries.shape == (3, 400, 3) and labels.shape == (3, 400)
 
 
+def test_validation_crops_split_evenly_between_scales_the_first_scale_as_alone(room):
+    alone = validation_crops([room], SMALL, 2, seed=5)
+    mixed = validation_crops([room], SMALL, 5, seed=5, scales=(1.0, 2.0))
+    assert [round(c.crop_size / SMALL.crop_size, 6) for c in mixed] == [1.0, 1.0, 1.0, 2.0, 2.0]
+    for a, b in zip(alone, mixed[:2], strict=True):
+        torch.testing.assert_close(a.points, b.points)
+
+
 def test_unknown_world_is_rejected():
     with pytest.raises(ValueError, match="world must be one of"):
         DataConfig(world="moon")
