@@ -29,7 +29,9 @@ from .config import check_settings, setting
 from .data.rooms import TRAINING_WORLD, RoomConfig, generate_room
 from .data.scans import SCAN_SETTINGS, ScanSetting, simulate_scans
 from .data.torch_scene import TorchScene
+from .denoise import estimate_noise
 from .optimize import pad_clouds
+from .window_scale import window_scale_for
 
 CACHE_VERSION = 2
 WORLDS = {"plain": RoomConfig(), "training": TRAINING_WORLD}
@@ -44,6 +46,8 @@ class DataConfig:
     crop_size: float = setting(1.6, "window core + 2 * margin, metres (set from the window by TrainConfig)", above=0)
     crop_scale_range: tuple[float, float] = setting((1.0, 1.0), "each crop's edge is crop_size times a "
                                                                 "log-uniform draw from this range")
+    crop_scale_follows_spacing: bool = setting(False, "a scan's crops also grow as the reconstruction's windows "
+                                                      "grow with a map of its spacing (window_scale_for)")
     random_scans: int = setting(1, "scans per room besides dense and sparse, spacing and noise drawn from the "
                                    "ranges", at_least=0)
     scan_voxel_range: tuple[float, float] = setting((0.01, 0.05), "metres between the points of random scans")
@@ -192,6 +196,7 @@ class CropSampler:
         self.config, self.device = config, device
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        self._window_scales: dict[tuple[int, int], float] = {}
 
     def crop(self, room: TrainingRoom, augment: bool | None = None, tries: int = 20) -> Crop | None:
         """One crop of a room, or None when `tries` centres all gave fewer than `min_points` points."""
@@ -199,9 +204,12 @@ class CropSampler:
         augment = config.augment if augment is None else augment
         for _ in range(tries):
             use_surface = rng.random() < config.surface_input_fraction
-            source = room.surface if use_surface else room.scans[int(rng.integers(len(room.scans)))]
+            scan = -1 if use_surface else int(rng.integers(len(room.scans)))
+            source = room.clouds[scan]
             noise = rng.uniform(0.0, config.surface_input_noise) if use_surface else 0.0
             crop_size = config.crop_size * math.exp(rng.uniform(*np.log(config.crop_scale_range)))
+            if config.crop_scale_follows_spacing and not use_surface:
+                crop_size *= self.window_scale(room, scan)
             centre = source[int(rng.integers(len(source)))].double().cpu().numpy()
             centre = centre + rng.uniform(-1.0, 1.0, 3) * config.centre_jitter * crop_size / 2.0
             frame = (crop_frame(rng.uniform(0.0, 2.0 * math.pi), rng.random() < 0.5, rng.random() < 0.5)
@@ -220,6 +228,14 @@ class CropSampler:
             labels = room.scene.occupancy(from_crop(queries, centre_t, rotation, crop_size)).float()
             return Crop(points, queries, labels, n_uniform, centre_t, rotation, crop_size)
         return None
+
+    def window_scale(self, room: TrainingRoom, scan: int) -> float:
+        """The reconstruction's window scale for a map of this scan's measured spacing (cached)."""
+        key = (room.seed, scan)
+        if key not in self._window_scales:
+            points = room.scans[scan].cpu().numpy()
+            self._window_scales[key] = window_scale_for(estimate_noise(points, sample=5000).spacing)
+        return self._window_scales[key]
 
     def _queries(self, room: TrainingRoom, centre, rotation, crop_size: float) -> tuple[torch.Tensor, int]:
         config, generator = self.config, self.generator
@@ -251,8 +267,8 @@ def validation_crops(rooms: list[TrainingRoom], config: DataConfig, count: int, 
     evenly between crops of `scales` times the crop size (the first scale draws from `seed` itself)."""
     crops = []
     for index, scale in enumerate(scales):
-        sampler = CropSampler(dataclasses.replace(config, crop_scale_range=(scale, scale)), seed + index,
-                              rooms[0].clouds[0].device)
+        fixed = dataclasses.replace(config, crop_scale_range=(scale, scale), crop_scale_follows_spacing=False)
+        sampler = CropSampler(fixed, seed + index, rooms[0].clouds[0].device)
         wanted = len(crops) + count // len(scales) + (index < count % len(scales))
         while len(crops) < wanted:
             crop = sampler.crop(rooms[len(crops) % len(rooms)], augment=False)

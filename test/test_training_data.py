@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sa_convonet_ros.data import TRAINING_WORLD, generate_room
+from sa_convonet_ros.denoise import estimate_noise
 from sa_convonet_ros.training_data import (
     CropSampler,
     DataConfig,
@@ -16,6 +17,7 @@ from sa_convonet_ros.training_data import (
     to_crop,
     validation_crops,
 )
+from sa_convonet_ros.window_scale import window_scale_for
 from sa_convonet_ros.windows import WindowGrid
 
 SMALL = DataConfig(max_points=1000, uniform_queries=200, near_queries=200, surface_samples=20000)
@@ -73,6 +75,17 @@ def test_crops_are_deterministic_and_scales_vary_the_crop_edge(room):
     sampler = CropSampler(scaled, seed=3, device=torch.device("cpu"))
     sizes = [sampler.crop(room).crop_size for _ in range(12)]
     assert min(sizes) >= 0.8 - 1e-9 and max(sizes) <= 3.2 + 1e-9 and max(sizes) / min(sizes) > 1.5
+
+
+def test_crops_can_grow_with_their_scan_spacing_as_the_reconstruction_windows_do(room):
+    follows = DataConfig(**{**SMALL.__dict__, "crop_scale_follows_spacing": True})
+    sampler = CropSampler(follows, seed=3, device=torch.device("cpu"))
+    scales = [sampler.window_scale(room, scan) for scan in range(len(room.scans))]
+    sparse_spacing = estimate_noise(room.scans[1].numpy()).spacing  # 4 cm voxels: about 2.5 cm apart
+    assert scales[0] == 1.0 and scales[1] == window_scale_for(sparse_spacing) > 1.0
+    sizes = {round(sampler.crop(room).crop_size, 6) for _ in range(30)}
+    assert sizes <= {round(SMALL.crop_size * s, 6) for s in [1.0, *scales]}
+    assert round(SMALL.crop_size * scales[1], 6) in sizes
 
 
 def test_validation_crops_are_fixed_and_collate_pads(room):
