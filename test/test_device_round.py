@@ -49,7 +49,9 @@ def test_dry_run_trains_and_exports_loadable_priors(dry_run):
         assert summary["steps_this_call"] > 0 and 0.0 <= summary["best_iou"] <= 1.0
         assert summary["history"] and summary["data_seconds"] > 0
         metadata = torch.load(out / f"{name}.pt", map_location="cpu", weights_only=False)["metadata"]
-        assert metadata["data"]["crop_scale_range"] == [1.0, 3.0]  # the scales the windows grow to
+        # crops grow with their scan's spacing as the windows do, validated at the scales they grow to
+        assert metadata["train_config"]["data"]["crop_scale_follows_spacing"] is True
+        assert metadata["data"]["val_crop_scales"] == [1.0, 2.0, 3.0]
 
 
 def test_dry_run_measures_a_room_and_runs_the_gpu_tests(dry_run):
