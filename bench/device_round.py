@@ -30,8 +30,8 @@ from pathlib import Path
 DEFAULT_PRIOR = "sa_convonet_ros/models/default.pt"
 GPU_PRIOR = "sa_convonet_ros/models/gpu.pt"
 # The windows grow with a sparse map's spacing (window_scale.py), so the prior sees its unit cube at those
-# scales too: each scan's crops grow with its spacing as the windows would (scans 2-14 cm apart: scales 1
-# to 3), times 1-1.3; free scales of 1-3 lost after the test-time optimisation (models/MODEL_CARD.md).
+# scales too: each scan's crops grow with its spacing as the windows would (scales 1 to 3 for voxels of
+# 2-14 cm), times 1-1.3; free scales of 1-3 lost after the test-time optimisation (models/MODEL_CARD.md).
 # Validated at three scales, the best model by their mean IoU.
 CROP_SCALES = ["--crop-scale-range", "1", "1.3", "--crop-scale-follows-spacing", "--scan-voxel-range", "0.02", "0.14",
                "--val-crop-scales", "1", "2", "3"]
