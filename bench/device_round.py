@@ -8,7 +8,7 @@
    CPU architecture, resumed from sa_convonet_ros/models/default.pt) and `gpu` (the published 64^3
    architecture, resumed from sa_convonet_ros/models/gpu.pt when it exists); bf16 autocast, fp32 when
    bf16 fails; the learning rate decays over the wall-clock budget; the best-validation models are
-   exported to OUT/default.pt and OUT/gpu.pt;
+   exported to OUT/default.pt and OUT/gpu.pt, the fine-tuned prior's last weights to OUT/default_last.pt;
 3. the GPU speed measurements (bench/bench_device.py);
 4. the CUDA tests (test/test_gpu.py).
 OUT/report.json gathers every stage's exit code and seconds, the training summaries (steps, losses,
@@ -123,9 +123,11 @@ class Round:
                 subprocess.run(["rm", "-rf", str(self.work / "runs" / name)])
                 fallback = ["--max-minutes", f"{max(0.1, (left - 60) / 60):.2f}", "--precision", "fp32"]
                 self.run(f"train_{name}_fp32", command + fallback, left, f"train_{name}")
-        self.run(f"export_{name}", [sys.executable, "-m", "sa_convonet_ros.train", "--name", name, "--out-dir",
-                                    str(self.work / "runs"), "--export", str(self.out / f"{name}.pt")],
-                 60, f"train_{name}")
+        run = [sys.executable, "-m", "sa_convonet_ros.train", "--name", name, "--out-dir", str(self.work / "runs")]
+        self.run(f"export_{name}", run + ["--export", str(self.out / f"{name}.pt")], 60, f"train_{name}")
+        if name == "default":  # fine-tuned from the shipped prior, whose step-0 IoU its best may well be
+            self.run("export_default_last", run + ["--export-last", str(self.out / "default_last.pt")], 60,
+                     "train_default")
 
     def training(self) -> None:
         gpu_init = GPU_PRIOR if Path(GPU_PRIOR).is_file() else None
@@ -139,15 +141,15 @@ class Round:
     def measurements(self) -> None:
         budget = self.budget
         self.run("bench", [sys.executable, "-m", "bench.bench_device", "--device", budget.device, "--json",
-                           str(self.work / "bench.json"), *budget.bench], budget.bench_cap)
+                           str(self.work / "bench.json"), *budget.bench], budget.bench_cap, "measurements")
         self.run("gpu_tests", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test/test_gpu.py"],
-                 budget.test_cap)
+                 budget.test_cap, "measurements")  # last in the log: its final line is the tests' summary
 
     def report(self, dry_run: bool) -> dict:
         def read(path: Path):
             return json.loads(path.read_text()) if path.is_file() else None
 
-        tests = (self.out / "gpu_tests.log").read_text().strip().splitlines()
+        tests = (self.out / "measurements.log").read_text().strip().splitlines()
         report = {"dry_run": dry_run, "stages": self.stages,
                   "training": {name: read(self.work / f"train_{name}.json") for name in ("default", "gpu")},
                   "checkpoints": sorted(p.name for p in self.out.glob("*.pt")),

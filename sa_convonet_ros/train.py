@@ -324,13 +324,14 @@ class Trainer:
         return metrics
 
 
-def export(run_dir: str | Path, path: str | Path, command: str | None = None) -> Path:
-    """Write the best-validation model of a run as a shipped checkpoint (`model.save_model`) with metadata."""
+def export(run_dir: str | Path, path: str | Path, command: str | None = None, latest: bool = False) -> Path:
+    """Write the best-validation model of a run (or, with `latest`, its last weights: the validation IoU
+    does not foretell the mesh after the test-time optimisation) as a shipped checkpoint with metadata."""
     state = torch.load(Path(run_dir) / "last.pt", map_location="cpu", weights_only=False)
     config = TrainConfig.from_dict(state["config"])
     model = ConvONet(config.model)
     best = state["best"]
-    model.load_state_dict(best["state"] if best["state"] is not None else state["model"])
+    model.load_state_dict(best["state"] if best["state"] is not None and not latest else state["model"])
     metadata = {
         "trained_by": "sa_convonet_ros.train",
         "data": {"generator": "sa_convonet_ros.training_data (rooms of sa_convonet_ros.data.rooms)",
@@ -344,6 +345,7 @@ def export(run_dir: str | Path, path: str | Path, command: str | None = None) ->
                  "window_size_m": config.window_size, "margin_m": config.margin, "init": config.init},
         "steps": int(state["step"]),
         "best_step": int(best["step"]),
+        "weights": "last" if latest else "best",
         "batch_size": config.batch_size,
         "val_iou": float(best["iou"]),
         "val_history": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()}
@@ -353,7 +355,8 @@ def export(run_dir: str | Path, path: str | Path, command: str | None = None) ->
         "train_config": state["config"],
         "command": command or " && ".join(
             [*state.get("commands", []),
-             f"python -m sa_convonet_ros.train --name {config.name} --out-dir {config.out_dir} --export {path}"]),
+             f"python -m sa_convonet_ros.train --name {config.name} --out-dir {config.out_dir} "
+             f"--export{'-last' if latest else ''} {path}"]),
         "torch": torch.__version__,
     }
     metadata = json.loads(json.dumps(metadata, default=float))  # plain Python types only (safe to load)
@@ -374,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(parser, TrainConfig, TrainConfig(), skip=DERIVED)
     parser.add_argument("--resume", action="store_true", help="continue from <out-dir>/<name>/last.pt")
     parser.add_argument("--export", metavar="PATH", help="write the run's best model to PATH and exit")
+    parser.add_argument("--export-last", metavar="PATH", help="write the run's last weights to PATH and exit")
     parser.add_argument("--report", metavar="JSON", help="also write the run's summary (steps, IoU, timings) here")
     return parser
 
@@ -394,8 +398,9 @@ def main(argv: list[str] | None = None) -> dict | Path:
         config = config_from_args(args)
     except SettingError as error:
         parser.error(error.describe(flag))
-    if args.export:
-        path = export(Path(config.out_dir) / config.name, args.export)
+    if args.export or args.export_last:
+        path = export(Path(config.out_dir) / config.name, args.export or args.export_last,
+                      latest=not args.export)
         print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
         return path
     if args.resume:  # keep the run's own settings (and lr schedule); only the wall-time budget and device change

@@ -9,7 +9,8 @@
 # environment check; pre-training of two priors side by side on data generated on the GPU (the shipped
 # CPU architecture resumed from sa_convonet_ros/models/default.pt, and the larger GPU architecture);
 # the GPU speed measurements (bench/bench_device.py: a 10 x 10 x 3 m room, 1 M points); the CUDA tests.
-# Results in $OUT (default out/device_round): default.pt, gpu.pt, report.json and the logs.
+# Results in $OUT (default out/device_round): default.pt, gpu.pt (best validation), default_last.pt
+# (the fine-tuned prior's last weights), report.json and the logs (at most 8 files: what comes back).
 # Afterwards, on the CPU: evaluate the returned priors (bench/bench_tuning.py, bench/bench_quality.py),
 # ship what wins, and put report.json's figures in docs/benchmarks.md and the model card.
 set -euo pipefail

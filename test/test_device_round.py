@@ -31,7 +31,8 @@ def test_dry_run_passes_every_stage(dry_run):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["dry_run"] is True
-    for stage in ("train_default", "train_gpu", "export_default", "export_gpu", "bench", "gpu_tests"):
+    for stage in ("train_default", "train_gpu", "export_default", "export_default_last", "export_gpu", "bench",
+                  "gpu_tests"):
         assert report["stages"][stage]["exit"] == 0, stage
     assert len(list(out.iterdir())) <= 8  # what the device tool brings back
 
@@ -39,7 +40,7 @@ def test_dry_run_passes_every_stage(dry_run):
 def test_dry_run_trains_and_exports_loadable_priors(dry_run):
     _, out = dry_run
     report = json.loads((out / "report.json").read_text())
-    assert report["checkpoints"] == ["default.pt", "gpu.pt"]
+    assert report["checkpoints"] == ["default.pt", "default_last.pt", "gpu.pt"]
     shipped = load_model(None)
     default = load_model(out / "default.pt")
     assert default.config == shipped.config  # resumed from the shipped prior, same architecture

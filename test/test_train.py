@@ -45,6 +45,12 @@ def test_tiny_run_resume_and_export(tmp_path, cache_dir):
     for key in ("data", "hardware", "wall_minutes", "val_history", "train_config"):
         assert key in metadata
 
+    last = load_model(main(common + ["--export-last", str(tmp_path / "last.pt")]))
+    saved = torch.load(tmp_path / "tiny" / "last.pt", weights_only=False)["model"]
+    for name, value in last.state_dict().items():
+        torch.testing.assert_close(value, saved[name])
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["metadata"]["weights"] == "last"
+
 
 def test_init_starts_from_a_shipped_model_with_its_architecture(tmp_path, cache_dir):
     torch.manual_seed(3)
