@@ -123,10 +123,10 @@ class Round:
                 subprocess.run(["rm", "-rf", str(self.work / "runs" / name)])
                 fallback = ["--max-minutes", f"{max(0.1, (left - 60) / 60):.2f}", "--precision", "fp32"]
                 self.run(f"train_{name}_fp32", command + fallback, left, f"train_{name}")
-        run = [sys.executable, "-m", "sa_convonet_ros.train", "--name", name, "--out-dir", str(self.work / "runs")]
-        self.run(f"export_{name}", run + ["--export", str(self.out / f"{name}.pt")], 60, f"train_{name}")
+        the_run = [sys.executable, "-m", "sa_convonet_ros.train", "--name", name, "--out-dir", str(self.work / "runs")]
+        self.run(f"export_{name}", the_run + ["--export", str(self.out / f"{name}.pt")], 60, f"train_{name}")
         if name == "default":  # fine-tuned from the shipped prior, whose step-0 IoU its best may well be
-            self.run("export_default_last", run + ["--export-last", str(self.out / "default_last.pt")], 60,
+            self.run("export_default_last", the_run + ["--export-last", str(self.out / "default_last.pt")], 60,
                      "train_default")
 
     def training(self) -> None:

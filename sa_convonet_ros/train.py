@@ -138,12 +138,12 @@ def evaluate(model: ConvONet, crops: list[Crop], device: torch.device, batch_siz
         n += labels.numel()
         predicted, truth = (logits > 0).cpu().numpy(), labels.cpu().numpy() > 0.5
         for i, crop in enumerate(chunk):
+            size = by_size.setdefault(round(crop.crop_size, 2), np.zeros(2))
             for key, part in (("uniform", slice(0, crop.n_uniform)), ("near", slice(crop.n_uniform, None))):
                 p, t = predicted[i, part], truth[i, part]
-                counts[key] += (np.count_nonzero(p & t), np.count_nonzero(p | t))
-            p, t = predicted[i], truth[i]
-            by_size.setdefault(round(crop.crop_size, 2), np.zeros(2))[:] += (np.count_nonzero(p & t),
-                                                                              np.count_nonzero(p | t))
+                both = (np.count_nonzero(p & t), np.count_nonzero(p | t))
+                counts[key] += both
+                size += both
     model.train(was_training)
     sizes = {f"iou_{size:.2f}m": float(c[0] / max(c[1], 1)) for size, c in sorted(by_size.items())}
     return {"iou": float(np.mean(list(sizes.values()))) if sizes else 0.0,
