@@ -25,7 +25,7 @@ setup(
         "pillow>=9.0",
         "rosbags>=0.11",
     ],
-    # `pip install sa_convonet_ros[ray]`: the windows' optimisation on Ray workers (distributed.py)
+    # `pip install sa_convonet_ros[ray]`: the windows' optimisation on Ray workers (ray_runner.py)
     extras_require={"ray": ["ray>=2.9"]},
     entry_points={
         "console_scripts": [

@@ -21,10 +21,11 @@ import torch
 from scipy.spatial import cKDTree
 
 from sa_convonet_ros.config import get_profile
-from sa_convonet_ros.data import RoomConfig, generate_room
-from sa_convonet_ros.data.scans import SCAN_SETTINGS, simulate_scans
-from sa_convonet_ros.model import load_model, resolve_device, synchronized_time
+from sa_convonet_ros.devices import resolve_device, synchronized_time
+from sa_convonet_ros.model import load_model
 from sa_convonet_ros.pipeline import reconstruct
+from sa_convonet_ros.synthetic import RoomConfig, generate_room
+from sa_convonet_ros.synthetic.scans import SCAN_SETTINGS, simulate_scans
 
 
 def scan_room(size, points: int, seed: int, device: str, poses: int, image_scale: float):

@@ -25,7 +25,8 @@ import numpy as np
 from sensor_msgs.msg import PointCloud2
 
 from sa_convonet_ros.io import read_point_cloud
-from sa_convonet_ros.ros.demo import LATCHED, NodeProcess, RosClient, map_message, scan_room
+from sa_convonet_ros.ros.client import LATCHED, NodeProcess, RosClient, map_message
+from sa_convonet_ros.ros.demo import scan_room
 
 
 def resident_mb(pid: int, field: str = "VmRSS") -> float:

@@ -30,7 +30,11 @@ import numpy as np
 
 from sa_convonet_ros.baselines import ball_pivoting, screened_poisson
 from sa_convonet_ros.config import get_profile
-from sa_convonet_ros.data import (
+from sa_convonet_ros.devices import resolve_device
+from sa_convonet_ros.metrics import evaluate_mesh, visible_mask
+from sa_convonet_ros.model import load_model
+from sa_convonet_ros.pipeline import reconstruct
+from sa_convonet_ros.synthetic import (
     HELD_OUT_WORLD,
     TRAINING_WORLD,
     ExteriorConfig,
@@ -42,9 +46,6 @@ from sa_convonet_ros.data import (
     scan_exterior,
     simulate_scans,
 )
-from sa_convonet_ros.metrics import evaluate_mesh, visible_mask
-from sa_convonet_ros.model import load_model, resolve_device
-from sa_convonet_ros.pipeline import reconstruct
 
 METHOD_NAMES = {"ff": "ours feed-forward", "fast": "ours UCE fast", "paper": "ours UCE paper",
                 "auto": "ours UCE auto", "ff-s1": "ours feed-forward, scale 1", "fast-s1": "ours UCE fast, scale 1",

@@ -19,9 +19,11 @@ import numpy as np
 import torch
 
 from sa_convonet_ros.config import get_profile
-from sa_convonet_ros.data import generate_room, simulate_scans
-from sa_convonet_ros.model import load_model, resolve_device, synchronized_time
-from sa_convonet_ros.optimize import WindowBatch, optimize_windows, sample_uce_queries, uce_loss
+from sa_convonet_ros.devices import resolve_device, synchronized_time
+from sa_convonet_ros.model import load_model
+from sa_convonet_ros.optimize import optimize_windows, uce_per_query
+from sa_convonet_ros.synthetic import generate_room, simulate_scans
+from sa_convonet_ros.window_batch import WindowBatch, sample_uce_queries
 from sa_convonet_ros.windows import WindowGrid, select_windows
 
 COPIES, SURFACE, OFF = 6, 1536, 512
@@ -51,7 +53,7 @@ def release_step_loop(path, clouds, device, iterations, lr, max_points):
         for _ in range(iterations):
             queries, targets = sample_uce_queries(batch, SURFACE, OFF, 0.1, generator)
             logits = model.decode(queries, model.encode(batch.points, batch.mask))  # 6 encodings
-            loss = uce_loss(logits, targets).mean()
+            loss = uce_per_query(logits, targets).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

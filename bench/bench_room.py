@@ -22,10 +22,11 @@ import torch
 
 from sa_convonet_ros.baselines import screened_poisson
 from sa_convonet_ros.config import get_profile
-from sa_convonet_ros.data import RoomConfig, generate_room, simulate_scans
+from sa_convonet_ros.devices import resolve_device
 from sa_convonet_ros.metrics import evaluate_mesh, visible_mask
-from sa_convonet_ros.model import load_model, resolve_device
+from sa_convonet_ros.model import load_model
 from sa_convonet_ros.pipeline import reconstruct
+from sa_convonet_ros.synthetic import RoomConfig, generate_room, simulate_scans
 
 
 def peak_rss_mb() -> float:

@@ -11,7 +11,7 @@ scans each with the simulated depth camera and reconstructs it once per profile 
 each run in a fresh process so that its peak RSS is its own. The run reads the cloud from a .npy like the
 CLI, calls `reconstruct` and writes the mesh. Its peak RSS is split into three phases by the progress
 reports, the kernel's high-water mark being reset between them: *prepare* (reading, denoising, planning
-the windows), *windows* (jobs run, their blocks meshed and released) and *mesh* (the
+the windows), *windows* (batches run, their blocks meshed and released) and *mesh* (the
 mesh assembled, trimmed, coloured, written). Prints a Markdown table and the memory model's figures: bytes
 per input point (prepare), per output face (mesh, over what the windows phase started with) and the most
 field blocks held at once.
@@ -52,9 +52,12 @@ import numpy as np
 import torch
 
 from sa_convonet_ros.config import get_profile
-from sa_convonet_ros.data import RoomConfig, generate_floor, generate_room, scan_floor, simulate_scans
-from sa_convonet_ros.model import load_model, resolve_device
-from sa_convonet_ros.pipeline import plan_windows, prepare_points, reconstruct, subsample_evenly
+from sa_convonet_ros.devices import resolve_device
+from sa_convonet_ros.model import load_model
+from sa_convonet_ros.pipeline import reconstruct
+from sa_convonet_ros.planning import plan_windows
+from sa_convonet_ros.points import prepare_points, subsample_evenly
+from sa_convonet_ros.synthetic import RoomConfig, generate_floor, generate_room, scan_floor, simulate_scans
 
 
 def parse_size(text: str) -> tuple[float, float]:
@@ -313,7 +316,7 @@ def ray_main(argv=None) -> int:
     args = parser.parse_args(argv)
     import ray
 
-    from sa_convonet_ros.distributed import release_workers
+    from sa_convonet_ros.ray_runner import release_workers
 
     name, _, iterations = args.profile.partition(":")
     if name == "auto":  # auto:cpu / auto:gpu are whole names
@@ -348,7 +351,7 @@ def ray_main(argv=None) -> int:
     print(f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; one process: "
           f"{torch.get_num_threads()} torch threads; Ray {ray.__version__}: {args.workers} worker(s) x "
           f"{args.threads} thread(s)")
-    print(f"- {len(points)} points, {windows} windows in {alone.stats.batches_run} jobs of "
+    print(f"- {len(points)} points, {windows} windows in {alone.stats.batches_run} batches of "
           f"{config.optimization.window_batch}, {alone.stats.iterations} steps; "
           f"a {alone.stats.voxel_size:g} m grid; "
           f"the meshes are {'identical' if same else 'DIFFERENT'} ({len(alone.mesh.faces)} faces)\n")

@@ -23,13 +23,17 @@ from unittest import mock
 import numpy as np
 import torch
 
+from sa_convonet_ros.cache import WindowCache
 from sa_convonet_ros.config import get_profile
-from sa_convonet_ros.data import SCAN_SETTINGS, RoomConfig, generate_room, simulate_scans
-from sa_convonet_ros.data.scans import voxel_downsample
+from sa_convonet_ros.devices import resolve_device, resolve_devices, synchronized_time
+from sa_convonet_ros.feature_grids import FeatureGrids
 from sa_convonet_ros.metrics import evaluate_mesh, visible_mask
-from sa_convonet_ros.model import load_model, resolve_device, resolve_devices, synchronized_time
-from sa_convonet_ros.optimize import FeatureGrids, WindowBatch, optimize_windows
-from sa_convonet_ros.pipeline import WindowCache, reconstruct
+from sa_convonet_ros.model import load_model
+from sa_convonet_ros.optimize import optimize_windows
+from sa_convonet_ros.pipeline import reconstruct
+from sa_convonet_ros.synthetic import SCAN_SETTINGS, RoomConfig, generate_room, simulate_scans
+from sa_convonet_ros.synthetic.scans import voxel_downsample
+from sa_convonet_ros.window_batch import WindowBatch
 from sa_convonet_ros.windows import WindowGrid, select_windows
 
 

@@ -21,8 +21,9 @@ import numpy as np
 
 from bench.bench_quality import WORLDS, ScoredScan
 from sa_convonet_ros.config import get_profile
+from sa_convonet_ros.devices import resolve_device
 from sa_convonet_ros.metrics import closest_points_on_mesh
-from sa_convonet_ros.model import load_model, resolve_device
+from sa_convonet_ros.model import load_model
 from sa_convonet_ros.pipeline import reconstruct
 
 RAW = {"denoise": {"denoise": False}}

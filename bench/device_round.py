@@ -110,8 +110,9 @@ class Round:
     def train_prior(self, name: str, init: str | None, extra: list[str]) -> None:
         """Train one prior within the training cap (bf16, then fp32 if bf16 fails), then export it."""
         budget, began = self.budget, time.time()
-        command = [sys.executable, "-m", "sa_convonet_ros.train", "--name", name, "--out-dir", str(self.work / "runs"),
-                   "--cache-dir", str(self.work / "cache"), "--device", budget.device, "--batch-size",
+        the_run = [sys.executable, "-m", "sa_convonet_ros.training.train", "--name", name, "--out-dir",
+                   str(self.work / "runs")]
+        command = [*the_run, "--cache-dir", str(self.work / "cache"), "--device", budget.device, "--batch-size",
                    str(budget.batch[name]), "--lr-schedule", "time", "--warmup-steps", "20",
                    "--report", str(self.work / f"train_{name}.json"), *budget.data, *extra]
         if init:
@@ -123,7 +124,6 @@ class Round:
                 subprocess.run(["rm", "-rf", str(self.work / "runs" / name)])
                 fallback = ["--max-minutes", f"{max(0.1, (left - 60) / 60):.2f}", "--precision", "fp32"]
                 self.run(f"train_{name}_fp32", command + fallback, left, f"train_{name}")
-        the_run = [sys.executable, "-m", "sa_convonet_ros.train", "--name", name, "--out-dir", str(self.work / "runs")]
         self.run(f"export_{name}", the_run + ["--export", str(self.out / f"{name}.pt")], 60, f"train_{name}")
         if name == "default":  # fine-tuned from the shipped prior, whose step-0 IoU its best may well be
             self.run("export_default_last", the_run + ["--export-last", str(self.out / "default_last.pt")], 60,

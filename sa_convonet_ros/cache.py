@@ -65,14 +65,6 @@ class WindowCache:
         self._states = _BoundedEntries[WindowState](max_state_bytes, _state_size)
         self.noise = None  # the map's measured noise (NoiseEstimate): a growing map keeps being denoised alike
 
-    @property
-    def block_bytes(self) -> int:
-        return self._blocks.bytes
-
-    @property
-    def state_bytes(self) -> int:
-        return self._states.bytes
-
     def get_state(self, key: WindowKey, settings_id: str) -> WindowState | None:
         return self._states.get(key, settings_id)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PROFILE_NAMES, ReconstructionConfig, get_profile
+from .config import PROFILE_HELP, ReconstructionConfig, get_profile
 from .errors import SettingError
 from .flags import add_flags, flag, given
 
@@ -173,10 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "--voxel-size; 0 keeps every point)")
     # Paths to write stay text: Path() would drop a trailing slash, turning a folder into a file name.
     rec.add_argument("-o", "--output", required=True, help="mesh file (.ply, .obj, .glb, .off, .stl)")
-    rec.add_argument("--profile", default="auto",
-                     help=f"one of {', '.join(PROFILE_NAMES)}: auto (the best the device affords: auto:cpu or "
-                          "auto:gpu), fast (CPU-friendly), paper (the release's settings), feedforward (no "
-                          "optimisation)")
+    rec.add_argument("--profile", default="auto", help=PROFILE_HELP)
     rec.add_argument("--config", type=Path, default=None, help="YAML with optimization/windows/meshing overrides")
     rec.add_argument("--png", default=None, help="also write a PNG preview of the mesh")
     rec.add_argument("--json", action="store_true", help="print the statistics as JSON")

@@ -1,8 +1,11 @@
-"""One colour ramp for heights, shared by the PNG previews and the RViz markers."""
+"""How meshes are coloured: the colour modes of the RViz markers, and one colour ramp for heights, shared by
+the PNG previews and the markers."""
 from __future__ import annotations
 
 import numpy as np
 
+# rgb: the input's colours where it has them, else height; confidence: how close each vertex lies to a point.
+COLOR_MODES = ("rgb", "height", "uniform", "confidence")
 # Anchor colours of the ramp (dark blue -> cyan -> green -> yellow -> red), evenly spaced over [0, 1];
 # chosen by eye to stay readable on RViz's dark background as on the previews' white one.
 _RAMP_ANCHORS = np.array([

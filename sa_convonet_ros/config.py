@@ -171,7 +171,7 @@ class MeshingConfig:
     """Extraction of one mesh from the occupancy field on one global metric grid."""
 
     voxel_size: float = setting(0.02, "spacing of the global grid, metres", above=0)
-    threshold: float = setting(0.5, "occupancy probability of the surface", above=0, below=1)
+    threshold: float = setting(0.5, "occupancy probability of the surface level", above=0, below=1)
     trim_distance: float | None = setting(0.04, "drop faces farther than this from every input point, metres "
                                                 "(0: keep every face)", at_least=0)
     eval_chunk: int = setting(200_000, "grid points decoded per network call", at_least=1)
@@ -218,7 +218,7 @@ class DenoiseConfig:
                                                "(0: planes everywhere)", at_least=0)
     # Below this the points are already accurate against their spacing (a voxel filter averages many returns):
     # moving them by a few noise levels onto planes that span several spacings rounds edges and thin sheets
-    # more than it removes noise (docs/benchmarks.md, "Snapping and denoising").
+    # more than it removes noise (docs/decisions.md, "Snapping and denoising").
     denoise_min_noise_ratio: float = setting(0.25, "denoise only maps whose measured noise is at least this "
                                                    "fraction of their point spacing", at_least=0)
     # On the tuning rooms the encoder's feed-forward guess was as good or better from the measured points.
@@ -239,7 +239,8 @@ class ReconstructionConfig:
     meshing: MeshingConfig = setting(factory=MeshingConfig)
     denoise: DenoiseConfig = setting(factory=DenoiseConfig)
     device: str = setting("auto", "compute device(s): auto (every visible GPU, else the CPU) | cpu | cuda | "
-                                  "cuda:N | a comma-separated list such as cuda:0,cuda:1")
+                                  "cuda:N | a comma-separated list such as cuda:0,cuda:1 (windows are spread over "
+                                  "them)")
     checkpoint: str | None = setting(None, "model checkpoint file; empty or None: the model shipped with the "
                                            "package")
     cpu_workers: int = setting(0, "on a CPU, batches of windows run side by side in this many threads that share "
@@ -247,7 +248,9 @@ class ReconstructionConfig:
                                   "more; 1 = one batch at a time on every thread)", at_least=0)
     ray_address: str = setting("", "run the windows as tasks of Ray workers (pip install sa_convonet_ros[ray]): "
                                    "'' = off (in this process), 'local' = a local Ray runtime on this machine, else "
-                                   "the address of a running Ray cluster ('auto', 'HOST:6379', 'ray://HOST:10001')")
+                                   "the address of a running Ray cluster ('auto', 'HOST:6379', 'ray://HOST:10001'); "
+                                   "the mesh is the same. Ray is reached when a run starts: not installed or not "
+                                   "reachable fails the run with that reason")
     ray_workers: int = setting(0, "Ray workers, each holding the model once (0 = as many as the cluster's CPUs "
                                   "allow at ray_threads each)", at_least=0)
     ray_threads: int = setting(1, "CPUs (and torch threads) of each Ray worker", at_least=1)
@@ -349,7 +352,7 @@ def _feedforward() -> ReconstructionConfig:
 
 
 def _auto_cpu() -> ReconstructionConfig:
-    # The tuning rooms' best within a CPU's budget (docs/benchmarks.md, "The auto profile"): UCE targets
+    # The tuning rooms' best within a CPU's budget (docs/decisions.md, "The auto profile"): UCE targets
     # denoised on noisy maps, a 1 cm grid, 80 steps on half of fast's samples with the feature grids'
     # learning rate doubled (as good as 100 steps at fast's rate), vertices snapped onto the points.
     config = _fast()
@@ -363,7 +366,7 @@ def _auto_cpu() -> ReconstructionConfig:
     config.meshing.trim_distance = 0.02  # two grid cells; a sparse map's coarser grid takes its trim along
     config.meshing.snap_distance = 0.02  # two grid cells: the field's surface strays that far on coarse parts
     config.meshing.crest_depth = 1.0  # table tops and curtains whose field stops just short of the level
-    config.meshing.coarse_to_fine_margin = 3.0  # a third fewer decodes, the same mesh (docs/benchmarks.md)
+    config.meshing.coarse_to_fine_margin = 3.0  # a third fewer decodes, the same mesh (docs/decisions.md)
     config.meshing.grid_per_spacing = 0.6  # sparse maps: 1.5 cm and fewer samples, 1.7x faster (same doc)
     return config
 
@@ -388,23 +391,24 @@ def _auto_gpu() -> ReconstructionConfig:
 
 PROFILES = {"fast": _fast, "paper": _paper, "feedforward": _feedforward,
             "auto:cpu": _auto_cpu, "auto:gpu": _auto_gpu}
-PROFILE_NAMES = ("auto", "fast", "paper", "feedforward")  # what users choose from (auto:* are auto's picks)
-
-
-def uses_cuda(device: str) -> bool:
-    """Whether a device setting ('auto', 'cpu', 'cuda:1', 'cuda:0,cuda:1') computes on CUDA here."""
-    spec = (device or "auto").strip().lower()
-    if spec == "auto":
-        import torch  # only `auto` needs to ask
-
-        return torch.cuda.is_available()
-    return spec.startswith("cuda")
+# What users choose from (auto:* are auto's picks), each described once for every front end.
+PROFILE_DESCRIPTIONS = {
+    "auto": "the best this device affords: auto:cpu within a CPU's time budget, auto:gpu with more steps and "
+            "samples where CUDA is available",
+    "fast": "CPU friendly: adapts each window's feature grid and the decoder",
+    "paper": "the published settings, slow without a GPU",
+    "feedforward": "no test-time optimisation",
+}
+PROFILE_NAMES = tuple(PROFILE_DESCRIPTIONS)
+PROFILE_HELP = "reconstruction profile: " + "; ".join(f"{name} ({text})" for name, text in PROFILE_DESCRIPTIONS.items())
 
 
 def get_profile(name: str, device: str = "auto") -> ReconstructionConfig:
     """A fresh copy of a named profile. `auto` is the best the device affords: `auto:gpu` where `device`
     computes on CUDA, else `auto:cpu` (the returned config's `profile` says which)."""
     if name == "auto":
+        from .devices import uses_cuda  # torch, only for `auto`
+
         name = "auto:gpu" if uses_cuda(device) else "auto:cpu"
     try:
         return PROFILES[name]()

@@ -58,14 +58,6 @@ def logit(probability: float) -> float:
     return float(np.log(probability / (1.0 - probability)))
 
 
-def extract_mesh(field: BlockField, threshold: float = 0.5) -> trimesh.Trimesh:
-    """Marching cubes over every block that can hold part of the surface; one merged mesh in metres."""
-    mesher = StreamingMesher(field.grid, field.blocks, threshold, field.fill_value)
-    for key in sorted(field.blocks):
-        mesher.add(key, field.blocks[key])
-    return mesher.mesh()
-
-
 class StreamingMesher:
     """Block-wise marching cubes while the blocks arrive, keeping only the blocks still needed.
 
@@ -278,21 +270,6 @@ def near_points(tree: cKDTree, distance: float) -> Callable[[np.ndarray], np.nda
         gaps, _ = tree.query(positions, k=1, distance_upper_bound=distance, workers=-1)
         return np.isfinite(gaps)
     return near
-
-
-def trim_far_faces(mesh: trimesh.Trimesh, points: np.ndarray, distance: float,
-                    tree: cKDTree | None = None) -> trimesh.Trimesh:
-    """Drop faces whose centre is farther than `distance` from every input point (unsupported completion).
-    `tree`: the points' KD-tree, when the caller has one."""
-    if len(mesh.faces) == 0:
-        return mesh
-    keep = near_points(cKDTree(points) if tree is None else tree, distance)(mesh.triangles_center)
-    if keep.all():
-        return mesh
-    mesh = mesh.copy()
-    mesh.update_faces(keep)
-    mesh.remove_unreferenced_vertices()
-    return mesh
 
 
 def color_from_points(mesh: trimesh.Trimesh, points: np.ndarray, colors: np.ndarray,

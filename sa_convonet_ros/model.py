@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
-import time
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .devices import resolve_device
 
 CHECKPOINT_FORMAT = "sa_convonet_ros/checkpoint-v1"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "models" / "default.pt"
@@ -228,50 +227,6 @@ class ConvONet(nn.Module):
 
     def forward(self, points: torch.Tensor, queries: torch.Tensor, mask: torch.Tensor | None = None):
         return self.decode(queries, self.encode(points, mask))
-
-
-# ----------------------------------------------------------------------------------------------- devices
-
-def resolve_device(spec: str | torch.device = "auto", strict: bool = False) -> torch.device:
-    """'auto' picks CUDA when present. 'cuda' without CUDA warns and falls back to CPU, or raises if strict."""
-    if isinstance(spec, torch.device):
-        spec = str(spec)
-    spec = (spec or "auto").strip().lower()
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec.startswith("cuda"):
-        try:
-            device = torch.device(spec)
-        except RuntimeError:
-            raise ValueError(f"invalid device {spec!r}; use auto, cpu, cuda or cuda:N") from None
-        if not torch.cuda.is_available():
-            if strict:
-                raise ValueError(f"device {spec!r} requested but CUDA is not available")
-            warnings.warn(f"device {spec!r} requested but CUDA is not available; using the CPU", stacklevel=2)
-            return torch.device("cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-        return device
-    raise ValueError(f"invalid device {spec!r}; use auto, cpu, cuda or cuda:N")
-
-
-def synchronized_time(device: torch.device) -> float:
-    """`time.perf_counter()` once the device has finished its queued work (CUDA runs asynchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-def resolve_devices(spec: str | torch.device = "auto", strict: bool = False) -> list[torch.device]:
-    """The devices windows are spread over: 'auto' takes every visible CUDA GPU (else the CPU); a
-    comma-separated list ('cuda:0,cuda:1') names them; anything else is one device (`resolve_device`)."""
-    text = str(spec or "auto").strip().lower()
-    if text == "auto" and torch.cuda.device_count() > 1:
-        return [torch.device(f"cuda:{index}") for index in range(torch.cuda.device_count())]
-    names = [name.strip() for name in text.split(",") if name.strip()] or ["auto"]
-    return [resolve_device(name, strict) for name in names]
 
 
 # ------------------------------------------------------------------------------------------- checkpoints

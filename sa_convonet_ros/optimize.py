@@ -18,151 +18,25 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import itertools
-import math
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from .config import OptimizationConfig
 from .errors import ReconstructionCancelled
-from .model import ConvONet, normalize_coordinates
+from .feature_grids import FeatureGrids
+from .model import ConvONet
+from .window_batch import ResidualSampling, WindowBatch, sample_uce_queries
 
 
 def uce_per_query(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Unsigned cross-entropy of each query: BCE(sigmoid(|logit|), target)."""
     return F.binary_cross_entropy_with_logits(logits.abs(), targets, reduction="none")
-
-
-def uce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Unsigned cross-entropy, averaged over the last axis."""
-    return uce_per_query(logits, targets).mean(dim=-1)
-
-
-@dataclass
-class WindowBatch:
-    """Points of several windows, each in its own unit-cube frame, padded to one length.
-
-    `points` feed the encoder (capped at `max_points` per window, as in training); `samples` are the
-    observed points the UCE loss draws its surface samples from (all of them, up to `max_samples`).
-    """
-
-    points: torch.Tensor  # [W, N, 3] float32; padding rows are zero
-    mask: torch.Tensor  # [W, N] bool, True for real points (real points come first)
-    counts: torch.Tensor  # [W] number of real points
-    samples: torch.Tensor | None = None  # [W, S, 3]; None: draw from `points`
-    sample_counts: torch.Tensor | None = None  # [W]
-
-    @classmethod
-    def from_arrays(cls, clouds: list[np.ndarray], device: torch.device, max_points: int,
-                    rng: np.random.Generator, max_samples: int | None = None,
-                    targets: list[np.ndarray] | None = None) -> "WindowBatch":
-        """`targets` (one per cloud): the points the loss samples from when they differ from the encoder's
-        input (e.g. denoised ones); by default the clouds themselves."""
-        points, mask, counts = pad_clouds([_cap(c, max_points, rng) for c in clouds], device)
-        if targets is None and (max_samples is None or all(len(c) <= max_points for c in clouds)):
-            return cls(points, mask, counts)
-        limit = max_samples or max(len(c) for c in (targets or clouds))
-        samples, _, sample_counts = pad_clouds([_cap(c, limit, rng) for c in (targets or clouds)], device)
-        return cls(points, mask, counts, samples, sample_counts)
-
-    def __len__(self) -> int:
-        return self.points.shape[0]
-
-    def subset(self, index: torch.Tensor) -> "WindowBatch":
-        """The windows at `index` (a copy)."""
-        def pick(tensor):
-            return None if tensor is None else tensor[index]
-
-        return WindowBatch(self.points[index], self.mask[index], self.counts[index], pick(self.samples),
-                           pick(self.sample_counts))
-
-    def loss_points(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The points the UCE loss draws from, [W, S, 3], and how many are real per window, [W]."""
-        if self.samples is not None:
-            return self.samples, self.sample_counts
-        return self.points, self.counts
-
-
-def _cap(cloud: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
-    return cloud if len(cloud) <= limit else cloud[rng.choice(len(cloud), limit, replace=False)]
-
-
-def pad_clouds(clouds: list, device: torch.device):
-    """Stack clouds (numpy arrays or tensors) of different lengths: zero-padded float32 points [W, N, 3],
-    mask of real points [W, N], counts [W]."""
-    tensors = [torch.as_tensor(cloud).to(device=device, dtype=torch.float32) for cloud in clouds]
-    length = max(len(t) for t in tensors)
-    points = torch.zeros(len(tensors), length, 3, device=device)
-    mask = torch.zeros(len(tensors), length, dtype=torch.bool, device=device)
-    for w, cloud in enumerate(tensors):
-        points[w, :len(cloud)] = cloud
-        mask[w, :len(cloud)] = True
-    counts = torch.tensor([len(t) for t in tensors], device=device)
-    return points, mask, counts
-
-
-class ResidualSampling:
-    """Where the fit is worst: a running UCE excess per observed point of each window.
-
-    Part of every step's surface samples is drawn in proportion to it, so the steps go to the points
-    the surface still misses (typically thin parts) rather than to the floor that fits after a few
-    steps. Points not drawn yet keep a high weight, so every point is visited."""
-
-    UNSEEN = 1.0  # about the excess of a point 3 logits off the surface
-    FLOOR = 1e-3  # a point that fits keeps a small chance
-
-    def __init__(self, batch: WindowBatch, fraction: float) -> None:
-        source, counts = batch.loss_points()
-        arange = torch.arange(source.shape[1], device=source.device)
-        self.weights = (arange[None] < counts[:, None]).float() * self.UNSEEN
-        self.fraction = fraction
-        self.last_pick: torch.Tensor | None = None
-
-    def weighted_count(self, n_surface: int) -> int:
-        """How many of the `n_surface` samples come from the weights."""
-        return int(round(self.fraction * n_surface))
-
-    def update(self, surface_losses: torch.Tensor) -> None:
-        """Record the UCE of the surface samples just drawn ([W, n_surface], in draw order)."""
-        excess = (surface_losses.detach().float() - math.log(2.0)).clamp_min(0.0) + self.FLOOR
-        self.weights.scatter_(1, self.last_pick, excess)
-
-
-def sample_uce_queries(batch: WindowBatch, n_surface: int, n_off_surface: int, sigma: float,
-                       generator: torch.Generator, residuals: ResidualSampling | None = None,
-                       rows: torch.Tensor | None = None, among: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Surface samples (target 0.5) and noisy off-surface samples (target 1.0) from each window's points.
-
-    With `residuals`, part of the surface samples is drawn where the fit is worst (see ResidualSampling).
-    `rows`: the batch is these windows of a batch of `among`, and draws what their rows of that batch's
-    uniform draws would be (so a window's samples do not depend on which others still adapt)."""
-    windows, device = len(batch), batch.points.device
-    source, counts = batch.loss_points()
-    total = n_surface + n_off_surface
-    drawn = windows if rows is None else among
-    uniform = torch.rand(drawn, total, device=device, generator=generator)
-    noise = torch.randn(drawn, n_off_surface, 3, device=device, generator=generator) * sigma
-    if rows is not None:
-        uniform, noise = uniform[rows], noise[rows]
-    pick = (uniform * counts[:, None]).long()
-    if residuals is not None:
-        weighted = residuals.weighted_count(n_surface)
-        if weighted:
-            pick[:, :weighted] = torch.multinomial(residuals.weights, weighted, replacement=True,
-                                                   generator=generator)
-        residuals.last_pick = pick[:, :n_surface]
-    queries = torch.gather(source, 1, pick.unsqueeze(-1).expand(-1, -1, 3))
-    queries = torch.cat([queries[:, :n_surface], queries[:, n_surface:] + noise], dim=1)
-    targets = torch.cat([torch.full((windows, n_surface), 0.5, device=device),
-                         torch.ones(windows, n_off_surface, device=device)], dim=1)
-    return queries, targets
 
 
 @contextlib.contextmanager
@@ -342,116 +216,6 @@ def _parameter_groups(ensemble: WindowEnsemble, config: OptimizationConfig) -> l
     """Adam's groups: the stacked parameters, then the feature grids, each at its own learning rate."""
     rates = [config.learning_rate, config.feature_learning_rate]
     return [{"params": params, "lr": rate} for params, rate in zip(_adapted_tensors(ensemble), rates)]
-
-
-class FeatureGrids:
-    """The windows' adapted feature grids, sampled trilinearly with the gradient written out by hand.
-
-    The same interpolation as the decoder's grid_sample (align_corners, coordinates inside the grid), but
-    grid_sample's backward zero-fills a gradient as large as all the grids on every step; here a step
-    writes only the cells its queries touch, into a buffer kept across steps (about a fifth of a step's
-    time on a CPU). The grids are stored with the channels last, so each cell's features are one row.
-
-    `restrict` lets Adam adapt only the cells the steps will touch (a fifth to a half of them on a room's
-    windows): a cell whose gradient has always been zero has zero moments, so Adam would not move it anyway,
-    and the update of the rest is the same, for a fraction of the work."""
-
-    def __init__(self, volume: torch.Tensor, padding: float) -> None:
-        self.values = volume.detach().permute(0, 2, 3, 4, 1).contiguous()  # [W, D, H, W, C]
-        self.resolution, self.padding = self.values.shape[1], padding
-        r = self.resolution
-        # row offsets of a cell's 8 corners in a grid's table (x slowest, z fastest, as the weights below)
-        self._corner_offsets = torch.tensor([dz * r * r + dy * r + dx for dx, dy, dz in
-                                             itertools.product((0, 1), repeat=3)], device=volume.device)
-        self.touched: torch.Tensor | None = None  # bool per row of the table: the rows `active` holds
-        self.active: torch.Tensor | None = None  # [K, C] the touched rows, adapted in place of `values`
-        self._slot_of_row: torch.Tensor | None = None  # row of the table -> row of `active`
-        self._gradient: torch.Tensor | None = None  # kept across steps, so only the rows written are cleared
-        self._written: torch.Tensor | None = None  # rows written by the last backward
-        self._rows: torch.Tensor | None = None
-        self._weights: torch.Tensor | None = None
-        self._sampled: torch.Tensor | None = None
-
-    @property
-    def volume(self) -> torch.Tensor:
-        """The grids as the decoder takes them, [W, C, D, H, W] (a view; `sync` first after restricted steps)."""
-        return self.values.permute(0, 4, 1, 2, 3)
-
-    @property
-    def parameter(self) -> torch.Tensor:
-        """What the optimiser adapts: the touched rows once restricted, else the whole grids."""
-        return self.values if self.active is None else self.active
-
-    def corner_rows(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows of the 8 corners of each query's cell in the table of all the grids [W * M * 8], and the
-        fractions of the queries [W, M, 3] across their cells."""
-        windows = queries.shape[0]
-        r = self.resolution
-        position = normalize_coordinates(queries, self.padding) * (r - 1)  # x, y, z -> the W, H, D axes
-        low = position.floor().long().clamp(0, r - 2)
-        first = (low[..., 2] * r + low[..., 1]) * r + low[..., 0]
-        first += torch.arange(windows, device=queries.device)[:, None] * r ** 3
-        return (first[..., None] + self._corner_offsets).reshape(-1), position - low
-
-    def restrict(self, touched: torch.Tensor) -> None:
-        """Adapt only the rows marked in `touched` (bool over the table's rows) from now on."""
-        self.touched = touched
-        rows = touched.nonzero().squeeze(1)
-        self.active = self.values.view(-1, self.values.shape[-1])[rows].clone()
-        self._slot_of_row = torch.full((len(touched),), -1, dtype=torch.long, device=touched.device)
-        self._slot_of_row[rows] = torch.arange(len(rows), device=touched.device)
-        self._gradient = self._written = None
-
-    def sync(self) -> None:
-        """Write the adapted rows back into the whole grids."""
-        if self.active is not None:
-            with torch.no_grad():
-                self.values.view(-1, self.values.shape[-1])[self.touched] = self.active
-
-    def release_gradient(self) -> None:
-        self.parameter.grad = self._gradient = self._written = self._rows = self._weights = self._sampled = None
-
-    def subset(self, index: torch.Tensor) -> "FeatureGrids":
-        """The grids of the windows at `index` (a copy, restricted to the same rows; `sync` first)."""
-        part = FeatureGrids(self.volume[index], self.padding)
-        if self.touched is not None:
-            part.restrict(self.touched.view(len(self.values), -1)[index].reshape(-1))
-        return part
-
-    def state_rows(self, index: torch.Tensor) -> torch.Tensor:
-        """Which rows of `parameter` (and so of its optimiser state) belong to the windows at `index`."""
-        if self.touched is None:
-            return index
-        window_of_row = self.touched.nonzero().squeeze(1) // self.resolution ** 3
-        return torch.isin(window_of_row, index).nonzero().squeeze(1)
-
-    def sample(self, queries: torch.Tensor) -> torch.Tensor:
-        """Features at queries [W, M, 3] (unit cube): a leaf [W, M, C] whose gradient `backward` carries
-        on to the grids."""
-        windows, count, _ = queries.shape
-        self._rows, fraction = self.corner_rows(queries)
-        if self.active is not None:
-            self._rows = self._slot_of_row[self._rows]
-        # the 8 corners' weights in the same order: products of (1 - f, f) per axis
-        pair = torch.stack([1 - fraction, fraction], dim=-1)  # [W, M, 3 axes, 2]
-        self._weights = (pair[..., 0, :, None, None] * pair[..., 1, None, :, None]
-                         * pair[..., 2, None, None, :]).reshape(windows, count, 8)
-        table = self.parameter.view(-1, self.values.shape[-1])
-        corners = table.index_select(0, self._rows).view(windows, count, 8, -1)  # faster than table[rows]
-        self._sampled = (corners * self._weights[..., None]).sum(dim=2).requires_grad_(True)
-        return self._sampled
-
-    def backward(self) -> None:
-        """Set the grids' gradient from the sampled features' one (after the loss's backward)."""
-        if self._gradient is None:
-            self._gradient, self._written = torch.zeros_like(self.parameter), None
-        table = self._gradient.view(-1, self._gradient.shape[-1])
-        if self._written is not None:
-            table.index_fill_(0, self._written, 0.0)
-        contributions = self._sampled.grad[:, :, None, :] * self._weights[..., None]
-        table.index_add_(0, self._rows, contributions.reshape(-1, table.shape[-1]))
-        self._written = self._rows
-        self.parameter.grad = self._gradient
 
 
 def cells_touched(grids: FeatureGrids, batch: WindowBatch, config: OptimizationConfig, generator: torch.Generator,

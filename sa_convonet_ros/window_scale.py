@@ -10,7 +10,7 @@ feature cell (5.5 cm) are left to the test-time optimisation and the snap. Measu
 scans (2.4-2.7 cm) at scale 1.25 keep their quality in 0.83x the time; a building exterior (8.2 cm) gets a
 better mesh at scale 4 than at 2 in half the time, and a better one again at 3 than at 4 (its concave
 corners, a gable wall under the roof's overhang, rounded off by 17-20 cm at 4) in 1.3x the time: hence
-the power below 1 (docs/benchmarks.md).
+the power below 1 (docs/decisions.md, "The window scale's exponent").
 
 The mesh grid can follow the spacing too (`grid_per_spacing`): between points farther apart than about
 twice the grid, the data do not place the surface, so a sparse map's grid grows with its spacing, the

@@ -44,10 +44,6 @@ class WindowGrid:
     def window_of(self, points: np.ndarray) -> np.ndarray:
         return np.floor_divide(self.cell_of(points), self.cells)
 
-    def core_min(self, windows: np.ndarray) -> np.ndarray:
-        """World position of each window's first grid point."""
-        return np.asarray(windows, dtype=np.int64) * self.cells * self.voxel_size
-
     def center(self, windows: np.ndarray) -> np.ndarray:
         """Centre of each window: the middle of its core grid points."""
         first = np.asarray(windows, dtype=np.float64) * self.cells
@@ -56,11 +52,6 @@ class WindowGrid:
     def to_unit(self, points: np.ndarray, window: np.ndarray) -> np.ndarray:
         """World points -> the unit-cube frame of one window (float64 in, float32 out, after centring)."""
         return ((np.asarray(points, dtype=np.float64) - self.center(window)) / self.crop_size).astype(np.float32)
-
-    def core_unit_points(self, window: np.ndarray) -> np.ndarray:
-        """All core grid points of one window in its unit-cube frame, shape (cells, cells, cells, 3), x first."""
-        index = np.stack(np.meshgrid(*[np.arange(self.cells)] * 3, indexing="ij"), axis=-1)
-        return self.unit_points_at(index)
 
     def unit_points_at(self, index: np.ndarray) -> np.ndarray:
         """Grid points of a window's core by their index in it ([..., 3] integers; the same for every

@@ -11,9 +11,9 @@ from rosbags.typesys import Stores, get_typestore
 from sa_convonet_ros.bags import BagError, first_per_voxel, is_bag, pointcloud_topics, read_bag_cloud
 from sa_convonet_ros.cli import main
 from sa_convonet_ros.config import ModelConfig
-from sa_convonet_ros.data import generate_room, simulate_scans
 from sa_convonet_ros.model import ConvONet, save_model
 from sa_convonet_ros.ros.pointcloud2 import FLOAT32, FLOAT64, INT32, UINT8, UINT32
+from sa_convonet_ros.synthetic import generate_room, simulate_scans
 
 TYPES = get_typestore(Stores.ROS2_HUMBLE)
 PointCloud2, PointField = TYPES.types["sensor_msgs/msg/PointCloud2"], TYPES.types["sensor_msgs/msg/PointField"]

@@ -8,9 +8,9 @@ import torch
 
 from sa_convonet_ros.cli import main
 from sa_convonet_ros.config import ModelConfig
-from sa_convonet_ros.data import generate_room, simulate_scans
 from sa_convonet_ros.io import write_point_cloud
 from sa_convonet_ros.model import ConvONet, save_model
+from sa_convonet_ros.synthetic import generate_room, simulate_scans
 
 
 @pytest.fixture(scope="module")

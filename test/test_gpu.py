@@ -5,8 +5,9 @@ import torch
 
 from sa_convonet_ros.config import ModelConfig, OptimizationConfig, get_profile
 from sa_convonet_ros.model import ConvONet
-from sa_convonet_ros.optimize import WindowBatch, optimize_windows
+from sa_convonet_ros.optimize import optimize_windows
 from sa_convonet_ros.pipeline import reconstruct
+from sa_convonet_ros.window_batch import WindowBatch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -4,6 +4,7 @@ import itertools
 import numpy as np
 import pytest
 import trimesh
+from scipy.spatial import cKDTree
 from skimage import measure
 
 from sa_convonet_ros.meshing import (
@@ -11,10 +12,11 @@ from sa_convonet_ros.meshing import (
     BlockField,
     StreamingMesher,
     color_from_points,
-    extract_mesh,
-    trim_far_faces,
+    near_points,
 )
 from sa_convonet_ros.windows import WindowGrid
+
+from helpers import extract_mesh, trim_far_faces
 
 
 def analytic_field(grid, windows, signed_distance, sharpness=50.0):
@@ -152,11 +154,15 @@ def test_empty_field_gives_an_empty_mesh():
     assert len(mesh.faces) == 0
 
 
-def test_trimming_and_colours():
+def test_trimming_keeps_faces_near_the_points_and_colours_come_from_them():
     sphere = trimesh.creation.icosphere(subdivisions=3, radius=1.0)
     cap_points = sphere.vertices[sphere.vertices[:, 2] > 0.5]
+    near = near_points(cKDTree(cap_points), 0.1)(sphere.triangles_center)
+    gaps, _ = cKDTree(cap_points).query(sphere.triangles_center)
+    np.testing.assert_array_equal(near, gaps <= 0.1)
+    assert near_points(cKDTree(cap_points), 0.1)(np.zeros((0, 3))).shape == (0,)
     trimmed = trim_far_faces(sphere, cap_points, distance=0.1)
-    assert 0 < len(trimmed.faces) < len(sphere.faces)
+    assert 0 < len(trimmed.faces) == near.sum() < len(sphere.faces)
     assert trimmed.vertices[:, 2].min() > 0.3
     colours = np.tile([[1.0, 0.0, 0.0]], (len(cap_points), 1))
     color_from_points(trimmed, cap_points, colours)

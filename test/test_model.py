@@ -5,15 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from sa_convonet_ros.config import ModelConfig
-from sa_convonet_ros.model import (
-    ConvONet,
-    count_parameters,
-    load_model,
-    normalize_coordinates,
-    resolve_device,
-    resolve_devices,
-    save_model,
-)
+from sa_convonet_ros.model import ConvONet, count_parameters, load_model, normalize_coordinates, save_model
 
 SMALL = ModelConfig(c_dim=8, hidden_dim=16, grid_resolution=16, unet_levels=3, unet_base_channels=8)
 
@@ -117,27 +109,6 @@ def test_unreadable_checkpoints_do_not_advise_an_unsafe_load(tmp_path):
         message = str(caught.value)
         assert str(path) in message and "could not be read" in message and reason in message, message
         assert "weights_only" not in message and "trust" not in message, message
-
-
-def test_resolve_device():
-    assert resolve_device("cpu").type == "cpu"
-    assert resolve_device("auto").type in ("cpu", "cuda")
-    with pytest.raises(ValueError, match="invalid device"):
-        resolve_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.warns(UserWarning, match="CUDA is not available"):
-            assert resolve_device("cuda").type == "cpu"
-        with pytest.raises(ValueError, match="not available"):
-            resolve_device("cuda", strict=True)
-
-
-def test_resolve_devices_lists_every_device_to_use():
-    assert resolve_devices("cpu") == [torch.device("cpu")]
-    assert resolve_devices(" cpu , cpu ") == [torch.device("cpu")] * 2
-    gpus = torch.cuda.device_count()
-    assert len(resolve_devices("auto")) == max(gpus, 1)  # every visible GPU, else the CPU
-    with pytest.raises(ValueError, match="invalid device"):
-        resolve_devices("cpu,tpu")
 
 
 # ------------------------------------------------------------------------------------------------------

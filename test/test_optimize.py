@@ -8,20 +8,14 @@ import pytest
 import torch
 
 from sa_convonet_ros.config import ModelConfig, OptimizationConfig
+from sa_convonet_ros.errors import ReconstructionCancelled
+from sa_convonet_ros.feature_grids import FeatureGrids
 from sa_convonet_ros.model import ConvONet
-from sa_convonet_ros.optimize import (
-    FeatureGrids,
-    ReconstructionCancelled,
-    ResidualSampling,
-    WindowBatch,
-    optimize_windows,
-    optimized_parameter_names,
-    sample_uce_queries,
-    uce_loss,
-    uce_per_query,
-)
+from sa_convonet_ros.optimize import optimize_windows, optimized_parameter_names, uce_per_query
+from sa_convonet_ros.window_batch import ResidualSampling, WindowBatch, sample_uce_queries
 
-TINY = ModelConfig(c_dim=8, hidden_dim=16, grid_resolution=8, unet_levels=2, unet_base_channels=8)
+from helpers import TINY, uce_loss
+
 CPU = torch.device("cpu")
 
 

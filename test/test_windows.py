@@ -4,6 +4,8 @@ import pytest
 
 from sa_convonet_ros.windows import WindowGrid, core_band_mask, select_windows, window_memberships
 
+from helpers import core_min, core_unit_points
+
 
 def test_grid_sizes_round_to_voxels():
     grid = WindowGrid.from_sizes(window_size=1.0, voxel_size=0.03, margin=0.2)
@@ -19,7 +21,7 @@ def test_every_point_has_exactly_one_own_window():
     grid = WindowGrid.from_sizes(1.0, 0.05, 0.2)
     points = rng.uniform(-3.1, 2.7, size=(20000, 3))
     own = grid.window_of(points)
-    low = grid.core_min(own)
+    low = core_min(grid, own)
     # half-open core intervals: low <= p < low + core
     assert np.all(points >= low - 1e-9) and np.all(points < low + grid.core_size + 1e-9)
     windows, ids, gaps = window_memberships(points, grid, reach=0.0)
@@ -38,7 +40,7 @@ def test_memberships_cover_exactly_the_points_within_reach():
         own = grid.window_of(points[i:i + 1])[0]
         for offset in np.stack(np.meshgrid(*[[-1, 0, 1]] * 3, indexing="ij"), -1).reshape(-1, 3):
             w = own + offset
-            low = grid.core_min(w)
+            low = core_min(grid, w)
             outside = np.maximum(np.maximum(low - points[i], points[i] - (low + grid.core_size)), 0).max()
             assert ((tuple(w), i) in pairs) == (outside < 0.25 or np.all(offset == 0)), (i, offset)
 
@@ -55,7 +57,7 @@ def test_every_occupied_grid_cell_is_owned_by_one_run_window():
     assert owners <= run  # every cell holding points is in exactly one run window (window_of is a function)
     assert len(run) == len(selected.index)  # no window twice
     for w, crop in zip(selected.index, selected.crop_points):  # crops: the core plus the margin
-        low = grid.core_min(w) - grid.margin
+        low = core_min(grid, w) - grid.margin
         assert np.all(points[crop] >= low - 1e-9) and np.all(points[crop] < low + grid.crop_size + 1e-9)
 
 
@@ -71,11 +73,11 @@ def test_sparse_windows_are_skipped():
 def test_unit_frame_maps_the_crop_onto_the_unit_cube():
     grid = WindowGrid.from_sizes(1.0, 0.05, 0.2)
     w = np.array([3, -2, 0])
-    low = grid.core_min(w) - grid.margin
+    low = core_min(grid, w) - grid.margin
     corners = np.array([low, low + grid.crop_size])
     unit = grid.to_unit(corners, w)
     assert np.allclose(unit[0], -0.5, atol=0.03) and np.allclose(unit[1], 0.5, atol=0.03)
-    core = grid.core_unit_points(w)
+    core = core_unit_points(grid, w)
     assert core.shape == (20, 20, 20, 3)
     assert np.allclose(core.mean(axis=(0, 1, 2)), 0, atol=1e-6)  # core grid points are centred
 

@@ -17,9 +17,8 @@ from shape_msgs.msg import Mesh, MeshTriangle
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from sa_convonet_ros.colors import height_colors
+from sa_convonet_ros.colors import COLOR_MODES, height_colors
 
-COLOR_MODES = ("rgb", "height", "uniform", "confidence")
 # Confidence ramp, from "filled in by the prior" (0) to "observed" (1): red, yellow, green.
 _CONFIDENCE_ANCHORS = np.array([[0.85, 0.12, 0.12], [0.95, 0.80, 0.15], [0.15, 0.80, 0.30]])
 # A vertex within one voxel of an observed point is observed; at this many voxels it is the prior's alone.

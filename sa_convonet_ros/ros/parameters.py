@@ -1,230 +1,231 @@
-"""The node's parameters, declared from the settings they set, and their validation.
+"""The node's parameters over their lifetime: declared with their descriptors, checked at start-up and on
+every change, and the model they name kept loaded.
 
-Every parameter is a setting declared once, as a dataclass field with its help and range: the
-reconstruction's own settings (config.py: `device`, `checkpoint`, and numeric knobs where -1 keeps the
-profile's value), the node's run-time options (`NodeOptions`) and its start-up interface
-(`NodeInterface`, read-only: it shapes topics and services). The parameter descriptors (description,
-range) come from those fields, and so does validation: the dataclasses check the values and the error
-is reworded to name the parameter.
+What each parameter is (default, description, range) and how values become settings is settings.py; this
+module is what rclpy needs around it. A start-up value that is wrong never kills the node: it is logged,
+and requests fail saying why until the parameter is set right. A change at run time is accepted only when
+the resulting settings are valid and, where it names another model, that model loads.
 """
 from __future__ import annotations
 
 import math
 import sys
-import warnings
-from dataclasses import dataclass, fields
-from typing import Any, NamedTuple, Optional
+import threading
+import time
+from typing import Callable, Optional
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterValueException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from sa_convonet_ros.config import (
-    PROFILE_NAMES,
-    Range,
-    ReconstructionConfig,
-    check_settings,
-    get_profile,
-    setting,
-    setting_field,
-)
-from sa_convonet_ros.errors import SettingError
-from sa_convonet_ros.model import resolve_devices
-from sa_convonet_ros.ros.markers import COLOR_MODES
+from sa_convonet_ros.model import ConvONet, load_model
+from sa_convonet_ros.ros.settings import PARAMETERS, PROFILE_VALUE, SPECS, Settings, rule, settings_from_parameters
 
-PROFILE_VALUE = -1  # the value of an override parameter that keeps the profile's setting
-# What the node adds to the description of a setting it takes from the reconstruction's configuration.
-NOTES = {'checkpoint': 'Setting it at run time (re)loads the model.'}
-# Parameters that set the model and where it runs: settings of ReconstructionConfig.
-MODEL_SOURCE = {'device': 'device', 'checkpoint': 'checkpoint'}
-# Parameters that spread the windows over workers, threads on the CPU or Ray workers (distributed.py):
-# settings of ReconstructionConfig.
-DISTRIBUTED = {'cpu_workers': 'cpu_workers', 'ray_address': 'ray_address', 'ray_workers': 'ray_workers',
-               'ray_threads': 'ray_threads'}
-# Parameters that override a numeric setting of the profile, by its path in ReconstructionConfig.
-OVERRIDES = {
-    'iterations': 'optimization.iterations',
-    'voxel_size': 'meshing.voxel_size',
-    'window_size': 'windows.window_size',
-    'margin': 'windows.margin',
-    'window_scale': 'windows.window_scale',
-    'trim_distance': 'meshing.trim_distance',
-    'threshold': 'meshing.threshold',
-    'window_batch': 'optimization.window_batch',
-}
-
-
-@dataclass(frozen=True)
-class NodeOptions:
-    """The node's own settings; they may change at run time."""
-
-    profile: str = setting('auto', 'reconstruction profile: auto (the best the device affords) | fast | paper | '
-                                   'feedforward', choices=PROFILE_NAMES)
-    strict_device: bool = setting(False, 'fail (instead of warning and using the CPU) when the requested CUDA '
-                                         'device is not available')
-    max_points: int = setting(0, 'cap on the points handed to the reconstruction (0 = no cap, else at least '
-                                 '1000); larger clouds are voxel-subsampled (logged). Memory grows with the points '
-                                 '(docs/memory.md): lower it where a map would not fit')
-    frame_id: str = setting('', 'frame of the published mesh; empty = the frame of the input cloud')
-    max_iterations: int = setting(10_000, "the most optimisation steps per window a request (or the iterations "
-                                          "parameter) may ask for; bound the time with max_seconds", at_least=0)
-    max_seconds: float = setting(0.0, "time budget of a reconstruction's optimisation, seconds from its start "
-                                      "(0 = none): at the budget the mesh of the state reached is returned; a "
-                                      "request's max_seconds replaces it", at_least=0)
-    color_mode: str = setting('rgb', 'marker colours: rgb (input colours when present, else height) | height | '
-                                     'uniform | confidence (how close each vertex lies to an observed point)',
-                              choices=COLOR_MODES)
-    max_triangles_per_marker: int = setting(200_000, 'split the mesh into TRIANGLE_LIST markers of at most this '
-                                                     'many triangles', at_least=1)
-    max_message_faces: int = setting(1_000_000, 'faces at most in the published markers and the service\'s mesh: a '
-                                                'larger mesh is simplified for them (vertex clustering) while the '
-                                                'mesh file keeps every face (0 = no limit; messages cost about '
-                                                '0.8 kB a face)', at_least=0)
-    auto_reconstruct: bool = setting(False, 'reconstruct automatically whenever the map changed')
-    auto_min_period: float = setting(30.0, 'automatic mode: at least this many seconds between the starts of two '
-                                           'reconstructions', at_least=0)
-    output_dir: str = setting('', "folder for relative output_path values of requests; empty = the node's working "
-                                  'directory')
-
-    def __post_init__(self) -> None:
-        check_settings(self)
-        if self.max_points != 0 and self.max_points < 1000:
-            raise SettingError('max_points', '0 (no cap) or >= 1000', self.max_points)
-
-
-@dataclass(frozen=True)
-class NodeInterface:
-    """Start-up settings: the node's topics and services, created once (read-only parameters). An invalid
-    one is logged and its default used."""
-
-    input_topic: str = setting('map_cloud', 'topic of the accumulated sensor_msgs/PointCloud2 map (remappable)')
-    input_reliability: str = setting('reliable', 'reliability QoS of the map subscription: reliable | best_effort',
-                                     choices=('reliable', 'best_effort'))
-    input_durability: str = setting('transient_local', 'durability QoS of the map subscription: transient_local '
-                                                       '(receives latched maps) | volatile',
-                                    choices=('transient_local', 'volatile'))
-    service_name: str = setting('/reconstruct_scene', 'name of the ReconstructScene service')
-    marker_topic: str = setting('~/mesh_markers', 'topic of the visualization_msgs/MarkerArray mesh for RViz')
-
-
-class ParameterSpec(NamedTuple):
-    default: Any
-    description: str
-    read_only: bool
-    limits: Optional[Range]  # the range validation enforces
-    choices: Optional[tuple]
-    override: bool  # -1 keeps the profile's value
-
-
-def _specs() -> dict[str, ParameterSpec]:
-    specs = {}
-    for name, path in {**MODEL_SOURCE, **DISTRIBUTED, **OVERRIDES}.items():
-        item, _ = setting_field(path)
-        override = name in OVERRIDES
-        default = (type(item.default)(PROFILE_VALUE) if override
-                   else '' if item.default is None else item.default)  # ROS has no None: empty
-        specs[name] = _spec(item, default, read_only=False, override=override)
-    for cls, read_only in ((NodeOptions, False), (NodeInterface, True)):
-        for item in fields(cls):
-            specs[item.name] = _spec(item, item.default, read_only, override=False)
-    return specs
-
-
-def _spec(item, default: Any, read_only: bool, override: bool) -> ParameterSpec:
-    text = item.metadata['help']
-    description = text[0].upper() + text[1:] + '.'
-    if override:
-        description += " -1 = the profile's value."
-    if item.name in NOTES:
-        description += ' ' + NOTES[item.name]
-    return ParameterSpec(default, description, read_only, item.metadata['range'], item.metadata['choices'],
-                         override)
-
-
-SPECS = _specs()
-# name -> (default, description, read_only) of every parameter the node declares.
-PARAMETERS = {name: (spec.default, spec.description, spec.read_only) for name, spec in SPECS.items()}
+# Changing one of these (re)loads the model.
+MODEL_PARAMETERS = ('checkpoint', 'device', 'strict_device')
+# Parameters rclpy declares itself.
+BUILT_IN = {'use_sim_time', 'start_type_description_service'}
 
 
 def descriptor(name: str) -> ParameterDescriptor:
     """The parameter's descriptor: its description, and the rule its values follow, also as a ROS range
     (the smallest interval holding every valid value) where it is numeric."""
     spec = SPECS[name]
-    rule = _rule(spec)
-    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only,
-                                     additional_constraints=rule)
+    described = ParameterDescriptor(description=spec.description, read_only=spec.read_only,
+                                    additional_constraints=rule(spec))
     if spec.limits is None or isinstance(spec.default, bool):
-        return descriptor
+        return described
     low, high = spec.limits.low, spec.limits.high
     if spec.override:
         low = min(low, PROFILE_VALUE)
     if isinstance(spec.default, float):
-        descriptor.floating_point_range = [FloatingPointRange(
+        described.floating_point_range = [FloatingPointRange(
             from_value=float(low), to_value=math.inf if high is None else float(high), step=0.0)]
     else:
-        descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=sys.maxsize if high is None
-                                                 else int(high), step=1)]
-    return descriptor
+        described.integer_range = [IntegerRange(from_value=int(low), to_value=sys.maxsize if high is None
+                                                else int(high), step=1)]
+    return described
 
 
-def _rule(spec: ParameterSpec) -> str:
-    if spec.choices is not None:
-        return 'one of ' + ', '.join(spec.choices)
-    if spec.limits is None:
-        return ''
-    return str(spec.limits) + (", or -1 for the profile's value" if spec.override else '')
+class NodeParameters:
+    """The parameters of `node`, the settings they make and the model they load. `on_change` is called after
+    every accepted change."""
 
-
-@dataclass(frozen=True)
-class Settings:
-    """The validated run-time settings, derived from the parameters."""
-
-    config: ReconstructionConfig
-    device: str  # resolved, e.g. 'cpu' or 'cuda:0'; the model is loaded there (config.device lists all)
-    options: NodeOptions
-    notes: tuple = ()  # warnings to log, e.g. a CUDA fallback
+    def __init__(self, node: Node, on_change: Callable[[], None] = lambda: None) -> None:
+        self._node, self._on_change = node, on_change
+        self._lock = threading.Lock()  # guards the settings and the model below
+        self._settings: Optional[Settings] = None
+        self._settings_error = ''
+        self._model: Optional[ConvONet] = None
+        self._model_error = 'the model has not been loaded'
+        self._refused: dict = {}  # start-up values outside a parameter's range, until it is set
+        self._declare()
+        self._apply_startup_settings()
+        node.add_pre_set_parameters_callback(self._on_pre_set)
+        node.add_on_set_parameters_callback(self._on_set)
 
     @property
-    def checkpoint(self) -> Optional[str]:
-        return self.config.checkpoint
+    def settings(self) -> Optional[Settings]:
+        with self._lock:
+            return self._settings
 
+    def snapshot(self) -> tuple[Optional[Settings], Optional[ConvONet], str]:
+        """The settings and the model one job runs with, and why no job can run now ('' when one can)."""
+        with self._lock:
+            return self._settings, self._model, self._problem()
 
-def settings_from_parameters(values: dict) -> Settings:
-    """Validate parameter values; raises ValueError naming the parameter and the problem."""
-    try:
-        options = NodeOptions(**{item.name: values[item.name] for item in fields(NodeOptions)})
-        config = get_profile(options.profile, device=values['device']).updated(**_overrides(values))
-    except SettingError as error:
-        raise ValueError(_parameter_error(error)) from None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
+    def problem(self) -> str:
+        with self._lock:
+            return self._problem()
+
+    def _problem(self) -> str:
+        if self._settings is None or self._settings_error:
+            return f'invalid parameters: {self._settings_error}'
+        if self._model is None:
+            return (f'no model loaded: {self._model_error}. Set the checkpoint parameter to a valid '
+                    'model file to retry')
+        return ''
+
+    # ------------------------------------------------------------------------------ start-up
+
+    def _declare(self) -> None:
+        node = self._node
+        for name, (default, _, _) in PARAMETERS.items():
+            value = self._override(name, default)
+            try:
+                node.declare_parameter(name, value, descriptor(name), ignore_override=True)
+            except InvalidParameterValueException:
+                # Out of the parameter's range: the node holds the default, but validates the given
+                # value like any invalid one, so requests fail saying why until the parameter is set.
+                self._refused[name] = value
+                node.declare_parameter(name, default, descriptor(name), ignore_override=True)
+        unknown = sorted(set(node._parameter_overrides) - set(PARAMETERS) - BUILT_IN)
+        if unknown:
+            node.get_logger().warning(f'ignoring unknown parameter(s) {", ".join(unknown)} (typo?)')
+
+    def _override(self, name: str, default):
+        """The start-up value of a parameter: its override, where it has the parameter's type."""
+        overrides = self._node._parameter_overrides
+        if name not in overrides:
+            return default
+        given = overrides[name].value
+        if type(given) is type(default):
+            return given
+        # A wrongly typed override must not kill the node: an integer for a double is taken as
+        # meant (1 -> 1.0), anything else falls back to the default.
+        if isinstance(default, float) and isinstance(given, int) and not isinstance(given, bool):
+            self._node.get_logger().warning(f'parameter {name}: integer {given} taken as {float(given)}')
+            return float(given)
+        self._node.get_logger().error(f'parameter {name}: {given!r} is not of type {type(default).__name__}; '
+                                      f'using the default {default!r}')
+        return default
+
+    def _values(self) -> dict:
+        values = {name: self._node.get_parameter(name).value for name in PARAMETERS}
+        return {**values, **self._refused}
+
+    def _apply_startup_settings(self) -> None:
+        """Validate the parameters and load the model, logging (never raising) what is wrong."""
         try:
-            devices = resolve_devices(values['device'], strict=options.strict_device)
+            settings = settings_from_parameters(self._values())
         except ValueError as error:
-            raise ValueError(f'parameter device: {error}') from None
-    try:
-        config = config.updated(device=','.join(str(d) for d in devices), checkpoint=values['checkpoint'].strip(),
-                                **{path: values[name] for name, path in DISTRIBUTED.items()})
-    except SettingError as error:
-        raise ValueError(_parameter_error(error)) from None
-    if config.optimization.iterations > options.max_iterations:
-        raise ValueError(f'parameter iterations must be at most max_iterations ({options.max_iterations}), got '
-                         f'{config.optimization.iterations} (profile {options.profile}): raise max_iterations or '
-                         'lower iterations')
-    return Settings(config=config, device=str(devices[0]), options=options,
-                    notes=tuple(str(w.message) for w in caught))
+            self._settings_error = str(error)
+            self._node.get_logger().error(f'invalid parameters: {error}; requests will fail until it is fixed')
+            return
+        for note in settings.notes:
+            self._node.get_logger().warning(note)
+        self._settings, self._settings_error = settings, ''
+        self._model, self._model_error = self._try_load(settings)
 
+    def _try_load(self, settings: Settings) -> tuple[Optional[ConvONet], str]:
+        """(model, '') or (None, why it failed)."""
+        try:
+            return self._load(settings), ''
+        except (OSError, ValueError, RuntimeError) as error:
+            self._node.get_logger().error(f'cannot load the model: {error}; requests will fail until the '
+                                          'checkpoint parameter names a valid model')
+            return None, str(error)
 
-def _overrides(values: dict) -> dict[str, dict[str, Any]]:
-    """The profile's settings the parameters replace, by section: {'meshing': {'voxel_size': 0.05}}."""
-    sections: dict[str, dict[str, Any]] = {}
-    for name, path in OVERRIDES.items():
-        if values[name] != PROFILE_VALUE:
-            section, key = path.split('.')
-            sections.setdefault(section, {})[key] = values[name]
-    return sections
+    def _load(self, settings: Settings) -> ConvONet:
+        start = time.monotonic()
+        model = load_model(settings.checkpoint, device=settings.device)
+        self._node.get_logger().info(f'loaded model {settings.checkpoint or "(shipped default)"} on '
+                                     f'{settings.device} in {time.monotonic() - start:.1f} s')
+        return model
 
+    # ------------------------------------------------------------------------------ changes
 
-def _parameter_error(error: SettingError) -> str:
-    """The error in the parameters' words: 'parameter margin must be smaller than window_size ...'."""
-    names = {path: name for name, path in {**MODEL_SOURCE, **DISTRIBUTED, **OVERRIDES}.items()}
-    suffix = " (or -1 for the profile's value)" if error.setting in OVERRIDES.values() else ''
-    return 'parameter ' + error.describe(lambda path: names.get(path, path), suffix)
+    def _on_pre_set(self, parameters: list) -> list:
+        """An integer for a floating-point parameter is taken as meant (1 -> 1.0) at run time too, as
+        in a params file or on the command line at start-up."""
+        taken = []
+        for parameter in parameters:
+            default = PARAMETERS.get(parameter.name, (None,))[0]
+            if isinstance(default, float) and parameter.type_ == Parameter.Type.INTEGER:
+                self._node.get_logger().warning(f'parameter {parameter.name}: integer {parameter.value} taken as '
+                                                f'{float(parameter.value)}')
+                parameter = Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
+            taken.append(parameter)
+        return taken
+
+    def _on_set(self, parameters: list) -> SetParametersResult:
+        """Accept a change only when the resulting settings are valid (and the model loads)."""
+        values = self._values()
+        values.update({p.name: p.value for p in parameters})
+        try:
+            settings = settings_from_parameters(values)
+        except ValueError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        model, model_error = self._model, self._model_error
+        if any(p.name in MODEL_PARAMETERS for p in parameters):
+            # A new model source must load, or the change is refused and the current model stays.
+            try:
+                model, model_error = self._load(settings), ''
+            except (OSError, ValueError, RuntimeError) as error:
+                return SetParametersResult(successful=False, reason=f'cannot load the model: {error}')
+        elif model is None:
+            # Settings were invalid at start-up, so no model was loaded yet: try now.
+            model, model_error = self._try_load(settings)
+        for note in settings.notes:
+            self._node.get_logger().warning(note)
+        with self._lock:
+            self._settings, self._settings_error = settings, ''
+            self._model, self._model_error = model, model_error
+            for parameter in parameters:
+                self._refused.pop(parameter.name, None)
+        self._on_change()
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------ start-up interface
+
+    def entity_name(self, parameter: str, resolve: Callable[[str], str]) -> str:
+        """Fully qualified topic/service name from a parameter, or the default when invalid."""
+        name = self._node.get_parameter(parameter).value
+        try:
+            return resolve(name)
+        except Exception as error:  # rclpy raises several name-validation exception types
+            default = PARAMETERS[parameter][0]
+            self._node.get_logger().error(f'parameter {parameter}: invalid name {name!r} ({error}); '
+                                          f'using {default!r}')
+            return resolve(default)
+
+    def choice(self, parameter: str) -> str:
+        """A start-up parameter's value, or its default (logged) when it is none of its choices."""
+        value, spec = self._node.get_parameter(parameter).value, SPECS[parameter]
+        if value in spec.choices:
+            return value
+        self._node.get_logger().error(f'parameter {parameter} must be {" or ".join(spec.choices)}, got {value!r}; '
+                                      f'using {spec.default}')
+        return spec.default
+
+    def input_qos(self) -> QoSProfile:
+        """The map subscription's QoS. Depth 1: only the newest map matters, older ones are superseded."""
+        reliability, durability = self.choice('input_reliability'), self.choice('input_durability')
+        return QoSProfile(
+            depth=1, history=HistoryPolicy.KEEP_LAST,
+            reliability=(ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+                         else ReliabilityPolicy.BEST_EFFORT),
+            durability=(DurabilityPolicy.TRANSIENT_LOCAL if durability == 'transient_local'
+                        else DurabilityPolicy.VOLATILE))

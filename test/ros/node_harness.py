@@ -1,16 +1,16 @@
-"""The demo's node runner and rclpy client, with what only the tests need: remappings, a torch thread
-count for the node, and spinning for a while."""
+"""The node runner and rclpy client of sa_convonet_ros.ros.client, with what only the tests need:
+remappings, a torch thread count for the node, and spinning for a while."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from sa_convonet_ros.ros import demo
-from sa_convonet_ros.ros.demo import EXECUTABLE, NODE_NAME, PACKAGE, install_prefix
+from sa_convonet_ros.ros import client
+from sa_convonet_ros.ros.client import EXECUTABLE, NODE_NAME, PACKAGE, install_prefix
 
 __all__ = ['EXECUTABLE', 'NODE_NAME', 'PACKAGE', 'NodeProcess', 'RosClient', 'install_prefix']
 
 
-class NodeProcess(demo.NodeProcess):
+class NodeProcess(client.NodeProcess):
     def __init__(self, log_path: Path, parameters: dict | None = None, remappings: dict | None = None,
                  torch_threads: int | None = None):
         super().__init__(log_path, parameters)
@@ -25,6 +25,6 @@ class NodeProcess(demo.NodeProcess):
         return environment
 
 
-class RosClient(demo.RosClient):
+class RosClient(client.RosClient):
     def spin_for(self, seconds: float) -> None:
         self.spin_until(lambda: False, seconds)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from sa_convonet_ros.ros.jobs import UINT32_MAX, Job, OutputError, ProgressReporter, StagedFiles
+from sa_convonet_ros.ros.jobs import UINT32_MAX, Job, ProgressReporter
+from sa_convonet_ros.ros.outputs import OutputError, StagedFiles
 from sa_convonet_ros.ros.pointcloud2 import CloudArrays
 
 

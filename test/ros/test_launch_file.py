@@ -14,6 +14,7 @@ import yaml
 from rcl_interfaces.srv import DescribeParameters, ListParameters
 
 from sa_convonet_ros.ros import node as node_module
+from sa_convonet_ros.ros.settings import PARAMETERS
 
 from node_harness import EXECUTABLE, NODE_NAME, PACKAGE, NodeProcess, RosClient, install_prefix
 
@@ -95,7 +96,7 @@ def test_starts_the_installed_node_executable(launch):
     assert (REPO / 'nodes' / EXECUTABLE).is_file()
     # The remapping starts from the node's own default name for the map topic.
     remapping, = launch.keyword(node, 'remappings').elts
-    assert launch.value(remapping.elts[0]) == node_module.PARAMETERS['input_topic'][0]
+    assert launch.value(remapping.elts[0]) == PARAMETERS['input_topic'][0]
 
 
 def test_default_params_file_is_the_installed_config(launch):
@@ -112,8 +113,8 @@ def test_default_params_file_is_the_installed_config(launch):
 
 
 def test_params_file_lists_every_node_parameter_with_its_default(yaml_parameters):
-    assert set(yaml_parameters) == set(node_module.PARAMETERS)
-    for name, (default, _, _) in node_module.PARAMETERS.items():
+    assert set(yaml_parameters) == set(PARAMETERS)
+    for name, (default, _, _) in PARAMETERS.items():
         value = yaml_parameters[name]
         # ROS 2 parameters are typed: 1 is not accepted where 1.0 is expected.
         assert type(value) is type(default), f'{name}: {value!r} in the YAML, default {default!r}'

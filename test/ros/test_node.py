@@ -31,12 +31,12 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from sa_convonet_ros.action import ReconstructScene as ReconstructSceneAction
 from sa_convonet_ros.config import ModelConfig
-from sa_convonet_ros.data.rooms import RoomConfig, generate_room
-from sa_convonet_ros.data.scans import surface_cloud
 from sa_convonet_ros.model import ConvONet, save_model
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
 from sa_convonet_ros.ros.markers import confidence_colors, vertex_confidence
 from sa_convonet_ros.srv import ReconstructScene
+from sa_convonet_ros.synthetic.rooms import RoomConfig, generate_room
+from sa_convonet_ros.synthetic.scans import surface_cloud
 
 from cloud_messages import arrays_to_cloud
 from node_harness import NODE_NAME, NodeProcess, RosClient

@@ -18,7 +18,7 @@ import pytest
 from sensor_msgs.msg import PointCloud2
 
 from sa_convonet_ros.config import get_profile
-from sa_convonet_ros.ros.demo import LATCHED
+from sa_convonet_ros.ros.client import LATCHED
 
 from cloud_messages import arrays_to_cloud
 from node_harness import RosClient

@@ -370,6 +370,3 @@ class HoledBox(FreeformPrimitive):
 
     def local_bounds(self):
         return -self.half_extents, self.half_extents.copy()
-
-
-FREEFORM_TYPES = (Superellipsoid, Blob, Tube, Sheet, Revolved, SmoothBlend, HoledBox)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from sa_convonet_ros.data import (
+from sa_convonet_ros.synthetic import (
     HELD_OUT_FAMILIES,
     HELD_OUT_WORLD,
     TRAINING_FAMILIES,
@@ -10,7 +10,7 @@ from sa_convonet_ros.data import (
     RoomConfig,
     generate_room,
 )
-from sa_convonet_ros.data.objects import FAMILIES
+from sa_convonet_ros.synthetic.objects import FAMILIES
 
 
 def test_training_and_held_out_families_are_disjoint():

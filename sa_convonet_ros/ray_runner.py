@@ -1,21 +1,21 @@
-"""The windows' optimisation on Ray workers: past one machine.
+"""The batches of a plan run on Ray workers: past one machine (the contract of runners.BatchRunner).
 
-`reconstruct` runs its jobs here instead of in its own process when `ray_address` is set ('local': a Ray
+`reconstruct` runs its batches here instead of in its own process when `ray_address` is set ('local': a Ray
 runtime started on this machine; else the address of a running cluster). Everything else stays on the
 driver: the points are prepared and the windows planned there, and the field blocks come back to it, in
-job order, into the same `mesh_blocks` / `StreamingMesher` as in one process. A worker runs the same
-`optimize_job` and `evaluate_job` as the single process, with the job's own seed, on the same points, so
+batch order, into the same `mesh_blocks` / `StreamingMesher` as in one process. A worker runs the same
+`optimize_batch` and `evaluate_batch` as the single process, with the batch's own seed, on the same points, so
 the mesh is the same.
 
-    connect(config)            -> RayRunner: Ray imported and reached (ReconstructionError when it cannot be)
-    RayRunner.run_jobs(...)    -> JobResults in job order, like pipeline.run_jobs
-      RayRunner._workers          the workers: kept from the last run, or started with the model's weights
-      JobWorker (a Ray actor)     the model's weights received once; then job after job:
-        job_input(...)            what a job needs: its windows' points (only those), the grid, the band
-        JobWorker.run             optimize_job + evaluate_job; the blocks packed (pack_block)
-      unpack_block                the block as it was, on the driver
+    connect(config)             -> RayRunner: Ray imported and reached (ReconstructionError when it cannot be)
+    RayRunner.run(...)          -> BatchResults in batch order, like LocalRunner.run
+      RayRunner._workers           the workers: kept from the last run, or started with the model's weights
+      BatchWorker (a Ray actor)    the model's weights received once; then batch after batch:
+        batch_input(...)           what a batch needs: its windows' points (only those), the grid, the band
+        BatchWorker.run            optimize_batch + evaluate_batch; the blocks packed (pack_block)
+      unpack_block                 the block as it was, on the driver
 
-What travels per job: in, the points of its windows' crops (float64, each point once per job, however
+What travels per batch: in, the points of its windows' crops (float64, each point once per batch, however
 many of its windows' crops hold it) and each window's indices into them (int32); out, each block's
 grid points within the band of the points, as float32 logits, with a bit mask of where they are (the
 rest of a block is EMPTY_LOGIT, which the driver fills back in: lossless). With a `WindowCache` (the node's
@@ -26,7 +26,7 @@ one or one built in memory), so workers need no files of their own; they need th
 
 Workers compute on their CPUs, `ray_threads` torch threads each (a cluster's GPUs are not used yet).
 The workers stay up for the process's next reconstruction with the same model (`release_workers` ends
-them). Cancelling (`stop`) ends them at once (their running jobs too); a deadline is handed to the workers
+them). Cancelling (`stop`) ends them at once (their running batches too); a deadline is handed to the workers
 as wall-clock time, so a cluster's clocks should agree (NTP) to within what the deadline is meant to hold.
 """
 from __future__ import annotations
@@ -46,14 +46,16 @@ import torch
 
 from .cache import model_fingerprint
 from .config import MeshingConfig, ModelConfig, OptimizationConfig, ReconstructionConfig
+from .devices import resolve_devices
 from .errors import ReconstructionCancelled, ReconstructionError
 from .meshing import EMPTY_LOGIT
 from .model import ConvONet
 from .optimize import WindowState
-from .pipeline import JobResult, ProgressTally, StageClock, WindowJob, WindowPlan, evaluate_job, optimize_job
+from .planning import PlannedBatch, WindowPlan
+from .runners import BatchResult, ProgressTally, StageClock, evaluate_batch, load_on, optimize_batch
 from .windows import WindowSet
 
-JOBS_PER_WORKER = 2  # queued on a worker at once: the next job's points arrive while one runs
+BATCHES_PER_WORKER = 2  # queued on a worker at once: the next batch's points arrive while one runs
 POLL_SECONDS = 0.1  # how often the driver looks at `stop` while it waits
 CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address before giving up
 
@@ -87,7 +89,7 @@ def connect(config: ReconstructionConfig) -> "RayRunner":
     if workers < 1 or workers * threads > cpus:
         raise ReconstructionError(f"the Ray cluster has {cpus} CPU(s): too few for {max(workers, 1)} worker(s) of "
                                   f"{threads} thread(s) (ray_workers, ray_threads)")
-    return RayRunner(ray, address, workers, threads)
+    return RayRunner(ray, address, workers, threads, resolve_devices(config.device))
 
 
 def _check_reachable(address: str) -> None:
@@ -110,11 +112,11 @@ def _first_line(error: BaseException) -> str:
 # ------------------------------------------------------------------------------------ what travels
 
 @dataclass
-class JobInput:
-    """One job as a worker sees it: a plan of just its windows, over just their points."""
+class BatchInput:
+    """One batch as a worker sees it: a plan of just its windows, over just their points."""
 
-    job: WindowJob  # the job, its windows renumbered 0 .. k-1 (its number, and so its seed, unchanged)
-    plan: WindowPlan  # the grid and band of the whole plan; windows: the job's, crops indexing `points`
+    batch: PlannedBatch  # the batch, its windows renumbered 0 .. k-1 (its number, and so its seed, unchanged)
+    plan: WindowPlan  # the grid and band of the whole plan; windows: the batch's, crops indexing `points`
     points: np.ndarray  # (M, 3) float64: every point of the windows' crops, once
     encoder_points: np.ndarray | None  # the same points as measured, when the encoder sees those
 
@@ -124,18 +126,18 @@ class JobInput:
         return self.points.nbytes + crops + (0 if self.encoder_points is None else self.encoder_points.nbytes)
 
 
-def job_input(plan: WindowPlan, job: WindowJob, points: np.ndarray,
-              encoder_points: np.ndarray | None = None) -> JobInput:
-    """The job's windows with their crops' points, in the order the crops hold them (so the windows see
+def batch_input(plan: WindowPlan, batch: PlannedBatch, points: np.ndarray,
+              encoder_points: np.ndarray | None = None) -> BatchInput:
+    """The batch's windows with their crops' points, in the order the crops hold them (so the windows see
     exactly what they see in one process)."""
-    crops = [plan.windows.crop_points[w] for w in job.windows]
+    crops = [plan.windows.crop_points[w] for w in batch.windows]
     used = np.unique(np.concatenate(crops))
     index_type = np.int32 if len(used) < np.iinfo(np.int32).max else np.int64
-    windows = WindowSet(plan.windows.index[job.windows], [np.searchsorted(used, crop).astype(index_type)
+    windows = WindowSet(plan.windows.index[batch.windows], [np.searchsorted(used, crop).astype(index_type)
                                                           for crop in crops],
-                        plan.windows.near_counts[job.windows], 0)
-    own = dataclasses.replace(job, windows=list(range(len(job.windows))))
-    return JobInput(own, WindowPlan(plan.grid, windows, plan.band, {}, [own], plan.settings_id, plan.sweep_axis),
+                        plan.windows.near_counts[batch.windows], 0)
+    own = dataclasses.replace(batch, windows=list(range(len(batch.windows))))
+    return BatchInput(own, WindowPlan(plan.grid, windows, plan.band, {}, [own], plan.settings_id, plan.sweep_axis),
                     points[used], None if encoder_points is None else encoder_points[used])
 
 
@@ -167,8 +169,8 @@ def unpack_block(packed: PackedBlock) -> np.ndarray:
 
 
 @dataclass
-class JobOutput:
-    """What a worker sends back for one job."""
+class BatchOutput:
+    """What a worker sends back for one batch."""
 
     number: int
     blocks: list[PackedBlock]
@@ -176,7 +178,7 @@ class JobOutput:
     final_loss: float
     steps_run: int
     out_of_time: bool
-    seconds: float  # the worker's time on the job (optimisation and field)
+    seconds: float  # the worker's time on the batch (optimisation and field)
 
 
 # ---------------------------------------------------------------------------------------------- worker
@@ -187,9 +189,9 @@ def model_weights(model: ConvONet) -> dict[str, Any]:
             "model": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}}
 
 
-class JobWorker:
-    """A Ray actor (`ray.remote(JobWorker)`): the model built once from its weights, on the CPU with
-    `threads` torch threads; then one job at a time, as in one process."""
+class BatchWorker:
+    """A Ray actor (`ray.remote(BatchWorker)`): the model built once from its weights, on the CPU with
+    `threads` torch threads; then one batch at a time, as in one process."""
 
     def __init__(self, weights: dict[str, Any], threads: int) -> None:
         torch.set_num_threads(threads)
@@ -197,14 +199,14 @@ class JobWorker:
         self.model.load_state_dict(weights["model"])
         self.model.eval()
 
-    def run(self, work: JobInput, optimization: OptimizationConfig, meshing: MeshingConfig, keep_states: bool,
-            wall_deadline: float | None) -> JobOutput:
+    def run(self, work: BatchInput, optimization: OptimizationConfig, meshing: MeshingConfig, keep_states: bool,
+            wall_deadline: float | None) -> BatchOutput:
         start = time.perf_counter()
         deadline = None if wall_deadline is None else time.monotonic() + (wall_deadline - time.time())
-        ensemble = optimize_job(work.job, self.model, work.plan, work.points, optimization,
+        ensemble = optimize_batch(work.batch, self.model, work.plan, work.points, optimization,
                                 encoder_points=work.encoder_points, deadline=deadline)
-        result = evaluate_job(work.job, ensemble, work.plan, work.points, meshing, keep_states)
-        return JobOutput(work.job.number, [pack_block(block) for block in result.blocks], result.states,
+        result = evaluate_batch(work.batch, ensemble, work.plan, work.points, meshing, keep_states)
+        return BatchOutput(work.batch.number, [pack_block(block) for block in result.blocks], result.states,
                          result.final_loss, result.steps_run, result.out_of_time, time.perf_counter() - start)
 
 
@@ -212,15 +214,15 @@ class JobWorker:
 
 @dataclass
 class Traffic:
-    """What a run moved and cost, summed over its jobs (bytes as sent through Ray's object store)."""
+    """What a run moved and cost, summed over its batches (bytes as sent through Ray's object store)."""
 
-    jobs: int = 0
+    batches: int = 0
     windows: int = 0
-    bytes_in: int = 0  # the jobs' points and crop indices
+    bytes_in: int = 0  # the batches' points and crop indices
     bytes_out: int = 0  # the packed blocks
     bytes_out_dense: int = 0  # the same blocks whole (cells^3 float32)
-    worker_seconds: float = 0.0  # the workers' time on the jobs, summed
-    seconds_to_first_result: float = 0.0  # the first job, and the workers' start-up where they were started
+    worker_seconds: float = 0.0  # the workers' time on the batches, summed
+    seconds_to_first_result: float = 0.0  # the first batch, and the workers' start-up where they were started
     workers_started: int = 0  # 0: the workers of the last run were still up
 
 
@@ -243,37 +245,51 @@ def release_workers() -> None:
 
 
 class RayRunner:
-    """Jobs on `workers` Ray actors of `threads` CPUs each; results streamed back in job order."""
+    """Batches on `workers` Ray actors of `threads` CPUs each; results streamed back in batch order."""
 
-    def __init__(self, ray, address: str, workers: int, threads: int) -> None:
+    round_size = 1  # the workers take batches as they free up: no rounds
+
+    def __init__(self, ray, address: str, workers: int, threads: int, devices: list[torch.device]) -> None:
         self.ray, self.address, self.workers, self.threads = ray, address, workers, threads
-        self.traffic = Traffic()
+        self.devices = devices  # where the driver holds the model
+        self.model: ConvONet | None = None
+        self.moved = Traffic()
+
+    def load(self, model: ConvONet | None, checkpoint: str | None) -> ConvONet:
+        self.model = load_on(model, checkpoint, self.devices[0])
+        return self.model
 
     def describe(self) -> str:
         where = "local Ray runtime" if self.address == "local" else f"Ray at {self.address}"
         return f"{where}: {self.workers} worker(s) x {self.threads} thread(s), cpu"
 
-    def run_jobs(self, plan: WindowPlan, points: np.ndarray, model: ConvONet, config: ReconstructionConfig,
-                 tally: ProgressTally, stop: threading.Event, clock: StageClock,
-                 encoder_points: np.ndarray | None = None, deadline: float | None = None) -> Iterator[JobResult]:
-        """Every job of the plan, in its order, optimised and evaluated by the workers (the contract of
-        pipeline.run_jobs). At most JOBS_PER_WORKER jobs per worker are out at once, so the blocks held
-        wait only for the slowest job ahead of them."""
-        workers = self._workers(model)
+    def traffic(self) -> dict:
+        return dataclasses.asdict(self.moved)
+
+    def run(self, plan: WindowPlan, points: np.ndarray, config: ReconstructionConfig, tally: ProgressTally,
+            stop: threading.Event, clock: StageClock, encoder_points: np.ndarray | None = None,
+            deadline: float | None = None) -> Iterator[BatchResult]:
+        """Every batch of the plan, in its order, optimised and evaluated by the workers. At most
+        BATCHES_PER_WORKER batches per worker are out at once, so the blocks held wait only for the slowest
+        batch ahead of them."""
+        if self.model is None:
+            raise RuntimeError("RayRunner.run before load")
+        self.moved = Traffic()
+        workers = self._workers(self.model)
         wall_deadline = None if deadline is None else time.time() + (deadline - time.monotonic())
         keep_states = plan.settings_id is not None
         started, finished = time.perf_counter(), False
         try:
-            out: dict[Any, tuple[int, int]] = {}  # task -> (job position, worker)
+            out: dict[Any, tuple[int, int]] = {}  # task -> (batch position, worker)
             load = [0] * len(workers)
-            done: dict[int, JobOutput] = {}
+            done: dict[int, BatchOutput] = {}
             sent = given = 0
-            while given < len(plan.jobs):
-                while (sent < len(plan.jobs) and sent < given + JOBS_PER_WORKER * len(workers)
-                       and min(load) < JOBS_PER_WORKER):
+            while given < len(plan.batches):
+                while (sent < len(plan.batches) and sent < given + BATCHES_PER_WORKER * len(workers)
+                       and min(load) < BATCHES_PER_WORKER):
                     worker = load.index(min(load))
-                    work = job_input(plan, plan.jobs[sent], points, encoder_points)
-                    self.traffic.bytes_in += work.nbytes
+                    work = batch_input(plan, plan.batches[sent], points, encoder_points)
+                    self.moved.bytes_in += work.nbytes
                     task = workers[worker].run.remote(work, config.optimization, config.meshing, keep_states,
                                                       wall_deadline)
                     out[task], load[worker], sent = (sent, worker), load[worker] + 1, sent + 1
@@ -284,13 +300,13 @@ class RayRunner:
                     load[worker] -= 1
                     done[position] = self._get(task)
                 while given in done:
-                    yield self._result(plan.jobs[given], done.pop(given), tally, clock)
+                    yield self._result(plan.batches[given], done.pop(given), tally, clock)
                     given += 1
                     if given == 1:
-                        self.traffic.seconds_to_first_result = time.perf_counter() - started
+                        self.moved.seconds_to_first_result = time.perf_counter() - started
             finished = True
         finally:
-            if not finished:  # cancelled, failed or abandoned: their running jobs end with them
+            if not finished:  # cancelled, failed or abandoned: their running batches end with them
                 release_workers()
 
     def _workers(self, model: ConvONet) -> list:
@@ -302,9 +318,9 @@ class RayRunner:
         if _kept["key"] != key:
             release_workers()
             weights = ray.put(model_weights(model))
-            actor = ray.remote(JobWorker).options(num_cpus=self.threads)
+            actor = ray.remote(BatchWorker).options(num_cpus=self.threads)
             _kept.update(key=key, workers=[actor.remote(weights, self.threads) for _ in range(self.workers)])
-            self.traffic.workers_started = self.workers
+            self.moved.workers_started = self.workers
         return _kept["workers"]
 
     def _wait(self, tasks: list, stop: threading.Event) -> list:
@@ -315,7 +331,7 @@ class RayRunner:
             if ready:
                 return ready
 
-    def _get(self, task) -> JobOutput:
+    def _get(self, task) -> BatchOutput:
         exceptions = self.ray.exceptions
         try:
             return self.ray.get(task)
@@ -326,11 +342,11 @@ class RayRunner:
         except (exceptions.RayActorError, exceptions.ObjectLostError, exceptions.NodeDiedError) as error:
             raise ReconstructionError(f"a Ray worker was lost: {_first_line(error)}") from None
 
-    def _result(self, job: WindowJob, output: JobOutput, tally: ProgressTally, clock: StageClock) -> JobResult:
+    def _result(self, batch: PlannedBatch, output: BatchOutput, tally: ProgressTally, clock: StageClock) -> BatchResult:
         with clock.stage("field"):
             blocks = [unpack_block(packed) for packed in output.blocks]
-        traffic = self.traffic
-        traffic.jobs += 1
+        traffic = self.moved
+        traffic.batches += 1
         traffic.windows += len(blocks)
         traffic.bytes_out += sum(packed.nbytes for packed in output.blocks)
         traffic.bytes_out_dense += sum(block.nbytes for block in blocks)
@@ -338,4 +354,4 @@ class RayRunner:
         for _ in range(output.steps_run):
             tally.advance("optimize")
         tally.advance("field")
-        return JobResult(job, blocks, output.states, output.final_loss, output.steps_run, output.out_of_time)
+        return BatchResult(batch, blocks, output.states, output.final_loss, output.steps_run, output.out_of_time)

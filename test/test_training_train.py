@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from sa_convonet_ros import train as train_module
+from sa_convonet_ros.training import train as train_module
 from sa_convonet_ros.model import ConvONet, load_model, save_model
-from sa_convonet_ros.train import TrainConfig, Trainer, evaluate, main
-from sa_convonet_ros.training_data import DataConfig
+from sa_convonet_ros.training.crops import DataConfig
+from sa_convonet_ros.training.train import TrainConfig, Trainer, evaluate, main
 
 TINY_MODEL = ["--grid-resolution", "8", "--unet-levels", "2", "--unet-base-channels", "8", "--c-dim", "8",
               "--hidden-dim", "8"]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from sa_convonet_ros.data import (
+from sa_convonet_ros.synthetic import (
     Box,
     Capsule,
     Cone,

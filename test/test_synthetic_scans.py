@@ -4,8 +4,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from sa_convonet_ros.data import generate_room, make_primitive_gallery_scene
-from sa_convonet_ros.data.scans import (
+from sa_convonet_ros.synthetic import generate_room, make_primitive_gallery_scene
+from sa_convonet_ros.synthetic.scans import (
     SCAN_SETTINGS,
     ScanSetting,
     plan_camera_poses,

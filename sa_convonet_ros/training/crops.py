@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import check_settings, setting
-from .data.rooms import TRAINING_WORLD, RoomConfig, generate_room
-from .data.scans import SCAN_SETTINGS, ScanSetting, simulate_scans
-from .data.torch_scene import TorchScene
-from .denoise import estimate_noise
-from .optimize import pad_clouds
-from .window_scale import window_scale_for
+from ..config import check_settings, setting
+from ..denoise import estimate_noise
+from ..synthetic.rooms import TRAINING_WORLD, RoomConfig, generate_room
+from ..synthetic.scans import SCAN_SETTINGS, ScanSetting, simulate_scans
+from ..synthetic.torch_scene import TorchScene
+from ..window_batch import pad_clouds
+from ..window_scale import window_scale_for
 
 CACHE_VERSION = 2
 WORLDS = {"plain": RoomConfig(), "training": TRAINING_WORLD}

@@ -1,7 +1,7 @@
 """Pre-training of the ConvONet grid model on procedural rooms (BCE on occupancy), window crop by window crop.
 
 Every training sample is one sliding-window crop in exactly the frame the reconstruction uses (see
-`training_data`): the encoder sees simulated scan points inside the crop (the `dense` and `sparse`
+`crops`): the encoder sees simulated scan points inside the crop (the `dense` and `sparse`
 settings and random spacings and noise levels, sometimes plain noisy surface samples), the decoder is
 supervised with exact occupancy labels of uniform and near-surface queries. Rooms come from the
 `training` world (furnished rooms plus the training families of free-form objects) or the `plain` one.
@@ -12,9 +12,9 @@ step, RNG states) every few minutes and on exit, so `--resume` continues it; `--
 a new run from a shipped model's weights; `--export PATH` writes the best-validation model as a shipped
 checkpoint.
 
-    python -m sa_convonet_ros.train --name campaign --init sa_convonet_ros/models/default.pt --max-minutes 120
-    python -m sa_convonet_ros.train --name campaign --resume --max-minutes 60
-    python -m sa_convonet_ros.train --name campaign --export sa_convonet_ros/models/default.pt
+    python -m sa_convonet_ros.training.train --name campaign --init sa_convonet_ros/models/default.pt --max-minutes 120
+    python -m sa_convonet_ros.training.train --name campaign --resume --max-minutes 60
+    python -m sa_convonet_ros.training.train --name campaign --export sa_convonet_ros/models/default.pt
 """
 from __future__ import annotations
 
@@ -35,12 +35,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import PRECISIONS, MeshingConfig, ModelConfig, WindowConfig, check_settings, setting
-from .errors import SettingError
-from .flags import add_flags, flag, given
-from .model import ConvONet, count_parameters, load_model, resolve_device, save_model
-from .training_data import Crop, CropSampler, DataConfig, collate, load_rooms, validation_crops
-from .windows import WindowGrid
+from ..config import PRECISIONS, MeshingConfig, ModelConfig, WindowConfig, check_settings, setting
+from ..devices import resolve_device
+from ..errors import SettingError
+from ..flags import add_flags, flag, given
+from ..model import ConvONet, count_parameters, load_model, save_model
+from ..windows import WindowGrid
+from .crops import Crop, CropSampler, DataConfig, collate, load_rooms, validation_crops
 
 SHIPPED_FILE_LIMIT = 15 * 2**20  # bytes: larger exports store their weights as float16
 DERIVED = ("crop_size",)  # set from the window geometry, not a flag
@@ -333,8 +334,8 @@ def export(run_dir: str | Path, path: str | Path, command: str | None = None, la
     best = state["best"]
     model.load_state_dict(best["state"] if best["state"] is not None and not latest else state["model"])
     metadata = {
-        "trained_by": "sa_convonet_ros.train",
-        "data": {"generator": "sa_convonet_ros.training_data (rooms of sa_convonet_ros.data.rooms)",
+        "trained_by": "sa_convonet_ros.training.train",
+        "data": {"generator": "sa_convonet_ros.training.crops (rooms of sa_convonet_ros.synthetic.rooms)",
                  "world": config.data.world, "train_seeds": list(config.train_seeds),
                  "val_seeds": list(config.val_seeds),
                  "inputs": f"scans dense + sparse + {config.data.random_scans} random per room "
@@ -355,7 +356,7 @@ def export(run_dir: str | Path, path: str | Path, command: str | None = None, la
         "train_config": state["config"],
         "command": command or " && ".join(
             [*state.get("commands", []),
-             f"python -m sa_convonet_ros.train --name {config.name} --out-dir {config.out_dir} "
+             f"python -m sa_convonet_ros.training.train --name {config.name} --out-dir {config.out_dir} "
              f"--export{'-last' if latest else ''} {path}"]),
         "torch": torch.__version__,
     }
@@ -371,7 +372,7 @@ def export(run_dir: str | Path, path: str | Path, command: str | None = None, la
 def build_parser() -> argparse.ArgumentParser:
     """One flag per setting of TrainConfig (and of its model and data sections), plus the actions."""
     parser = argparse.ArgumentParser(
-        prog="python -m sa_convonet_ros.train", description=__doc__.split("\n")[0],
+        prog="python -m sa_convonet_ros.training.train", description=__doc__.split("\n")[0],
         epilog="With --resume the run keeps its own settings: only --steps (which extends the run), "
                "--max-minutes, --device and --threads apply.")
     add_flags(parser, TrainConfig, TrainConfig(), skip=DERIVED)
@@ -411,7 +412,7 @@ def main(argv: list[str] | None = None) -> dict | Path:
             config.steps = args.steps
     trainer = Trainer(config, resume=args.resume)
     words = argv if argv is not None else sys.argv[1:]
-    command = "python -m sa_convonet_ros.train " + " ".join(shlex.quote(word) for word in words)
+    command = "python -m sa_convonet_ros.training.train " + " ".join(shlex.quote(word) for word in words)
     result = trainer.train(command=command)
     if args.report:
         Path(args.report).write_text(json.dumps({**result, "hardware": hardware(),

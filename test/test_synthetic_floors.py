@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from sa_convonet_ros.data import SCAN_SETTINGS, Scene
-from sa_convonet_ros.data.floors import FloorConfig, generate_floor, scan_floor
+from sa_convonet_ros.synthetic import SCAN_SETTINGS, Scene
+from sa_convonet_ros.synthetic.floors import FloorConfig, generate_floor, scan_floor
 
 SIZE = (12.0, 8.0)
 

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from sa_convonet_ros.data.exterior import (
+from sa_convonet_ros.denoise import estimate_noise
+from sa_convonet_ros.synthetic.exterior import (
     ExteriorConfig,
     LidarSetting,
     generate_exterior,
@@ -11,7 +12,6 @@ from sa_convonet_ros.data.exterior import (
     window_columns,
     window_rows,
 )
-from sa_convonet_ros.denoise import estimate_noise
 
 SMALL = ExteriorConfig(length=8.0, width=6.0, eaves_height=3.0, storeys=1, apron=2.5, trees=2, poles=1)
 COARSE = LidarSetting(stations=4, standoff=4.0, angular_step_deg=0.6, voxel_size=0.1, noise_std=0.02)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from sa_convonet_ros.data import TRAINING_WORLD, generate_room
 from sa_convonet_ros.denoise import estimate_noise
-from sa_convonet_ros.training_data import (
+from sa_convonet_ros.synthetic import TRAINING_WORLD, generate_room
+from sa_convonet_ros.training.crops import (
     CropSampler,
     DataConfig,
     collate,

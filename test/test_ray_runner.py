@@ -7,14 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from sa_convonet_ros import distributed
+from sa_convonet_ros import ray_runner
 from sa_convonet_ros.config import ModelConfig, get_profile
-from sa_convonet_ros.data import generate_room, simulate_scans
-from sa_convonet_ros.distributed import connect, job_input, pack_block, unpack_block
 from sa_convonet_ros.errors import ReconstructionCancelled, ReconstructionError
 from sa_convonet_ros.meshing import EMPTY_LOGIT
 from sa_convonet_ros.model import ConvONet
-from sa_convonet_ros.pipeline import plan_windows, prepare_points, reconstruct
+from sa_convonet_ros.pipeline import reconstruct
+from sa_convonet_ros.planning import plan_windows
+from sa_convonet_ros.points import prepare_points
+from sa_convonet_ros.ray_runner import batch_input, connect, pack_block, unpack_block
+from sa_convonet_ros.synthetic import generate_room, simulate_scans
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,7 @@ def tiny_model():
 
 @pytest.fixture(scope="module")
 def corner():
-    """A sparse scan of a 1.6 x 1.6 m corner of a generated room: a few jobs of a few windows."""
+    """A sparse scan of a 1.6 x 1.6 m corner of a generated room: a few batches of a few windows."""
     scene = generate_room(seed=3)
     points = simulate_scans(scene, "sparse", seed=0)[0].astype(np.float64)
     return points[np.all(points[:, :2] <= scene.bounds[0][:2] + 1.6, axis=1)]
@@ -44,7 +46,7 @@ def local_ray():
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install sa_convonet_ros[ray]")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
     yield ray
-    distributed.release_workers()
+    ray_runner.release_workers()
     ray.shutdown()
 
 
@@ -64,12 +66,12 @@ def test_a_job_travels_with_only_its_windows_points_in_their_order(corner):
     config = small_config()
     cloud = prepare_points(corner, config)
     plan = plan_windows(cloud.points, config, steps=8)
-    job = plan.jobs[1]
-    work = job_input(plan, job, cloud.points, cloud.encoder_points)
-    assert work.job.number == job.number and work.job.windows == list(range(len(job.windows)))
-    crops = [plan.windows.crop_points[w] for w in job.windows]
+    batch = plan.batches[1]
+    work = batch_input(plan, batch, cloud.points, cloud.encoder_points)
+    assert work.batch.number == batch.number and work.batch.windows == list(range(len(batch.windows)))
+    crops = [plan.windows.crop_points[w] for w in batch.windows]
     assert len(work.points) == len(np.unique(np.concatenate(crops))) < len(cloud.points)
-    for slot, w in enumerate(job.windows):
+    for slot, w in enumerate(batch.windows):
         assert np.array_equal(work.points[work.plan.windows.crop_points[slot]], cloud.points[crops[slot]])
         assert np.array_equal(work.plan.windows.index[slot], plan.windows.index[w])
     copies = 1 if cloud.encoder_points is None else 2  # the encoder may see the points as measured
@@ -89,7 +91,7 @@ def test_an_unreachable_cluster_fails_at_once_before_any_work(monkeypatch, corne
     start = time.monotonic()
     with pytest.raises(ReconstructionError, match="cannot reach the Ray cluster at '127.0.0.1:1'"):
         reconstruct(corner, small_config(ray_address="127.0.0.1:1"))
-    assert time.monotonic() - start < distributed.CONNECT_TIMEOUT
+    assert time.monotonic() - start < ray_runner.CONNECT_TIMEOUT
 
 
 def test_the_settings_are_checked():
@@ -99,7 +101,7 @@ def test_the_settings_are_checked():
 
 
 def test_ray_workers_give_the_single_process_mesh(local_ray, corner, tiny_model):
-    """2 workers of 1 torch thread against this process at 1 thread: the same jobs, seeds and points, so the
+    """2 workers of 1 torch thread against this process at 1 thread: the same batches, seeds and points, so the
     same mesh, bit for bit (also at 2 threads here: the CPU kernels reduce the same way)."""
     config = small_config()
     threads = torch.get_num_threads()
@@ -118,10 +120,10 @@ def test_ray_workers_give_the_single_process_mesh(local_ray, corner, tiny_model)
     assert on_ray.stats.device.startswith("local Ray runtime: 2 worker(s) x 1 thread(s)")
     traffic = on_ray.stats.distributed
     assert traffic["workers_started"] == 2
-    assert traffic["jobs"] == alone.stats.batches_run and traffic["windows"] == alone.stats.windows_run
+    assert traffic["batches"] == alone.stats.batches_run and traffic["windows"] == alone.stats.windows_run
     assert 0 < traffic["bytes_out"] < traffic["bytes_out_dense"] and traffic["bytes_in"] > 0
     fields = [done for stage, done, _ in reports if stage == "field"]
-    assert fields == list(range(1, alone.stats.batches_run + 1))  # per job, in order
+    assert fields == list(range(1, alone.stats.batches_run + 1))  # per batch, in order
     assert ("optimize", alone.stats.steps_run, alone.stats.steps_run) in reports
 
 
@@ -135,7 +137,7 @@ def test_cancel_and_deadline_reach_the_workers(local_ray, corner, tiny_model):
 
     with pytest.raises(ReconstructionCancelled):
         reconstruct(corner, config, model=tiny_model, cancel=cancel, progress=cancel_after_the_first_job)
-    # a deadline already past: every job feed-forward, out of time, as in one process
+    # a deadline already past: every batch feed-forward, out of time, as in one process
     past = time.monotonic() - 1.0
     alone = reconstruct(corner, small_config(), model=tiny_model, deadline=past)
     on_ray = reconstruct(corner, config, model=tiny_model, deadline=past)

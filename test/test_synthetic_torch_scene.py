@@ -6,9 +6,9 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from sa_convonet_ros.data import HELD_OUT_WORLD, TRAINING_WORLD, generate_room, make_primitive_gallery_scene
-from sa_convonet_ros.data.scans import SCAN_SETTINGS, simulate_scans
-from sa_convonet_ros.data.torch_scene import TorchScene
+from sa_convonet_ros.synthetic import HELD_OUT_WORLD, TRAINING_WORLD, generate_room, make_primitive_gallery_scene
+from sa_convonet_ros.synthetic.scans import SCAN_SETTINGS, simulate_scans
+from sa_convonet_ros.synthetic.torch_scene import TorchScene
 
 SMALL_CAMERA = dict(image_width=40, image_height=30, pose_count=5)
 

@@ -1,5 +1,6 @@
-"""Synthetic data: procedural rooms, multi-room floors and a building exterior with exact occupancy, and
-simulated robot scans."""
+"""Synthetic worlds with exact geometry, for training, tests, benchmarks and the demo: procedural rooms,
+multi-room floors and a building exterior, and simulated robot scans of them. The reconstruction and the
+node never import this package."""
 from .exterior import ExteriorConfig, LidarSetting, generate_exterior, scan_exterior
 from .floors import Floor, FloorConfig, generate_floor, scan_floor
 from .freeform import Blob, FreeformPrimitive, HoledBox, Revolved, Sheet, SmoothBlend, Superellipsoid, Tube

@@ -1,0 +1,147 @@
+"""What one job of the node does: the core's reconstruction of its cloud, the mesh's messages and files, the
+commit, and the publishing. Nothing is published and no file is left unless every step succeeded and the
+job was not cancelled first (jobs.py)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from rclpy.node import Node
+from shape_msgs.msg import Mesh
+from visualization_msgs.msg import MarkerArray
+
+from sa_convonet_ros.errors import ReconstructionCancelled, ReconstructionError
+from sa_convonet_ros.memory import release_freed_memory
+from sa_convonet_ros.meshing import simplified
+from sa_convonet_ros.model import ConvONet
+from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
+from sa_convonet_ros.pipeline import Result, reconstruct
+from sa_convonet_ros.points import subsample_evenly
+from sa_convonet_ros.ros.jobs import Job, Outcome, ProgressReporter
+from sa_convonet_ros.ros.messages import mesh_messages, stats_message
+from sa_convonet_ros.ros.outputs import OutputError, StagedFiles, output_paths
+from sa_convonet_ros.ros.settings import Settings
+
+
+@dataclass
+class Outlets:
+    """Where a job's results and reports go: the node (its logger and clock) and its publishers."""
+
+    node: Node
+    markers: Callable[[MarkerArray], None]
+    stats: Callable[[ReconstructionStats], None]
+    progress: Callable[[ReconstructionProgress], None]
+
+
+@dataclass
+class Product:
+    """What a successful job publishes and answers."""
+
+    result: Result
+    markers: MarkerArray
+    mesh: Mesh
+    stats: ReconstructionStats
+
+
+def run_job(job: Job, settings: Settings, model: ConvONet, outlets: Outlets) -> Outcome:
+    """One reconstruction (the caller holds the job slot); publishes only when all succeeded."""
+    stats_msg = ReconstructionStats(device=settings.config.device, profile=settings.config.profile)
+    options = settings.options
+    try:
+        output = output_paths(job.output_path, job.write_preview, options.output_dir, job.cloud.points)
+    except ValueError as error:
+        return Outcome(False, str(error), stats=stats_msg)
+    frame_id = options.frame_id.strip() or job.cloud.frame_id or 'map'
+    progress = ProgressReporter(outlets.node, job, frame_id, outlets.progress)
+    try:
+        product = _produce(job, settings, model, progress, frame_id, output, outlets.node.get_logger())
+    except ReconstructionCancelled:
+        progress.finish('cancelled', 'cancelled; the published mesh is unchanged')
+        return Outcome(False, f'cancelled after {time.monotonic() - job.started:.1f} s; the published mesh is '
+                              'unchanged', stats=stats_msg, cancelled=True)
+    except (ReconstructionError, OutputError) as error:
+        progress.finish('failed', str(error))
+        cause = '' if isinstance(error, OutputError) else f'cannot reconstruct {job.source}: '
+        return Outcome(False, f'{cause}{error}', stats=stats_msg)
+    except Exception as error:  # an unexpected failure must not take the node down
+        outlets.node.get_logger().error(f'reconstruction failed: {type(error).__name__}: {error}')
+        progress.finish('failed', str(error))
+        return Outcome(False, f'reconstruction failed: {type(error).__name__}: {error}', stats=stats_msg)
+    finally:
+        release_freed_memory()
+    return _publish(job, product, progress, outlets)
+
+
+def _produce(job: Job, settings: Settings, model: ConvONet, progress: ProgressReporter, frame_id: str, output,
+             logger) -> Product:
+    """The mesh, its messages and its files; then the job commits to publishing them, unless it was
+    cancelled meanwhile (ReconstructionCancelled, and no file is left)."""
+    result, points = _reconstruct(job, settings, model, progress, logger)
+    progress('messages', 0, 1)
+    start = time.perf_counter()
+    options = settings.options
+    shown = simplified(result.mesh, options.max_message_faces)
+    if shown is not result.mesh:
+        logger.info(f'the mesh has {len(result.mesh.faces)} faces, more than max_message_faces='
+                    f'{options.max_message_faces}: the markers and the response carry it simplified to '
+                    f'{len(shown.faces)} faces; a mesh file keeps every face')
+    markers, mesh_msg = mesh_messages(shown, points, frame_id, options, settings.config.meshing.voxel_size,
+                                      job.cloud.colors is not None)
+    del shown
+    seconds = dict(result.stats.seconds, messages=time.perf_counter() - start)
+    staged = StagedFiles()
+    if output:
+        progress('write', 0, 1)
+        start = time.perf_counter()
+        staged = StagedFiles.write(result.mesh, *output)
+        seconds['write'] = time.perf_counter() - start
+    if not job.commit():
+        staged.discard()
+        raise ReconstructionCancelled('reconstruction cancelled')
+    staged.move_into_place()
+    stats_msg = stats_message(result.stats, seconds, output)
+    stats_msg.message_faces = len(mesh_msg.triangles)
+    return Product(result, markers, mesh_msg, stats_msg)
+
+
+def _reconstruct(job: Job, settings: Settings, model: ConvONet, progress: ProgressReporter,
+                 logger) -> tuple[Result, np.ndarray]:
+    """The core's reconstruction of the job's cloud (capped at max_points), and the points it was given;
+    never an empty mesh."""
+    points, colors = job.cloud.points, job.cloud.colors
+    cap = settings.options.max_points
+    if cap and len(points) > cap:
+        keep = subsample_evenly(points, cap)
+        logger.info(f'{job.source} has {len(points)} points, more than max_points={cap}: voxel-subsampled to '
+                    f'{len(keep)}')
+        points, colors = points[keep], (colors[keep] if colors is not None else None)
+    config = settings.config
+    logger.info(f'reconstructing {job.source}: {len(points)} points, profile {config.profile}, device '
+                f'{settings.device}')
+    result = reconstruct(points, config, colors=colors, model=model, region=job.region, iterations=job.iterations,
+                         progress=progress, cancel=job.cancel, cache=job.cache,
+                         deadline=job.deadline(settings.options.max_seconds))
+    if job.cancel.is_set():
+        raise ReconstructionCancelled('reconstruction cancelled')
+    if len(result.mesh.faces) == 0:
+        raise ReconstructionError(
+            f'the reconstruction produced an empty mesh (no surface at threshold {config.meshing.threshold}); '
+            'try more iterations or another threshold')
+    return result, points
+
+
+def _publish(job: Job, product: Product, progress: ProgressReporter, outlets: Outlets) -> Outcome:
+    cloud, stats_msg, stats = job.cloud, product.stats, product.result.stats
+    stats_msg.input_points = len(cloud.points) + cloud.num_removed  # as received, before any subsampling
+    # One MarkerArray (DELETEALL + triangle lists) replaces the previous mesh in a single message.
+    outlets.markers(product.markers)
+    outlets.stats(stats_msg)
+    progress.finish('done', f'{stats_msg.faces} faces in {stats_msg.total_seconds:.1f} s')
+    written = f', wrote {stats_msg.output_path}' if stats_msg.output_path else ''
+    budget = (f'; the time budget stopped the optimisation after {stats.steps_run} of {stats.steps_planned} '
+              'steps' if stats.out_of_time else '')
+    return Outcome(True, f'reconstructed {job.source}: {stats_msg.vertices} vertices, {stats_msg.faces} faces '
+                         f'from {stats.points_used} points in {stats_msg.total_seconds:.1f} s{written}{budget}',
+                   product.mesh, stats_msg)

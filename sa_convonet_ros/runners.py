@@ -1,0 +1,161 @@
+"""The runner seam: what runs the batches of a plan, and what any runner does with one batch.
+
+A runner takes a `WindowPlan` (planning.py) and yields one `BatchResult` per batch, in the plan's order, as
+they finish; `reconstruct` meshes the blocks as they come. Two runners keep this contract:
+
+    LocalRunner (local_runner.py)   this process's devices: GPUs, or CPU workers side by side
+    RayRunner   (ray_runner.py)     Ray workers, on this machine or a cluster
+
+Both run a batch the same way, `optimize_batch` then `evaluate_batch`, with the batch's own seed on the same
+points, so the mesh does not depend on where the batches ran.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+import torch
+
+from .config import MeshingConfig, OptimizationConfig, ReconstructionConfig
+from .devices import synchronized_time
+from .field import evaluate_block, lift_crests
+from .meshing import logit
+from .model import ConvONet, load_model
+from .optimize import WindowEnsemble, WindowState, optimize_windows
+from .planning import PlannedBatch, WindowPlan
+from .window_batch import WindowBatch
+from .windows import WindowGrid, core_band_mask
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+STAGES = ("prepare", "windows", "optimize", "field", "marching_cubes", "trim_color")
+
+
+class BatchRunner(Protocol):
+    """Runs the batches of a plan, wherever it runs them."""
+
+    devices: list[torch.device]  # where this process holds the model; the stage clock waits for them
+    round_size: int  # batches run side by side: plans come in whole rounds of this many
+
+    def load(self, model: ConvONet | None, checkpoint: str | None) -> ConvONet:
+        """The model the batches adapt (the given one, else the checkpoint's), ready to run."""
+
+    def run(self, plan: WindowPlan, points: np.ndarray, config: ReconstructionConfig, tally: "ProgressTally",
+            stop: threading.Event, clock: "StageClock", encoder_points: np.ndarray | None = None,
+            deadline: float | None = None) -> Iterator["BatchResult"]:
+        """Every batch of the plan, in the plan's order, optimised (until `deadline`, or ReconstructionCancelled
+        once `stop` is set) and evaluated: its field blocks."""
+
+    def describe(self) -> str:
+        """Where the batches ran, for the statistics: 'cpu,cpu', 'local Ray runtime: 2 worker(s) ...'."""
+
+    def traffic(self) -> dict:
+        """What the last run moved between machines and what it cost ({} in one process)."""
+
+
+def load_on(model: ConvONet | None, checkpoint: str | None, device: torch.device) -> ConvONet:
+    """The given model moved to `device`, else the checkpoint's (or the shipped one) loaded there."""
+    return load_model(checkpoint, device=device) if model is None else model.to(device)
+
+
+@dataclass
+class BatchResult:
+    """The field blocks of a batch's windows and what its optimisation ended with (the blocks and states are
+    emptied once they are meshed and cached)."""
+
+    batch: PlannedBatch
+    blocks: list[np.ndarray]  # one (cells,)^3 block of logits per window of the batch
+    states: list[WindowState] | None  # adapted states to warm-start the windows later (kept for a cache)
+    final_loss: float
+    steps_run: int
+    out_of_time: bool = False  # its optimisation stopped at the deadline: not the settings' result
+
+
+class StageClock:
+    """Wall-clock seconds per stage; a stage ends once the devices have finished its queued work."""
+
+    def __init__(self, devices: list[torch.device], stages: tuple[str, ...] = STAGES) -> None:
+        self.devices = devices
+        self.seconds = dict.fromkeys(stages, 0.0)
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        yield
+        end = max(synchronized_time(device) for device in self.devices)
+        self.seconds[name] = self.seconds.get(name, 0.0) + end - start
+
+
+class ProgressTally:
+    """Units of work done per stage, reported as progress(stage, done, total); safe from any thread."""
+
+    def __init__(self, report: Progress, totals: dict[str, int]) -> None:
+        self._report, self._totals = report, totals
+        self._done = dict.fromkeys(totals, 0)
+        self._lock = threading.Lock()
+
+    def advance(self, stage: str) -> None:
+        with self._lock:
+            self._done[stage] += 1
+            self._report(stage, self._done[stage], self._totals[stage])
+
+    def on_step(self, step: int, total: int, loss: float) -> None:
+        """`optimize_windows`' step callback: one optimisation step done."""
+        self.advance("optimize")
+
+
+def optimize_batch(batch: PlannedBatch, replica: ConvONet, plan: WindowPlan, points: np.ndarray,
+                   config: OptimizationConfig, on_step: Callable[[int, int, float], None] | None = None,
+                   cancel: threading.Event | None = None, encoder_points: np.ndarray | None = None,
+                   deadline: float | None = None) -> WindowEnsemble:
+    """The adapted networks of the batch's windows, on the replica's device, optimised until `deadline` (the
+    encoder sees `encoder_points` where given, aligned with `points`)."""
+    device = next(replica.parameters()).device
+    rng = np.random.default_rng([config.seed, batch.number])
+    clouds = [plan.grid.to_unit(points[plan.windows.crop_points[w]], plan.windows.index[w]) for w in batch.windows]
+    targets = None
+    if encoder_points is not None:  # the encoder sees the measured points, the loss the denoised ones
+        clouds, targets = [plan.grid.to_unit(encoder_points[plan.windows.crop_points[w]], plan.windows.index[w])
+                           for w in batch.windows], clouds
+    tensors = WindowBatch.from_arrays(clouds, device, config.max_points_per_window, rng,
+                                      max_samples=config.max_samples_per_window, targets=targets)
+    return optimize_windows(replica, tensors, config, iterations=batch.steps, seed=config.seed + batch.number,
+                            on_step=on_step, cancel=cancel, initial=batch.initial, deadline=deadline)
+
+
+def evaluate_batch(batch: PlannedBatch, ensemble: WindowEnsemble, plan: WindowPlan, points: np.ndarray,
+                   meshing: MeshingConfig, keep_states: bool = False) -> BatchResult:
+    """The field blocks of the batch's windows under their adapted networks (and their states if kept)."""
+    device = ensemble.batch.points.device
+    with torch.no_grad():
+        blocks = [_evaluate_block(ensemble, slot, plan.grid, plan.windows.index[w],
+                                  points[plan.windows.crop_points[w]], plan.band, meshing, device)
+                  for slot, w in enumerate(batch.windows)]
+    states = ([ensemble.window_state(slot) for slot in range(len(batch.windows))]
+              if keep_states and batch.steps else None)
+    history = ensemble.loss_history
+    return BatchResult(batch, blocks, states, history[-1] if history else float("nan"), len(history),
+                       ensemble.out_of_time)
+
+
+def _evaluate_block(ensemble: WindowEnsemble, slot: int, grid: WindowGrid, window: np.ndarray,
+                    crop_points: np.ndarray, band: float | None, meshing: MeshingConfig,
+                    device: torch.device) -> np.ndarray:
+    """Logits of one window's core grid points (within the band of its points; the rest stays empty)."""
+    chunk = meshing.eval_chunk
+
+    def decode(index: np.ndarray) -> np.ndarray:
+        queries = torch.from_numpy(grid.unit_points_at(index)).to(device)
+        values = [ensemble.decode_window(slot, queries[i:i + chunk], ensemble.features).float().cpu()
+                  for i in range(0, len(queries), chunk)]
+        return torch.cat(values).numpy()
+
+    mask = core_band_mask(grid, window, crop_points, band)
+    level = logit(meshing.threshold)
+    block = evaluate_block(decode, mask, level, meshing.coarse_to_fine_margin)
+    if meshing.crest_depth > 0:
+        lift_crests(block, level, meshing.crest_depth, core_band_mask(grid, window, crop_points, 0.0), decode)
+    return block

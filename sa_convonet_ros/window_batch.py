@@ -1,0 +1,133 @@
+"""The windows of a batch as tensors, and the UCE queries drawn from them at each step.
+
+Each window's points are in its own unit-cube frame, padded to one length: the encoder's input (capped as
+in training) and the observed points the loss samples from. A step draws, per window, surface samples
+(observed points, target 0.5) and off-surface samples (observed points plus Gaussian noise, target 1.0).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class WindowBatch:
+    """Points of several windows, each in its own unit-cube frame, padded to one length.
+
+    `points` feed the encoder (capped at `max_points` per window, as in training); `samples` are the
+    observed points the UCE loss draws its surface samples from (all of them, up to `max_samples`).
+    """
+
+    points: torch.Tensor  # [W, N, 3] float32; padding rows are zero
+    mask: torch.Tensor  # [W, N] bool, True for real points (real points come first)
+    counts: torch.Tensor  # [W] number of real points
+    samples: torch.Tensor | None = None  # [W, S, 3]; None: draw from `points`
+    sample_counts: torch.Tensor | None = None  # [W]
+
+    @classmethod
+    def from_arrays(cls, clouds: list[np.ndarray], device: torch.device, max_points: int,
+                    rng: np.random.Generator, max_samples: int | None = None,
+                    targets: list[np.ndarray] | None = None) -> "WindowBatch":
+        """`targets` (one per cloud): the points the loss samples from when they differ from the encoder's
+        input (e.g. denoised ones); by default the clouds themselves."""
+        points, mask, counts = pad_clouds([_cap(c, max_points, rng) for c in clouds], device)
+        if targets is None and (max_samples is None or all(len(c) <= max_points for c in clouds)):
+            return cls(points, mask, counts)
+        limit = max_samples or max(len(c) for c in (targets or clouds))
+        samples, _, sample_counts = pad_clouds([_cap(c, limit, rng) for c in (targets or clouds)], device)
+        return cls(points, mask, counts, samples, sample_counts)
+
+    def __len__(self) -> int:
+        return self.points.shape[0]
+
+    def subset(self, index: torch.Tensor) -> "WindowBatch":
+        """The windows at `index` (a copy)."""
+        def pick(tensor):
+            return None if tensor is None else tensor[index]
+
+        return WindowBatch(self.points[index], self.mask[index], self.counts[index], pick(self.samples),
+                           pick(self.sample_counts))
+
+    def loss_points(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The points the UCE loss draws from, [W, S, 3], and how many are real per window, [W]."""
+        if self.samples is not None:
+            return self.samples, self.sample_counts
+        return self.points, self.counts
+
+
+def _cap(cloud: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    return cloud if len(cloud) <= limit else cloud[rng.choice(len(cloud), limit, replace=False)]
+
+
+def pad_clouds(clouds: list, device: torch.device):
+    """Stack clouds (numpy arrays or tensors) of different lengths: zero-padded float32 points [W, N, 3],
+    mask of real points [W, N], counts [W]."""
+    tensors = [torch.as_tensor(cloud).to(device=device, dtype=torch.float32) for cloud in clouds]
+    length = max(len(t) for t in tensors)
+    points = torch.zeros(len(tensors), length, 3, device=device)
+    mask = torch.zeros(len(tensors), length, dtype=torch.bool, device=device)
+    for w, cloud in enumerate(tensors):
+        points[w, :len(cloud)] = cloud
+        mask[w, :len(cloud)] = True
+    counts = torch.tensor([len(t) for t in tensors], device=device)
+    return points, mask, counts
+
+
+class ResidualSampling:
+    """Where the fit is worst: a running UCE excess per observed point of each window.
+
+    Part of every step's surface samples is drawn in proportion to it, so the steps go to the points
+    the surface still misses (typically thin parts) rather than to the floor that fits after a few
+    steps. Points not drawn yet keep a high weight, so every point is visited."""
+
+    UNSEEN = 1.0  # about the excess of a point 3 logits off the surface
+    FLOOR = 1e-3  # a point that fits keeps a small chance
+
+    def __init__(self, batch: WindowBatch, fraction: float) -> None:
+        source, counts = batch.loss_points()
+        arange = torch.arange(source.shape[1], device=source.device)
+        self.weights = (arange[None] < counts[:, None]).float() * self.UNSEEN
+        self.fraction = fraction
+        self.last_pick: torch.Tensor | None = None
+
+    def weighted_count(self, n_surface: int) -> int:
+        """How many of the `n_surface` samples come from the weights."""
+        return int(round(self.fraction * n_surface))
+
+    def update(self, surface_losses: torch.Tensor) -> None:
+        """Record the UCE of the surface samples just drawn ([W, n_surface], in draw order)."""
+        excess = (surface_losses.detach().float() - math.log(2.0)).clamp_min(0.0) + self.FLOOR
+        self.weights.scatter_(1, self.last_pick, excess)
+
+
+def sample_uce_queries(batch: WindowBatch, n_surface: int, n_off_surface: int, sigma: float,
+                       generator: torch.Generator, residuals: ResidualSampling | None = None,
+                       rows: torch.Tensor | None = None, among: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Surface samples (target 0.5) and noisy off-surface samples (target 1.0) from each window's points.
+
+    With `residuals`, part of the surface samples is drawn where the fit is worst (see ResidualSampling).
+    `rows`: the batch is these windows of a batch of `among`, and draws what their rows of that batch's
+    uniform draws would be (so a window's samples do not depend on which others still adapt)."""
+    windows, device = len(batch), batch.points.device
+    source, counts = batch.loss_points()
+    total = n_surface + n_off_surface
+    drawn = windows if rows is None else among
+    uniform = torch.rand(drawn, total, device=device, generator=generator)
+    noise = torch.randn(drawn, n_off_surface, 3, device=device, generator=generator) * sigma
+    if rows is not None:
+        uniform, noise = uniform[rows], noise[rows]
+    pick = (uniform * counts[:, None]).long()
+    if residuals is not None:
+        weighted = residuals.weighted_count(n_surface)
+        if weighted:
+            pick[:, :weighted] = torch.multinomial(residuals.weights, weighted, replacement=True,
+                                                   generator=generator)
+        residuals.last_pick = pick[:, :n_surface]
+    queries = torch.gather(source, 1, pick.unsqueeze(-1).expand(-1, -1, 3))
+    queries = torch.cat([queries[:, :n_surface], queries[:, n_surface:] + noise], dim=1)
+    targets = torch.cat([torch.full((windows, n_surface), 0.5, device=device),
+                         torch.ones(windows, n_off_surface, device=device)], dim=1)
+    return queries, targets

@@ -1,0 +1,46 @@
+"""What any runner does with one batch, and the run's bookkeeping (stage clock)."""
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from sa_convonet_ros import runners as runners_module
+from sa_convonet_ros.pipeline import reconstruct
+from sa_convonet_ros.planning import plan_windows
+from sa_convonet_ros.runners import STAGES, StageClock, evaluate_batch, optimize_batch
+
+from helpers import small_config
+
+
+def test_one_batch_alone(tiny_model, room_corner):
+    config = small_config(iterations=2)
+    plan = plan_windows(room_corner, config, steps=2)
+    batch = plan.batches[0]
+    ensemble = optimize_batch(batch, tiny_model, plan, room_corner, config.optimization)
+    result = evaluate_batch(batch, ensemble, plan, room_corner, config.meshing, keep_states=True)
+    cells = plan.grid.cells
+    assert len(result.blocks) == len(result.states) == len(batch.windows) and result.steps_run == 2
+    assert all(block.shape == (cells, cells, cells) and block.max() > block.min() for block in result.blocks)
+
+
+@pytest.mark.parametrize("trim", [0.03, 0.1])
+def test_the_field_band_around_the_points_keeps_every_face_the_whole_field_gives(tiny_model, room_corner,
+                                                                                monkeypatch, trim):
+    config = small_config().updated(meshing={"trim_distance": trim})  # a 4 cm grid
+    banded = reconstruct(room_corner, config, model=tiny_model).mesh
+    monkeypatch.setattr(runners_module, "core_band_mask", lambda grid, window, points, band: np.ones(
+        (grid.cells,) * 3, dtype=bool))
+    whole = reconstruct(room_corner, config, model=tiny_model).mesh
+    assert len(whole.faces) > 1000
+    np.testing.assert_array_equal(np.unique(banded.triangles.reshape(-1, 9), axis=0),
+                                  np.unique(whole.triangles.reshape(-1, 9), axis=0))
+
+
+def test_stage_clock_adds_up_each_stage():
+    clock = StageClock([torch.device("cpu")])
+    assert list(clock.seconds) == list(STAGES) and sum(clock.seconds.values()) == 0
+    for _ in range(2):
+        with clock.stage("field"):
+            time.sleep(0.01)
+    assert clock.seconds["field"] >= 0.02 and clock.seconds["optimize"] == 0
