@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from sa_convonet_ros.training import train as train_module
 from sa_convonet_ros.model import ConvONet, load_model, save_model
+from sa_convonet_ros.training import train as train_module
 from sa_convonet_ros.training.crops import DataConfig
 from sa_convonet_ros.training.train import TrainConfig, Trainer, evaluate, main
 
