@@ -66,28 +66,28 @@ class ReconstructionNode(Node):
         self._auto_cache = WindowCache()
         self._auto_done_fingerprint = ''  # the map the automatic mode last started on ('': none, or new settings)
         self._auto_last_start = -float('inf')
-        self._parameters = NodeParameters(self, on_change=self._on_settings_changed)
+        self._node_parameters = NodeParameters(self, on_change=self._on_settings_changed)
         self._create_interface()
         self._slot = JobSlot(self.resolve_service_name('~/cancel'), self.get_logger().error)
         self._outlets = Outlets(self, self._marker_publisher.publish, self._stats_publisher.publish,
                                 self._progress_publisher.publish)
-        settings = self._parameters.settings
+        settings = self._node_parameters.settings
         qos = self._map_subscription.qos_profile
         self.get_logger().info(
             f'ready: map from {self._input_topic} ({qos.reliability.name.lower()}, {qos.durability.name.lower()}), '
             f'service {self._service_name}, action {self._action_name}, mesh markers on {self._marker_topic}; '
             + (f'model {settings.checkpoint or "(shipped default)"} on {settings.device}'
-               if not self._parameters.problem() else f'NOT READY: {self._parameters.problem()}'))
+               if not self._node_parameters.problem() else f'NOT READY: {self._node_parameters.problem()}'))
 
     def _create_interface(self) -> None:
         # Maps are converted in their own group so they keep arriving during a reconstruction;
         # the reentrant group lets a second request (refused), ~/cancel and the timer run meanwhile.
         map_group = MutuallyExclusiveCallbackGroup()
         work_group = ReentrantCallbackGroup()
-        names = self._parameters.entity_name
+        names = self._node_parameters.entity_name
         self._input_topic = names('input_topic', self.resolve_topic_name)
         self._map_subscription = self.create_subscription(
-            PointCloud2, self._input_topic, self._on_map, self._parameters.input_qos(), callback_group=map_group,
+            PointCloud2, self._input_topic, self._on_map, self._node_parameters.input_qos(), callback_group=map_group,
             event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos))
         self._marker_topic = names('marker_topic', self.resolve_topic_name)
         self._marker_publisher = self.create_publisher(MarkerArray, self._marker_topic, LATCHED)
@@ -181,7 +181,7 @@ class ReconstructionNode(Node):
         def make_job():
             with self._map_lock:
                 latest = self._map
-            job = job_from_request(request, self._parameters.settings, latest, self._input_topic)
+            job = job_from_request(request, self._node_parameters.settings, latest, self._input_topic)
             if isinstance(job, Job):
                 job.goal = goal_handle
             return job
@@ -189,7 +189,7 @@ class ReconstructionNode(Node):
         return self._slot.run(make_job, self._work)
 
     def _work(self, job: Job) -> Outcome:
-        settings, model, problem = self._parameters.snapshot()
+        settings, model, problem = self._node_parameters.snapshot()
         if problem:
             return Outcome(False, problem)
         return run_job(job, settings, model, self._outlets)
@@ -206,7 +206,7 @@ class ReconstructionNode(Node):
     # ----------------------------------------------------------------------------- automatic mode
 
     def _on_auto_timer(self) -> None:
-        settings = self._parameters.settings
+        settings = self._node_parameters.settings
         with self._map_lock:
             cloud, fingerprint = self._map, self._map_fingerprint
         due = (settings is not None and settings.options.auto_reconstruct and cloud is not None
