@@ -87,12 +87,12 @@ def _read_input(args, config: ReconstructionConfig):
 def cmd_reconstruct(args) -> int:
     from .io import check_mesh_path, check_output_file, write_mesh
     from .pipeline import reconstruct
+    from .points import farthest_coordinate
 
     config = _load_config(args)
     cloud, bag = _read_input(args, config)
     # The outputs are checked before the work, not found unwritable after it.
-    far = float(np.abs(cloud.points[cloud.finite_mask()]).max(initial=0.0))
-    check_mesh_path(args.output, max_abs_coordinate=far)
+    check_mesh_path(args.output, max_abs_coordinate=farthest_coordinate(cloud.points))
     if args.png:
         check_output_file(args.png)
     bars = _ProgressBars(enabled=not args.quiet)
@@ -129,7 +129,7 @@ def _print_stats(stats: dict) -> None:
         print(f"bag: {bag['topic']} in frame {bag['frame_id']}, {bag['points']} points from {bag['messages']} "
               f"message{'s' if bag['messages'] != 1 else ''}")
     print(f"points: {stats['input_points']} in, {stats['points_used']} used "
-          f"({stats['non_finite_removed']} non-finite removed)")
+          f"({stats['non_finite_removed']} non-finite removed, {stats['stray_points_removed']} stray dropped)")
     print(f"windows: {stats['windows_run']} run, {stats['windows_skipped']} skipped, {stats['windows_reused']} reused; "
           f"{stats['iterations']} iterations each; device {stats['device']}; profile {stats['profile']}")
     print(f"map: {_centimetres(stats['spacing'])} between points, noise {_centimetres(stats['noise'])}; "

@@ -71,7 +71,7 @@ class LocalRunner:
                                               for batch, replica in zip(batches, replicas)], stop)
                 with clock.stage("field"):
                     results = side_by_side([partial(evaluate_batch, batch, ensemble, plan, points, config.meshing,
-                                                    keep_states)
+                                                    keep_states, stop)
                                             for batch, ensemble in zip(batches, ensembles)], stop)
                 del ensembles  # the round's networks go before the next round's are made
                 for _ in batches:

@@ -168,7 +168,9 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
     _apply_initial_states(ensemble, initial)
     generator = torch.Generator(device=batch.points.device).manual_seed(seed)
     if ensemble.grids is not None and not config.residual_sampling:  # residual draws follow the fit: unknown
-        ensemble.grids.restrict(cells_touched(ensemble.grids, batch, config, generator, iterations))
+        touched = cells_touched(ensemble.grids, batch, config, generator, iterations, cancel, deadline)
+        if touched is not None:
+            ensemble.grids.restrict(touched)
     working = WorkingSet.start(ensemble, _parameter_groups(ensemble, config), config)
     plateau = WindowPlateau(len(batch), config.early_stop_patience, config.early_stop_tolerance)
     for step in range(iterations):
@@ -218,14 +220,29 @@ def _parameter_groups(ensemble: WindowEnsemble, config: OptimizationConfig) -> l
     return [{"params": params, "lr": rate} for params, rate in zip(_adapted_tensors(ensemble), rates)]
 
 
+# The replay of the steps' draws before the first step stops where it would eat more than this share of the
+# time left to the deadline; the steps then adapt every cell (the same result, each step a little dearer).
+REPLAY_SHARE_OF_BUDGET = 0.1
+REPLAY_CHECK_EVERY = 16  # replayed steps between two looks at the cancel and the clock
+
+
 def cells_touched(grids: FeatureGrids, batch: WindowBatch, config: OptimizationConfig, generator: torch.Generator,
-                  steps: int) -> torch.Tensor:
+                  steps: int, cancel: threading.Event | None = None,
+                  deadline: float | None = None) -> torch.Tensor | None:
     """Rows of the grids' table that the UCE queries of the next `steps` steps will touch (bool): the same
-    draws as the steps will make, from a copy of their generator."""
+    draws as the steps will make, from a copy of their generator. None when the replay would take more than
+    REPLAY_SHARE_OF_BUDGET of the time left before `deadline` (ReconstructionCancelled once `cancel` is set)."""
     replay = torch.Generator(device=generator.device)
     replay.set_state(generator.get_state())
     touched = torch.zeros(grids.values.numel() // grids.values.shape[-1], dtype=torch.bool, device=generator.device)
-    for _ in range(steps):
+    started = time.monotonic()
+    for step in range(steps):
+        if step % REPLAY_CHECK_EVERY == 0:
+            if cancel is not None and cancel.is_set():
+                raise ReconstructionCancelled("reconstruction cancelled")
+            now = time.monotonic()
+            if deadline is not None and now - started > REPLAY_SHARE_OF_BUDGET * (deadline - started):
+                return None
         queries, _ = sample_uce_queries(batch, config.surface_samples, config.off_surface_samples, config.sigma,
                                         replay)
         touched[grids.corner_rows(queries)[0]] = True

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
@@ -32,7 +33,7 @@ from scipy.spatial import cKDTree
 from .cache import WindowCache
 from .config import MeshingConfig, ReconstructionConfig, get_profile
 from .denoise import NoiseEstimate
-from .errors import ReconstructionError
+from .errors import ReconstructionCancelled, ReconstructionError
 from .local_runner import LocalRunner
 from .memory import release_freed_memory
 from .meshing import StreamingMesher, color_from_points, near_points, snap_to_points
@@ -51,6 +52,7 @@ class RunStats:
     input_points: int = 0
     points_used: int = 0
     non_finite_removed: int = 0
+    stray_points_removed: int = 0  # points far outside the map's own extent, dropped (points.stray_mask)
     windows_run: int = 0
     windows_skipped: int = 0
     windows_reused: int = 0
@@ -60,6 +62,7 @@ class RunStats:
     steps_run: int = 0  # optimisation steps taken, over all batches (fewer than planned after an early stop)
     steps_planned: int = 0  # optimisation steps the batches were given
     out_of_time: bool = False  # the deadline stopped the optimisation of some batch before its last step
+    skipped_for_time: list[str] = field(default_factory=list)  # optional stages the deadline left out ("snap")
     final_loss: float = float("nan")
     device: str = ""
     profile: str = ""
@@ -104,8 +107,10 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     (min_xyz, max_xyz) crop; iterations: overrides the profile's optimisation steps (0 = feed-forward);
     progress(stage, done, total) is called as work advances; setting `cancel` aborts between steps;
     `cache` reuses the field of windows whose points did not change since an earlier call;
-    at `deadline` (a time.monotonic() value) the optimisation stops: each batch keeps the state it
-    reached, later batches run feed-forward, and the stats count the steps run (`out_of_time`);
+    `deadline` (a time.monotonic() value) is when the answer is due: the optimisation stops early enough
+    to leave the later stages their estimated time (`optimization_deadline`), each batch keeping the state
+    it reached and later batches running feed-forward, and the snap is skipped once the deadline has
+    passed; the stats say what was cut (`out_of_time`, `steps_run`, `skipped_for_time`);
     runner: where the batches run (default: `make_runner(config)`, this process or Ray workers).
     """
     config = config or get_profile("fast")
@@ -135,20 +140,48 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
                              keep_faces=None if trim is None else near_points(tree, trim))
     # The batches run as mesh_blocks takes their results; closing the run ends it at once on an error.
     with contextlib.closing(runner.run(plan, cloud.points, config, tally, stop, clock, cloud.encoder_points,
-                                       deadline)) as finished:
+                                       optimization_deadline(deadline, plan))) as finished:
         results = mesh_blocks(plan, finished, mesher, cache, clock)
     report("mesh", 0, 1)
+    _check(stop)
     with clock.stage("marching_cubes"):
         mesh = mesher.mesh()
     release_freed_memory()  # the pieces, freed as the mesh was assembled: back to the system before snapping
+    _check(stop)
+    late = deadline is not None and time.monotonic() >= deadline and snaps(config.meshing.snap_distance,
+                                                                           cloud.noise)
     with clock.stage("trim_color"):
-        mesh = finish_mesh(mesh, cloud, config.meshing, tree)
+        mesh = finish_mesh(mesh, cloud, config.meshing, tree, snap=not late)
     report("mesh", 1, 1)
     stats = run_stats(cloud, plan, results, mesh, profile=config.profile, iterations=steps,
                       device=runner.describe(), seconds=clock.seconds)
     stats.peak_field_blocks, stats.faces_marched = mesher.peak_blocks, mesher.faces_marched
+    stats.skipped_for_time = ["snap"] if late else []
     stats.distributed = runner.traffic()
     return Result(mesh=mesh, stats=stats)
+
+
+def _check(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise ReconstructionCancelled("reconstruction cancelled")
+
+
+# What follows the optimisation (field, marching cubes, trim and snap, and a node's messages) per window:
+# about this many seconds per grid point of its core plus a fixed part, on a 2-core CPU (auto:cpu on the
+# rooms of docs/benchmarks.md: 1.1e-7 s per grid point without the messages).
+AFTER_OPTIMIZATION_SECONDS_PER_GRID_POINT = 1.1e-7
+AFTER_OPTIMIZATION_SECONDS_PER_WINDOW = 0.04
+
+
+def optimization_deadline(deadline: float | None, plan: WindowPlan) -> float | None:
+    """When the optimisation must stop for the answer to be ready at `deadline`: early enough to leave the
+    later stages their estimated time, but never before half of the time left now."""
+    if deadline is None:
+        return None
+    windows = len(plan.windows)
+    later = windows * (plan.grid.cells ** 3 * AFTER_OPTIMIZATION_SECONDS_PER_GRID_POINT
+                       + AFTER_OPTIMIZATION_SECONDS_PER_WINDOW)
+    return deadline - min(later, 0.5 * max(deadline - time.monotonic(), 0.0))
 
 
 def make_runner(config: ReconstructionConfig) -> BatchRunner:
@@ -190,12 +223,12 @@ def mesh_blocks(plan: WindowPlan, results: Iterable[BatchResult], mesher: Stream
 
 
 def finish_mesh(mesh: trimesh.Trimesh, cloud: PreparedPoints, meshing: MeshingConfig,
-                tree: cKDTree | None = None) -> trimesh.Trimesh:
-    """The (trimmed) mesh with its vertices snapped onto the points' planes when configured, and coloured
-    from the input's colours. `tree`: the points' KD-tree, when the caller has one."""
+                tree: cKDTree | None = None, snap: bool = True) -> trimesh.Trimesh:
+    """The (trimmed) mesh with its vertices snapped onto the points' planes when configured (and `snap`), and
+    coloured from the input's colours. `tree`: the points' KD-tree, when the caller has one."""
     if tree is None and len(mesh.faces):
         tree = cKDTree(cloud.points)  # one tree for both (built once, ~35 B/point)
-    if snaps(meshing.snap_distance, cloud.noise):
+    if snap and snaps(meshing.snap_distance, cloud.noise):
         mesh = snap_to_points(mesh, cloud.points, meshing.snap_distance, meshing.snap_neighbours, tree=tree,
                               anchors=meshing.snap_anchors)
     if cloud.colors is not None and meshing.color_from_input:
@@ -213,6 +246,7 @@ def run_stats(cloud: PreparedPoints, plan: WindowPlan, results: list[BatchResult
     losses = [r.final_loss for r in results if np.isfinite(r.final_loss)]
     stats = RunStats(
         input_points=cloud.input_points, points_used=len(cloud.points), non_finite_removed=cloud.non_finite_removed,
+        stray_points_removed=cloud.stray_removed,
         windows_run=plan.windows_run, windows_skipped=plan.windows.skipped, windows_reused=len(plan.reused),
         windows_warm_started=plan.windows_warm_started, iterations=iterations, batches_run=len(results),
         steps_run=sum(r.steps_run for r in results), steps_planned=sum(batch.steps for batch in plan.batches),

@@ -20,6 +20,7 @@ class PreparedPoints:
     colors: np.ndarray | None  # (N, 3) in [0, 1], or None
     input_points: int  # rows handed in
     non_finite_removed: int
+    stray_removed: int = 0  # points far outside the map's own extent (stray_mask), dropped
     encoder_points: np.ndarray | None = None  # the points as measured, when the encoder should see them
     noise: NoiseEstimate | None = None  # the map's measured spacing and noise
 
@@ -41,6 +42,10 @@ def prepare_points(points: np.ndarray, config: ReconstructionConfig, colors: np.
             raise ReconstructionError("the requested region holds no points")
         pts = pts[inside]
         colors = colors[inside] if colors is not None else None
+    kept = ~stray_mask(pts)
+    strays = int(len(pts) - kept.sum())
+    if strays:
+        pts, colors = pts[kept], (colors[kept] if colors is not None else None)
     extent = pts.max(axis=0) - pts.min(axis=0)
     min_points, voxel_size = config.windows.min_points, config.meshing.voxel_size
     if len(pts) < min_points or extent.max() < 2 * voxel_size:
@@ -48,7 +53,8 @@ def prepare_points(points: np.ndarray, config: ReconstructionConfig, colors: np.
             f"too few distinct points to reconstruct a surface: {len(pts)} point(s) spanning "
             f"{extent.max():.4g} m (need at least {min_points} points in one window, "
             f"spanning more than two voxels of {voxel_size} m)")
-    cloud = PreparedPoints(pts, colors, input_points=len(finite), non_finite_removed=non_finite)
+    cloud = PreparedPoints(pts, colors, input_points=len(finite), non_finite_removed=non_finite,
+                           stray_removed=strays)
     return denoised(cloud, config.denoise, known_noise) if config.denoise.denoise else cloud
 
 
@@ -86,6 +92,30 @@ def validate_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not finite.any():
         raise ReconstructionError(f"all {len(array)} points are NaN or infinite")
     return array[finite], finite
+
+
+# A stray return (a reflection, a glitch) lies far from the map: beyond the box that holds the central
+# 99.8 % of the points along each axis by more than that box's largest edge (and 1 m). A map does not hold
+# 0.1 % of its points that far outside itself, so real surfaces stay, whatever the map's size.
+STRAY_QUANTILE = 0.001
+STRAY_MIN_REACH = 1.0  # metres
+
+
+def stray_mask(points: np.ndarray) -> np.ndarray:
+    """Which of the (finite) points are stray returns, far outside the map's own extent."""
+    if len(points) == 0:
+        return np.zeros(0, dtype=bool)
+    low, high = np.quantile(points, [STRAY_QUANTILE, 1.0 - STRAY_QUANTILE], axis=0)
+    reach = max(float((high - low).max()), STRAY_MIN_REACH)
+    return np.any((points < low - reach) | (points > high + reach), axis=1)
+
+
+def farthest_coordinate(points: np.ndarray) -> float:
+    """The largest absolute coordinate of the points a mesh can come from (finite, not stray): what an output
+    format's precision must hold."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    finite = points[np.isfinite(points).all(axis=1)]
+    return float(np.abs(finite[~stray_mask(finite)]).max(initial=0.0))
 
 
 def crop_to_region(points: np.ndarray, region) -> np.ndarray:

@@ -22,6 +22,7 @@ import torch
 
 from .config import MeshingConfig, OptimizationConfig, ReconstructionConfig
 from .devices import synchronized_time
+from .errors import ReconstructionCancelled
 from .field import evaluate_block, lift_crests
 from .meshing import logit
 from .model import ConvONet, load_model
@@ -127,13 +128,18 @@ def optimize_batch(batch: PlannedBatch, replica: ConvONet, plan: WindowPlan, poi
 
 
 def evaluate_batch(batch: PlannedBatch, ensemble: WindowEnsemble, plan: WindowPlan, points: np.ndarray,
-                   meshing: MeshingConfig, keep_states: bool = False) -> BatchResult:
-    """The field blocks of the batch's windows under their adapted networks (and their states if kept)."""
+                   meshing: MeshingConfig, keep_states: bool = False,
+                   cancel: threading.Event | None = None) -> BatchResult:
+    """The field blocks of the batch's windows under their adapted networks (and their states if kept);
+    ReconstructionCancelled between two windows once `cancel` is set."""
     device = ensemble.batch.points.device
+    blocks = []
     with torch.no_grad():
-        blocks = [_evaluate_block(ensemble, slot, plan.grid, plan.windows.index[w],
-                                  points[plan.windows.crop_points[w]], plan.band, meshing, device)
-                  for slot, w in enumerate(batch.windows)]
+        for slot, w in enumerate(batch.windows):
+            if cancel is not None and cancel.is_set():
+                raise ReconstructionCancelled("reconstruction cancelled")
+            blocks.append(_evaluate_block(ensemble, slot, plan.grid, plan.windows.index[w],
+                                          points[plan.windows.crop_points[w]], plan.band, meshing, device))
     states = ([ensemble.window_state(slot) for slot in range(len(batch.windows))]
               if keep_states and batch.steps else None)
     history = ensemble.loss_history

@@ -11,7 +11,7 @@ from sa_convonet_ros.config import ModelConfig, OptimizationConfig
 from sa_convonet_ros.errors import ReconstructionCancelled
 from sa_convonet_ros.feature_grids import FeatureGrids
 from sa_convonet_ros.model import ConvONet
-from sa_convonet_ros.optimize import optimize_windows, optimized_parameter_names, uce_per_query
+from sa_convonet_ros.optimize import cells_touched, optimize_windows, optimized_parameter_names, uce_per_query
 from sa_convonet_ros.window_batch import ResidualSampling, WindowBatch, sample_uce_queries
 
 from helpers import TINY, uce_loss
@@ -357,3 +357,23 @@ def test_adapting_only_the_touched_cells_takes_the_same_steps_as_adapting_every_
     torch.testing.assert_close(restricted.features, every.features, atol=0, rtol=0)
     for name, tensor in restricted.stacked.items():
         torch.testing.assert_close(tensor, every.stacked[name], atol=0, rtol=0, msg=name)
+
+
+def test_the_replay_of_many_steps_gives_way_to_the_budget_and_the_cancel():
+    # Before the first step the feature grids' touched cells are found by replaying every step's draws: at
+    # 100,000 steps that alone would outlast a short budget, so the replay stops and every cell adapts.
+    model = ConvONet(TINY)
+    batch = WindowBatch.from_arrays([plane(500, 0), plane(400, 1, 0.1)], CPU, 5000, np.random.default_rng(0))
+    config = OptimizationConfig(iterations=100_000, optimize_features=True, surface_samples=512,
+                                off_surface_samples=256)
+    started = time.monotonic()
+    ensemble = optimize_windows(model, batch, config, deadline=started + 1.5)
+    assert time.monotonic() - started < 4.0
+    assert ensemble.out_of_time and len(ensemble.loss_history) >= 1 and ensemble.grids.touched is None
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(ReconstructionCancelled):
+        cells_touched(FeatureGrids(ensemble.encoded, 0.1), batch, config, torch.Generator(), 100_000, cancel)
+    touched = cells_touched(FeatureGrids(ensemble.encoded, 0.1), batch, config, torch.Generator(), 3,
+                            deadline=time.monotonic() + 60)
+    assert touched is not None and 0 < touched.float().mean() < 1

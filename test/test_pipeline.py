@@ -15,7 +15,7 @@ from sa_convonet_ros.errors import ReconstructionCancelled, ReconstructionError
 from sa_convonet_ros.local_runner import LocalRunner
 from sa_convonet_ros.meshing import BlockField, StreamingMesher, near_points
 from sa_convonet_ros.model import DEFAULT_CHECKPOINT, load_model
-from sa_convonet_ros.pipeline import finish_mesh, mesh_blocks, reconstruct
+from sa_convonet_ros.pipeline import finish_mesh, mesh_blocks, optimization_deadline, reconstruct
 from sa_convonet_ros.planning import plan_windows
 from sa_convonet_ros.points import prepare_points
 from sa_convonet_ros.runners import ProgressTally, StageClock
@@ -217,13 +217,15 @@ def test_a_deadline_stops_the_optimisation_and_still_gives_a_mesh(tiny_model, ro
 
 def test_the_optimisation_stops_at_the_deadline_and_later_batches_run_feed_forward(tiny_model, room_corner,
                                                                                   monkeypatch):
-    # A clock that advances one second each time the optimisation reads it (once before each step).
+    # A clock that advances one second each time the optimisation reads it: once before each step, and twice in
+    # the replay of a batch's draws before its first step, which gives up at once (it would take most of the
+    # budget left). The first round's two batches side by side share eight readings before the deadline.
     seconds = iter(range(10**6))
     monkeypatch.setattr(optimize_module, "time", SimpleNamespace(monotonic=lambda: next(seconds)))
-    config = small_config(iterations=50)
+    config = small_config(iterations=50).updated(cpu_workers=2, optimization={"window_batch": 4})
     budget = reconstruct(room_corner, config, model=tiny_model, deadline=7.5)
-    assert budget.stats.batches_run > 1 and budget.stats.out_of_time
-    assert budget.stats.steps_run == 8  # steps 0..7 of the first batch; the later batches start too late
+    assert budget.stats.batches_run > 2 and budget.stats.out_of_time
+    assert budget.stats.steps_run == 8 - 2 * 2  # the later rounds start too late
     assert budget.stats.steps_planned == 50 * budget.stats.batches_run and len(budget.mesh.faces) > 0
     full = reconstruct(room_corner, small_config(iterations=1), model=tiny_model, deadline=10**9)
     assert not full.stats.out_of_time and full.stats.steps_run == full.stats.steps_planned
@@ -237,3 +239,24 @@ def test_snapping_is_skipped_on_maps_noisier_than_half_the_snap():
     assert not snaps(0.01, NoiseEstimate(spacing=0.04, noise=0.011, neighbours=8))
     assert snaps(0.01, None)  # unmeasured (denoising off): the setting is the user's
     assert not snaps(0.0, None)
+
+
+def test_a_map_with_a_stray_point_far_away_reconstructs_without_it(tiny_model, room_corner):
+    alone = reconstruct(room_corner, small_config(), model=tiny_model)
+    stray = reconstruct(np.vstack([room_corner, [[1e9, -1e9, 1e9]]]), small_config(), model=tiny_model)
+    assert stray.stats.stray_points_removed == 1 and stray.stats.points_used == alone.stats.points_used
+    assert np.array_equal(stray.mesh.faces, alone.mesh.faces)
+
+
+def test_the_deadline_leaves_the_later_stages_their_time_and_cuts_the_snap_when_late(tiny_model, room_corner):
+    config = small_config(iterations=2).updated(meshing={"snap_distance": 0.05}, denoise={"denoise": False})
+    plan = plan_windows(room_corner, config, steps=2)
+    now = time.monotonic()
+    later = optimization_deadline(now + 1000.0, plan)
+    assert now + 500.0 < later < now + 1000.0  # the later stages' estimate, a few seconds here
+    assert optimization_deadline(now + 0.01, plan) >= now  # never before half of the time left
+    assert optimization_deadline(None, plan) is None
+    on_time = reconstruct(room_corner, config, model=tiny_model, deadline=time.monotonic() + 600)
+    late = reconstruct(room_corner, config, model=tiny_model, deadline=time.monotonic() - 1.0)
+    assert on_time.stats.skipped_for_time == [] and not on_time.stats.out_of_time
+    assert late.stats.skipped_for_time == ["snap"] and late.stats.out_of_time and late.stats.steps_run == 0

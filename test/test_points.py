@@ -3,7 +3,7 @@ import dataclasses
 
 import numpy as np
 
-from sa_convonet_ros.points import prepare_points
+from sa_convonet_ros.points import farthest_coordinate, prepare_points, stray_mask
 from sa_convonet_ros.synthetic import generate_room
 
 from helpers import small_config
@@ -64,3 +64,15 @@ def test_prepare_points_leaves_maps_whose_noise_is_small_against_their_spacing(r
     assert clean.noise.noise < config.denoise.denoise_min_noise_ratio * clean.noise.spacing
     np.testing.assert_array_equal(clean.points, scene_points)
     assert clean.encoder_points is None
+
+
+def test_a_stray_point_far_outside_the_map_is_dropped_and_counted(room_corner):
+    config = small_config().updated(denoise={"denoise": False})
+    far = np.vstack([room_corner, [[1e9, 1e9, 1e9]], room_corner.max(axis=0) + [50.0, 0.0, 0.0]])
+    cloud = prepare_points(far, config)
+    assert cloud.stray_removed == 2 and len(cloud.points) == len(room_corner)
+    assert farthest_coordinate(far) == np.abs(room_corner).max()
+    # a part of the map just beyond the rest (a doorway's far side, a few percent of the points) stays
+    beyond = room_corner[:2000] + [2.5, 0.0, 0.0]
+    assert prepare_points(np.vstack([room_corner, beyond]), config).stray_removed == 0
+    assert not stray_mask(room_corner).any() and stray_mask(np.zeros((0, 3))).shape == (0,)

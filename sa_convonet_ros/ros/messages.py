@@ -18,10 +18,12 @@ from sa_convonet_ros.ros.settings import NodeOptions
 
 # ReconstructionStats field <- RunStats field, for the values that go across as they are.
 STATS_FIELDS = {
-    'input_points': 'input_points', 'points_used': 'points_used', 'windows_run': 'windows_run',
+    'input_points': 'input_points', 'points_used': 'points_used', 'stray_points_removed': 'stray_points_removed',
+    'windows_run': 'windows_run',
     'windows_skipped': 'windows_skipped', 'windows_reused': 'windows_reused',
     'windows_warm_started': 'windows_warm_started', 'iterations': 'iterations', 'steps_run': 'steps_run',
-    'steps_planned': 'steps_planned', 'out_of_time': 'out_of_time', 'device': 'device', 'profile': 'profile',
+    'steps_planned': 'steps_planned', 'out_of_time': 'out_of_time', 'skipped_for_time': 'skipped_for_time',
+    'device': 'device', 'profile': 'profile',
     'point_spacing': 'spacing', 'noise': 'noise', 'window_size': 'window_size', 'voxel_size': 'voxel_size',
     'vertices': 'vertices', 'faces': 'faces',
 }

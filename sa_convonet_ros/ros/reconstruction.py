@@ -125,6 +125,9 @@ def _reconstruct(job: Job, settings: Settings, model: ConvONet, progress: Progre
                          deadline=job.deadline(settings.options.max_seconds))
     if job.cancel.is_set():
         raise ReconstructionCancelled('reconstruction cancelled')
+    if result.stats.stray_points_removed:
+        logger.warning(f'{job.source}: dropped {result.stats.stray_points_removed} stray point(s) far outside the '
+                       "map's own extent")
     if len(result.mesh.faces) == 0:
         raise ReconstructionError(
             f'the reconstruction produced an empty mesh (no surface at threshold {config.meshing.threshold}); '
@@ -142,6 +145,10 @@ def _publish(job: Job, product: Product, progress: ProgressReporter, outlets: Ou
     written = f', wrote {stats_msg.output_path}' if stats_msg.output_path else ''
     budget = (f'; the time budget stopped the optimisation after {stats.steps_run} of {stats.steps_planned} '
               'steps' if stats.out_of_time else '')
+    if stats.skipped_for_time:
+        budget += f' and left out: {", ".join(stats.skipped_for_time)}'
+    if stats.stray_points_removed:
+        budget += f'; {stats.stray_points_removed} stray point(s) dropped'
     return Outcome(True, f'reconstructed {job.source}: {stats_msg.vertices} vertices, {stats_msg.faces} faces '
                          f'from {stats.points_used} points in {stats_msg.total_seconds:.1f} s{written}{budget}',
                    product.mesh, stats_msg)

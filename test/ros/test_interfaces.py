@@ -33,6 +33,7 @@ RESPONSE_FIELDS = {
 STATS_FIELDS = {
     "input_points": "uint64",
     "points_used": "uint64",
+    "stray_points_removed": "uint64",
     "windows_run": "uint32",
     "windows_skipped": "uint32",
     "windows_reused": "uint32",
@@ -41,6 +42,7 @@ STATS_FIELDS = {
     "steps_run": "uint64",
     "steps_planned": "uint64",
     "out_of_time": "boolean",
+    "skipped_for_time": "sequence<string>",
     "device": "string",
     "profile": "string",
     "point_spacing": "double",
