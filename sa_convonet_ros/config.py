@@ -16,6 +16,9 @@ from typing import Any, Literal
 from .errors import SettingError
 
 OptimizedParts = Literal["all", "encoder", "decoder"]
+# Grid points along a window's edge at most: its field block is this cubed in float32 (67 MB at 256), and the
+# field holds about two slabs of blocks at once.
+MAX_WINDOW_CELLS = 256
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
@@ -37,10 +40,16 @@ class Range:
 
     def __str__(self) -> str:
         if self.high is None:
-            return f"{'>' if self.open_low else '>='} {self.low:g}"
+            return f"{'>' if self.open_low else '>='} {_number(self.low)}"
         if self.low is None:
-            return f"{'<' if self.open_high else '<='} {self.high:g}"
-        return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+            return f"{'<' if self.open_high else '<='} {_number(self.high)}"
+        return (f"in {'(' if self.open_low else '['}{_number(self.low)}, {_number(self.high)}"
+                f"{')' if self.open_high else ']'}")
+
+
+def _number(value: float) -> str:
+    """1000000 as 1,000,000; 0.001 as 0.001."""
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) >= 10_000 else f"{value:g}"
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
@@ -108,7 +117,8 @@ class ModelConfig:
 class OptimizationConfig:
     """Sign-agnostic test-time optimisation (UCE loss) of each window's copy of the network."""
 
-    iterations: int = setting(200, "optimisation steps per window (0 = feed-forward only)", at_least=0)
+    iterations: int = setting(200, "optimisation steps per window (0 = feed-forward only)", at_least=0,
+                              at_most=1_000_000)
     optimized_parts: OptimizedParts = setting("decoder", "the part of each window's network that adapts",
                                               choices=typing.get_args(OptimizedParts))
     freeze_norm: bool = setting(True, "keep GroupNorm scale/shift at their pretrained values")
@@ -120,24 +130,27 @@ class OptimizationConfig:
                                at_least=1)
     decay_factor: float = setting(0.3, "learning-rate decay factor", above=0, at_most=1)
     surface_samples: int = setting(1536, "UCE samples per window and step drawn from the observed points",
-                                   at_least=1)
+                                   at_least=1, at_most=1_000_000)
     off_surface_samples: int = setting(512, "UCE samples per window and step: observed points + Gaussian noise",
-                                       at_least=0)
+                                       at_least=0, at_most=1_000_000)
     residual_sampling: float = setting(0.0, "fraction of surface samples drawn where the fit is worst "
                                             "(0 = uniform)", at_least=0, at_most=1)
     sigma: float = setting(0.1, "noise std of off-surface samples, in unit-cube units of a window", above=0)
     max_points_per_window: int = setting(4096, "input points fed to the encoder per window (as in training)",
-                                         at_least=1)
+                                         at_least=1, at_most=1_000_000)
     max_samples_per_window: int = setting(100_000, "observed points the UCE loss samples from, per window",
-                                          at_least=1)
-    window_batch: int = setting(8, "windows optimised together as one batch (memory vs. speed)", at_least=1)
+                                          at_least=1, at_most=10_000_000)
+    # A window in a batch holds its adapted feature grid with Adam's state, 16 MB for the shipped model and
+    # 130 MB for the published one: a batch of 256 of those already fills a large GPU.
+    window_batch: int = setting(8, "windows optimised together as one batch (memory vs. speed)", at_least=1,
+                                at_most=256)
     early_stop_patience: int = setting(0, "a window stops adapting when its own loss has not improved for this "
                                           "many steps, and the rest of its batch goes on without it (0 = never)",
                                           at_least=0)
     early_stop_tolerance: float = setting(1e-3, "relative loss improvement that counts for early stopping",
                                           at_least=0)
     warm_start_iterations: int = setting(0, "steps for a window whose earlier result is cached "
-                                            "(0 = always cold)", at_least=0)
+                                            "(0 = always cold)", at_least=0, at_most=1_000_000)
     precision: str = setting("fp32", "numerics of the optimisation steps", choices=PRECISIONS)
     fused_adam: bool = setting(True, "one fused Adam kernel per step where the device has one (CPU, CUDA)")
     seed: int = setting(0, "seed of the sampling of points and UCE queries")
@@ -154,8 +167,8 @@ class WindowConfig:
     """Sliding windows in metric units. Each window owns a cubic core; its network also sees a margin."""
 
     window_size: float = setting(1.2, "edge of a window's core, metres (rounded to a multiple of the voxel "
-                                      "size)", above=0)
-    margin: float = setting(0.2, "context around the core fed to the encoder, metres", at_least=0)
+                                      "size; at most 256 voxels)", above=0, at_most=100.0)
+    margin: float = setting(0.2, "context around the core fed to the encoder, metres", at_least=0, at_most=100.0)
     min_points: int = setting(50, "windows with fewer points near their core are skipped", at_least=1)
     window_scale: float = setting(0.0, "multiply window_size, margin and the mesh grid's lengths by this "
                                        "(0 = auto: from the measured point spacing, 1 up to 2 cm between points, "
@@ -170,11 +183,11 @@ class WindowConfig:
 class MeshingConfig:
     """Extraction of one mesh from the occupancy field on one global metric grid."""
 
-    voxel_size: float = setting(0.02, "spacing of the global grid, metres", above=0)
+    voxel_size: float = setting(0.02, "spacing of the global grid, metres", at_least=0.001, at_most=10.0)
     threshold: float = setting(0.5, "occupancy probability of the surface level", above=0, below=1)
     trim_distance: float | None = setting(0.04, "drop faces farther than this from every input point, metres "
                                                 "(0: keep every face)", at_least=0)
-    eval_chunk: int = setting(200_000, "grid points decoded per network call", at_least=1)
+    eval_chunk: int = setting(200_000, "grid points decoded per network call", at_least=1, at_most=10_000_000)
     coarse_to_fine_margin: float = setting(0.0, "decode every second grid point first, then exactly only the "
                                                 "coarse cells within this many logits of the threshold; the "
                                                 "rest is interpolated (0: decode every grid point)", at_least=0)
@@ -245,15 +258,15 @@ class ReconstructionConfig:
                                            "package")
     cpu_workers: int = setting(0, "on a CPU, batches of windows run side by side in this many threads that share "
                                   "torch's threads out among them (0 = auto: two where torch has two threads or "
-                                  "more; 1 = one batch at a time on every thread)", at_least=0)
+                                  "more; 1 = one batch at a time on every thread)", at_least=0, at_most=256)
     ray_address: str = setting("", "run the windows as tasks of Ray workers (pip install sa_convonet_ros[ray]): "
                                    "'' = off (in this process), 'local' = a local Ray runtime on this machine, else "
                                    "the address of a running Ray cluster ('auto', 'HOST:6379', 'ray://HOST:10001'); "
                                    "the mesh is the same. Ray is reached when a run starts: not installed or not "
                                    "reachable fails the run with that reason")
     ray_workers: int = setting(0, "Ray workers, each holding the model once (0 = as many as the cluster's CPUs "
-                                  "allow at ray_threads each)", at_least=0)
-    ray_threads: int = setting(1, "CPUs (and torch threads) of each Ray worker", at_least=1)
+                                  "allow at ray_threads each)", at_least=0, at_most=100_000)
+    ray_threads: int = setting(1, "CPUs (and torch threads) of each Ray worker", at_least=1, at_most=1024)
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -264,6 +277,10 @@ class ReconstructionConfig:
         if self.windows.window_size < 2 * self.meshing.voxel_size:
             raise SettingError("windows.window_size", "at least two voxels of {0}", self.windows.window_size,
                                ("meshing.voxel_size",))
+        if self.windows.window_size > MAX_WINDOW_CELLS * self.meshing.voxel_size:
+            raise SettingError("meshing.voxel_size", f"at least {{0}} / {MAX_WINDOW_CELLS} (a window's field block "
+                               f"holds (window_size / voxel_size)^3 grid points of 4 bytes)", self.meshing.voxel_size,
+                               ("windows.window_size",))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,5 +1,6 @@
 """Configuration dataclasses, profiles, their declarations and their validation."""
 import dataclasses
+import re
 
 import pytest
 
@@ -89,7 +90,7 @@ def test_the_error_names_the_setting_in_its_section():
     with pytest.raises(SettingError) as caught:
         get_profile("fast").updated(meshing={"voxel_size": -0.5})
     assert caught.value.setting == "meshing.voxel_size" and caught.value.value == -0.5
-    assert str(caught.value) == "meshing.voxel_size must be > 0, got -0.5"
+    assert str(caught.value) == "meshing.voxel_size must be in [0.001, 10], got -0.5"
     with pytest.raises(SettingError, match=r"optimization.decay_factor must be in \(0, 1\]"):
         get_profile("fast").updated(optimization={"decay_factor": 1.5})
 
@@ -113,3 +114,15 @@ def test_auto_is_the_best_the_device_affords():
     assert get_profile("auto").profile == ("auto:gpu" if torch.cuda.is_available() else "auto:cpu")
     with pytest.raises(ValueError, match="choose one of auto, fast, paper, feedforward"):
         get_profile("slow")
+
+
+@pytest.mark.parametrize("section, values, message", [
+    ("meshing", {"voxel_size": 1e-6}, "meshing.voxel_size must be in [0.001, 10]"),
+    ("meshing", {"voxel_size": 0.004}, "meshing.voxel_size must be at least windows.window_size / 256"),
+    ("optimization", {"window_batch": 100_000}, "optimization.window_batch must be in [1, 256]"),
+    ("optimization", {"iterations": 4_000_000_000}, "optimization.iterations must be in [0, 1,000,000]"),
+    ("windows", {"window_size": 1000.0}, "windows.window_size must be in (0, 100]"),
+])
+def test_sizes_that_would_not_fit_in_memory_are_refused_when_set(section, values, message):
+    with pytest.raises(SettingError, match=re.escape(message)):
+        get_profile("fast").updated(**{section: values})

@@ -38,14 +38,15 @@ def descriptor(name: str) -> ParameterDescriptor:
     if spec.limits is None or isinstance(spec.default, bool):
         return described
     low, high = spec.limits.low, spec.limits.high
-    if spec.override:
+    if spec.override and low is not None:
         low = min(low, PROFILE_VALUE)
     if isinstance(spec.default, float):
         described.floating_point_range = [FloatingPointRange(
-            from_value=float(low), to_value=math.inf if high is None else float(high), step=0.0)]
+            from_value=-math.inf if low is None else float(low), to_value=math.inf if high is None else float(high),
+            step=0.0)]
     else:
-        described.integer_range = [IntegerRange(from_value=int(low), to_value=sys.maxsize if high is None
-                                                else int(high), step=1)]
+        described.integer_range = [IntegerRange(from_value=-sys.maxsize - 1 if low is None else int(low),
+                                                to_value=sys.maxsize if high is None else int(high), step=1)]
     return described
 
 

@@ -60,31 +60,36 @@ class NodeOptions:
                                          'device is not available')
     max_points: int = setting(0, 'cap on the points handed to the reconstruction (0 = no cap, else at least '
                                  '1000); larger clouds are voxel-subsampled (logged). Memory grows with the points '
-                                 '(docs/memory.md): lower it where a map would not fit')
+                                 '(docs/memory.md): lower it where a map would not fit', at_least=0,
+                              at_most=1_000_000_000)
     frame_id: str = setting('', "frame of the published mesh; empty = the frame of the input cloud ('map' if that "
                                 "is empty too)")
     max_iterations: int = setting(10_000, "the most optimisation steps per window a request (or the iterations "
-                                          "parameter) may ask for; bound the time with max_seconds", at_least=0)
-    max_seconds: float = setting(0.0, "time budget of a reconstruction's optimisation, seconds from its start "
-                                      "(0 = none): at the budget the mesh of the state reached is returned; a "
-                                      "request's max_seconds replaces it", at_least=0)
+                                          "parameter) may ask for; bound the time with max_seconds", at_least=0,
+                                  at_most=1_000_000)
+    max_seconds: float = setting(0.0, "time budget of a reconstruction, seconds from the request's arrival (0 = "
+                                      "none): the answer is due then, with the mesh of the state the optimisation "
+                                      "reached (it stops early enough for the stages after it; the snap is left "
+                                      "out when late; the stats say what was cut); a request's max_seconds "
+                                      "replaces it", at_least=0)
     color_mode: str = setting('rgb', 'marker colours: rgb (input colours when present, else height) | height | '
                                      'uniform | confidence (how close each vertex lies to an observed point)',
                               choices=COLOR_MODES)
     max_triangles_per_marker: int = setting(200_000, 'split the mesh into TRIANGLE_LIST markers of at most this '
-                                                     'many triangles', at_least=1)
+                                                     'many triangles', at_least=1, at_most=10_000_000)
     max_message_faces: int = setting(1_000_000, 'faces at most in the published markers and the service\'s mesh: a '
                                                 'larger mesh is simplified for them (vertex clustering) while the '
                                                 'mesh file keeps every face (0 = no limit; messages cost about '
                                                 '0.8 kB a face, and a building at a 1 cm grid makes tens of '
                                                 'millions); stats.message_faces says how many were sent',
-                                 at_least=0)
+                                 at_least=0, at_most=100_000_000)
     auto_reconstruct: bool = setting(False, 'reconstruct automatically whenever the map changed, reusing the '
                                             'windows whose points did not change')
     auto_min_period: float = setting(30.0, 'automatic mode: at least this many seconds between the starts of two '
                                            'reconstructions', at_least=0)
-    output_dir: str = setting('', "folder for relative output_path values of requests; empty = the node's working "
-                                  'directory')
+    output_dir: str = setting('', "folder of the requests' output files: a relative output_path is taken from it "
+                                  "and no output may leave it ('..' and '~' are refused); empty = relative paths "
+                                  "from the node's working directory, absolute ones anywhere")
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -20,6 +20,10 @@ def test_overrides_default_to_the_profiles_value_within_their_ranges():
     assert (threshold.from_value, threshold.to_value) == (-1.0, 1.0)
     assert descriptor("threshold").additional_constraints == "in (0, 1), or -1 for the profile's value"
     (voxel,) = descriptor("voxel_size").floating_point_range
-    assert math.isinf(voxel.to_value)
+    assert (voxel.from_value, voxel.to_value) == (-1.0, 10.0)  # ROS refuses 1e3; the settings refuse 1e-6
+    (auto_period,) = descriptor("auto_min_period").floating_point_range
+    assert math.isinf(auto_period.to_value)
+    (points,) = descriptor("max_points").integer_range
+    assert (points.from_value, points.to_value) == (0, 1_000_000_000)
     assert descriptor("color_mode").additional_constraints == "one of rgb, height, uniform, confidence"
     assert descriptor("input_topic").read_only and not descriptor("voxel_size").read_only

@@ -14,19 +14,20 @@ def test_defaults_give_the_profile():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"voxel_size": -5.0}, "parameter voxel_size must be > 0 (or -1 for the profile's value), got -5.0"),
+    ({"voxel_size": -5.0}, "parameter voxel_size must be in [0.001, 10] (or -1 for the profile's value), got -5.0"),
     ({"margin": 5.0}, "parameter margin must be smaller than window_size (or -1 for the profile's value), got 5.0"),
-    ({"window_batch": 0}, "parameter window_batch must be >= 1 (or -1 for the profile's value), got 0"),
+    ({"window_batch": 0}, "parameter window_batch must be in [1, 256] (or -1 for the profile's value), got 0"),
     ({"profile": "slow"}, "parameter profile must be one of 'auto', 'fast', 'paper', 'feedforward', got 'slow'"),
     ({"max_points": 10}, "parameter max_points must be 0 (no cap) or >= 1000, got 10"),
+    ({"voxel_size": 1e-6}, "parameter voxel_size must be in [0.001, 10] (or -1 for the profile's value), got 1e-06"),
     ({"auto_min_period": -1.0}, "parameter auto_min_period must be >= 0, got -1.0"),
     ({"device": "tpu"}, "parameter device: invalid device 'tpu'"),
     ({"iterations": 20_000}, "parameter iterations must be at most max_iterations (10000), got 20000"),
     ({"max_iterations": 500, "profile": "paper"}, "parameter iterations must be at most max_iterations (500), got 720"),
     ({"max_seconds": -2.0}, "parameter max_seconds must be >= 0, got -2.0"),
-    ({"ray_threads": 0}, "parameter ray_threads must be >= 1, got 0"),
-    ({"ray_workers": -1}, "parameter ray_workers must be >= 0, got -1"),
-    ({"cpu_workers": -1}, "parameter cpu_workers must be >= 0, got -1"),
+    ({"ray_threads": 0}, "parameter ray_threads must be in [1, 1024], got 0"),
+    ({"ray_workers": -1}, "parameter ray_workers must be in [0, 100,000], got -1"),
+    ({"cpu_workers": -1}, "parameter cpu_workers must be in [0, 256], got -1"),
 ])
 def test_invalid_values_are_named_by_their_parameter(change, message):
     with pytest.raises(ValueError) as caught:
