@@ -54,6 +54,10 @@ AUTO_CHECK_PERIOD = 0.5  # seconds between checks of the automatic mode
 SIGNAL_CHECK_PERIOD = 0.1  # seconds the main thread waits for work before it looks for Ctrl-C
 LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Requests and goals wait here while the executor answers those before them: ROS's default of 10 drops the
+# rest of a burst (a client without a timeout then waits forever); a busy node answers each one at once.
+REQUEST_QUEUE = QoSProfile(depth=1000, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.VOLATILE)
 
 
 class ReconstructionNode(Node):
@@ -95,13 +99,15 @@ class ReconstructionNode(Node):
         self._progress_publisher = self.create_publisher(ReconstructionProgress, '~/progress', 10)
         self._service_name = names('service_name', self.resolve_service_name)
         self._service = self.create_service(ReconstructScene, self._service_name, self._on_reconstruct,
-                                            callback_group=work_group)
+                                            qos_profile=REQUEST_QUEUE, callback_group=work_group)
         self._action_name = self.resolve_service_name(ACTION_NAME)
         self._action_server = ActionServer(
             self, ReconstructSceneAction, ACTION_NAME, execute_callback=self._on_goal,
             goal_callback=lambda goal: GoalResponse.ACCEPT, cancel_callback=self._on_goal_cancel,
-            callback_group=work_group)
-        self._cancel_service = self.create_service(Trigger, '~/cancel', self._on_cancel, callback_group=work_group)
+            goal_service_qos_profile=REQUEST_QUEUE, result_service_qos_profile=REQUEST_QUEUE,
+            cancel_service_qos_profile=REQUEST_QUEUE, callback_group=work_group)
+        self._cancel_service = self.create_service(Trigger, '~/cancel', self._on_cancel, qos_profile=REQUEST_QUEUE,
+                                                   callback_group=work_group)
         self._auto_timer = self.create_timer(AUTO_CHECK_PERIOD, self._on_auto_timer, callback_group=work_group)
 
     # ------------------------------------------------------------------------------------ input

@@ -10,7 +10,8 @@ from typing import Optional
 
 import numpy as np
 
-from sa_convonet_ros.io import check_mesh_path, check_output_file, write_mesh
+from sa_convonet_ros.io import check_mesh_path, check_output_file, refuse_control_characters, shown_path, write_mesh
+from sa_convonet_ros.points import farthest_coordinate
 
 
 class OutputError(Exception):
@@ -65,16 +66,32 @@ def _temporary_name(path: Path) -> Path:
 
 def output_paths(output_path: str, write_preview: bool, output_dir: str,
                  points: np.ndarray) -> Optional[tuple[Path, Optional[Path]]]:
-    """(mesh path, preview path or None) for a request's `output_path` (relative ones taken from `output_dir`,
-    else the working directory), or None when it asks for no file; checked before any work (ValueError:
-    "could not write ...")."""
+    """(mesh path, preview path or None) for a request's `output_path`, or None when it asks for no file;
+    checked before any work (ValueError: "could not write ..."). With `output_dir` set, a relative path is
+    taken from it and no path may lead out of it (through '..', '~', an absolute path or a link); without
+    it, relative paths are taken from the working directory."""
     if not output_path:
         return None
-    text = os.path.expanduser(output_path)  # text: Path() would drop a trailing slash
-    if not os.path.isabs(text):
-        folder = output_dir.strip()
-        text = os.path.join(os.path.expanduser(folder) if folder else os.getcwd(), text)
-    farthest = float(np.abs(points).max(initial=0.0))
-    path = check_mesh_path(text, max_abs_coordinate=farthest)
+    refuse_control_characters(output_path)
+    try:
+        text = _confined(output_path, output_dir.strip())
+    except OSError as error:  # a name the file system refuses (too long, ...)
+        raise ValueError(f'could not write {shown_path(output_path)}: {error.strerror or error}') from None
+    path = check_mesh_path(text, max_abs_coordinate=farthest_coordinate(points))
     preview = check_output_file(path.with_suffix('.png')) if write_preview else None
     return path, preview
+
+
+def _confined(output_path: str, folder: str) -> str:
+    """The path to write, as text (Path() would drop a trailing slash, which says "a folder")."""
+    if not folder:
+        text = os.path.expanduser(output_path)
+        return text if os.path.isabs(text) else os.path.join(os.getcwd(), text)
+    if output_path.startswith('~') or '..' in Path(output_path).parts:
+        raise ValueError(f"could not write {shown_path(output_path)}: '~' and '..' are not allowed in output paths "
+                         f'while output_dir is set; give a path inside {folder}')
+    base = Path(os.path.expanduser(folder)).resolve()
+    text = output_path if os.path.isabs(output_path) else os.path.join(base, output_path)
+    if not Path(text).resolve().is_relative_to(base):  # also a link inside the folder that points out of it
+        raise ValueError(f'could not write {shown_path(output_path)}: it is outside output_dir ({base})')
+    return text

@@ -11,6 +11,7 @@ import math
 import re
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,6 +159,14 @@ def ros(node):
 
 
 @pytest.fixture
+def out_dir(node, request):
+    """A fresh folder of the test's own inside the node's output_dir (no output may leave that folder)."""
+    folder = node.log_path.parent / 'out' / re.sub(r'\W+', '_', request.node.name)
+    folder.mkdir(parents=True)
+    return folder
+
+
+@pytest.fixture
 def room_map(node, ros):
     """The room published as the latched map, and received by the node."""
     ros.map_publisher.publish(room_cloud())
@@ -253,10 +262,10 @@ def assert_refused(response, *phrases):
 
 # ------------------------------------------------------------------------------------------ tests
 
-def test_reconstructs_the_map_and_publishes_markers(node, ros, room_map, tmp_path):
+def test_reconstructs_the_map_and_publishes_markers(node, ros, room_map, out_dir):
     progress = Collector(ros, ReconstructionProgress, f'{PRIVATE}/progress')
     progress.wait_until_connected()
-    output = tmp_path / 'room.ply'
+    output = out_dir / 'room.ply'
     response = call(ros, node, request(output_path=str(output), write_preview=True))
     assert response.success, response.message
 
@@ -325,8 +334,8 @@ def test_request_cloud_replaces_the_map_and_markers_split(node, ros, room_map):
         set_parameters(ros, node, max_triangles_per_marker=200_000, color_mode='rgb')
 
 
-def test_a_mesh_over_max_message_faces_is_simplified_for_the_messages_only(node, ros, room_map, tmp_path):
-    output = tmp_path / 'full.ply'
+def test_a_mesh_over_max_message_faces_is_simplified_for_the_messages_only(node, ros, room_map, out_dir):
+    output = out_dir / 'full.ply'
     full = call(ros, node, request(output_path=str(output)))
     assert full.success, full.message
     assert full.stats.message_faces == full.stats.faces == len(full.mesh.triangles)
@@ -422,13 +431,13 @@ def test_region_crops_the_map(node, ros, room_map):
     assert mesh_vertices(response.mesh)[:, 0].max() < 0.0 + TRIM + 2 * VOXEL
 
 
-def test_bad_request_values_are_refused(node, ros, room_map, tmp_path):
+def test_bad_request_values_are_refused(node, ros, room_map, out_dir):
     assert_refused(call(ros, node, request(iterations=-5)), 'iterations')
     assert_refused(call(ros, node, request(iterations=10**9)), 'max_iterations (10000', 'max_seconds')
     assert_refused(call(ros, node, request(max_seconds=-5.0)), 'max_seconds must be')
     assert_refused(call(ros, node, request(max_seconds=math.nan)), 'max_seconds must be')
-    assert_refused(call(ros, node, request(output_path=str(tmp_path / 'mesh.xyz'))), 'unsupported mesh extension')
-    assert_refused(call(ros, node, request(output_path=str(tmp_path))), 'directory')
+    assert_refused(call(ros, node, request(output_path=str(out_dir / 'mesh.xyz'))), 'unsupported mesh extension')
+    assert_refused(call(ros, node, request(output_path=str(out_dir))), 'directory')
 
 
 @pytest.mark.parametrize('output, phrase', [
@@ -436,13 +445,38 @@ def test_bad_request_values_are_refused(node, ros, room_map, tmp_path):
     ('{tmp}/room.ply/', 'names a directory'),
     ('{tmp}/a_file/room.ply', 'is a file, not a folder'),
 ])
-def test_unwritable_outputs_are_refused_before_the_work(node, ros, room_map, tmp_path, output, phrase):
-    (tmp_path / 'a_file').write_text('x')
+def test_unwritable_outputs_are_refused_before_the_work(node, ros, room_map, out_dir, output, phrase):
+    (out_dir / 'a_file').write_text('x')
     start = len(node.log_text())
-    response = call(ros, node, request(output_path=output.format(tmp=tmp_path)))
+    response = call(ros, node, request(output_path=output.format(tmp=out_dir)))
     assert_refused(response, 'could not write', phrase)
     assert 'reconstructing' not in node.log_text()[start:]  # refused before any work
-    assert not (tmp_path / 'room.ply').exists()
+    assert not (out_dir / 'room.ply').exists()
+
+
+def test_output_paths_stay_inside_output_dir_and_bad_names_are_refused_clearly(node, ros, room_map, tmp_path):
+    out = Path(node.log_path.parent / 'out')
+    start = len(node.log_text())
+    for output, phrase in [('../escape.ply', "'..' are not allowed"), ('~/home.ply', "'~' and '..'"),
+                           (str(tmp_path / 'abs.ply'), 'outside output_dir'), ('a\nb.ply', 'control character'),
+                           ('y' * 300 + '.ply', 'File name too long'), ('z/' * 2500 + 'q.ply', 'too long')]:
+        response = call(ros, node, request(output_path=output))
+        assert_refused(response, 'could not write', phrase)
+        assert 'internal error' not in response.message and '\n' not in response.message
+    log = node.log_text()[start:]
+    assert 'reconstructing' not in log and '[ERROR]' not in log  # refused before any work, as a warning
+    assert not (out.parent / 'escape.ply').exists() and not (tmp_path / 'abs.ply').exists()
+    inside = call(ros, node, request(output_path='sub/room.ply'))
+    assert inside.success and (out / 'sub' / 'room.ply').is_file(), inside.message
+
+
+def test_a_stray_point_far_away_is_dropped_not_fatal(node, ros, room_map):
+    stray = np.vstack([ROOM, [[1e9, 1e9, 1e9]]])
+    response = call(ros, node, request(cloud=arrays_to_cloud(stray, frame_id='map')))
+    assert response.success, response.message
+    assert response.stats.stray_points_removed == 1 and response.stats.points_used == len(ROOM)
+    assert '1 stray point(s) dropped' in response.message
+    assert abs(response.stats.bbox_max.x) < 100
 
 
 def test_a_default_request_runs_the_configured_optimisation(node, ros, room_map):
@@ -466,12 +500,29 @@ def _batches(stats):
 
 
 def test_a_time_budget_returns_the_mesh_reached_with_the_steps_done(node, ros, room_map):
+    started = time.monotonic()
     response = call(ros, node, request(iterations=10_000, max_seconds=3.0))
+    assert time.monotonic() - started < 10.0  # the budget bounds the answer, not only the optimisation
     assert response.success, response.message
     stats = response.stats  # (10000 steps would take far longer than the call's timeout)
-    assert stats.out_of_time and stats.steps_run < stats.steps_planned == 10_000 * _batches(stats)
+    assert stats.out_of_time and 0 < stats.steps_run < stats.steps_planned == 10_000 * _batches(stats)
     assert 'time budget stopped the optimisation after' in response.message
     assert len(response.mesh.triangles) > 100
+
+
+def test_a_cancel_before_the_first_step_ends_the_job_at_once(node, ros, room_map):
+    """Before its first step a job of many steps replays their draws (to adapt only the cells they touch);
+    a cancel then must not wait for the replay."""
+    progress = Collector(ros, ReconstructionProgress, f'{PRIVATE}/progress')
+    progress.wait_until_connected()
+    long_job = ros.reconstruct.call_async(request(iterations=10_000))
+    assert ros.spin_until(lambda: any(m.stage == 'windows' for m in progress.messages), 30), node.log_tail()
+    cancelled_at = time.monotonic()
+    assert ros.call(ros.cancel, Trigger.Request(), 10, node).success
+    assert ros.spin_until(long_job.done, 30), node.log_tail()
+    assert time.monotonic() - cancelled_at < 8.0 and 'cancelled' in long_job.result().message
+    assert not any(m.stage == 'optimize' for m in progress.messages)  # it ended before its first step
+    progress.close()
 
 
 def test_request_while_busy_is_refused_and_cancel_stops_the_job(node, ros, room_map):
@@ -513,7 +564,7 @@ def test_request_while_busy_is_refused_and_cancel_stops_the_job(node, ros, room_
 
 
 @pytest.mark.parametrize('stage', ['messages', 'write'])
-def test_a_cancel_after_the_optimisation_takes_effect_or_says_too_late(node, ros, room_map, tmp_path, stage):
+def test_a_cancel_after_the_optimisation_takes_effect_or_says_too_late(node, ros, room_map, out_dir, stage):
     """Cancel during the last stages: either nothing is published and no file is left, or the answer
     is "too late" and the job completes. Never an accepted cancel and a published mesh."""
     markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
@@ -523,7 +574,7 @@ def test_a_cancel_after_the_optimisation_takes_effect_or_says_too_late(node, ros
     ros.spin_until(lambda: markers.messages, 5)
     published_before = len(markers.messages)
     # The 2 M point map makes the messages stage long; the PNG preview the write stage.
-    output = tmp_path / 'cancelled.ply'
+    output = out_dir / 'cancelled.ply'
     job = ros.reconstruct.call_async(request(output_path=str(output), write_preview=True,
                                              cloud=_big_cloud() if stage == 'messages' else PointCloud2()))
     assert ros.spin_until(lambda: any(m.stage == stage for m in progress.messages), 120), node.log_tail()
@@ -534,7 +585,7 @@ def test_a_cancel_after_the_optimisation_takes_effect_or_says_too_late(node, ros
     if cancel.success:
         assert_refused(result, 'cancelled', 'unchanged')
         assert len(markers.messages) == published_before
-        assert list(tmp_path.iterdir()) == []  # neither the mesh, the preview nor a partial file
+        assert list(out_dir.iterdir()) == []  # neither the mesh, the preview nor a partial file
     else:
         assert 'too late' in cancel.message and result.success, (cancel.message, result.message)
     markers.close()
@@ -591,6 +642,34 @@ def test_the_action_cancel_stops_the_goal_and_publishes_nothing(node, ros, room_
     ros.spin_for(0.5)
     assert len(markers.messages) == published_before
     markers.close()
+    client.destroy()
+
+
+def test_a_burst_of_calls_and_goals_during_a_job_is_all_answered(node, ros, room_map):
+    """60 service calls and 30 action goals at once while a job runs: every one is answered "busy" (none is
+    dropped by a queue) well within 90 s, and the job is then cancelled within a few seconds."""
+    progress = Collector(ros, ReconstructionProgress, f'{PRIVATE}/progress')
+    progress.wait_until_connected()
+    client = ActionClient(ros.node, ReconstructSceneAction, f'{PRIVATE}/reconstruct')
+    assert client.wait_for_server(timeout_sec=20), node.log_tail()
+    long_job = ros.reconstruct.call_async(request(iterations=10_000))
+    assert ros.spin_until(lambda: any(m.stage == 'optimize' for m in progress.messages), 30), node.log_tail()
+    started = time.monotonic()
+    calls = [ros.reconstruct.call_async(request()) for _ in range(60)]
+    goals = [client.send_goal_async(ReconstructSceneAction.Goal()) for _ in range(30)]
+    assert ros.spin_until(lambda: all(f.done() for f in calls + goals), 90), (
+        f'{sum(f.done() for f in calls)} of 60 calls and {sum(f.done() for f in goals)} of 30 goals answered')
+    for answered in calls:
+        assert_refused(answered.result(), 'busy')
+    results = [goal.result().get_result_async() for goal in goals]
+    assert ros.spin_until(lambda: all(f.done() for f in results), 60)
+    assert all('busy' in f.result().result.message for f in results)
+    assert time.monotonic() - started < 90
+    cancelled_at = time.monotonic()
+    assert ros.call(ros.cancel, Trigger.Request(), 10, node).success
+    assert ros.spin_until(long_job.done, 30), node.log_tail()
+    assert time.monotonic() - cancelled_at < 8.0 and 'cancelled' in long_job.result().message
+    progress.close()
     client.destroy()
 
 
@@ -674,6 +753,7 @@ def test_parameter_changes_are_validated(node, ros):
     rejected = {
         'voxel_size': -3.0, 'margin': 5.0, 'threshold': 1.5, 'profile': 'slow', 'color_mode': 'rainbow',
         'max_points': 10, 'checkpoint': '/nonexistent/model.pt', 'device': 'tpu', 'input_topic': '/other',
+        'window_batch': 100_000, 'max_iterations': 10**9,
     }
     for name, value in rejected.items():
         result, = set_parameters(ros, node, **{name: value})
@@ -682,6 +762,11 @@ def test_parameter_changes_are_validated(node, ros):
     reasons = {name: set_parameters(ros, node, **{name: value})[0].reason for name, value in
                [('voxel_size', -3.0), ('checkpoint', '/nonexistent/model.pt'), ('input_topic', '/x')]}
     assert 'voxel_size' in reasons['voxel_size']
+    # A grid finer than memory allows is refused when it is set, saying why, not when every request fails.
+    tiny, = set_parameters(ros, node, voxel_size=1e-6)
+    assert not tiny.successful and 'voxel_size must be in [0.001, 10]' in tiny.reason, tiny.reason
+    fine, = set_parameters(ros, node, voxel_size=0.005)  # 1.6 m windows of 320 grid points
+    assert not fine.successful and 'voxel_size must be at least window_size / 256' in fine.reason, fine.reason
     assert '/nonexistent/model.pt' in reasons['checkpoint'] and 'does not exist' in reasons['checkpoint']
     assert 'read-only' in reasons['input_topic'].lower() or 'read only' in reasons['input_topic'].lower()
     accepted, = set_parameters(ros, node, auto_min_period=12.5)
@@ -770,7 +855,7 @@ def test_bad_start_up_parameters_and_corrupt_checkpoint_keep_the_node_answering(
     client = RosClient('test_corrupt_checkpoint')
     try:
         process.start()
-        process.wait_for_log(r'invalid parameters: parameter voxel_size must be > 0', timeout=60)
+        process.wait_for_log(r'invalid parameters: parameter voxel_size must be in \[0.001, 10\]', timeout=60)
         reconstruct = client.node.create_client(ReconstructScene, '/corrupt/reconstruct_scene')
         client.set_parameters = client.node.create_client(SetParameters, f'/corrupt{PRIVATE}/set_parameters')
         client.wait_for_service(reconstruct, 30, process)
