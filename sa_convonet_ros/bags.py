@@ -29,7 +29,7 @@ from .ros.pointcloud2 import cloud_to_arrays
 
 BAG_EXTENSIONS = (".db3", ".mcap")
 POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
-# What rosbags, its MCAP reader and SQLite raise on a damaged recording.
+# What rosbags, its MCAP reader and SQLite raise on a damaged recording, with messages that say enough.
 _BAG_FAILURES = (AnyReaderError, ReaderError, apsw.Error)
 
 
@@ -67,54 +67,118 @@ def merge_voxel_size(grid_voxel_size: float) -> float:
 
 def pointcloud_topics(path: str | Path) -> dict[str, int]:
     """The recording's PointCloud2 topics and their message counts, sorted by topic."""
-    with _open_bag(path) as reader:
-        return {name: int(info.msgcount) for name, info in sorted(reader.topics.items())
-                if info.msgtype == POINTCLOUD2}
+    with _open_bag(path) as bag:
+        return {name: info.msgcount for name, info in sorted(bag.topics().items()) if info.msgtype == POINTCLOUD2}
 
 
 def read_bag_cloud(path: str | Path, topic: str, *, all_messages: bool = False,
                    merge_voxel: float | None = None) -> BagCloud:
     """The map on `topic`: its last message, or with `all_messages` every message merged, keeping the first
     point of each cube of `merge_voxel` metres (None or 0: every point)."""
-    with _open_bag(path) as reader:
-        connections = _topic_connections(reader, path, topic)
+    with _open_bag(path) as bag:
+        connections = _topic_connections(bag, topic)
         if all_messages:
-            return _merge_messages(reader, connections, path, topic, merge_voxel)
+            return _merge_messages(bag, connections, topic, merge_voxel)
         last = None
-        for connection, stamp, raw in reader.messages(connections=connections):
+        for connection, stamp, raw in bag.messages(connections):
             last = (connection, stamp, raw)  # the reader yields in time order; only the raw bytes are kept
         if last is None:
-            raise BagError(f"{path}: topic {topic} has no messages")
+            raise BagError(f"{bag.path}: topic {topic} has no messages")
         connection, stamp, raw = last
-        arrays = _read_message(reader.deserialize(raw, connection.msgtype), stamp, path=path, topic=topic)
+        arrays = _read_message(bag.deserialize(raw, connection, topic), stamp, path=bag.path, topic=topic)
         cloud = PointCloudData(points=arrays.points, colors=arrays.colors)
         return BagCloud(cloud, topic, arrays.frame_id, 1, arrays.num_removed)
 
 
 @contextlib.contextmanager
 def _open_bag(path: str | Path):
-    """An open AnyReader; rosbags' and SQLite's errors, raised opening or reading, become a BagError."""
+    """An open recording, whose reading errors (and opening ones) are BagErrors naming it."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"bag not found: {path}")
+    if path.is_dir():
+        _check_metadata_text(path)
     # Bags without embedded message definitions (sqlite3 bags before Iron) are read with Humble's types;
     # PointCloud2 has not changed since.
     typestore = get_typestore(Stores.ROS2_HUMBLE)
+    with _failures_named(path):
+        reader = AnyReader([path], default_typestore=typestore)
+        reader.open()
+    with contextlib.closing(reader):
+        yield _Recording(reader, path)
+
+
+def _check_metadata_text(path: Path) -> None:
+    """A recording folder holds metadata.yaml, as UTF-8 text (rosbags' own decoding error would not name the file)."""
+    metadata = path / "metadata.yaml"
+    if not metadata.is_file():
+        raise BagError(f"{path}: not a rosbag2 recording: the folder has no metadata.yaml")
     try:
-        with AnyReader([path], default_typestore=typestore) as reader:
-            yield reader
-    except _BAG_FAILURES as error:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise BagError(f"{path}: cannot read the bag, damaged or truncated? ({detail})") from None
+        metadata.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise BagError(f"{path}: cannot read metadata.yaml ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise BagError(f"{path}: metadata.yaml is not UTF-8 text, damaged? ({error.reason} at byte "
+                       f"{error.start:,})") from None
 
 
-def _topic_connections(reader: AnyReader, path: Path, topic: str) -> list:
-    clouds = {name: info for name, info in reader.topics.items() if info.msgtype == POINTCLOUD2}
+@contextlib.contextmanager
+def _failures_named(path: Path):
+    """Any exception raised meanwhile, as a one-line BagError naming the recording. Around calls into rosbags only:
+    other exceptions than its own escape it from a damaged recording (a UnicodeDecodeError from binary metadata,
+    a KeyError or TypeError from metadata of the wrong shape, a MemoryError from a corrupt length...), while a
+    mistake of this module is not to be taken for a damaged recording."""
+    try:
+        yield
+    except BagError:
+        raise
+    except Exception as error:
+        raise BagError(f"{path}: cannot read the bag, damaged or truncated? ({_describe(error)})") from None
+
+
+def _describe(error: Exception) -> str:
+    """The first line of rosbags' or SQLite's own message; the exception's kind too for others (a bare KeyError
+    says only the key)."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else ""
+    if isinstance(error, _BAG_FAILURES):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class _Recording:
+    """An open AnyReader, each call of which turns the errors of a damaged recording into a BagError naming it."""
+
+    def __init__(self, reader: AnyReader, path: Path) -> None:
+        self.reader, self.path = reader, path
+
+    def topics(self) -> dict:
+        """name -> rosbags' TopicInfo, its message count made an int (metadata may hold anything there)."""
+        with _failures_named(self.path):
+            return {name: info._replace(msgcount=int(info.msgcount)) for name, info in self.reader.topics.items()}
+
+    def messages(self, connections: list):
+        with _failures_named(self.path):
+            yield from self.reader.messages(connections=connections)
+
+    def deserialize(self, raw, connection, topic: str):
+        try:
+            return self.reader.deserialize(raw, connection.msgtype)
+        except KeyError:
+            raise BagError(f"{self.path}: {topic}: the bag holds messages of type {connection.msgtype} but no "
+                           "definition of it") from None
+        except Exception as error:
+            raise BagError(f"{self.path}: {topic}: cannot decode a message, damaged? ({_describe(error)})") from None
+
+
+def _topic_connections(bag: _Recording, topic: str) -> list:
+    topics = bag.topics()
+    clouds = {name: info for name, info in topics.items() if info.msgtype == POINTCLOUD2}
     if not clouds:
-        raise BagError(f"{path}: the bag has no PointCloud2 topic")
+        raise BagError(f"{bag.path}: the bag has no PointCloud2 topic")
     if topic not in clouds:
-        kind = f"is a {reader.topics[topic].msgtype} topic" if topic in reader.topics else "is not in the bag"
-        raise BagError(f"{path}: {topic} {kind}; its PointCloud2 topics: {', '.join(sorted(clouds))}")
+        kind = f"is a {topics[topic].msgtype} topic" if topic in topics else "is not in the bag"
+        raise BagError(f"{bag.path}: {topic} {kind}; its PointCloud2 topics: {', '.join(sorted(clouds))}")
     return clouds[topic].connections
 
 
@@ -123,14 +187,25 @@ def _read_message(message, stamp: int, *, path: Path, topic: str):
         return cloud_to_arrays(message)
     except ValueError as error:
         raise BagError(f"{path}: {topic} message at t={stamp * 1e-9:.3f}s: {error}") from None
+    except (AttributeError, TypeError) as error:  # a message type of that name defined otherwise in the bag
+        raise BagError(f"{path}: {topic} message at t={stamp * 1e-9:.3f}s is no PointCloud2: "
+                       f"{_describe(error)}") from None
 
 
-def _merge_messages(reader: AnyReader, connections: list, path: Path, topic: str,
-                    merge_voxel: float | None) -> BagCloud:
+def _is_empty(message) -> bool:
+    """A message of zero points (an empty keyframe); a malformed one is left to `_read_message` to describe."""
+    try:
+        return int(message.height) * int(message.width) == 0
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def _merge_messages(bag: _Recording, connections: list, topic: str, merge_voxel: float | None) -> BagCloud:
+    path = bag.path
     merged, frames, messages, removed = _VoxelMerge(merge_voxel), set(), 0, 0
-    for connection, stamp, raw in reader.messages(connections=connections):
-        message = reader.deserialize(raw, connection.msgtype)
-        if int(message.height) * int(message.width) == 0:
+    for connection, stamp, raw in bag.messages(connections):
+        message = bag.deserialize(raw, connection, topic)
+        if _is_empty(message):
             continue  # an empty keyframe adds nothing
         arrays = _read_message(message, stamp, path=path, topic=topic)
         frames.add(arrays.frame_id)

@@ -5,15 +5,22 @@ so that callers decide how to treat invalid returns (see ``PointCloudData.finite
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import itertools
 import os
 import tempfile
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import trimesh
+
+from .file_checks import check_npy_size, check_pcd, check_ply, printed_lines
 
 POINT_CLOUD_READ_EXTENSIONS = (".ply", ".pcd", ".xyz", ".txt", ".pts", ".npy", ".npz")
 POINT_CLOUD_WRITE_EXTENSIONS = (".ply", ".pcd", ".npy", ".xyz")
@@ -48,26 +55,30 @@ def read_point_cloud(path: str | Path) -> PointCloudData:
 
     Text files hold ``x y z [r g b]`` per line; colours may be 0-255 or 0-1 (detected from
     their range). .npy holds an (N, 3) or (N, 6) array (xyz + rgb); .npz holds ``points`` and
-    optionally ``colors`` / ``normals``. Raises FileNotFoundError / ValueError naming the file.
+    optionally ``colors`` / ``normals``. Raises FileNotFoundError / ValueError naming the file,
+    also for a file cut short or malformed (checked against its header where the format has one).
     NaN points are kept; use ``PointCloudData.finite_mask()`` to filter them.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"point cloud file not found: {path}")
     ext = path.suffix.lower()
+    if ext not in POINT_CLOUD_READ_EXTENSIONS:
+        raise ValueError(
+            f"{path}: unsupported point cloud extension '{path.suffix}' "
+            f"(supported: {', '.join(POINT_CLOUD_READ_EXTENSIONS)})"
+        )
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes)")
     if ext in (".ply", ".pcd"):
+        (check_ply if ext == ".ply" else check_pcd)(path)
         cloud = _read_with_open3d(path)
     elif ext in _TEXT_EXTENSIONS:
         cloud = _read_text(path)
     elif ext == ".npy":
         cloud = _split_columns(_load_npy(path), path)
-    elif ext == ".npz":
-        cloud = _read_npz(path)
     else:
-        raise ValueError(
-            f"{path}: unsupported point cloud extension '{path.suffix}' "
-            f"(supported: {', '.join(POINT_CLOUD_READ_EXTENSIONS)})"
-        )
+        cloud = _read_npz(path)
     if len(cloud) == 0:
         raise ValueError(f"{path}: the file contains zero points (empty or unreadable)")
     return cloud
@@ -76,7 +87,10 @@ def read_point_cloud(path: str | Path) -> PointCloudData:
 def _read_with_open3d(path: Path) -> PointCloudData:
     import open3d as o3d
 
-    pcd = o3d.io.read_point_cloud(str(path), remove_nan_points=False, remove_infinite_points=False)
+    with printed_lines() as printed:
+        pcd = o3d.io.read_point_cloud(str(path), remove_nan_points=False, remove_infinite_points=False)
+    if printed:  # Open3D and RPly print only when reading fails, and still return what they had read
+        raise ValueError(f"{path}: Open3D cannot read it: {'; '.join(printed)}")
     points = np.asarray(pcd.points, dtype=np.float64).reshape(-1, 3)
     colors = np.asarray(pcd.colors, dtype=np.float32) if pcd.has_colors() else None
     normals = np.asarray(pcd.normals, dtype=np.float64) if pcd.has_normals() else None
@@ -84,13 +98,17 @@ def _read_with_open3d(path: Path) -> PointCloudData:
 
 
 def _read_text(path: Path) -> PointCloudData:
-    skip_rows = _count_header_rows(path)
+    skip_rows, declared = _text_header(path)
     try:
         with warnings.catch_warnings():  # an empty file is reported below as "zero points"
             warnings.simplefilter("ignore", UserWarning)
             table = np.loadtxt(path, comments="#", ndmin=2, skiprows=skip_rows, dtype=np.float64)
     except ValueError as error:
-        raise ValueError(f"{path}: not a numeric 'x y z [r g b]' table ({error})") from None
+        problem = _short_last_line(path, skip_rows) or f"not a numeric 'x y z [r g b]' table ({error})"
+        raise ValueError(f"{path}: {problem}") from None
+    if declared is not None and declared > len(table):
+        raise ValueError(f"{path}: truncated: its first line declares {declared:,} points but {len(table):,} "
+                         "rows follow it")
     if table.size == 0:
         return PointCloudData(points=np.zeros((0, 3)))
     if table.shape[1] < 3:
@@ -101,31 +119,58 @@ def _read_text(path: Path) -> PointCloudData:
     return _split_columns(table[:, :6] if has_colors else table[:, :3], path)
 
 
-def _count_header_rows(path: Path) -> int:
-    """1 when the first data line holds a single number (the point count of some .pts files)."""
+def _text_header(path: Path) -> tuple[int, int | None]:
+    """(rows to skip, points declared): 1 row and its count when the first data line holds a single number (the
+    point count of some .pts files), else (0, None)."""
     with path.open("r", errors="replace") as stream:
         for index, line in enumerate(stream):
             fields = line.split("#", 1)[0].split()
+            if len(fields) == 1:
+                return index + 1, int(fields[0]) if fields[0].isdigit() else None
             if fields:
-                return index + 1 if len(fields) == 1 else 0
-    return 0
+                return 0, None
+    return 0, None
+
+
+def _short_last_line(path: Path, skip_rows: int) -> str | None:
+    """'truncated: ...' when the last data line holds fewer values than the first, as a file cut short does."""
+    first = last = None
+    with path.open("r", errors="replace") as stream:
+        for line in itertools.islice(stream, skip_rows, None):
+            fields = line.split("#", 1)[0].split()
+            if fields:
+                first, last = first or fields, fields
+    if first is not None and len(last) < len(first):
+        return f"truncated: its last line holds {len(last)} values, its first {len(first)}"
+    return None
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    check_npy_size(path)
     try:
         array = np.load(path, allow_pickle=False)
-    except ValueError as error:
+    except (ValueError, EOFError) as error:
         raise ValueError(f"{path}: cannot read .npy array ({error})") from None
     return _numeric_array(array, path, "array")
 
 
+# What numpy and zipfile raise on a cut or damaged archive.
+_NPZ_FAILURES = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError)
+
+
 def _read_npz(path: Path) -> PointCloudData:
-    with np.load(path, allow_pickle=False) as archive:
+    with path.open("rb") as stream:
+        if stream.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
+            raise ValueError(f"{path}: not an .npz archive (it does not start like a zip file)")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except _NPZ_FAILURES as error:
+        raise ValueError(f"{path}: truncated or damaged .npz archive ({error})") from None
+    with archive:
         if "points" not in archive:
             raise ValueError(f"{path}: .npz has no 'points' array (keys: {', '.join(archive.files)})")
-        points = _numeric_array(archive["points"], path, "'points'")
-        colors = _numeric_array(archive["colors"], path, "'colors'") if "colors" in archive else None
-        normals = _numeric_array(archive["normals"], path, "'normals'") if "normals" in archive else None
+        points, colors, normals = (_npz_array(archive, name, path) if name in archive else None
+                                   for name in ("points", "colors", "normals"))
     _check_columns(points, 3, path, "'points'")
     for name, extra in (("'colors'", colors), ("'normals'", normals)):
         if extra is not None and extra.shape != points.shape:
@@ -135,6 +180,14 @@ def _read_npz(path: Path) -> PointCloudData:
         colors=None if colors is None else _normalise_colors(colors),
         normals=None if normals is None else normals.astype(np.float64),
     )
+
+
+def _npz_array(archive, name: str, path: Path) -> np.ndarray:
+    try:
+        array = archive[name]
+    except _NPZ_FAILURES as error:
+        raise ValueError(f"{path}: cannot read '{name}' from the .npz archive, damaged? ({error})") from None
+    return _numeric_array(array, path, f"'{name}'")
 
 
 def _numeric_array(array: np.ndarray, path: Path, what: str) -> np.ndarray:
@@ -205,7 +258,7 @@ def check_mesh_path(path: str | Path, max_abs_coordinate: float = 0.0) -> Path:
     saying "could not write <path>: ..." otherwise."""
     path = check_output_file(path)
     if path.suffix.lower() not in MESH_WRITE_EXTENSIONS:
-        raise ValueError(f"could not write {path}: unsupported mesh extension '{path.suffix}' "
+        raise ValueError(f"could not write {shown_path(path)}: unsupported mesh extension '{path.suffix}' "
                          f"(supported: {', '.join(MESH_WRITE_EXTENSIONS)})")
     if path.suffix.lower() == ".stl" and max_abs_coordinate > FLOAT32_SAFE_RANGE:
         _check_float32_range(np.array([[max_abs_coordinate, 0.0, 0.0]]), path)
@@ -213,12 +266,14 @@ def check_mesh_path(path: str | Path, max_abs_coordinate: float = 0.0) -> Path:
 
 
 def check_output_file(path: str | Path) -> Path:
-    """The path of a file to write, checked before any work: not a directory (nor a name ending in a
-    slash, which Path would drop) and a place where a file can be created; ValueError otherwise."""
+    """The path of a file to write, checked before any work: no control character in it, not a directory (nor a
+    name ending in a slash, which Path would drop) and a place where a file can be created; ValueError otherwise."""
     text = str(path)
+    refuse_control_characters(text)
     path = Path(path).expanduser()
-    if text.endswith(("/", os.sep)) or path.is_dir():
-        raise ValueError(f"could not write {text}: it names a directory; give a file name")
+    with _os_errors_refusing(text):
+        if text.endswith(("/", os.sep)) or path.is_dir():
+            raise ValueError(f"could not write {shown_path(text)}: it names a directory; give a file name")
     check_writable(path)
     return path
 
@@ -226,29 +281,89 @@ def check_output_file(path: str | Path) -> Path:
 def check_writable(path: Path) -> None:
     """ValueError ("could not write ...") unless a file can be created at `path` (its missing parent
     folders included). Probes with a temporary file in the nearest existing folder, since permission
-    bits say nothing for root and nothing about read-only or special file systems."""
+    bits say nothing for root and nothing about read-only or special file systems. A name the system
+    refuses (too long, say) or one holding a control character is refused too."""
+    refuse_control_characters(str(path))
     path = Path(path).absolute()
-    if path.exists():
-        if not path.is_file() or not os.access(path, os.W_OK):
-            raise ValueError(f"could not write {path}: it exists and is not a writable file")
-        return
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ValueError(f"could not write {path}: {folder} is a file, not a folder")
+    with _os_errors_refusing(path):
+        if _exists(path):
+            if not path.is_file() or not os.access(path, os.W_OK):
+                raise ValueError(f"could not write {shown_path(path)}: it exists and is not a writable file")
+            return
+        folder = path.parent
+        while not _exists(folder):
+            folder = folder.parent
+        if not folder.is_dir():
+            raise ValueError(f"could not write {shown_path(path)}: {shown_path(folder)} is a file, not a folder")
+        _check_name_lengths(path, folder)
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise ValueError(f"could not write {shown_path(path)}: {error.strerror or error} in {shown_path(folder)}") \
+                from None
+
+
+@contextlib.contextmanager
+def _os_errors_refusing(path: str | Path) -> Iterator[None]:
+    """An OSError meanwhile (a name too long, a loop of links...) as ValueError("could not write <path>: ...")."""
     try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        yield
     except OSError as error:
-        raise ValueError(f"could not write {path}: {error.strerror or error} in {folder}") from None
+        raise ValueError(f"could not write {shown_path(path)}: {error.strerror or error}") from None
+
+
+def _exists(path: Path) -> bool:
+    """Path.exists, except that an error about the name itself (too long, say) is raised, not taken for absence."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
+def _check_name_lengths(path: Path, folder: Path) -> None:
+    """The names of `path` below `folder` (its nearest existing folder), each within the file system's limit: the
+    system says "too long" only for names it looks up, and it looks no further than the first missing folder."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    for name in path.relative_to(folder).parts:
+        if len(os.fsencode(name)) > limit:
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+
+
+_CONTROL_NAMES = {"\n": "newline", "\r": "carriage return", "\t": "tab", "\0": "NUL", "\x1b": "escape",
+                  "\x7f": "DEL"}
+
+
+def _is_control(char: str) -> bool:
+    return ord(char) < 0x20 or char == "\x7f"
+
+
+def refuse_control_characters(text: str) -> None:
+    """Control characters (C0 and DEL) in a name to write are refused: they are almost always a mistake of quoting,
+    and they garble every listing and message that shows the name."""
+    control = next((char for char in text if _is_control(char)), None)
+    if control is not None:
+        name = _CONTROL_NAMES.get(control, f"U+{ord(control):04X}")
+        raise ValueError(f"could not write {shown_path(text)}: the name holds a control character ({name})")
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as it goes into a one-line message: control characters escaped, an absurdly long path cut to its
+    first 80 characters and its length."""
+    text = str(path)
+    shown = "".join(repr(char)[1:-1] if _is_control(char) else char for char in text)
+    return shown if len(text) <= 255 else f"{shown[:80]}... ({len(text):,} characters)"
 
 
 def _check_float32_range(vertices: np.ndarray, path: Path) -> None:
     largest = float(np.abs(vertices).max()) if vertices.size else 0.0
     if largest > FLOAT32_SAFE_RANGE:
         spacing = float(np.spacing(np.float32(largest)))
-        raise ValueError(f"could not write {path}: STL stores float32 vertices, which {largest:.0f} m from "
+        raise ValueError(f"could not write {shown_path(path)}: STL stores float32 vertices, which {largest:.0f} m from "
                          f"the origin lie on a {100 * spacing:.2g} cm grid; write .ply, .glb, .obj or .off")
 
 

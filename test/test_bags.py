@@ -1,5 +1,6 @@
 """rosbag2 input: recordings written with `rosbags` (sqlite3 and MCAP) read back, through `bags` and the CLI."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -169,24 +170,46 @@ def bad_bags(folder, storage: str) -> dict:
     broken = cloud_message(xyz_records(points))
     broken.point_step = 4  # smaller than its fields
     write_bag(folder / "malformed", storage, {"/map_cloud": [broken]})
+    write_bag(folder / "binary_metadata", storage, {"/map_cloud": [cloud_message(xyz_records(points))]})
+    (folder / "binary_metadata" / "metadata.yaml").write_bytes(b"\xa8" + np.random.default_rng(0).bytes(300))
+    write_bag(folder / "listed_metadata", storage, {"/map_cloud": [cloud_message(xyz_records(points))]})
+    (folder / "listed_metadata" / "metadata.yaml").write_text("- a list\n- not the bag's information\n")
+    (folder / "not_a_bag").mkdir()
     return {"no PointCloud2 topic": (folder / "no_clouds", "/map_cloud", "has no PointCloud2 topic"),
             "empty topic": (folder / "empty", "/map_cloud", "topic /map_cloud has no messages"),
             "missing topic": (folder / "clouds", "/scan", "/scan is not in the bag; its PointCloud2 topics: "
                                                           "/map_cloud"),
             "other type": (folder / "clouds", "/notes", "/notes is a std_msgs/msg/String topic"),
             "truncated": (folder / "truncated", "/map_cloud", "cannot read the bag, damaged or truncated?"),
-            "malformed message": (folder / "malformed", "/map_cloud", "point_step 4 is smaller")}
+            "malformed message": (folder / "malformed", "/map_cloud", "point_step 4 is smaller"),
+            "binary metadata": (folder / "binary_metadata", "/map_cloud", "metadata.yaml is not UTF-8 text, damaged? "
+                                                                          "(invalid start byte at byte 0)"),
+            "metadata of another shape": (folder / "listed_metadata", "/map_cloud",
+                                          "cannot read the bag, damaged or truncated? (Invalid bag metadata"),
+            "folder without metadata": (folder / "not_a_bag", "/map_cloud", "not a rosbag2 recording: the folder has "
+                                                                            "no metadata.yaml")}
 
 
 @pytest.mark.parametrize("storage", STORAGES)
 def test_a_bad_bag_gets_a_one_line_error_and_exit_code_2(tmp_path, storage, capsys):
     for name, (path, topic, says) in bad_bags(tmp_path, storage).items():
-        with pytest.raises(BagError, match=says.replace("?", r"\?")):
+        with pytest.raises(BagError, match=re.escape(says)):
             read_bag_cloud(path, topic)
         assert main(["reconstruct", str(path), "--topic", topic, "-o", str(tmp_path / "x.ply"), "-q"]) == 2, name
         error = capsys.readouterr().err
         assert error.startswith("sa-convonet: error: ") and says in error and error.count("\n") == 1, (name, error)
-        assert "Traceback" not in error
+        assert f"error: {path}: " in error and "Traceback" not in error
+
+
+def test_listing_the_topics_of_a_bag_with_metadata_of_the_wrong_types_names_the_bag(tmp_path, capsys):
+    write_bag(tmp_path / "bag", "mcap", {"/map_cloud": [cloud_message(xyz_records(sample(10)[0]))]})
+    metadata = tmp_path / "bag" / "metadata.yaml"
+    metadata.write_text(metadata.read_text().replace("message_count: 1", "message_count: many"))
+    with pytest.raises(BagError, match=r"bag: cannot read the bag, damaged or truncated\? \(TypeError: "):
+        pointcloud_topics(tmp_path / "bag")
+    assert main(["reconstruct", str(tmp_path / "bag"), "-o", str(tmp_path / "x.ply")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and f"error: {tmp_path / 'bag'}: cannot read the bag" in err, err
 
 
 def test_without_a_topic_the_cli_lists_the_cloud_topics_and_stops(tmp_path, capsys):

@@ -80,7 +80,11 @@ def test_any_setting_can_be_given_and_a_bad_one_is_named_by_its_flag(files, caps
                           "--trim-distance", "0", "--no-color-from-input"]) == 0
     assert json.loads(capsys.readouterr().out)["iterations"] == 1
     assert main(common + ["--voxel-size", "-1"]) == 2
-    assert "--voxel-size must be > 0, got -1.0" in capsys.readouterr().err
+    assert "--voxel-size must be in [0.001, 10], got -1.0" in capsys.readouterr().err
+    assert main(common + ["--voxel-size", "0.002"]) == 2  # a 1.2 m window of 600^3 grid points
+    assert "--voxel-size must be at least --window-size / 256" in capsys.readouterr().err
+    assert main(common + ["--iterations", "4000000000"]) == 2  # bounded like the node's requests
+    assert "--iterations must be in [0, 1,000,000], got 4000000000" in capsys.readouterr().err
     assert main(common + ["--margin", "2.0"]) == 2
     assert "--margin must be smaller than --window-size, got 2.0" in capsys.readouterr().err
 
@@ -132,3 +136,64 @@ def test_ray_flag_takes_an_optional_address():
 
     assert parsed("--ray").ray_address == "local" and parsed().ray_address is None
     assert parsed("--ray", "head:6379", "--ray-workers", "4").ray_address == "head:6379"
+
+
+def _damaged_inputs(folder) -> dict:
+    """name -> a damaged input file, made from the good cloud `corner.ply` (a binary PLY)."""
+    whole = (folder / "corner.ply").read_bytes()
+    np.save(folder / "corner.npy", np.zeros((100, 3)))
+    pcd = ("VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 10\nHEIGHT 1\nPOINTS 10\n"
+           "DATA ascii\n" + "0 0 0\n" * 4)
+    damaged = {"half.ply": whole[:len(whole) // 2], "short.ply": whole[:-7], "garbage.ply": bytes(range(256)) * 4,
+               "short.npy": (folder / "corner.npy").read_bytes()[:-7], "more_points.pcd": pcd.encode()}
+    for name, content in damaged.items():
+        (folder / name).write_bytes(content)
+    return {name: folder / name for name in damaged}
+
+
+def _assert_one_error_line(out: str, err: str, naming: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("sa-convonet: error: ") and naming in lines[0], err
+    assert out == "" and "RPly" not in err and "Open3D" not in err, (out, err)
+
+
+@pytest.mark.parametrize("name, says", [("half.ply", "truncated"), ("short.ply", "truncated"),
+                                        ("garbage.ply", "not a PLY file"), ("short.npy", "truncated"),
+                                        ("more_points.pcd", "truncated")])
+def test_a_damaged_input_is_one_error_line_with_nothing_from_open3d(files, capfd, name, says):
+    folder, _, model, _ = files
+    path = _damaged_inputs(folder)[name]
+    assert main(["reconstruct", str(path), "-o", str(folder / "damaged.ply"), "--checkpoint", str(model), "-q"]) == 2
+    _assert_one_error_line(*capfd.readouterr(), naming=f"{path}: {says}")
+    assert not (folder / "damaged.ply").exists()
+
+
+def test_the_command_refuses_damaged_inputs_in_one_line_and_exit_code_2(files):
+    """As a process of its own, as a user runs it: what Open3D and RPly would print goes nowhere."""
+    import subprocess
+    from pathlib import Path
+
+    folder = files[0]
+    inputs = _damaged_inputs(folder)
+    runs = {name: subprocess.Popen([sys.executable, "-m", "sa_convonet_ros.cli", "reconstruct", str(inputs[name]),
+                                    "-o", str(folder / f"from_{name}.ply")], cwd=Path(__file__).resolve().parents[1],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for name in ("half.ply", "garbage.ply")}
+    for name, run in runs.items():
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 2, (name, err)
+        _assert_one_error_line(out, err, naming=str(inputs[name]))
+
+
+@pytest.mark.parametrize("name, says", [
+    ("m" * 300 + ".ply", "File name too long"),
+    ("mesh\nname.ply", "the name holds a control character (newline)"),
+    ("mesh\tname.ply", "the name holds a control character (tab)"),
+])
+def test_an_output_name_the_system_or_a_terminal_would_garble_fails_before_the_reconstruction(files, capsys, name,
+                                                                                             says):
+    folder, cloud, model, _ = files
+    assert main(["reconstruct", str(cloud), "-o", str(folder / name), "--checkpoint", str(model), "-q"]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("sa-convonet: error: could not write ") and err.count("\n") == 1 and says in err, err
+    assert out == "" and len(err) < 200

@@ -1,10 +1,19 @@
 """Round trips and error messages of point-cloud / mesh file I/O."""
+import re
+
 import numpy as np
 import open3d as o3d
 import pytest
 import trimesh
 
-from sa_convonet_ros.io import PointCloudData, check_mesh_path, read_point_cloud, write_mesh, write_point_cloud
+from sa_convonet_ros.io import (
+    PointCloudData,
+    check_mesh_path,
+    check_output_file,
+    read_point_cloud,
+    write_mesh,
+    write_point_cloud,
+)
 
 
 @pytest.fixture
@@ -218,3 +227,176 @@ def test_ply_written_in_chunks_is_the_mesh_whatever_the_chunk(kind):
     np.testing.assert_array_equal(loaded.faces, mesh.faces)
     if kind == "vertex":
         np.testing.assert_array_equal(loaded.visual.vertex_colors, mesh.visual.vertex_colors)
+
+
+def _ply(kind: str) -> bytes:
+    """A small PLY: 'binary cloud', 'ascii cloud' (200 coloured points) or 'binary mesh', 'ascii mesh' (a sphere's
+    42 vertices and 80 triangles, which come after them)."""
+    encoding, shape = kind.split()
+    if shape == "mesh":
+        return trimesh.exchange.ply.export_ply(trimesh.creation.icosphere(subdivisions=1), encoding=encoding)
+    rng = np.random.default_rng(1)
+    cloud = trimesh.PointCloud(rng.uniform(-1, 1, (200, 3)), colors=rng.integers(0, 256, (200, 4), dtype=np.uint8))
+    return trimesh.exchange.ply.export_ply(cloud, encoding=encoding)
+
+
+PLY_KINDS = ["binary cloud", "ascii cloud", "binary mesh", "ascii mesh"]
+
+
+@pytest.mark.parametrize("kind", PLY_KINDS)
+@pytest.mark.parametrize("cut", ["half", "7 bytes"])
+def test_a_ply_cut_short_is_refused_as_truncated(tmp_path, capfd, kind, cut):
+    whole = _ply(kind)
+    (tmp_path / "whole.ply").write_bytes(whole)
+    assert len(read_point_cloud(tmp_path / "whole.ply")) in (42, 200)
+    (tmp_path / "cut.ply").write_bytes(whole[:len(whole) // 2] if cut == "half" else whole[:-7])
+    with pytest.raises(ValueError, match=r"cut\.ply: truncated"):
+        read_point_cloud(tmp_path / "cut.ply")
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_binary_ply_short_of_its_vertices_says_how_short(tmp_path):
+    whole = _ply("binary cloud")  # 200 vertices of 3 floats and 4 bytes
+    (tmp_path / "cloud.ply").write_bytes(whole[:len(whole) - 100 * 16])
+    with pytest.raises(ValueError, match=r"cloud\.ply: truncated: the header declares 200 vertices of 16 bytes "
+                                         r"\(3,200 bytes\) but 1,600 bytes follow the header"):
+        read_point_cloud(tmp_path / "cloud.ply")
+
+
+def test_plys_with_faces_of_mixed_lengths_none_or_trailing_bytes_are_read(tmp_path):
+    header = ("ply\nformat binary_big_endian 1.0\nelement vertex 7\nproperty double x\nproperty double y\n"
+              "property double z\nelement face 2\nproperty list uchar int vertex_indices\nend_header\n").encode()
+    vertices = np.arange(21, dtype=">f8").tobytes()
+    faces = bytes([4]) + np.array([0, 1, 2, 3], ">i4").tobytes() + bytes([3]) + np.array([4, 5, 6], ">i4").tobytes()
+    (tmp_path / "mixed.ply").write_bytes(header + vertices + faces + b"trailing bytes")
+    np.testing.assert_array_equal(read_point_cloud(tmp_path / "mixed.ply").points, np.arange(21).reshape(7, 3))
+    (tmp_path / "short.ply").write_bytes(header + vertices + faces[:-1])
+    with pytest.raises(ValueError, match=r"short\.ply: truncated: the 2 faces the header declares run past the end"):
+        read_point_cloud(tmp_path / "short.ply")
+    (tmp_path / "no_faces.ply").write_bytes(header.replace(b"face 2", b"face 0") + vertices)
+    assert len(read_point_cloud(tmp_path / "no_faces.ply")) == 7
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"\x8f\x02garbage\x00" * 20, "not a PLY file"),
+    (b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\n", "malformed PLY header: no end_header line"),
+    (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n1\n",
+     "no vertex element with x, y and z"),
+    (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\n"
+     b"propert float w\nend_header\n1 2 3\n", "malformed PLY header: line 7 is 'propert float w'"),
+    (b"ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\nproperty float z\nend_header\n",
+     "zero points"),
+], ids=["garbage", "no end_header", "no y and z", "misspelt line", "no vertices"])
+def test_a_malformed_ply_is_refused_without_open3d_printing(tmp_path, capfd, content, says):
+    (tmp_path / "bad.ply").write_bytes(content)
+    with pytest.raises(ValueError, match=r"bad\.ply: ") as error:
+        read_point_cloud(tmp_path / "bad.ply")
+    assert says in str(error.value)
+    assert capfd.readouterr() == ("", "")
+
+
+def _pcd(tmp_path, data: str) -> bytes:
+    rng = np.random.default_rng(2)
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(rng.uniform(-1, 1, (200, 3))))
+    o3d.io.write_point_cloud(str(tmp_path / "written.pcd"), cloud, write_ascii=data == "ascii",
+                             compressed=data == "binary_compressed")
+    return (tmp_path / "written.pcd").read_bytes()
+
+
+@pytest.mark.parametrize("data, says", [
+    ("ascii", "truncated: the header declares 300 points but 200 lines of 3 values follow it"),
+    ("binary", r"truncated: the header declares 300 points of 12 bytes \(3,600 bytes\) but 2,400 bytes follow it"),
+    ("binary_compressed", "malformed: its compressed data unpacks to 2,400 bytes, less than the 300 points"),
+])
+def test_a_pcd_declaring_more_points_than_it_holds_is_refused(tmp_path, capfd, data, says):
+    whole = _pcd(tmp_path, data)
+    assert len(read_point_cloud(tmp_path / "written.pcd")) == 200
+    (tmp_path / "more.pcd").write_bytes(whole.replace(b"WIDTH 200", b"WIDTH 300").replace(b"POINTS 200", b"POINTS 300"))
+    with pytest.raises(ValueError, match=rf"more\.pcd: {says}"):
+        read_point_cloud(tmp_path / "more.pcd")
+    (tmp_path / "cut.pcd").write_bytes(whole[:-7] if data != "ascii" else whole[:len(whole) // 2])
+    with pytest.raises(ValueError, match=r"cut\.pcd: truncated"):
+        read_point_cloud(tmp_path / "cut.pcd")
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_pcd_open3d_would_read_as_zeros_or_cannot_unpack_is_refused(tmp_path, capfd):
+    header = ("VERSION 0.7\nFIELDS x y z\nSIZE 8 8 8\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 2\nHEIGHT 1\nPOINTS 2\n"
+              "DATA binary\n")
+    (tmp_path / "doubles.pcd").write_bytes(header.encode() + np.ones((2, 3)).tobytes())
+    with pytest.raises(ValueError, match=r"doubles\.pcd: field x is of TYPE F SIZE 8, which Open3D's PCD reader "
+                                         r"reads as 0"):
+        read_point_cloud(tmp_path / "doubles.pcd")
+    whole = _pcd(tmp_path, "binary_compressed")
+    start = whole.index(b"DATA binary_compressed\n") + len(b"DATA binary_compressed\n") + 8
+    scrambled = whole[:start] + bytes(byte ^ 0x5A for byte in whole[start:])
+    (tmp_path / "scrambled.pcd").write_bytes(scrambled)
+    with pytest.raises(ValueError, match=r"scrambled\.pcd: Open3D cannot read it: .*Uncompression failed"):
+        read_point_cloud(tmp_path / "scrambled.pcd")
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_truncated_or_foreign_npy_is_refused(tmp_path, cloud):
+    np.save(tmp_path / "whole.npy", cloud[0])
+    whole = (tmp_path / "whole.npy").read_bytes()
+    for name, content in (("half.npy", whole[:len(whole) // 2]), ("short.npy", whole[:-7])):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=rf"{name}: truncated: the header declares a \(200, 3\) float64 array "
+                                             r"\(4,800 bytes\)"):
+            read_point_cloud(tmp_path / name)
+    (tmp_path / "foreign.npy").write_bytes(b"\x80\x04garbage" * 10)
+    with pytest.raises(ValueError, match=r"foreign\.npy: not a \.npy array"):
+        read_point_cloud(tmp_path / "foreign.npy")
+
+
+def test_a_truncated_or_foreign_npz_is_refused(tmp_path, cloud):
+    np.savez_compressed(tmp_path / "whole.npz", points=cloud[0])
+    whole = (tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "short.npz").write_bytes(whole[:-7])
+    with pytest.raises(ValueError, match=r"short\.npz: truncated or damaged \.npz archive"):
+        read_point_cloud(tmp_path / "short.npz")
+    (tmp_path / "foreign.npz").write_bytes(b"\x80\x04garbage" * 10)
+    with pytest.raises(ValueError, match=r"foreign\.npz: not an \.npz archive"):
+        read_point_cloud(tmp_path / "foreign.npz")
+
+
+def test_a_text_cloud_cut_mid_line_or_short_of_its_count_is_refused(tmp_path):
+    (tmp_path / "cut.xyz").write_text("0 0 0 255 0 0\n1 1 1 0 255 0\n2 2 2 0 0")
+    with pytest.raises(ValueError, match=r"cut\.xyz: truncated: its last line holds 5 values, its first 6"):
+        read_point_cloud(tmp_path / "cut.xyz")
+    (tmp_path / "short.pts").write_text("5\n0 0 0\n1 1 1\n")
+    with pytest.raises(ValueError, match=r"short\.pts: truncated: its first line declares 5 points but 2 rows"):
+        read_point_cloud(tmp_path / "short.pts")
+
+
+@pytest.mark.parametrize("extension", [".ply", ".pcd", ".xyz", ".npy", ".npz"])
+def test_an_empty_file_is_refused(tmp_path, extension):
+    (tmp_path / f"empty{extension}").write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"empty\{extension}: the file is empty \(0 bytes\)"):
+        read_point_cloud(tmp_path / f"empty{extension}")
+
+
+@pytest.mark.parametrize("name", [
+    "a" * 300 + ".ply",  # a file name over the 255 bytes of a name
+    "/".join(["b" * 100] * 50) + ".ply",  # a path over the 4,096 bytes of a path
+    "missing/" + "c" * 300 + "/mesh.ply",  # a name too long below a folder still to be made
+], ids=["long name", "long path", "long name of a folder to make"])
+def test_names_and_paths_the_system_refuses_are_reported_not_raised(tmp_path, name):
+    given = str(tmp_path / name)
+    for check in (check_mesh_path, check_output_file):
+        with pytest.raises(ValueError, match=r"could not write .*\.\.\. \([0-9,]+ characters\): File name too long") \
+                as error:
+            check(given)
+        assert len(str(error.value)) < 160 and f"({len(given):,} characters)" in str(error.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("character, name", [("\n", "newline"), ("\t", "tab"), ("\r", "carriage return"),
+                                             ("\0", "NUL"), ("\x1b", "escape"), ("\x7f", "DEL"), ("\x01", "U+0001")])
+def test_control_characters_in_an_output_path_are_refused(tmp_path, character, name):
+    given = str(tmp_path / f"mesh{character}name.ply")
+    for check in (check_mesh_path, check_output_file):
+        with pytest.raises(ValueError, match=rf"could not write .*mesh.*name\.ply: the name holds a control "
+                                             rf"character \({re.escape(name)}\)") as error:
+            check(given)
+        assert "\n" not in str(error.value) and character not in str(error.value)
