@@ -5,7 +5,7 @@
     ros2 launch sa_convonet_ros reconstruct.launch.py params_file:=/path/to/my_params.yaml
 
 Then call the service, e.g.
-    ros2 service call /reconstruct_scene sa_convonet_ros/srv/ReconstructScene "{iterations: -1}"
+    ros2 service call /reconstruct_scene sa_convonet_ros/srv/ReconstructScene "{omit_mesh: true}"
 and show /sa_convonet_reconstruction/mesh_markers (MarkerArray, durability Transient Local) in RViz.
 """
 from launch import LaunchDescription

@@ -5,6 +5,7 @@
     sa-convonet reconstruct BAG --topic TOPIC [--all-messages [--merge-voxel M]] -o MESH ...
     sa-convonet reconstruct INPUT -o MESH --ray [ADDRESS] [--ray-workers N] [--ray-threads T] ...
     sa-convonet evaluate MESH GT [--tau 0.02 0.05] [--input CLOUD]
+    sa-convonet preview MESH_OR_CLOUD -o PREVIEW.png [--view iso|front|back|left|right|top]
 
 Every setting of the reconstruction has a flag (`sa-convonet reconstruct --help` lists them).
 """
@@ -155,7 +156,28 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_preview(args) -> int:
+    from .io import PointCloudData, check_output_file, read_mesh_or_cloud
+    from .preview import PREVIEW_SIZE, render_mesh_png, render_side_by_side
+
+    check_output_file(args.output)
+    item = read_mesh_or_cloud(args.input)
+    title = args.input.name
+    if isinstance(item, PointCloudData):
+        finite = item.finite_mask()
+        cloud = PointCloudData(item.points[finite], None if item.colors is None else item.colors[finite])
+        render_side_by_side([(title, cloud)], args.output, panel_size=PREVIEW_SIZE, view=args.view)
+    else:
+        render_mesh_png(item, args.output, size=PREVIEW_SIZE, view=args.view, title=title)
+    kind = "points" if isinstance(item, PointCloudData) else "faces"
+    count = len(item) if isinstance(item, PointCloudData) else len(item.faces)
+    print(f"preview: {args.output} ({count} {kind}, view {args.view})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .preview import VIEWS
+
     parser = argparse.ArgumentParser(prog="sa-convonet", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -193,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the input cloud: completeness is then measured on the ground truth it saw")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(run=cmd_evaluate)
+
+    pv = commands.add_parser("preview", help="render a mesh or a point-cloud file to a PNG, as --png does")
+    pv.add_argument("input", type=Path, help="mesh (.ply/.obj/.off/.stl/.glb) or point cloud (.ply/.pcd/.xyz/.npy...)")
+    pv.add_argument("-o", "--output", required=True, help="PNG file to write")
+    pv.add_argument("--view", default="iso", choices=tuple(VIEWS), help="camera direction (default: iso, as --png)")
+    pv.set_defaults(run=cmd_preview)
     return parser
 
 

@@ -219,6 +219,36 @@ def _normalise_colors(colors: np.ndarray) -> np.ndarray:
     return np.clip(colors, 0.0, 1.0).astype(np.float32)
 
 
+def read_mesh(path: str | Path) -> trimesh.Trimesh:
+    """Load a mesh file as one Trimesh (scenes are concatenated); a file without faces gives an
+    empty mesh rather than an error so that failed reconstructions can still be scored."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mesh file not found: {path}")
+    try:
+        loaded = trimesh.load(path, force="mesh", process=False)
+    except Exception as error:  # trimesh's loaders raise many types, without the file's name
+        raise ValueError(f"{path}: cannot read the mesh ({type(error).__name__}: {error})") from None
+    if isinstance(loaded, trimesh.Trimesh):
+        return loaded
+    return trimesh.Trimesh()  # e.g. a PLY holding only vertices
+
+MESH_READ_EXTENSIONS = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")
+
+
+def read_mesh_or_cloud(path: str | Path) -> trimesh.Trimesh | PointCloudData:
+    """What a file holds: a mesh when it has faces, else its points (a PLY of vertices only, PCD, XYZ, NPY...);
+    FileNotFoundError / ValueError naming the file otherwise."""
+    path = Path(path)
+    if path.suffix.lower() in MESH_READ_EXTENSIONS:
+        mesh = read_mesh(path)
+        if len(mesh.faces):
+            return mesh
+        if path.suffix.lower() not in POINT_CLOUD_READ_EXTENSIONS:
+            raise ValueError(f"{path}: the mesh has no faces")
+    return read_point_cloud(path)
+
+
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------

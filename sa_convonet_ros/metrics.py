@@ -151,35 +151,18 @@ def evaluate_mesh(pred: trimesh.Trimesh, gt_points: np.ndarray, gt_normals: np.n
     return metrics
 
 
-def load_mesh(path: str | Path) -> trimesh.Trimesh:
-    """Load a mesh file as one Trimesh (scenes are concatenated); a file without faces gives an
-    empty mesh rather than an error so that failed reconstructions can still be scored."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"mesh file not found: {path}")
-    try:
-        loaded = trimesh.load(path, force="mesh", process=False)
-    except Exception as error:  # trimesh's loaders raise many types, without the file's name
-        raise ValueError(f"{path}: cannot read the mesh ({type(error).__name__}: {error})") from None
-    if isinstance(loaded, trimesh.Trimesh):
-        return loaded
-    return trimesh.Trimesh()  # e.g. a PLY holding only vertices
-
-
 def load_ground_truth(path: str | Path, n_samples: int = 200_000,
                       seed: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
     """Ground-truth surface points and normals from a mesh file (sampled) or a point cloud with
     normals (.ply with vertex normals, .npz with 'points' and 'normals'; normals may be absent)."""
-    from .io import read_point_cloud
+    from .io import read_mesh_or_cloud
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ground-truth file not found: {path}")
-    if path.suffix.lower() in (".ply", ".obj", ".off", ".stl", ".glb", ".gltf"):
-        mesh = load_mesh(path)
-        if len(mesh.faces) > 0:
-            return sample_mesh(mesh, n_samples, seed)
-    cloud = read_point_cloud(path)
+    cloud = read_mesh_or_cloud(path)
+    if isinstance(cloud, trimesh.Trimesh):
+        return sample_mesh(cloud, n_samples, seed)
     finite = cloud.finite_mask()
     normals = None if cloud.normals is None else cloud.normals[finite]
     return cloud.points[finite], normals
@@ -191,11 +174,11 @@ def evaluate_mesh_files(mesh_path: str | Path, gt_path: str | Path, taus: Sequen
     """``evaluate_mesh`` on files. ``gt_path``: a mesh (sampled with ``n_samples`` points) or a point
     cloud with normals. With ``input_path`` (the scan fed to the reconstruction), completeness and
     recall are measured only on GT within ``visibility_radius`` of the scan."""
-    from .io import read_point_cloud
+    from .io import read_mesh, read_point_cloud
 
     gt_points, gt_normals = load_ground_truth(gt_path, n_samples, seed + 1)
     mask = None
     if input_path is not None:
         scan = read_point_cloud(input_path)
         mask = visible_mask(gt_points, scan.points, visibility_radius)
-    return evaluate_mesh(load_mesh(mesh_path), gt_points, gt_normals, taus, n_samples, seed, mask)
+    return evaluate_mesh(read_mesh(mesh_path), gt_points, gt_normals, taus, n_samples, seed, mask)

@@ -77,6 +77,7 @@ class RunStats:
     noise: float = float("nan")  # metres, the map's measured noise (nan: not measured)
     window_size: float = float("nan")  # metres, the edge of the windows' cores as run (after the window scale)
     voxel_size: float = float("nan")  # metres, the mesh grid as run (after the window scale and grid_per_spacing)
+    trim_distance: float = float("nan")  # metres, faces' farthest distance from the data as run (nan: no trim)
     distributed: dict = field(default_factory=dict)  # a Ray run: what travelled, the workers' time (Traffic)
 
     @property
@@ -157,6 +158,8 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
                       device=runner.describe(), seconds=clock.seconds)
     stats.peak_field_blocks, stats.faces_marched = mesher.peak_blocks, mesher.faces_marched
     stats.skipped_for_time = ["snap"] if late else []
+    trim = config.meshing.trim_distance  # as run: it grows with the grid
+    stats.trim_distance = float("nan") if trim is None else float(trim)
     stats.distributed = runner.traffic()
     return Result(mesh=mesh, stats=stats)
 

@@ -24,6 +24,7 @@ from .meshing import simplified
 # ray casting the whole mesh costs 150-200 B a face (`bench.bench_scaling mesh`; a building-size mesh has
 # tens of millions).
 PREVIEW_MAX_FACES = 2_000_000
+PREVIEW_SIZE = (1024, 768)  # pixels of a preview (width, height)
 
 # Camera directions as (azimuth, elevation) in degrees around the up axis; azimuth 0 looks from +x
 # (or +z for y-up data), and the default "iso" view looks down from an elevated front-right corner.
@@ -398,7 +399,7 @@ def _render_panel(item: Renderable, size: tuple[int, int], title: str | None, fr
     return canvas
 
 
-def render_mesh_png(mesh: trimesh.Trimesh, path: str | Path, size: tuple[int, int] = (1024, 768),
+def render_mesh_png(mesh: trimesh.Trimesh, path: str | Path, size: tuple[int, int] = PREVIEW_SIZE,
                     view: View = "iso", title: str | None = None, up: str = "z", smooth: bool = True,
                     color_by_height: bool = False, supersample: int = 1) -> Path:
     """Render a mesh to a PNG of ``size`` (width, height) pixels.

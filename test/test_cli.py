@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import trimesh
 
 from sa_convonet_ros.cli import main
 from sa_convonet_ros.config import ModelConfig
@@ -197,3 +198,23 @@ def test_an_output_name_the_system_or_a_terminal_would_garble_fails_before_the_r
     out, err = capsys.readouterr()
     assert err.startswith("sa-convonet: error: could not write ") and err.count("\n") == 1 and says in err, err
     assert out == "" and len(err) < 200
+
+
+def test_preview_renders_a_mesh_file_or_a_cloud_file(files, capsys, tmp_path):
+    from PIL import Image
+
+    folder, cloud, _, _ = files
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    sphere.export(tmp_path / "sphere.obj")
+    assert main(["preview", str(tmp_path / "sphere.obj"), "-o", str(tmp_path / "mesh.png")]) == 0
+    assert main(["preview", str(cloud), "-o", str(tmp_path / "cloud.png"), "--view", "top"]) == 0
+    printed = capsys.readouterr().out
+    assert f"({len(sphere.faces)} faces, view iso)" in printed and "points, view top)" in printed
+    for name in ("mesh.png", "cloud.png"):
+        image = np.asarray(Image.open(tmp_path / name).convert("RGB"))
+        assert image.shape == (768, 1024, 3) and (image < 200).any()  # something drawn on the white
+    trimesh.Trimesh(vertices=sphere.vertices).export(tmp_path / "points_only.obj")
+    assert main(["preview", str(tmp_path / "points_only.obj"), "-o", str(tmp_path / "x.png")]) == 2
+    assert "the mesh has no faces" in capsys.readouterr().err
+    assert main(["preview", str(tmp_path / "missing.ply"), "-o", str(tmp_path / "x.png")]) == 2
+    assert not (tmp_path / "x.png").exists()

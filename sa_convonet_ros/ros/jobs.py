@@ -40,6 +40,7 @@ class Job:
     max_seconds: Optional[float] = None  # None = the node's max_seconds; 0 = no budget
     output_path: str = ''
     write_preview: bool = False
+    omit_mesh: bool = False  # the answer without the mesh (it is still published)
     cache: Optional[WindowCache] = None
     goal: Any = None  # the action goal handle, when the job came from the action
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -200,7 +201,8 @@ def job_from_request(request, settings: Optional[Settings], latest_map: Optional
     return Job(cloud=cloud, source=source, region=region,
                iterations=None if request.iterations == -1 else request.iterations,
                max_seconds=None if request.max_seconds == -1 else float(request.max_seconds),
-               output_path=request.output_path.strip(), write_preview=request.write_preview)
+               output_path=request.output_path.strip(), write_preview=request.write_preview,
+               omit_mesh=request.omit_mesh)
 
 
 def _refusal(request, settings: Optional[Settings]) -> str:

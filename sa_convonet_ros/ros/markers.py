@@ -21,7 +21,8 @@ from sa_convonet_ros.colors import COLOR_MODES, height_colors
 
 # Confidence ramp, from "filled in by the prior" (0) to "observed" (1): red, yellow, green.
 _CONFIDENCE_ANCHORS = np.array([[0.85, 0.12, 0.12], [0.95, 0.80, 0.15], [0.15, 0.80, 0.30]])
-# A vertex within one voxel of an observed point is observed; at this many voxels it is the prior's alone.
+# A vertex within one grid cell of an observed point is observed; at the trim distance (the farthest the run
+# keeps a face from the data) or, with the trim off, at this many cells, it is the prior's alone.
 CONFIDENCE_FALLOFF_VOXELS = 4.0
 
 
@@ -81,15 +82,18 @@ def mesh_to_markers(
     return array
 
 
-def vertex_confidence(vertices, points, voxel_size: float) -> np.ndarray:
-    """How sure the surface is at each vertex, in [0, 1], from its distance to the nearest observed point:
-    1 within one voxel (the data put the surface there), falling linearly to 0 at
-    CONFIDENCE_FALLOFF_VOXELS voxels (the network's prior filled it in)."""
+def vertex_confidence(vertices, points, voxel_size: float, trim_distance: float | None = None) -> np.ndarray:
+    """How sure the surface is at each vertex, in [0, 1], from its distance to the nearest observed point, on
+    the scale of what the run kept (its grid and trim as run: they grow on sparse maps): 1 within one grid
+    cell (the data put the surface there), falling linearly to 0 at the trim distance, or with the trim off
+    at CONFIDENCE_FALLOFF_VOXELS cells (the network's prior filled it in)."""
     vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
     if len(vertices) == 0:
         return np.zeros(0)
     distance = cKDTree(np.asarray(points, dtype=np.float64)).query(vertices, workers=-1)[0]
-    near, far = voxel_size, CONFIDENCE_FALLOFF_VOXELS * voxel_size
+    near = voxel_size
+    trimmed = trim_distance is not None and np.isfinite(trim_distance) and trim_distance > 0
+    far = max(trim_distance, 1.5 * voxel_size) if trimmed else CONFIDENCE_FALLOFF_VOXELS * voxel_size
     return np.clip((far - distance) / (far - near), 0.0, 1.0)
 
 

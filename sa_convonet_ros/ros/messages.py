@@ -30,12 +30,13 @@ STATS_FIELDS = {
 
 
 def mesh_messages(mesh: trimesh.Trimesh, points: np.ndarray, frame_id: str, options: NodeOptions,
-                  voxel_size: float, has_colors: bool) -> tuple[MarkerArray, Mesh]:
+                  stats: RunStats, has_colors: bool) -> tuple[MarkerArray, Mesh]:
     """The mesh as one MarkerArray (DELETEALL, then TRIANGLE_LIST markers coloured as `color_mode` says) and
-    as a shape_msgs/Mesh. `points`: the points it was made from (for the confidence colours)."""
+    as a shape_msgs/Mesh. `points`: the points it was made from, and `stats` its run's grid and trim as run
+    (for the confidence colours)."""
     vertex_colors = (np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
                      if mesh.visual.kind == 'vertex' and has_colors else None)
-    confidence = (vertex_confidence(mesh.vertices, points, voxel_size)
+    confidence = (vertex_confidence(mesh.vertices, points, stats.voxel_size, stats.trim_distance)
                   if options.color_mode == 'confidence' else None)
     markers = mesh_to_markers(mesh.vertices, mesh.faces, frame_id, colors=vertex_colors, confidence=confidence,
                               color_mode=options.color_mode,

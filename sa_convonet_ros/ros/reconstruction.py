@@ -87,8 +87,7 @@ def _produce(job: Job, settings: Settings, model: ConvONet, progress: ProgressRe
         logger.info(f'the mesh has {len(result.mesh.faces)} faces, more than max_message_faces='
                     f'{options.max_message_faces}: the markers and the response carry it simplified to '
                     f'{len(shown.faces)} faces; a mesh file keeps every face')
-    markers, mesh_msg = mesh_messages(shown, points, frame_id, options, settings.config.meshing.voxel_size,
-                                      job.cloud.colors is not None)
+    markers, mesh_msg = mesh_messages(shown, points, frame_id, options, result.stats, job.cloud.colors is not None)
     del shown
     seconds = dict(result.stats.seconds, messages=time.perf_counter() - start)
     staged = StagedFiles()
@@ -151,4 +150,4 @@ def _publish(job: Job, product: Product, progress: ProgressReporter, outlets: Ou
         budget += f'; {stats.stray_points_removed} stray point(s) dropped'
     return Outcome(True, f'reconstructed {job.source}: {stats_msg.vertices} vertices, {stats_msg.faces} faces '
                          f'from {stats.points_used} points in {stats_msg.total_seconds:.1f} s{written}{budget}',
-                   product.mesh, stats_msg)
+                   Mesh() if job.omit_mesh else product.mesh, stats_msg)

@@ -23,6 +23,7 @@ REQUEST_FIELDS = {
     "max_seconds": "double",
     "output_path": "string",
     "write_preview": "boolean",
+    "omit_mesh": "boolean",
 }
 RESPONSE_FIELDS = {
     "success": "boolean",
@@ -143,7 +144,7 @@ def test_service_fields():
     # (-1) and the node's time budget (-1), not a feed-forward run.
     defaults = ReconstructScene.Request()
     assert not defaults.use_region and defaults.iterations == -1 and defaults.output_path == ""
-    assert defaults.max_seconds == -1.0
+    assert defaults.max_seconds == -1.0 and not defaults.omit_mesh  # programmatic clients get the mesh
     assert defaults.cloud.width == 0 and len(defaults.cloud.data) == 0
 
     response = ReconstructScene.Response(success=False, message="no map received yet")

@@ -95,12 +95,36 @@ def test_rgb_mode_without_colours_falls_back_to_height():
     np.testing.assert_allclose(_rgba(marker.colors)[:, :3], expected, atol=COLOR_TOL)
 
 
-def test_confidence_is_one_where_observed_and_falls_to_zero_away_from_the_data():
-    observed = np.c_[np.random.default_rng(0).uniform(0, 1, (2000, 2)), np.zeros(2000)]
-    vertices = np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.02], [0.5, 0.5, 0.05], [0.5, 0.5, 0.3], [3.0, 3.0, 0.0]])
-    confidence = vertex_confidence(vertices, observed, voxel_size=0.02)
-    np.testing.assert_allclose(confidence, [1.0, 1.0, 0.5, 0.0, 0.0], atol=0.06)
+def test_confidence_is_one_where_observed_and_falls_to_zero_at_the_trim_distance():
+    observed = np.array([[0.0, 0.0, 0.0]])
+    heights = [0.0, 0.01, 0.015, 0.02, 0.03, 0.05]  # distances to the one observed point, by hand
+    vertices = np.c_[np.zeros(6), np.zeros(6), heights]
+    # a 1 cm grid trimmed at 2 cm (auto:cpu): green within a cell, red at the trim, the farthest kept
+    np.testing.assert_allclose(vertex_confidence(vertices, observed, 0.01, 0.02), [1, 1, 0.5, 0, 0, 0], atol=1e-9)
+    # the same run on a sparse map: grid and trim grown together (1.5 cm, 3 cm)
+    np.testing.assert_allclose(vertex_confidence(vertices, observed, 0.015, 0.03),
+                               [1, 1, 1, 1 - 0.005 / 0.015, 0, 0], atol=1e-9)
+    # no trim (nan or None): red at four cells
+    for off in (None, float("nan")):
+        np.testing.assert_allclose(vertex_confidence(vertices, observed, 0.01, off),
+                                   [1, 1, 1 - 0.005 / 0.03, 1 - 0.01 / 0.03, 1 - 0.02 / 0.03, 0], atol=1e-9)
     assert vertex_confidence(np.zeros((0, 3)), observed, 0.02).shape == (0,)
+
+
+def test_a_gap_the_prior_filled_comes_out_red_and_the_observed_surface_green():
+    # A floor scanned 1 cm apart with a 40 cm square never seen, meshed whole (trim off, as a filled hole).
+    grid = np.stack(np.meshgrid(np.arange(0, 1.0, 0.01), np.arange(0, 1.0, 0.01), indexing="ij"), -1).reshape(-1, 2)
+    seen = grid[~np.all((grid > 0.3) & (grid < 0.7), axis=1)]
+    observed = np.c_[seen, np.zeros(len(seen))]
+    vertices = np.c_[grid, np.zeros(len(grid))]
+    colors = confidence_colors(vertex_confidence(vertices, observed, 0.01, None))
+    gap_distance = np.min(np.abs(np.stack([grid - 0.3, 0.7 - grid], -1)).reshape(len(grid), -1), axis=1)
+    inside = np.all((grid > 0.3) & (grid < 0.7), axis=1)
+    red = (colors[:, 0] > 0.8) & (colors[:, 1] < 0.2)
+    green = (colors[:, 1] > 0.75) & (colors[:, 0] < 0.2)
+    assert red[inside & (gap_distance >= 0.04)].all()  # four cells or more from any point: the prior's
+    assert green[~inside].all()  # observed surface
+    assert red.sum() == (inside & (gap_distance >= 0.04 - 1e-9)).sum()
 
 
 def test_confidence_colours_run_from_red_through_yellow_to_green():

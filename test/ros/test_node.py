@@ -34,7 +34,7 @@ from sa_convonet_ros.action import ReconstructScene as ReconstructSceneAction
 from sa_convonet_ros.config import ModelConfig
 from sa_convonet_ros.model import ConvONet, save_model
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
-from sa_convonet_ros.ros.markers import confidence_colors, vertex_confidence
+from sa_convonet_ros.ros.markers import confidence_colors
 from sa_convonet_ros.srv import ReconstructScene
 from sa_convonet_ros.synthetic.rooms import RoomConfig, generate_room
 from sa_convonet_ros.synthetic.scans import surface_cloud
@@ -313,6 +313,16 @@ def test_reconstructs_the_map_and_publishes_markers(node, ros, room_map, out_dir
     markers.close()
     latched_stats.close()
     assert 'progress: ' in node.log_text()
+
+
+def test_an_answer_without_the_mesh_is_short_and_the_mesh_still_published(node, ros, room_map):
+    response = call(ros, node, request(omit_mesh=True))
+    assert response.success, response.message
+    assert len(response.mesh.triangles) == len(response.mesh.vertices) == 0 and response.stats.faces > 100
+    markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
+    assert ros.spin_until(lambda: markers.messages, 15)
+    check_markers(markers.messages[-1], 'map', response.stats.message_faces)
+    markers.close()
 
 
 def test_request_cloud_replaces_the_map_and_markers_split(node, ros, room_map):
@@ -717,8 +727,10 @@ def test_confidence_colours_tell_observed_from_filled_in(node, ros, room_map):
     corners = np.array([(p.x, p.y, p.z) for m in triangles for p in m.points])
     colors = np.array([(c.r, c.g, c.b) for m in triangles for c in m.colors])
     assert len(colors) == len(corners)
-    # Each vertex is coloured by its distance to the nearest observed point (not by the map's colours).
-    expected = confidence_colors(vertex_confidence(corners, room_map, VOXEL))
+    # Each vertex is coloured by its distance to the nearest observed point (not by the map's colours), on the
+    # run's own scale: green within a grid cell (VOXEL), red at its trim distance (TRIM), the farthest it keeps.
+    distance = cKDTree(room_map).query(corners)[0]
+    expected = confidence_colors(np.clip((TRIM - distance) / (TRIM - VOXEL), 0.0, 1.0))
     np.testing.assert_allclose(colors, expected, atol=0.5 / 255 + 1e-6)
     green = (colors[:, 1] > 0.6) & (colors[:, 0] < 0.3)
     assert green.mean() > 0.5  # a map seen all over is mostly observed surface
