@@ -452,6 +452,7 @@ def _message_steps(small) -> dict:
     from rclpy.serialization import serialize_message
 
     from sa_convonet_ros.ros.markers import mesh_to_markers, mesh_to_shape_msg
+    from sa_convonet_ros.ros.serialized import mesh_geometry_stamped, mesh_vertex_colors_stamped
 
     colors = np.asarray(small.visual.vertex_colors)[:, :3] / 255.0 if small.visual.kind == "vertex" else None
 
@@ -460,8 +461,16 @@ def _message_steps(small) -> dict:
         shape = mesh_to_shape_msg(small.vertices, small.faces)
         return markers, shape, serialize_message(markers), serialize_message(shape)
 
-    messages.on_simplified = True
-    return {"ROS messages of the simplified mesh: markers, shape_msgs/Mesh, both serialised": messages}
+    def mesh_msgs():
+        rgba = np.ones((len(small.vertices), 4), dtype=np.float32)
+        rgba[:, :3] = colors if colors is not None else 0.7
+        return (mesh_geometry_stamped(small.vertices, small.vertex_normals, small.faces, "map", "bench"),
+                mesh_vertex_colors_stamped(rgba, "map", "bench"))
+
+    messages.on_simplified = mesh_msgs.on_simplified = True
+    return {"ROS messages of the simplified mesh: markers, shape_msgs/Mesh, both serialised": messages,
+            "mesh_msgs of the simplified mesh (geometry with normals, vertex colours), serialised with numpy":
+            mesh_msgs}
 
 
 def main(argv=None) -> int:

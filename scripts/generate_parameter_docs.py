@@ -34,7 +34,7 @@ GROUPS = {
     "the profile's settings (-1 keeps the profile's value)": list(OVERRIDES),
     "requests": ["max_points", "max_iterations", "max_seconds"],
     "input": ["input_topic", "input_reliability", "input_durability"],
-    "output": ["service_name", "frame_id", "marker_topic", "color_mode", "max_triangles_per_marker",
+    "output": ["service_name", "frame_id", "marker_topic", "mesh_msgs", "color_mode", "max_triangles_per_marker",
                "max_message_faces", "output_dir"],
     "automatic mode": ["auto_reconstruct", "auto_min_period"],
 }

@@ -21,6 +21,7 @@ from sa_convonet_ros.colors import COLOR_MODES, height_colors
 
 # Confidence ramp, from "filled in by the prior" (0) to "observed" (1): red, yellow, green.
 _CONFIDENCE_ANCHORS = np.array([[0.85, 0.12, 0.12], [0.95, 0.80, 0.15], [0.15, 0.80, 0.30]])
+UNIFORM_GREY = (0.7, 0.7, 0.75)  # the colour of color_mode 'uniform'
 # A vertex within one grid cell of an observed point is observed; at the trim distance (the farthest the run
 # keeps a face from the data) or, with the trim off, at this many cells, it is the prior's alone.
 CONFIDENCE_FALLOFF_VOXELS = 4.0
@@ -34,7 +35,7 @@ def mesh_to_markers(
     colors=None,
     confidence=None,
     color_mode: str = "rgb",
-    uniform_color: Sequence[float] = (0.7, 0.7, 0.75, 1.0),
+    uniform_color: Sequence[float] = (*UNIFORM_GREY, 1.0),
     max_triangles_per_marker: int = 200_000,
     namespace: str = "reconstruction",
     lifetime: float = 0.0,
@@ -142,12 +143,18 @@ def _check_colors(colors, num_vertices: int) -> np.ndarray:
 
 def _colors_of_mode(color_mode: str, vertices: np.ndarray, colors, confidence) -> list | None:
     """One ColorRGBA per vertex for the colour mode, or None (uniform: the marker's own colour)."""
+    rgb = vertex_rgb(color_mode, vertices, colors, confidence)
+    return None if rgb is None else _vertex_colors(rgb)
+
+
+def vertex_rgb(color_mode: str, vertices: np.ndarray, colors=None, confidence=None) -> np.ndarray | None:
+    """(V, 3) RGB in [0, 1] per vertex for the colour mode, or None for 'uniform'."""
     if color_mode == "rgb" and colors is not None:
-        return _vertex_colors(_check_colors(colors, len(vertices)))
+        return _check_colors(colors, len(vertices))
     if color_mode in ("rgb", "height"):  # rgb without colours falls back to height
-        return _vertex_colors(height_colors(vertices[:, 2]))
+        return height_colors(np.asarray(vertices)[:, 2])
     if color_mode == "confidence":
-        return _vertex_colors(confidence_colors(_check_values(confidence, len(vertices))))
+        return confidence_colors(_check_values(confidence, len(vertices)))
     return None
 
 

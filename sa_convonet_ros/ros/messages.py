@@ -1,7 +1,9 @@
-"""A reconstruction's result as the node's messages: the mesh as RViz markers and as shape_msgs/Mesh, and
-its statistics as a ReconstructionStats message, filled from the core's RunStats through one mapping."""
+"""A reconstruction's result as the node's messages: the mesh as RViz markers, as shape_msgs/Mesh and, where
+mesh_msgs is installed, as serialized mesh_msgs (for rviz_mesh_tools_plugins), and its statistics as a
+ReconstructionStats message, filled from the core's RunStats through one mapping."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -13,7 +15,8 @@ from visualization_msgs.msg import MarkerArray
 
 from sa_convonet_ros.msg import ReconstructionStats
 from sa_convonet_ros.pipeline import RunStats
-from sa_convonet_ros.ros.markers import mesh_to_markers, mesh_to_shape_msg, vertex_confidence
+from sa_convonet_ros.ros.markers import UNIFORM_GREY, mesh_to_markers, mesh_to_shape_msg, vertex_confidence, vertex_rgb
+from sa_convonet_ros.ros.serialized import mesh_geometry_stamped, mesh_vertex_colors_stamped
 from sa_convonet_ros.ros.settings import NodeOptions
 
 # ReconstructionStats field <- RunStats field, for the values that go across as they are.
@@ -29,19 +32,53 @@ STATS_FIELDS = {
 }
 
 
-def mesh_messages(mesh: trimesh.Trimesh, points: np.ndarray, frame_id: str, options: NodeOptions,
-                  stats: RunStats, has_colors: bool) -> tuple[MarkerArray, Mesh]:
-    """The mesh as one MarkerArray (DELETEALL, then TRIANGLE_LIST markers coloured as `color_mode` says) and
-    as a shape_msgs/Mesh. `points`: the points it was made from, and `stats` its run's grid and trim as run
-    (for the confidence colours)."""
-    vertex_colors = (np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
-                     if mesh.visual.kind == 'vertex' and has_colors else None)
-    confidence = (vertex_confidence(mesh.vertices, points, stats.voxel_size, stats.trim_distance)
-                  if options.color_mode == 'confidence' else None)
-    markers = mesh_to_markers(mesh.vertices, mesh.faces, frame_id, colors=vertex_colors, confidence=confidence,
-                              color_mode=options.color_mode,
+@dataclass
+class MeshMessages:
+    """One mesh as every message the node publishes or answers it with."""
+
+    markers: MarkerArray  # DELETEALL, then TRIANGLE_LIST markers
+    shape: Mesh  # shape_msgs/Mesh, for the response (empty where the response leaves the mesh out)
+    geometry: Optional[bytes] = None  # serialized mesh_msgs/MeshGeometryStamped, where asked for
+    colors: Optional[bytes] = None  # serialized mesh_msgs/MeshVertexColorsStamped, the same uuid
+
+
+def mesh_messages(mesh: trimesh.Trimesh, points: np.ndarray, frame_id: str, options: NodeOptions, stats: RunStats,
+                  has_colors: bool, mesh_msgs_uuid: Optional[str] = None, with_shape: bool = True) -> MeshMessages:
+    """The mesh coloured as `color_mode` says, as markers and (`with_shape`) shape_msgs/Mesh, and as mesh_msgs
+    under `mesh_msgs_uuid` when given. `points`: the points it was made from, and `stats` its run's grid and trim
+    as run (for the confidence colours)."""
+    vertices, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
+    rgb = vertex_rgb(options.color_mode, vertices, _input_colors(mesh, has_colors),
+                     _confidence(mesh, points, options, stats))
+    markers = mesh_to_markers(vertices, faces, frame_id, colors=rgb, color_mode='uniform' if rgb is None else 'rgb',
                               max_triangles_per_marker=options.max_triangles_per_marker)
-    return markers, mesh_to_shape_msg(mesh.vertices, mesh.faces)
+    messages = MeshMessages(markers, mesh_to_shape_msg(vertices, faces) if with_shape else Mesh())
+    if mesh_msgs_uuid is not None:
+        normals = np.asarray(mesh.vertex_normals) if len(faces) else np.zeros_like(vertices)
+        rgba = np.ones((len(vertices), 4), dtype=np.float32)
+        rgba[:, :3] = UNIFORM_GREY if rgb is None else rgb
+        messages.geometry = mesh_geometry_stamped(vertices, normals, faces, frame_id, mesh_msgs_uuid)
+        messages.colors = mesh_vertex_colors_stamped(rgba, frame_id, mesh_msgs_uuid)
+    return messages
+
+
+def mesh_msgs_types():
+    """(MeshGeometryStamped, MeshVertexColorsStamped) of mesh_msgs, or None where it is not installed."""
+    try:
+        from mesh_msgs.msg import MeshGeometryStamped, MeshVertexColorsStamped
+    except ImportError:
+        return None
+    return MeshGeometryStamped, MeshVertexColorsStamped
+
+
+def _input_colors(mesh: trimesh.Trimesh, has_colors: bool) -> np.ndarray | None:
+    return np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0 if mesh.visual.kind == 'vertex' and has_colors else None
+
+
+def _confidence(mesh: trimesh.Trimesh, points: np.ndarray, options: NodeOptions, stats: RunStats) -> np.ndarray | None:
+    if options.color_mode != 'confidence':
+        return None
+    return vertex_confidence(mesh.vertices, points, stats.voxel_size, stats.trim_distance)
 
 
 def stats_message(stats: RunStats, seconds: dict[str, float],

@@ -10,6 +10,7 @@ model they load (parameters.py), one job at a time for every entry point (jobs.p
   action      ~/reconstruct (sa_convonet_ros/action/ReconstructScene): the same, with feedback and cancel
   service     ~/cancel (std_srvs/Trigger): cancels the running reconstruction
   publishes   ~/mesh_markers (visualization_msgs/MarkerArray, transient local)
+              ~/mesh, ~/mesh/vertex_colors (mesh_msgs, transient local; where mesh_msgs is installed)
               ~/progress (sa_convonet_ros/ReconstructionProgress), ~/stats (ReconstructionStats)
 
 Threading: a MultiThreadedExecutor runs the map subscription in its own callback group and the
@@ -43,6 +44,7 @@ from sa_convonet_ros.cache import WindowCache
 from sa_convonet_ros.memory import keep_heap_compact
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
 from sa_convonet_ros.ros.jobs import Job, JobSlot, Outcome, job_from_request
+from sa_convonet_ros.ros.messages import mesh_msgs_types
 from sa_convonet_ros.ros.parameters import NodeParameters
 from sa_convonet_ros.ros.pointcloud2 import CloudArrays, cloud_to_arrays
 from sa_convonet_ros.ros.reconstruction import Outlets, run_job
@@ -50,6 +52,7 @@ from sa_convonet_ros.ros.settings import NODE_NAME
 from sa_convonet_ros.srv import ReconstructScene
 
 ACTION_NAME = '~/reconstruct'
+MESH_TOPIC = '~/mesh'  # mesh_msgs/MeshGeometryStamped; its colours on ~/mesh/vertex_colors
 AUTO_CHECK_PERIOD = 0.5  # seconds between checks of the automatic mode
 SIGNAL_CHECK_PERIOD = 0.1  # seconds the main thread waits for work before it looks for Ctrl-C
 LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
@@ -74,7 +77,7 @@ class ReconstructionNode(Node):
         self._create_interface()
         self._slot = JobSlot(self.resolve_service_name('~/cancel'), self.get_logger().error)
         self._outlets = Outlets(self, self._marker_publisher.publish, self._stats_publisher.publish,
-                                self._progress_publisher.publish)
+                                self._progress_publisher.publish, *self._mesh_msgs_outlets())
         settings = self._node_parameters.settings
         qos = self._map_subscription.qos_profile
         self.get_logger().info(
@@ -108,7 +111,26 @@ class ReconstructionNode(Node):
             cancel_service_qos_profile=REQUEST_QUEUE, callback_group=work_group)
         self._cancel_service = self.create_service(Trigger, '~/cancel', self._on_cancel, qos_profile=REQUEST_QUEUE,
                                                    callback_group=work_group)
+        self._mesh_publishers = self._mesh_msgs_publishers()
         self._auto_timer = self.create_timer(AUTO_CHECK_PERIOD, self._on_auto_timer, callback_group=work_group)
+
+    def _mesh_msgs_publishers(self) -> tuple:
+        """The latched mesh_msgs publishers (geometry, vertex colours), or () where they are off or missing."""
+        wanted, types = self._node_parameters.choice('mesh_msgs'), mesh_msgs_types()
+        if wanted == 'off' or types is None:
+            if wanted == 'on':
+                self.get_logger().error('parameter mesh_msgs is on but the mesh_msgs package is not installed: '
+                                        'the mesh goes out as markers only')
+            return ()
+        geometry, colors = types
+        return (self.create_publisher(geometry, MESH_TOPIC, LATCHED),
+                self.create_publisher(colors, f'{MESH_TOPIC}/vertex_colors', LATCHED))
+
+    def _mesh_msgs_outlets(self) -> tuple:
+        if not self._mesh_publishers:
+            return ()
+        geometry, colors = self._mesh_publishers
+        return geometry.publish, colors.publish, f'{self.get_fully_qualified_name()}/mesh'
 
     # ------------------------------------------------------------------------------------ input
 

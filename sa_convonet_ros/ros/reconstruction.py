@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 from rclpy.node import Node
-from shape_msgs.msg import Mesh
 from visualization_msgs.msg import MarkerArray
 
 from sa_convonet_ros.errors import ReconstructionCancelled, ReconstructionError
@@ -20,19 +19,23 @@ from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
 from sa_convonet_ros.pipeline import Result, reconstruct
 from sa_convonet_ros.points import subsample_evenly
 from sa_convonet_ros.ros.jobs import Job, Outcome, ProgressReporter
-from sa_convonet_ros.ros.messages import mesh_messages, stats_message
+from sa_convonet_ros.ros.messages import MeshMessages, mesh_messages, stats_message
 from sa_convonet_ros.ros.outputs import OutputError, StagedFiles, output_paths
 from sa_convonet_ros.ros.settings import Settings
 
 
 @dataclass
 class Outlets:
-    """Where a job's results and reports go: the node (its logger and clock) and its publishers."""
+    """Where a job's results and reports go: the node (its logger and clock) and its publishers; the mesh_msgs
+    ones (serialized messages, under `mesh_uuid`) only where the node publishes those."""
 
     node: Node
     markers: Callable[[MarkerArray], None]
     stats: Callable[[ReconstructionStats], None]
     progress: Callable[[ReconstructionProgress], None]
+    mesh_geometry: Optional[Callable[[bytes], None]] = None
+    mesh_colors: Optional[Callable[[bytes], None]] = None
+    mesh_uuid: Optional[str] = None
 
 
 @dataclass
@@ -40,8 +43,7 @@ class Product:
     """What a successful job publishes and answers."""
 
     result: Result
-    markers: MarkerArray
-    mesh: Mesh
+    messages: MeshMessages
     stats: ReconstructionStats
 
 
@@ -56,7 +58,7 @@ def run_job(job: Job, settings: Settings, model: ConvONet, outlets: Outlets) -> 
     frame_id = options.frame_id.strip() or job.cloud.frame_id or 'map'
     progress = ProgressReporter(outlets.node, job, frame_id, outlets.progress)
     try:
-        product = _produce(job, settings, model, progress, frame_id, output, outlets.node.get_logger())
+        product = _produce(job, settings, model, progress, frame_id, output, outlets)
     except ReconstructionCancelled:
         progress.finish('cancelled', 'cancelled; the published mesh is unchanged')
         return Outcome(False, f'cancelled after {time.monotonic() - job.started:.1f} s; the published mesh is '
@@ -75,9 +77,10 @@ def run_job(job: Job, settings: Settings, model: ConvONet, outlets: Outlets) -> 
 
 
 def _produce(job: Job, settings: Settings, model: ConvONet, progress: ProgressReporter, frame_id: str, output,
-             logger) -> Product:
+             outlets: Outlets) -> Product:
     """The mesh, its messages and its files; then the job commits to publishing them, unless it was
     cancelled meanwhile (ReconstructionCancelled, and no file is left)."""
+    logger = outlets.node.get_logger()
     result, points = _reconstruct(job, settings, model, progress, logger)
     progress('messages', 0, 1)
     start = time.perf_counter()
@@ -87,7 +90,9 @@ def _produce(job: Job, settings: Settings, model: ConvONet, progress: ProgressRe
         logger.info(f'the mesh has {len(result.mesh.faces)} faces, more than max_message_faces='
                     f'{options.max_message_faces}: the markers and the response carry it simplified to '
                     f'{len(shown.faces)} faces; a mesh file keeps every face')
-    markers, mesh_msg = mesh_messages(shown, points, frame_id, options, result.stats, job.cloud.colors is not None)
+    messages = mesh_messages(shown, points, frame_id, options, result.stats, job.cloud.colors is not None,
+                             outlets.mesh_uuid, with_shape=not job.omit_mesh)
+    message_faces = len(shown.faces)
     del shown
     seconds = dict(result.stats.seconds, messages=time.perf_counter() - start)
     staged = StagedFiles()
@@ -101,8 +106,8 @@ def _produce(job: Job, settings: Settings, model: ConvONet, progress: ProgressRe
         raise ReconstructionCancelled('reconstruction cancelled')
     staged.move_into_place()
     stats_msg = stats_message(result.stats, seconds, output)
-    stats_msg.message_faces = len(mesh_msg.triangles)
-    return Product(result, markers, mesh_msg, stats_msg)
+    stats_msg.message_faces = message_faces
+    return Product(result, messages, stats_msg)
 
 
 def _reconstruct(job: Job, settings: Settings, model: ConvONet, progress: ProgressReporter,
@@ -138,7 +143,10 @@ def _publish(job: Job, product: Product, progress: ProgressReporter, outlets: Ou
     cloud, stats_msg, stats = job.cloud, product.stats, product.result.stats
     stats_msg.input_points = len(cloud.points) + cloud.num_removed  # as received, before any subsampling
     # One MarkerArray (DELETEALL + triangle lists) replaces the previous mesh in a single message.
-    outlets.markers(product.markers)
+    outlets.markers(product.messages.markers)
+    if product.messages.geometry is not None:
+        outlets.mesh_geometry(product.messages.geometry)
+        outlets.mesh_colors(product.messages.colors)
     outlets.stats(stats_msg)
     progress.finish('done', f'{stats_msg.faces} faces in {stats_msg.total_seconds:.1f} s')
     written = f', wrote {stats_msg.output_path}' if stats_msg.output_path else ''
@@ -150,4 +158,4 @@ def _publish(job: Job, product: Product, progress: ProgressReporter, outlets: Ou
         budget += f'; {stats.stray_points_removed} stray point(s) dropped'
     return Outcome(True, f'reconstructed {job.source}: {stats_msg.vertices} vertices, {stats_msg.faces} faces '
                          f'from {stats.points_used} points in {stats_msg.total_seconds:.1f} s{written}{budget}',
-                   Mesh() if job.omit_mesh else product.mesh, stats_msg)
+                   product.messages.shape, stats_msg)

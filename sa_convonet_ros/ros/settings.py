@@ -114,6 +114,10 @@ class NodeInterface:
     service_name: str = setting('/reconstruct_scene', 'name of the ReconstructScene service')
     marker_topic: str = setting('~/mesh_markers', 'topic of the visualization_msgs/MarkerArray mesh for RViz '
                                                   '(transient local: RViz gets it when it joins)')
+    mesh_msgs: str = setting('auto', 'also publish the mesh as mesh_msgs, for rviz_mesh_tools_plugins: '
+                                     'MeshGeometryStamped on ~/mesh and MeshVertexColorsStamped (same uuid) on '
+                                     '~/mesh/vertex_colors, transient local: auto (when mesh_msgs is installed) | '
+                                     'on | off', choices=('auto', 'on', 'off'))
 
 
 class ParameterSpec(NamedTuple):

@@ -325,6 +325,31 @@ def test_an_answer_without_the_mesh_is_short_and_the_mesh_still_published(node, 
     markers.close()
 
 
+def test_the_mesh_goes_out_as_mesh_msgs_too_with_every_face_of_the_file(node, ros, room_map, out_dir):
+    mesh_msgs = pytest.importorskip('mesh_msgs.msg', reason='mesh_msgs is installed by ../shared/ros-tools')
+    output = out_dir / 'room.ply'
+    response = call(ros, node, request(output_path=str(output), omit_mesh=True))
+    assert response.success, response.message
+    # A late subscriber (rviz_mesh_tools_plugins started afterwards) gets both messages of the latest mesh.
+    geometry = Collector(ros, mesh_msgs.MeshGeometryStamped, f'{PRIVATE}/mesh', LATE_JOINER)
+    colors = Collector(ros, mesh_msgs.MeshVertexColorsStamped, f'{PRIVATE}/mesh/vertex_colors', LATE_JOINER)
+    assert ros.spin_until(lambda: geometry.messages and colors.messages, 15), 'no latched mesh_msgs'
+    shape, painted = geometry.messages[-1], colors.messages[-1]
+    written = trimesh.load(output, process=False)
+    faces = np.array([list(f.vertex_indices) for f in shape.mesh_geometry.faces])
+    vertices = np.array([(p.x, p.y, p.z) for p in shape.mesh_geometry.vertices])
+    normals = np.array([(p.x, p.y, p.z) for p in shape.mesh_geometry.vertex_normals])
+    assert len(faces) == len(written.faces) == response.stats.faces and faces.max() < len(vertices)
+    np.testing.assert_allclose(vertices, written.vertices, atol=1e-6)
+    lengths = np.linalg.norm(normals, axis=1)  # unit, but for a vertex of degenerate faces only (zero)
+    assert np.isclose(lengths, 1.0, atol=1e-6).mean() > 0.999 and np.all(lengths < 1 + 1e-6)
+    assert shape.uuid == painted.uuid == f'{PRIVATE}/mesh' and shape.header.frame_id == 'map'
+    rgba = np.array([(c.r, c.g, c.b, c.a) for c in painted.mesh_vertex_colors.vertex_colors])
+    assert rgba.shape == (len(vertices), 4) and np.all(rgba[:, 3] == 1.0) and np.ptp(rgba[:, :3]) > 0
+    geometry.close()
+    colors.close()
+
+
 def test_request_cloud_replaces_the_map_and_markers_split(node, ros, room_map):
     results = set_parameters(ros, node, max_triangles_per_marker=5000, color_mode='uniform', frame_id='')
     assert all(r.successful for r in results), results
