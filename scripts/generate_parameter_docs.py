@@ -32,7 +32,7 @@ GROUPS = {
     "reconstruction": ["profile", "device", "strict_device", "checkpoint", "cpu_workers", "ray_address",
                        "ray_workers", "ray_threads"],
     "the profile's settings (-1 keeps the profile's value)": list(OVERRIDES),
-    "requests": ["max_points", "max_iterations", "max_seconds"],
+    "requests": ["max_points", "max_iterations", "max_seconds", "window_cache_mb"],
     "input": ["input_topic", "input_reliability", "input_durability"],
     "output": ["service_name", "frame_id", "marker_topic", "mesh_msgs", "color_mode", "max_triangles_per_marker",
                "max_message_faces", "output_dir"],

@@ -25,6 +25,8 @@ from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import Marker, MarkerArray
 
 from sa_convonet_ros.ros.client import LATCHED, NODE_NAME, NodeProcess, RosClient, map_message
+from sa_convonet_ros.ros.markers import assemble
+from sa_convonet_ros.ros.node import MARKER_QOS
 
 
 def object_colors(scene, points: np.ndarray) -> np.ndarray:
@@ -120,9 +122,11 @@ def reconstruct_with_the_node(args, out: Path, points: np.ndarray, colors: np.nd
             response = client.call(service, request, timeout=args.timeout, process=process)
             elapsed = time.monotonic() - started
             if response.success:
-                # a late subscriber, like an RViz opened after the fact, still gets the mesh
-                client.node.create_subscription(MarkerArray, f"/{NODE_NAME}/mesh_markers", markers.append, LATCHED)
-                client.spin_until(lambda: bool(markers), timeout=30)
+                # a late subscriber, like an RViz opened after the fact, still gets the mesh: the topic's history
+                client.node.create_subscription(MarkerArray, f"/{NODE_NAME}/mesh_markers", markers.append,
+                                                MARKER_QOS)
+                faces = response.stats.message_faces
+                client.spin_until(lambda: _triangles(assemble(markers).values()) == faces, timeout=30)
         finally:
             client.close()
     return response, elapsed, markers
@@ -140,10 +144,14 @@ def print_outcome(response, elapsed: float, markers: list) -> None:
     if not markers:
         print("[demo] no markers received", file=sys.stderr)
         return
-    lists = [m for m in markers[-1].markers if m.type == Marker.TRIANGLE_LIST]
-    triangles = sum(len(m.points) // 3 for m in lists)
-    print(f"[demo] RViz markers: {len(lists)} TRIANGLE_LIST marker(s), {triangles} triangles, "
-          f"frame '{lists[0].header.frame_id if lists else '-'}'")
+    lists = [m for m in assemble(markers).values() if m.type == Marker.TRIANGLE_LIST]
+    blocks = len({m.ns for m in lists})
+    print(f"[demo] RViz markers: {len(lists)} TRIANGLE_LIST marker(s) in {blocks} block(s), {_triangles(lists)} "
+          f"triangles, frame '{lists[0].header.frame_id if lists else '-'}'")
+
+
+def _triangles(markers) -> int:
+    return sum(len(m.points) // 3 for m in markers)
 
 
 def print_accuracy(scene, points: np.ndarray, mesh_path: str, seed: int) -> None:

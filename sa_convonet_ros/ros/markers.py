@@ -61,26 +61,64 @@ def mesh_to_markers(
     if color_mode == "confidence" and confidence is None:
         raise ValueError("color_mode 'confidence' needs the per-vertex confidence")
 
-    array = MarkerArray()
-    clear = Marker(action=Marker.DELETEALL, ns=namespace, id=0)
-    clear.header.frame_id = frame_id
-    array.markers.append(clear)
+    array = MarkerArray(markers=[delete_all(frame_id, namespace)])
     if len(faces) == 0:
         return array
+    shared = VertexObjects(vertices, _colors_of_mode(color_mode, vertices, colors, confidence), uniform_color)
+    array.markers += triangle_markers(shared, faces, frame_id, namespace, max_triangles_per_marker, lifetime)
+    return array
 
-    vertex_points = _points(vertices)
-    vertex_colors = _colors_of_mode(color_mode, vertices, colors, confidence)
 
+class VertexObjects:
+    """One Point per vertex and one ColorRGBA per distinct colour (or a uniform colour), shared by markers."""
+
+    def __init__(self, vertices: np.ndarray, colors: list | None, uniform_color: Sequence[float]) -> None:
+        self.points, self.colors, self.uniform = _points(vertices), colors, _color(uniform_color)
+
+
+def triangle_markers(shared: VertexObjects, faces: np.ndarray, frame_id: str, namespace: str,
+                     max_triangles_per_marker: int, lifetime: float = 0.0) -> list:
+    """TRIANGLE_LIST markers of the faces, ids 0..k-1 in `namespace`, at most `max_triangles_per_marker`
+    triangles each (none for no faces: RViz rejects an empty list)."""
+    markers = []
     for marker_id, start in enumerate(range(0, len(faces), max_triangles_per_marker)):
         corners = faces[start:start + max_triangles_per_marker].reshape(-1).tolist()
         marker = _triangle_marker(frame_id, namespace, marker_id, lifetime)
-        marker.points = list(map(vertex_points.__getitem__, corners))
-        if vertex_colors is None:
-            marker.color = _color(uniform_color)
+        marker.points = list(map(shared.points.__getitem__, corners))
+        if shared.colors is None:
+            marker.color = shared.uniform
         else:
-            marker.colors = list(map(vertex_colors.__getitem__, corners))
-        array.markers.append(marker)
-    return array
+            marker.colors = list(map(shared.colors.__getitem__, corners))
+        markers.append(marker)
+    return markers
+
+
+def delete_all(frame_id: str, namespace: str = "reconstruction") -> Marker:
+    """The marker that clears every marker of the display (RViz ignores its namespace)."""
+    marker = Marker(action=Marker.DELETEALL, ns=namespace, id=0)
+    marker.header.frame_id = frame_id
+    return marker
+
+
+def deleted(frame_id: str, namespace: str, marker_id: int) -> Marker:
+    marker = Marker(action=Marker.DELETE, ns=namespace, id=marker_id)
+    marker.header.frame_id = frame_id
+    return marker
+
+
+def assemble(arrays, current: dict | None = None) -> dict:
+    """What a display shows after the MarkerArrays, in order: markers by (ns, id), DELETEALL and DELETE
+    honoured, a marker of the same ns and id replaced."""
+    shown = {} if current is None else current
+    for array in arrays:
+        for marker in array.markers:
+            if marker.action == Marker.DELETEALL:
+                shown.clear()
+            elif marker.action == Marker.DELETE:
+                shown.pop((marker.ns, marker.id), None)
+            else:
+                shown[(marker.ns, marker.id)] = marker
+    return shown
 
 
 def vertex_confidence(vertices, points, voxel_size: float, trim_distance: float | None = None) -> np.ndarray:
@@ -144,7 +182,7 @@ def _check_colors(colors, num_vertices: int) -> np.ndarray:
 def _colors_of_mode(color_mode: str, vertices: np.ndarray, colors, confidence) -> list | None:
     """One ColorRGBA per vertex for the colour mode, or None (uniform: the marker's own colour)."""
     rgb = vertex_rgb(color_mode, vertices, colors, confidence)
-    return None if rgb is None else _vertex_colors(rgb)
+    return None if rgb is None else vertex_color_objects(rgb)
 
 
 def vertex_rgb(color_mode: str, vertices: np.ndarray, colors=None, confidence=None) -> np.ndarray | None:
@@ -187,7 +225,7 @@ def _color(rgba: Sequence[float]) -> ColorRGBA:
     return ColorRGBA(r=r, g=g, b=b, a=rest[0] if rest else 1.0)
 
 
-def _vertex_colors(rgb: np.ndarray) -> list:
+def vertex_color_objects(rgb: np.ndarray) -> list:
     """One ColorRGBA reference per vertex, one object per distinct 8-bit colour.
 
     8 bits per channel is what RViz renders, and meshes coloured from point clouds or by a

@@ -11,14 +11,16 @@ import numpy as np
 import trimesh
 from geometry_msgs.msg import Point
 from shape_msgs.msg import Mesh
-from visualization_msgs.msg import MarkerArray
 
 from sa_convonet_ros.msg import ReconstructionStats
 from sa_convonet_ros.pipeline import RunStats
-from sa_convonet_ros.ros.markers import UNIFORM_GREY, mesh_to_markers, mesh_to_shape_msg, vertex_confidence, vertex_rgb
+from sa_convonet_ros.ros.marker_blocks import MarkerBlocks, Update
+from sa_convonet_ros.ros.markers import UNIFORM_GREY, mesh_to_shape_msg, vertex_confidence, vertex_rgb
 from sa_convonet_ros.ros.serialized import mesh_geometry_stamped, mesh_vertex_colors_stamped
 from sa_convonet_ros.ros.settings import NodeOptions
 
+# The marker blocks' edge, in the windows' cores as run: a block about the field a changed window redoes.
+BLOCK_EDGE_IN_WINDOWS = 0.5
 # ReconstructionStats field <- RunStats field, for the values that go across as they are.
 STATS_FIELDS = {
     'input_points': 'input_points', 'points_used': 'points_used', 'stray_points_removed': 'stray_points_removed',
@@ -36,22 +38,23 @@ STATS_FIELDS = {
 class MeshMessages:
     """One mesh as every message the node publishes or answers it with."""
 
-    markers: MarkerArray  # DELETEALL, then TRIANGLE_LIST markers
+    markers: Update  # the marker blocks that changed (or the whole mesh, DELETEALL first)
     shape: Mesh  # shape_msgs/Mesh, for the response (empty where the response leaves the mesh out)
     geometry: Optional[bytes] = None  # serialized mesh_msgs/MeshGeometryStamped, where asked for
     colors: Optional[bytes] = None  # serialized mesh_msgs/MeshVertexColorsStamped, the same uuid
 
 
 def mesh_messages(mesh: trimesh.Trimesh, points: np.ndarray, frame_id: str, options: NodeOptions, stats: RunStats,
-                  has_colors: bool, mesh_msgs_uuid: Optional[str] = None, with_shape: bool = True) -> MeshMessages:
-    """The mesh coloured as `color_mode` says, as markers and (`with_shape`) shape_msgs/Mesh, and as mesh_msgs
-    under `mesh_msgs_uuid` when given. `points`: the points it was made from, and `stats` its run's grid and trim
-    as run (for the confidence colours)."""
+                  has_colors: bool, blocks: MarkerBlocks, mesh_msgs_uuid: Optional[str] = None,
+                  with_shape: bool = True) -> MeshMessages:
+    """The mesh coloured as `color_mode` says, as the update of the marker `blocks` published so far, as
+    (`with_shape`) shape_msgs/Mesh and as mesh_msgs under `mesh_msgs_uuid` when given. `points`: the points it
+    was made from, and `stats` its run's grid, trim and windows as run (the confidence colours, the blocks)."""
     vertices, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
     rgb = vertex_rgb(options.color_mode, vertices, _input_colors(mesh, has_colors),
                      _confidence(mesh, points, options, stats))
-    markers = mesh_to_markers(vertices, faces, frame_id, colors=rgb, color_mode='uniform' if rgb is None else 'rgb',
-                              max_triangles_per_marker=options.max_triangles_per_marker)
+    markers = blocks.update(vertices, faces, rgb, frame_id, stats.window_size * BLOCK_EDGE_IN_WINDOWS,
+                            options.max_triangles_per_marker)
     messages = MeshMessages(markers, mesh_to_shape_msg(vertices, faces) if with_shape else Mesh())
     if mesh_msgs_uuid is not None:
         normals = np.asarray(mesh.vertex_normals) if len(faces) else np.zeros_like(vertices)

@@ -44,6 +44,7 @@ from sa_convonet_ros.cache import WindowCache
 from sa_convonet_ros.memory import keep_heap_compact
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
 from sa_convonet_ros.ros.jobs import Job, JobSlot, Outcome, job_from_request
+from sa_convonet_ros.ros.marker_blocks import MARKER_HISTORY, MarkerBlocks
 from sa_convonet_ros.ros.messages import mesh_msgs_types
 from sa_convonet_ros.ros.parameters import NodeParameters
 from sa_convonet_ros.ros.pointcloud2 import CloudArrays, cloud_to_arrays
@@ -57,6 +58,8 @@ AUTO_CHECK_PERIOD = 0.5  # seconds between checks of the automatic mode
 SIGNAL_CHECK_PERIOD = 0.1  # seconds the main thread waits for work before it looks for Ctrl-C
 LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+MARKER_QOS = QoSProfile(depth=MARKER_HISTORY, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # Requests and goals wait here while the executor answers those before them: ROS's default of 10 drops the
 # rest of a burst (a client without a timeout then waits forever); a busy node answers each one at once.
 REQUEST_QUEUE = QoSProfile(depth=1000, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
@@ -70,13 +73,15 @@ class ReconstructionNode(Node):
         self._map_lock = threading.Lock()  # guards the map and its fingerprint
         self._map: Optional[CloudArrays] = None
         self._map_fingerprint = ''
-        self._auto_cache = WindowCache()
+        self._window_cache: Optional[WindowCache] = None  # made from window_cache_mb with the settings
+        self._window_cache_mb = -1
         self._auto_done_fingerprint = ''  # the map the automatic mode last started on ('': none, or new settings)
         self._auto_last_start = -float('inf')
         self._node_parameters = NodeParameters(self, on_change=self._on_settings_changed)
+        self._on_settings_changed()
         self._create_interface()
         self._slot = JobSlot(self.resolve_service_name('~/cancel'), self.get_logger().error)
-        self._outlets = Outlets(self, self._marker_publisher.publish, self._stats_publisher.publish,
+        self._outlets = Outlets(self, self._marker_publisher.publish, MarkerBlocks(), self._stats_publisher.publish,
                                 self._progress_publisher.publish, *self._mesh_msgs_outlets())
         settings = self._node_parameters.settings
         qos = self._map_subscription.qos_profile
@@ -97,7 +102,8 @@ class ReconstructionNode(Node):
             PointCloud2, self._input_topic, self._on_map, self._node_parameters.input_qos(), callback_group=map_group,
             event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos))
         self._marker_topic = names('marker_topic', self.resolve_topic_name)
-        self._marker_publisher = self.create_publisher(MarkerArray, self._marker_topic, LATCHED)
+        # A late display gets the history: the last whole mesh and the block updates after it.
+        self._marker_publisher = self.create_publisher(MarkerArray, self._marker_topic, MARKER_QOS)
         self._stats_publisher = self.create_publisher(ReconstructionStats, '~/stats', LATCHED)
         self._progress_publisher = self.create_publisher(ReconstructionProgress, '~/progress', 10)
         self._service_name = names('service_name', self.resolve_service_name)
@@ -165,6 +171,10 @@ class ReconstructionNode(Node):
 
     def _on_settings_changed(self) -> None:
         self._auto_done_fingerprint = ''  # new settings: automatic mode may run again
+        settings = self._node_parameters.settings
+        megabytes = settings.options.window_cache_mb if settings is not None else 0
+        if megabytes != self._window_cache_mb:
+            self._window_cache, self._window_cache_mb = window_cache(megabytes), megabytes
 
     # ------------------------------------------------------------------------ service and action
 
@@ -211,7 +221,7 @@ class ReconstructionNode(Node):
                 latest = self._map
             job = job_from_request(request, self._node_parameters.settings, latest, self._input_topic)
             if isinstance(job, Job):
-                job.goal = goal_handle
+                job.goal, job.cache = goal_handle, self._window_cache
             return job
 
         return self._slot.run(make_job, self._work)
@@ -245,7 +255,7 @@ class ReconstructionNode(Node):
 
         def make_job() -> Job:
             self._auto_done_fingerprint, self._auto_last_start = fingerprint, time.monotonic()
-            return Job(cloud=cloud, source=f'the map from {self._input_topic} (automatic)', cache=self._auto_cache)
+            return Job(cloud=cloud, source=f'the map from {self._input_topic} (automatic)', cache=self._window_cache)
 
         outcome = self._slot.run_if_free(make_job, self._work)
         if outcome is None:
@@ -257,6 +267,14 @@ class ReconstructionNode(Node):
 
     def cancel_running_job(self) -> None:
         self._slot.cancel_running()
+
+
+def window_cache(megabytes: int) -> Optional[WindowCache]:
+    """The cache of `megabytes` (None for 0): three quarters for field blocks, what reuse needs, the rest for
+    the adapted states of warm starts."""
+    if not megabytes:
+        return None
+    return WindowCache(max_state_bytes=megabytes * 2**20 // 4, max_block_bytes=megabytes * 2**20 * 3 // 4)
 
 
 def main(args=None):

@@ -19,6 +19,7 @@ from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
 from sa_convonet_ros.pipeline import Result, reconstruct
 from sa_convonet_ros.points import subsample_evenly
 from sa_convonet_ros.ros.jobs import Job, Outcome, ProgressReporter
+from sa_convonet_ros.ros.marker_blocks import MarkerBlocks
 from sa_convonet_ros.ros.messages import MeshMessages, mesh_messages, stats_message
 from sa_convonet_ros.ros.outputs import OutputError, StagedFiles, output_paths
 from sa_convonet_ros.ros.settings import Settings
@@ -31,6 +32,7 @@ class Outlets:
 
     node: Node
     markers: Callable[[MarkerArray], None]
+    marker_blocks: MarkerBlocks  # what the marker topic shows, block by block
     stats: Callable[[ReconstructionStats], None]
     progress: Callable[[ReconstructionProgress], None]
     mesh_geometry: Optional[Callable[[bytes], None]] = None
@@ -91,7 +93,7 @@ def _produce(job: Job, settings: Settings, model: ConvONet, progress: ProgressRe
                     f'{options.max_message_faces}: the markers and the response carry it simplified to '
                     f'{len(shown.faces)} faces; a mesh file keeps every face')
     messages = mesh_messages(shown, points, frame_id, options, result.stats, job.cloud.colors is not None,
-                             outlets.mesh_uuid, with_shape=not job.omit_mesh)
+                             outlets.marker_blocks, outlets.mesh_uuid, with_shape=not job.omit_mesh)
     message_faces = len(shown.faces)
     del shown
     seconds = dict(result.stats.seconds, messages=time.perf_counter() - start)
@@ -142,8 +144,14 @@ def _reconstruct(job: Job, settings: Settings, model: ConvONet, progress: Progre
 def _publish(job: Job, product: Product, progress: ProgressReporter, outlets: Outlets) -> Outcome:
     cloud, stats_msg, stats = job.cloud, product.stats, product.result.stats
     stats_msg.input_points = len(cloud.points) + cloud.num_removed  # as received, before any subsampling
-    # One MarkerArray (DELETEALL + triangle lists) replaces the previous mesh in a single message.
-    outlets.markers(product.messages.markers)
+    # Only the marker blocks that changed (every few runs the whole mesh, DELETEALL first): one message.
+    update = product.messages.markers
+    if update.markers.markers:
+        outlets.markers(update.markers)
+        outlets.marker_blocks.commit(update)
+    outlets.node.get_logger().info(
+        f'markers: {"the whole mesh" if update.whole else "an update"}, {update.blocks_sent} of '
+        f'{len(update.published)} blocks sent ({update.triangles} triangles), {update.blocks_deleted} deleted')
     if product.messages.geometry is not None:
         outlets.mesh_geometry(product.messages.geometry)
         outlets.mesh_colors(product.messages.colors)

@@ -83,6 +83,11 @@ class NodeOptions:
                                                 '0.8 kB a face, and a building at a 1 cm grid makes tens of '
                                                 'millions); stats.message_faces says how many were sent',
                                  at_least=0, at_most=100_000_000)
+    window_cache_mb: int = setting(1024, "memory for what earlier runs computed per window (field blocks, and "
+                                         "adapted states for warm starts), kept for every later request, action "
+                                         "goal and automatic run: windows whose points did not change are not "
+                                         "recomputed, and their markers not resent (0 = none: every run "
+                                         "recomputes every window)", at_least=0, at_most=1_000_000)
     auto_reconstruct: bool = setting(False, 'reconstruct automatically whenever the map changed, reusing the '
                                             'windows whose points did not change')
     auto_min_period: float = setting(30.0, 'automatic mode: at least this many seconds between the starts of two '

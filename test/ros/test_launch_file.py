@@ -150,7 +150,8 @@ def test_node_declares_exactly_the_params_file_parameters(running_node, yaml_par
     for descriptor in descriptors:
         assert len(descriptor.description) > 20, descriptor.name
     read_only = {d.name for d in descriptors if d.read_only}
-    assert read_only == {'input_topic', 'input_reliability', 'input_durability', 'service_name', 'marker_topic'}
+    assert read_only == {'input_topic', 'input_reliability', 'input_durability', 'service_name', 'marker_topic',
+                         'mesh_msgs'}
 
 
 def test_node_follows_the_remapping_and_namespace(running_node):

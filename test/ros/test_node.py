@@ -34,7 +34,7 @@ from sa_convonet_ros.action import ReconstructScene as ReconstructSceneAction
 from sa_convonet_ros.config import ModelConfig
 from sa_convonet_ros.model import ConvONet, save_model
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
-from sa_convonet_ros.ros.markers import confidence_colors
+from sa_convonet_ros.ros.markers import assemble, confidence_colors
 from sa_convonet_ros.srv import ReconstructScene
 from sa_convonet_ros.synthetic.rooms import RoomConfig, generate_room
 from sa_convonet_ros.synthetic.scans import surface_cloud
@@ -227,16 +227,27 @@ class Collector:
         assert self.ros.spin_until(lambda: self.subscription.get_publisher_count() > 0, timeout), \
             f'no publisher on {self.subscription.topic_name}'
 
+    def settle(self, quiet=0.5, timeout=15.0):
+        """Wait until no message has come for `quiet` seconds (a latched history arrives message by message)."""
+        deadline, count, since = time.monotonic() + timeout, -1, time.monotonic()
+        while time.monotonic() < deadline:
+            if len(self.messages) != count:
+                count, since = len(self.messages), time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            self.ros.spin_for(0.05)
+
     def close(self):
         self.ros.node.destroy_subscription(self.subscription)
 
 
-def check_markers(array: MarkerArray, frame_id: str, faces: int):
-    """The invariants RViz relies on: replace-all first, then non-empty triangle lists."""
-    assert array.markers[0].action == Marker.DELETEALL
-    triangles = array.markers[1:]
-    assert triangles, 'no TRIANGLE_LIST marker'
-    for marker in triangles:
+def check_markers(arrays: list, frame_id: str, faces: int) -> dict:
+    """What a display shows after the latched history `arrays` (the last whole mesh, DELETEALL first, and the
+    block updates after it), checked against the invariants RViz relies on; the markers by (ns, id)."""
+    assert any(m.action == Marker.DELETEALL for array in arrays for m in array.markers), 'no whole mesh'
+    shown = assemble(arrays)
+    assert shown, 'no TRIANGLE_LIST marker'
+    for marker in shown.values():
         assert marker.type == Marker.TRIANGLE_LIST and marker.action == Marker.ADD
         assert marker.header.frame_id == frame_id
         assert (marker.header.stamp.sec, marker.header.stamp.nanosec) == (0, 0)
@@ -245,8 +256,23 @@ def check_markers(array: MarkerArray, frame_id: str, faces: int):
         assert (orientation.x, orientation.y, orientation.z, orientation.w) == (0.0, 0.0, 0.0, 1.0)
         assert len(marker.points) > 0 and len(marker.points) % 3 == 0
         assert len(marker.colors) in (0, len(marker.points))
-    assert len({m.id for m in triangles}) == len(triangles)
-    assert sum(len(m.points) for m in triangles) == 3 * faces
+    assert sum(len(m.points) for m in shown.values()) == 3 * faces
+    return shown
+
+
+def latched_markers(ros, faces: int, frame_id: str = 'map', timeout: float = 15.0) -> list:
+    """The marker topic's latched history as a display that joins now receives it, once it shows `faces`
+    triangles in `frame_id` (the history arrives message by message)."""
+    markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
+
+    def complete():
+        shown = assemble(markers.messages).values()
+        return sum(len(m.points) for m in shown) == 3 * faces and all(m.header.frame_id == frame_id for m in shown)
+
+    ros.spin_until(complete, timeout)
+    markers.settle()  # and the updates after the whole mesh
+    markers.close()
+    return markers.messages
 
 
 def mesh_vertices(mesh) -> np.ndarray:
@@ -303,14 +329,11 @@ def test_reconstructs_the_map_and_publishes_markers(node, ros, room_map, out_dir
     assert all(m.header.frame_id == 'map' for m in progress.messages)
 
     # A late subscriber (like RViz started afterwards) still gets the mesh and the stats.
-    markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
     latched_stats = Collector(ros, ReconstructionStats, f'{PRIVATE}/stats', LATE_JOINER)
-    assert ros.spin_until(lambda: markers.messages and latched_stats.messages, 15), 'no latched markers'
-    check_markers(markers.messages[-1], 'map', stats.faces)
-    colored = [m for m in markers.messages[-1].markers[1:]]
-    assert all(len(m.colors) == len(m.points) for m in colored)  # the map has colours (rgb mode)
+    assert ros.spin_until(lambda: latched_stats.messages, 15), 'no latched stats'
+    shown = check_markers(latched_markers(ros, stats.faces), 'map', stats.faces)
+    assert all(len(m.colors) == len(m.points) for m in shown.values())  # the map has colours (rgb mode)
     assert latched_stats.messages[-1].faces == stats.faces
-    markers.close()
     latched_stats.close()
     assert 'progress: ' in node.log_text()
 
@@ -319,10 +342,7 @@ def test_an_answer_without_the_mesh_is_short_and_the_mesh_still_published(node, 
     response = call(ros, node, request(omit_mesh=True))
     assert response.success, response.message
     assert len(response.mesh.triangles) == len(response.mesh.vertices) == 0 and response.stats.faces > 100
-    markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
-    assert ros.spin_until(lambda: markers.messages, 15)
-    check_markers(markers.messages[-1], 'map', response.stats.message_faces)
-    markers.close()
+    check_markers(latched_markers(ros, response.stats.message_faces), 'map', response.stats.message_faces)
 
 
 def test_the_mesh_goes_out_as_mesh_msgs_too_with_every_face_of_the_file(node, ros, room_map, out_dir):
@@ -350,21 +370,70 @@ def test_the_mesh_goes_out_as_mesh_msgs_too_with_every_face_of_the_file(node, ro
     colors.close()
 
 
+def box_points(low, size=0.3, spacing=0.01):
+    """The surface of a cube of `size` metres from corner `low`, sampled on a grid of `spacing`."""
+    u, v = (g.ravel() for g in np.meshgrid(np.arange(0, size, spacing), np.arange(0, size, spacing)))
+    faces = []
+    for axis in range(3):
+        for side in (0.0, size):
+            face = np.insert(np.c_[u, v], axis, side, axis=1)
+            faces.append(face)
+    return np.asarray(low) + np.concatenate(faces)
+
+
+def triangles_in(arrays) -> int:
+    return sum(len(m.points) // 3 for array in arrays for m in array.markers if m.action == Marker.ADD)
+
+
+def test_a_local_change_republishes_only_the_marker_blocks_it_changed(node, ros, room_map):
+    """A 0.3 m box appears in one part of the map: the second call sends the markers of the blocks its
+    window changed only (unchanged windows come from the window cache, their triangles as they were), and a
+    display that joins later still rebuilds the whole current mesh from the latched history."""
+    assert all(r.successful for r in set_parameters(ros, node, window_size=0.8, window_scale=1.0))
+    markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
+    try:
+        markers.wait_until_connected()
+        markers.settle()
+        room = ROOM + [0.0, 32.0, 0.0]  # 40 windows along y: the same tiling of the room as at its place
+        box = box_points([0.25, 31.45, 0.25])  # inside one window's core, clear of its neighbours' margins
+        frame = 'blocks_test'  # a frame of its own: the first call sends the whole mesh
+        sent_before = len(markers.messages)
+        first = call(ros, node, request(cloud=arrays_to_cloud(room, ROOM_COLORS, frame_id=frame)))
+        assert first.success, first.message
+        assert ros.spin_until(lambda: len(markers.messages) > sent_before, 10)
+        markers.settle()
+        whole = markers.messages[sent_before:]
+        colours = np.vstack([ROOM_COLORS, np.full((len(box), 3), 0.5)])
+        sent_before = len(markers.messages)
+        second = call(ros, node, request(cloud=arrays_to_cloud(np.vstack([room, box]), colours, frame_id=frame)))
+        assert second.success, second.message
+        assert second.stats.windows_reused > 0 and second.stats.windows_run < first.stats.windows_run
+        assert ros.spin_until(lambda: len(markers.messages) > sent_before, 10)
+        markers.settle()
+        update = markers.messages[sent_before:]
+        assert not any(m.action == Marker.DELETEALL for array in update for m in array.markers)
+        assert 0 < triangles_in(update) <= 0.35 * triangles_in(whole) == 0.35 * first.stats.message_faces
+        node.wait_for_log(r'markers: an update, \d+ of \d+ blocks sent', timeout=5)
+        check_markers(latched_markers(ros, second.stats.message_faces, frame), frame, second.stats.message_faces)
+    finally:
+        markers.close()
+        set_parameters(ros, node, window_size=1.6, window_scale=-1.0)
+
+
 def test_request_cloud_replaces_the_map_and_markers_split(node, ros, room_map):
-    results = set_parameters(ros, node, max_triangles_per_marker=5000, color_mode='uniform', frame_id='')
+    results = set_parameters(ros, node, max_triangles_per_marker=500, color_mode='uniform', frame_id='')
     assert all(r.successful for r in results), results
     try:
         cloud = arrays_to_cloud(room_map + [10.0, 0.0, 0.0], frame_id='odom', dtype='float64')
         response = call(ros, node, request(cloud=cloud))
         assert response.success, response.message
         assert mesh_vertices(response.mesh)[:, 0].min() > 8.0
-        markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
-        assert ros.spin_until(lambda: markers.messages, 15)
-        array = markers.messages[-1]
-        check_markers(array, 'odom', response.stats.faces)
-        assert len(array.markers) - 1 == math.ceil(response.stats.faces / 5000)
-        assert all(len(m.colors) == 0 for m in array.markers[1:])  # uniform colour
-        markers.close()
+        shown = check_markers(latched_markers(ros, response.stats.faces, 'odom'), 'odom', response.stats.faces)
+        namespaces = {ns for ns, _ in shown}
+        assert len(namespaces) > 1 and all(ns.startswith('block_') for ns in namespaces)  # spatial blocks
+        assert max(len(m.points) for m in shown.values()) <= 3 * 500
+        assert len(shown) > len(namespaces)  # some block split into markers of at most 500 triangles
+        assert all(len(m.colors) == 0 for m in shown.values())  # uniform colour
     finally:
         set_parameters(ros, node, max_triangles_per_marker=200_000, color_mode='rgb')
 
@@ -388,10 +457,7 @@ def test_a_mesh_over_max_message_faces_is_simplified_for_the_messages_only(node,
                           timeout=5, start=start)
         # the simplified mesh still lies on the map
         assert np.median(cKDTree(room_map).query(mesh_vertices(response.mesh))[0]) < 0.06
-        markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
-        assert ros.spin_until(lambda: markers.messages, 15)
-        check_markers(markers.messages[-1], 'map', stats.message_faces)
-        markers.close()
+        check_markers(latched_markers(ros, stats.message_faces), 'map', stats.message_faces)
     finally:
         set_parameters(ros, node, max_message_faces=1_000_000)
 
@@ -565,7 +631,7 @@ def test_request_while_busy_is_refused_and_cancel_stops_the_job(node, ros, room_
     progress = Collector(ros, ReconstructionProgress, f'{PRIVATE}/progress')
     progress.wait_until_connected()
     markers.wait_until_connected()
-    ros.spin_until(lambda: markers.messages, 5)
+    markers.settle()
     published_before = len(markers.messages)
 
     long_job = ros.reconstruct.call_async(request(iterations=10_000))
@@ -606,7 +672,7 @@ def test_a_cancel_after_the_optimisation_takes_effect_or_says_too_late(node, ros
     progress = Collector(ros, ReconstructionProgress, f'{PRIVATE}/progress')
     progress.wait_until_connected()
     markers.wait_until_connected()
-    ros.spin_until(lambda: markers.messages, 5)
+    markers.settle()
     published_before = len(markers.messages)
     # The 2 M point map makes the messages stage long; the PNG preview the write stage.
     output = out_dir / 'cancelled.ply'
@@ -657,7 +723,7 @@ def test_the_action_cancel_stops_the_goal_and_publishes_nothing(node, ros, room_
     assert client.wait_for_server(timeout_sec=20), node.log_tail()
     markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
     markers.wait_until_connected()
-    ros.spin_until(lambda: markers.messages, 5)
+    markers.settle()
     published_before = len(markers.messages)
     feedback = []
     sent = client.send_goal_async(ReconstructSceneAction.Goal(iterations=10_000), feedback_callback=feedback.append)
@@ -749,10 +815,7 @@ def test_confidence_colours_tell_observed_from_filled_in(node, ros, room_map):
     try:
         response = call(ros, node, request())
         assert response.success, response.message
-        markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
-        assert ros.spin_until(lambda: markers.messages, 15)
-        triangles = markers.messages[-1].markers[1:]
-        markers.close()
+        triangles = list(assemble(latched_markers(ros, response.stats.message_faces)).values())
     finally:
         set_parameters(ros, node, color_mode='rgb')
     corners = np.array([(p.x, p.y, p.z) for m in triangles for p in m.points])
