@@ -4,13 +4,13 @@
     python -m bench.bench_node_memory --cloud floor.npy --calls 1 --iterations -1 --profile auto --output floor.ply
 
 Starts the installed node as the launch file does (the shipped model and params file, `device: cpu` and
-the given profile),
-publishes a scanned room (its corner of `--crop` x `--crop` metres, to keep the calls short) as the
-latched map, then calls /reconstruct_scene `--calls` times with the same
-request and prints the node's RSS (from /proc) after each call, and the level after the last call
-relative to the level after the fifth, and the node's peak RSS (the kernel's high-water mark). With
-`--cloud` the map is that file (.npy, .ply, ...; grey where it has no colours) instead of a scanned room,
-and `--output` has each call write the mesh there. Needs the environment of scripts/ros_env.sh.
+the given profile), publishes a scanned room (its corner of `--crop` x `--crop` metres, to keep the calls
+short) as the latched map, then calls /reconstruct_scene `--calls` times with the same request, each computed
+anew (the node's window cache is off unless `--window-cache-mb` is given), and prints the node's RSS (from
+/proc) after each call, the level after the last call relative to the level after the fifth, and the node's
+peak RSS (the kernel's high-water mark). With `--cloud` the map is that file (.npy, .ply, ...; grey where it
+has no colours) instead of a scanned room, and `--output` has each call write the mesh there. Needs the
+environment of scripts/ros_env.sh.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         points, colors = points[keep], colors[keep]
         print(f"map: the {args.crop} x {args.crop} m corner, {len(points)} points", flush=True)
     client = RosClient("bench_node_memory")
-    parameters = {"device": "cpu", "profile": args.profile}
+    parameters = {"device": "cpu", "profile": args.profile, "window_cache_mb": args.window_cache_mb}
     with tempfile.TemporaryDirectory() as folder, NodeProcess(Path(folder) / "node.log", parameters) as node:
         try:
             node.wait_for_log(r"ready: ", timeout=120)
@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cloud", default="", help="a point-cloud file to publish as the map instead of a room")
     parser.add_argument("--output", default="", help="mesh file each call writes (the request's output_path)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds a call may take")
+    parser.add_argument("--window-cache-mb", type=int, default=0,
+                        help="the node's window cache (0, the default here: every call computed anew, as a soak "
+                             "of full runs needs; the node's own default keeps 1024 MB)")
     return parser
 
 

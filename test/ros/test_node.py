@@ -781,19 +781,25 @@ def test_a_burst_of_calls_and_goals_during_a_job_is_all_answered(node, ros, room
 
 
 def test_memory_levels_off_over_thirty_calls(node, ros, room_map):
-    """Thirty consecutive requests, service and action taking turns: the node's resident size stays within
-    20 % of its level after the fifth (what a job frees goes back to the system; no result is kept)."""
+    """Thirty consecutive requests, service and action taking turns, each computed anew (no window cache): the
+    node's resident size stays within 20 % of its level after the fifth (what a job frees goes back to the
+    system; no result is kept)."""
     client = ActionClient(ros.node, ReconstructSceneAction, f'{PRIVATE}/reconstruct')
     assert client.wait_for_server(timeout_sec=20), node.log_tail()
+    assert set_parameters(ros, node, window_cache_mb=0)[0].successful
     levels = []
-    for number in range(30):
-        if number % 2:
-            answer = _run_goal(ros, client, ReconstructSceneAction.Goal(), node).result
-        else:
-            answer = call(ros, node, request())
-        assert answer.success, answer.message
-        levels.append(_resident_mb(node.process.pid))
-    client.destroy()
+    try:
+        for number in range(30):
+            if number % 2:
+                answer = _run_goal(ros, client, ReconstructSceneAction.Goal(), node).result
+            else:
+                answer = call(ros, node, request())
+            assert answer.success, answer.message
+            assert answer.stats.windows_reused == 0
+            levels.append(_resident_mb(node.process.pid))
+    finally:
+        set_parameters(ros, node, window_cache_mb=1024)
+        client.destroy()
     assert max(levels[5:]) <= 1.2 * levels[4], [round(level) for level in levels]
 
 
