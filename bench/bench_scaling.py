@@ -451,13 +451,15 @@ def _open3d_steps(mesh, max_faces: int) -> dict:
 def _message_steps(small) -> dict:
     from rclpy.serialization import serialize_message
 
-    from sa_convonet_ros.ros.markers import mesh_to_markers, mesh_to_shape_msg
+    from sa_convonet_ros.ros.marker_blocks import MarkerBlocks
+    from sa_convonet_ros.ros.markers import height_colors, mesh_to_shape_msg
     from sa_convonet_ros.ros.serialized import mesh_geometry_stamped, mesh_vertex_colors_stamped
 
     colors = np.asarray(small.visual.vertex_colors)[:, :3] / 255.0 if small.visual.kind == "vertex" else None
 
-    def messages():
-        markers = mesh_to_markers(small.vertices, small.faces, "map", colors=colors)
+    def messages():  # as the node sends a whole mesh: blocks of half its 1.2 m windows
+        rgb = colors if colors is not None else height_colors(small.vertices[:, 2])
+        markers = MarkerBlocks().update(small.vertices, small.faces, rgb, "map", 0.6, 200_000).markers
         shape = mesh_to_shape_msg(small.vertices, small.faces)
         return markers, shape, serialize_message(markers), serialize_message(shape)
 
