@@ -312,8 +312,7 @@ def check_writable(path: Path) -> None:
     """ValueError ("could not write ...") unless a file can be created at `path` (its missing parent
     folders included). Probes with a temporary file in the nearest existing folder, since permission
     bits say nothing for root and nothing about read-only or special file systems. A name the system
-    refuses (too long, say) or one holding a control character is refused too."""
-    refuse_control_characters(str(path))
+    refuses (too long, say) is refused too."""
     path = Path(path).absolute()
     with _os_errors_refusing(path):
         if _exists(path):

@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from sa_convonet_ros.io import check_mesh_path, check_output_file, refuse_control_characters, shown_path, write_mesh
+from sa_convonet_ros.io import check_mesh_path, check_output_file, shown_path, write_mesh
 from sa_convonet_ros.points import farthest_coordinate
 
 
@@ -72,7 +72,6 @@ def output_paths(output_path: str, write_preview: bool, output_dir: str,
     it, relative paths are taken from the working directory."""
     if not output_path:
         return None
-    refuse_control_characters(output_path)
     try:
         text = _confined(output_path, output_dir.strip())
     except OSError as error:  # a name the file system refuses (too long, ...)
