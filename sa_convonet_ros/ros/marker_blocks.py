@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from visualization_msgs.msg import MarkerArray
 
-from sa_convonet_ros.ros.markers import VertexObjects, delete_all, deleted, triangle_markers, vertex_color_objects
+from sa_convonet_ros.ros.markers import (
+    UNIFORM_GREY,
+    VertexObjects,
+    delete_all,
+    deleted,
+    triangle_markers,
+    vertex_color_objects,
+)
 
 MARKER_HISTORY = 4  # messages the latched topic keeps: the last whole mesh and up to 3 updates after it
 
@@ -47,8 +54,7 @@ class MarkerBlocks:
     since_whole: int | None = None  # updates sent since the last whole mesh (None: nothing sent yet)
 
     def update(self, vertices: np.ndarray, faces: np.ndarray, rgb: np.ndarray | None, frame_id: str,
-               block_size: float, max_triangles_per_marker: int,
-               uniform_color=(0.7, 0.7, 0.75, 1.0)) -> Update:
+               block_size: float, max_triangles_per_marker: int, uniform_color=(*UNIFORM_GREY, 1.0)) -> Update:
         """The MarkerArray that turns what was published into this mesh (`rgb`: per-vertex colours, None for
         one uniform colour)."""
         vertices, faces = np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64).reshape(-1, 3)
@@ -57,11 +63,15 @@ class MarkerBlocks:
         whole = (self.since_whole is None or self.since_whole >= self.history - 1 or frame_id != self.frame_id)
         changed = [name for name in blocks if whole or self.published.get(name, (None,))[0] != digests[name]]
         array = MarkerArray(markers=[delete_all(frame_id)] if whole else [])
-        palette = None if rgb is None or not changed else vertex_color_objects(rgb)
-        shared = VertexObjects(vertices, palette, uniform_color) if changed else None
+        # Message objects only for the vertices the changed blocks use: an update is a small part of a mesh.
+        used = np.unique(faces[np.concatenate([blocks[name] for name in changed])]) if changed else faces[:0, 0]
+        slot = np.zeros(len(vertices), dtype=np.int64)
+        slot[used] = np.arange(len(used))
+        palette = None if rgb is None or not changed else vertex_color_objects(np.asarray(rgb)[used])
+        shared = VertexObjects(vertices[used], palette, uniform_color) if changed else None
         sent, triangles = {}, 0
         for name in changed:
-            markers = triangle_markers(shared, faces[blocks[name]], frame_id, name, max_triangles_per_marker)
+            markers = triangle_markers(shared, slot[faces[blocks[name]]], frame_id, name, max_triangles_per_marker)
             array.markers += markers
             sent[name] = (digests[name], len(markers))
             triangles += len(blocks[name])

@@ -44,6 +44,8 @@ def test_a_change_in_one_corner_sends_only_its_block_and_the_history_rebuilds_th
     history += [again.markers, changed.markers]
     shown = assemble(history)  # what a display that joins now rebuilds from the latched history
     assert triangles_shown(shown) == len(faces)
+    corners = np.array([(p.x, p.y, p.z) for m in shown.values() for p in m.points]).reshape(-1, 9)
+    np.testing.assert_array_equal(np.unique(corners, axis=0), np.unique(vertices[faces].reshape(-1, 9), axis=0))
     assert {ns for ns, _ in shown} == set(split_into_blocks(vertices, faces, 1.0))
 
 
