@@ -219,13 +219,14 @@ def test_the_optimisation_stops_at_the_deadline_and_later_batches_run_feed_forwa
                                                                                   monkeypatch):
     # A clock that advances one second each time the optimisation reads it: once before each step, and twice in
     # the replay of a batch's draws before its first step, which gives up at once (it would take most of the
-    # budget left). The first round's two batches side by side share eight readings before the deadline.
+    # budget left). One batch at a time, so that no other batch reads the clock meanwhile: the first batch
+    # gets the eight readings before the deadline, two of them for its replay.
     seconds = iter(range(10**6))
     monkeypatch.setattr(optimize_module, "time", SimpleNamespace(monotonic=lambda: next(seconds)))
-    config = small_config(iterations=50).updated(cpu_workers=2, optimization={"window_batch": 4})
+    config = small_config(iterations=50).updated(cpu_workers=1, optimization={"window_batch": 4})
     budget = reconstruct(room_corner, config, model=tiny_model, deadline=7.5)
     assert budget.stats.batches_run > 2 and budget.stats.out_of_time
-    assert budget.stats.steps_run == 8 - 2 * 2  # the later rounds start too late
+    assert budget.stats.steps_run == 8 - 2  # the later batches start too late
     assert budget.stats.steps_planned == 50 * budget.stats.batches_run and len(budget.mesh.faces) > 0
     full = reconstruct(room_corner, small_config(iterations=1), model=tiny_model, deadline=10**9)
     assert not full.stats.out_of_time and full.stats.steps_run == full.stats.steps_planned
