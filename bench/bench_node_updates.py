@@ -1,12 +1,13 @@
 """Benchmark: what the node's marker topic carries when a map changes in one corner, against the whole mesh.
 
-    python -m bench.bench_node_updates --profile fast --seed 7 --setting dense
+    python -m bench.bench_node_updates --profile fast --seed 7 --setting dense [--progressive]
 
 Starts the installed node as the launch file does (`device: cpu`, the given profile, its window cache),
 publishes the demo's scanned room as the latched map and calls /reconstruct_scene; then adds a 0.3 m box
 in a corner of the room (inside one window's core, clear of its neighbours' margins) to the map and calls
 again. Prints, per call, the time, the windows run and reused, and the MarkerArray messages received on
-~/mesh_markers: their serialized bytes and triangles. Needs the environment of scripts/ros_env.sh.
+~/mesh_markers: their serialized bytes and triangles, and when the first of them came (with `--progressive`,
+the preview). Needs the environment of scripts/ros_env.sh.
 """
 from __future__ import annotations
 
@@ -46,13 +47,21 @@ def main(argv: list[str] | None = None) -> int:
     grown = np.vstack([points, box]), np.vstack([colors, np.full((len(box), 3), 0.8)])
     client = RosClient("bench_node_updates")
     received: list[MarkerArray] = []
+    arrivals: list[float] = []
+
+    def receive(array: MarkerArray) -> None:
+        received.append(array)
+        arrivals.append(time.monotonic())
+
     print(f"map: {len(points)} points; then a 0.3 m box of {len(box)} points at {corner.round(2)} m\n")
-    print("| call | seconds | windows run / reused | messages | bytes | triangles sent | whole mesh |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| call | seconds | first markers after (s) | windows run / reused | messages | bytes | triangles sent "
+          "| whole mesh |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     with tempfile.TemporaryDirectory() as folder, \
-            NodeProcess(Path(folder) / "node.log", {"device": "cpu", "profile": args.profile}) as node:
+            NodeProcess(Path(folder) / "node.log", {"device": "cpu", "profile": args.profile,
+                                                     "progressive": args.progressive}) as node:
         node.wait_for_log(r"ready: ", timeout=120)
-        client.node.create_subscription(MarkerArray, f"/{NODE_NAME}/mesh_markers", received.append, MARKER_QOS)
+        client.node.create_subscription(MarkerArray, f"/{NODE_NAME}/mesh_markers", receive, MARKER_QOS)
         publisher = client.node.create_publisher(PointCloud2, "map_cloud", LATCHED)
         service = client.node.create_client(ReconstructScene, "/reconstruct_scene")
         client.wait_for_service(service, 60, node)
@@ -68,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             stats = response.stats
             triangles = sum(len(m.points) // 3 for array in sent for m in array.markers if m.action == Marker.ADD)
             whole = any(m.action == Marker.DELETEALL for array in sent for m in array.markers)
-            print(f"| {label} | {seconds:.1f} | {stats.windows_run} / {stats.windows_reused} | {len(sent)} | "
+            first = arrivals[before] - started if len(arrivals) > before else float("nan")
+            print(f"| {label} | {seconds:.1f} | {first:.1f} | {stats.windows_run} / {stats.windows_reused} | "
+                  f"{len(sent)} | "
                   f"{sum(len(serialize_message(a)) for a in sent):,} | {triangles:,} of {stats.message_faces:,} | "
                   f"{'yes' if whole else 'no'} |", flush=True)
     client.close()
@@ -80,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", default="fast", help="the node's profile")
     parser.add_argument("--seed", type=int, default=7, help="room seed (the demo's)")
     parser.add_argument("--setting", default="dense", choices=["dense", "sparse"], help="simulated scan setting")
+    parser.add_argument("--progressive", action="store_true", help="the node's progressive results on")
     return parser
 
 

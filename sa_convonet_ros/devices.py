@@ -9,11 +9,12 @@ import torch
 
 
 def uses_cuda(device: str) -> bool:
-    """Whether a device setting ('auto', 'cpu', 'cuda:1', 'cuda:0,cuda:1') computes on CUDA here."""
+    """Whether a device setting ('auto', 'cpu', 'cuda:1', 'cuda:0,cuda:1') computes on CUDA here: 'cuda' on a
+    machine without CUDA runs on the CPU (`resolve_device`), and so gets the CPU's settings."""
     spec = (device or "auto").strip().lower()
-    if spec == "auto":
-        return torch.cuda.is_available()
-    return spec.startswith("cuda")
+    if not torch.cuda.is_available():
+        return False
+    return spec == "auto" or any(name.strip().startswith("cuda") for name in spec.split(","))
 
 
 def resolve_device(spec: str | torch.device = "auto", strict: bool = False) -> torch.device:

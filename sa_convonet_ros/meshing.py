@@ -85,6 +85,7 @@ class StreamingMesher:
         self._by_slab: dict[int, list[BlockKey]] = defaultdict(list)
         slabs = sorted(self._pending)
         self._next, self._last = (slabs[0] - 1, slabs[-1]) if slabs else (0, -1)  # slabs of cubes to march
+        self._first = self._next
         self._pieces: list[MeshPiece] = []
         self._keep_faces = keep_faces
         self.peak_blocks = 0  # the most blocks held at once
@@ -133,27 +134,51 @@ class StreamingMesher:
 
         Built in place, piece by piece, so that assembling it holds little more than the mesh itself: no
         whole-mesh temporaries (trimesh's merging and deduplication copy and sort every face several times)."""
-        if self._next <= self._last:
+        if not self.complete:
             missing = sorted(slab for slab, count in self._pending.items() if count > 0)
             raise ValueError(f"blocks of slabs {missing} along axis {self.axis} never arrived")
-        vertices, faces, border = self._assembled()
+        return self._merged(*self._assembled(consume=True))
+
+    @property
+    def complete(self) -> bool:
+        """Every slab of cubes is marched."""
+        return self._next > self._last
+
+    @property
+    def share_marched(self) -> float:
+        """The share of the slabs of cubes marched so far, 0 to 1."""
+        return 1.0 if self.complete else (self._next - self._first) / (self._last + 1 - self._first)
+
+    @property
+    def final_below(self) -> float:
+        """Metres along `axis` below which the faces are all marched (those of `marched_so_far`)."""
+        return float(self._next * self.field.grid.cells * self.field.grid.voxel_size)
+
+    def marched_so_far(self) -> trimesh.Trimesh:
+        """The merged mesh of the slabs marched until now (below `final_below`), leaving the pieces in place:
+        a progressive display's view while blocks are still to come."""
+        return self._merged(*self._assembled(consume=False))
+
+    def _merged(self, vertices: np.ndarray, faces: np.ndarray, border: np.ndarray) -> trimesh.Trimesh:
         merged = merge_border_copies(vertices, faces, border)
         faces = compacted(faces, ~collapsed_or_repeated(faces, merged))
         vertices, faces = without_unused_vertices(vertices, faces)
         vertices *= self.field.grid.voxel_size
         return trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
 
-    def _assembled(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _assembled(self, consume: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All pieces in one vertex array (grid-index units) and one face array, each piece released once
-        copied; and which vertices lie on a block border (the only ones other pieces can share)."""
+        copied where `consume`; and which vertices lie on a block border (the only ones other pieces can
+        share)."""
         cells = self.field.grid.cells
         vertices = np.empty((sum(len(p.vertices) for p in self._pieces), 3))
         faces = np.empty((sum(len(p.faces) for p in self._pieces), 3), dtype=np.int64)
         border = np.empty(len(vertices), dtype=bool)
-        self._pieces.reverse()  # popped from the end, in marching order
+        pieces = self._pieces if consume else list(self._pieces)
+        pieces.reverse()  # popped from the end, in marching order
         count = filled = 0
-        while self._pieces:
-            piece = self._pieces.pop()
+        while pieces:
+            piece = pieces.pop()
             end = count + len(piece.vertices)
             # grid-index units keep the copies of a vertex on a shared block face equal up to rounding
             vertices[count:end] = piece.vertices
@@ -334,7 +359,7 @@ def simplified(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh:
     cell = float(np.median(np.linalg.norm(vertices[sample[:, 0]] - vertices[sample[:, 1]], axis=1)))
     count = len(faces)
     while count > max_faces:
-        cell *= 1.05 * np.sqrt(count / max_faces)
+        cell = on_cell_ladder(max(cell * CELL_LADDER_STEP, 1.05 * cell * np.sqrt(count / max_faces)))
         labels = cluster_labels(vertices, cell)
         coarse = clustered_faces(faces, labels)
         count = len(coarse)
@@ -354,14 +379,28 @@ def simplified(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh:
     return result
 
 
+# The clustering's cells come from a fixed ladder (steps of 19 % from 1 mm) on a grid anchored at the origin:
+# a mesh that changed in one corner clusters the same everywhere else, so its simplified form does too (and a
+# display that is sent only the changed parts gets only that corner).
+CELL_LADDER_STEP = 2 ** 0.25
+CELL_LADDER_BASE = 0.001
+
+
+def on_cell_ladder(cell: float) -> float:
+    """The smallest cell of the ladder at least `cell`."""
+    rung = np.ceil(np.log(cell / CELL_LADDER_BASE) / np.log(CELL_LADDER_STEP) - 1e-9)
+    return float(CELL_LADDER_BASE * CELL_LADDER_STEP ** rung)
+
+
 def cluster_labels(vertices: np.ndarray, cell: float) -> np.ndarray:
-    """Each vertex's cluster: a number shared by the vertices in the same grid cell of edge `cell`."""
-    low = vertices.min(axis=0)
-    shape = np.floor((vertices.max(axis=0) - low) / cell).astype(np.int64) + 1
+    """Each vertex's cluster: a number shared by the vertices in the same cell of the grid of edge `cell`
+    anchored at the origin."""
+    low = np.floor(vertices.min(axis=0) / cell).astype(np.int64)
+    shape = np.floor(vertices.max(axis=0) / cell).astype(np.int64) - low + 1
     keys = np.empty(len(vertices), dtype=np.int64)
     for start in range(0, len(vertices), CHUNK):
-        cells = np.floor((vertices[start:start + CHUNK] - low) / cell).astype(np.int64)
-        keys[start:start + CHUNK] = np.ravel_multi_index(np.minimum(cells, shape - 1).T, shape)
+        cells = np.floor(vertices[start:start + CHUNK] / cell).astype(np.int64) - low
+        keys[start:start + CHUNK] = np.ravel_multi_index(np.clip(cells, 0, shape - 1).T, shape)
     _, labels = np.unique(keys, return_inverse=True)
     return labels.ravel()
 

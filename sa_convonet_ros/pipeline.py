@@ -23,7 +23,7 @@ import contextlib
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -100,7 +100,8 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
                 colors: np.ndarray | None = None, model: ConvONet | None = None, region=None,
                 iterations: int | None = None, progress: Progress | None = None,
                 cancel: threading.Event | None = None, cache: WindowCache | None = None,
-                deadline: float | None = None, runner: BatchRunner | None = None) -> Result:
+                deadline: float | None = None, runner: BatchRunner | None = None,
+                partial: Callable[["PartialMesh"], None] | None = None) -> Result:
     """Reconstruct one mesh from a metric point cloud.
 
     points: N x 3 (metres, any origin); colors: optional N x 3 in [0, 1] for vertex colours;
@@ -112,7 +113,8 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     to leave the later stages their estimated time (`optimization_deadline`), each batch keeping the state
     it reached and later batches running feed-forward, and the snap is skipped once the deadline has
     passed; the stats say what was cut (`out_of_time`, `steps_run`, `skipped_for_time`);
-    runner: where the batches run (default: `make_runner(config)`, this process or Ray workers).
+    runner: where the batches run (default: `make_runner(config)`, this process or Ray workers);
+    partial(PartialMesh) is called whenever more slabs of the mesh are marched, for progressive displays.
     """
     config = config or get_profile("fast")
     steps = config.optimization.iterations if iterations is None else int(iterations)
@@ -142,7 +144,7 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     # The batches run as mesh_blocks takes their results; closing the run ends it at once on an error.
     with contextlib.closing(runner.run(plan, cloud.points, config, tally, stop, clock, cloud.encoder_points,
                                        optimization_deadline(deadline, plan))) as finished:
-        results = mesh_blocks(plan, finished, mesher, cache, clock)
+        results = mesh_blocks(plan, finished, mesher, cache, clock, partial, trim)
     report("mesh", 0, 1)
     _check(stop)
     with clock.stage("marching_cubes"):
@@ -202,15 +204,52 @@ def _ignore_progress(stage: str, done: int, total: int) -> None:
 
 # ----------------------------------------------------------------------------------------- field, mesh
 
+@dataclass
+class PartialMesh:
+    """The mesh marched so far while a run goes on: its faces below `final_below` metres along `axis` are
+    those of the run's mesh before snapping and colouring; beyond it nothing is marched yet (`complete`:
+    every slab is marched, the finished mesh follows)."""
+
+    axis: int
+    final_below: float
+    complete: bool
+    mesher: StreamingMesher
+    window_size: float  # metres, the windows' cores as run
+    voxel_size: float  # metres, the grid as run
+    trim_distance: float  # metres, the faces' farthest distance from the data (nan: no trim)
+
+    @property
+    def share(self) -> float:
+        """The share of the mesh's slabs marched so far, 0 to 1."""
+        return self.mesher.share_marched
+
+    def mesh(self) -> trimesh.Trimesh:
+        return self.mesher.marched_so_far()
+
+
 def mesh_blocks(plan: WindowPlan, results: Iterable[BatchResult], mesher: StreamingMesher,
-                cache: WindowCache | None = None, clock: StageClock | None = None) -> list[BatchResult]:
+                cache: WindowCache | None = None, clock: StageClock | None = None,
+                partial: Callable[[PartialMesh], None] | None = None,
+                trim_distance: float | None = None) -> list[BatchResult]:
     """The reused blocks, then each batch's blocks as it finishes, into the mesher (which releases them once
     meshed) and into the cache (a block cut short by the deadline is not the settings' result: only its
-    state is kept, to continue from). Returns the results, emptied of their blocks and states."""
+    state is kept, to continue from); `partial` hears of each advance of the marched slabs (whose faces were
+    trimmed at `trim_distance`). Returns the
+    results, emptied of their blocks and states."""
     clock = clock or StageClock([torch.device("cpu")])
+    marched = mesher.final_below
+
+    def tell_partial() -> None:
+        nonlocal marched
+        if partial is not None and mesher.final_below > marched:
+            marched = mesher.final_below
+            partial(PartialMesh(mesher.axis, marched, mesher.complete, mesher, plan.grid.core_size,
+                                plan.grid.voxel_size, float("nan") if trim_distance is None else trim_distance))
+
     with clock.stage("marching_cubes"):
         for key, block in plan.reused.items():
             mesher.add(key, block)
+    tell_partial()
     done = []
     for result in results:
         with clock.stage("marching_cubes"):
@@ -223,6 +262,7 @@ def mesh_blocks(plan: WindowPlan, results: Iterable[BatchResult], mesher: Stream
                 mesher.add(key, result.blocks[slot])
         result.blocks, result.states = [], None
         done.append(result)
+        tell_partial()
     return done
 
 

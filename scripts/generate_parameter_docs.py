@@ -35,7 +35,7 @@ GROUPS = {
     "requests": ["max_points", "max_iterations", "max_seconds", "window_cache_mb"],
     "input": ["input_topic", "input_reliability", "input_durability"],
     "output": ["service_name", "frame_id", "marker_topic", "mesh_msgs", "color_mode", "max_triangles_per_marker",
-               "max_message_faces", "output_dir"],
+               "max_message_faces", "progressive", "output_dir"],
     "automatic mode": ["auto_reconstruct", "auto_min_period"],
 }
 YAML_HEADER = f"""\

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from sa_convonet_ros.config import get_profile
 from sa_convonet_ros.devices import resolve_device, resolve_devices, uses_cuda
 
 
@@ -26,8 +27,13 @@ def test_resolve_devices_lists_every_device_to_use():
         resolve_devices("cpu,tpu")
 
 
-def test_uses_cuda_follows_the_setting_and_asks_torch_only_for_auto():
-    assert uses_cuda("cuda:1") and uses_cuda("cuda:0,cuda:1")
+@pytest.mark.parametrize("available", [True, False])
+def test_uses_cuda_follows_the_device_actually_used(monkeypatch, available):
+    """'cuda' on a machine without CUDA falls back to the CPU: it must get the CPU's settings too."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    for setting in ("cuda", "cuda:1", "cuda:0,cuda:1", "auto", "", "cpu,cuda:0"):
+        assert uses_cuda(setting) == available, setting
     assert not uses_cuda("cpu")
-    assert uses_cuda("auto") == torch.cuda.is_available()
-    assert uses_cuda("") == torch.cuda.is_available()
+    expected = "auto:gpu" if available else "auto:cpu"
+    assert get_profile("auto", "cuda").profile == get_profile("auto", "auto").profile == expected
+    assert get_profile("auto", "cpu").profile == "auto:cpu"

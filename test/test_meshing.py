@@ -310,6 +310,29 @@ def test_a_simplified_mesh_keeps_the_surface_and_its_colours_within_the_face_bud
         small.vertices[:, 2] < -0.3), 2] == 255)
 
 
+def test_a_change_in_one_place_changes_the_simplified_mesh_there_only():
+    """What the node's marker blocks rely on: unchanged parts of a mesh simplify to the same triangles."""
+    from sa_convonet_ros.meshing import simplified
+
+    floor = trimesh.creation.box(extents=(4.0, 4.0, 0.02))
+    for _ in range(5):
+        floor = floor.subdivide()  # 12,288 faces
+    floor.apply_translation((2.0, 2.0, 0.0))
+    box = trimesh.creation.icosphere(subdivisions=1, radius=0.2)  # 80 faces
+    box.apply_translation((-0.3, -0.3, 0.2))  # beyond the floor's corner: the mesh's extent changes too
+    grown = trimesh.util.concatenate([floor, box])
+    before, after = (simplified(mesh, len(floor.faces) // 4) for mesh in (floor, grown))
+    assert len(before.faces) <= len(floor.faces) // 4 and len(after.faces) <= len(floor.faces) // 4
+
+    def far_triangles(mesh):
+        triangles = np.asarray(mesh.vertices)[np.asarray(mesh.faces)]
+        far = np.linalg.norm(triangles.mean(axis=1)[:, :2] - [-0.3, -0.3], axis=1) > 1.0
+        return np.unique(np.round(triangles[far], 9).reshape(-1, 9), axis=0)
+
+    np.testing.assert_array_equal(far_triangles(before), far_triangles(after))
+    assert len(far_triangles(before)) > 0.5 * len(before.faces)
+
+
 def test_assembling_snapping_and_colouring_hold_little_more_than_the_mesh(monkeypatch):
     import tracemalloc
 

@@ -196,6 +196,32 @@ def test_a_long_map_holds_about_two_slabs_of_field_blocks(tiny_model):
     assert result.stats.faces_marched >= result.stats.faces > 0
 
 
+def test_partial_meshes_grow_slab_by_slab_into_the_run_s_mesh(tiny_model):
+    """The corridor again: each partial mesh holds the faces of the finished mesh below its `final_below`
+    (no snap here), and the last is the whole of it."""
+    rng = np.random.default_rng(0)
+    along, up = rng.uniform(0, 9, 40_000), rng.uniform(0, 1.5, 40_000)
+    walls = np.c_[np.where(np.arange(40_000) % 2, 0.1, 1.1) + rng.normal(0, 0.003, 40_000), along, up]
+    config = small_config().updated(optimization={"window_batch": 4}, denoise={"denoise": False})
+    seen = []
+    result = reconstruct(walls, config, model=tiny_model, partial=lambda part: seen.append((part, part.mesh())))
+    assert len(seen) > 3 and [part.axis for part, _ in seen] == [1] * len(seen)
+    edges = [part.final_below for part, _ in seen]
+    assert edges == sorted(set(edges)) and [part.complete for part, _ in seen] == [False] * (len(seen) - 1) + [True]
+    final = triangles_of(result.mesh)
+    for part, mesh in seen[:-1]:
+        below = final[final[:, :, 1].mean(axis=1) < part.final_below - 1e-9]
+        assert len(mesh.faces) < len(result.mesh.faces)
+        np.testing.assert_allclose(np.unique(triangles_of(mesh).reshape(-1, 9), axis=0),
+                                   np.unique(below.reshape(-1, 9), axis=0), atol=1e-9)
+    assert sum(len(mesh.faces) > 0 for _, mesh in seen[:-1]) > 2
+    np.testing.assert_array_equal(seen[-1][1].faces, result.mesh.faces)
+
+
+def triangles_of(mesh) -> np.ndarray:
+    return np.asarray(mesh.vertices)[np.asarray(mesh.faces)]
+
+
 def test_a_cancelled_run_raises_and_leaves_the_cache_as_it_was(tiny_model, room_corner):
     cache, cancel = WindowCache(), threading.Event()
     cancel.set()

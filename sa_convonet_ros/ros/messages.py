@@ -42,6 +42,7 @@ class MeshMessages:
     shape: Mesh  # shape_msgs/Mesh, for the response (empty where the response leaves the mesh out)
     geometry: Optional[bytes] = None  # serialized mesh_msgs/MeshGeometryStamped, where asked for
     colors: Optional[bytes] = None  # serialized mesh_msgs/MeshVertexColorsStamped, the same uuid
+    rgb: Optional[np.ndarray] = None  # the markers' vertex colours (None: uniform)
 
 
 def mesh_messages(mesh: trimesh.Trimesh, points: np.ndarray, frame_id: str, options: NodeOptions, stats: RunStats,
@@ -55,7 +56,7 @@ def mesh_messages(mesh: trimesh.Trimesh, points: np.ndarray, frame_id: str, opti
                      _confidence(mesh, points, options, stats))
     markers = blocks.update(vertices, faces, rgb, frame_id, stats.window_size * BLOCK_EDGE_IN_WINDOWS,
                             options.max_triangles_per_marker)
-    messages = MeshMessages(markers, mesh_to_shape_msg(vertices, faces) if with_shape else Mesh())
+    messages = MeshMessages(markers, mesh_to_shape_msg(vertices, faces) if with_shape else Mesh(), rgb=rgb)
     if mesh_msgs_uuid is not None:
         normals = np.asarray(mesh.vertex_normals) if len(faces) else np.zeros_like(vertices)
         rgba = np.ones((len(vertices), 4), dtype=np.float32)

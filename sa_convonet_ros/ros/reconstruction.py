@@ -22,6 +22,7 @@ from sa_convonet_ros.ros.jobs import Job, Outcome, ProgressReporter
 from sa_convonet_ros.ros.marker_blocks import MarkerBlocks
 from sa_convonet_ros.ros.messages import MeshMessages, mesh_messages, stats_message
 from sa_convonet_ros.ros.outputs import OutputError, StagedFiles, output_paths
+from sa_convonet_ros.ros.progressive import InterimMarkers, ShownMesh, shown_mesh
 from sa_convonet_ros.ros.settings import Settings
 
 
@@ -38,6 +39,7 @@ class Outlets:
     mesh_geometry: Optional[Callable[[bytes], None]] = None
     mesh_colors: Optional[Callable[[bytes], None]] = None
     mesh_uuid: Optional[str] = None
+    shown: Optional[ShownMesh] = None  # the last job's markers: what a progressive job puts back when cancelled
 
 
 @dataclass
@@ -59,31 +61,52 @@ def run_job(job: Job, settings: Settings, model: ConvONet, outlets: Outlets) -> 
         return Outcome(False, str(error), stats=stats_msg)
     frame_id = options.frame_id.strip() or job.cloud.frame_id or 'map'
     progress = ProgressReporter(outlets.node, job, frame_id, outlets.progress)
+    # A later run whose windows the cache holds is quick, and the mesh shown meanwhile is its best preview.
+    rerun = outlets.shown is not None and job.cache is not None and len(job.cache) > 0
+    interim = (InterimMarkers(settings, job.cloud.points, job.cloud.colors, frame_id, outlets.marker_blocks,
+                              outlets.markers, outlets.shown) if options.progressive and not rerun else None)
     try:
-        product = _produce(job, settings, model, progress, frame_id, output, outlets)
+        product = _produce(job, settings, model, progress, frame_id, output, outlets, interim)
     except ReconstructionCancelled:
+        _restore(interim, outlets)
         progress.finish('cancelled', 'cancelled; the published mesh is unchanged')
         return Outcome(False, f'cancelled after {time.monotonic() - job.started:.1f} s; the published mesh is '
                               'unchanged', stats=stats_msg, cancelled=True)
     except (ReconstructionError, OutputError) as error:
+        _restore(interim, outlets)
         progress.finish('failed', str(error))
         cause = '' if isinstance(error, OutputError) else f'cannot reconstruct {job.source}: '
         return Outcome(False, f'{cause}{error}', stats=stats_msg)
     except Exception as error:  # an unexpected failure must not take the node down
         outlets.node.get_logger().error(f'reconstruction failed: {type(error).__name__}: {error}')
+        _restore(interim, outlets)
         progress.finish('failed', str(error))
         return Outcome(False, f'reconstruction failed: {type(error).__name__}: {error}', stats=stats_msg)
     finally:
         release_freed_memory()
+    if interim is not None:
+        first = interim.first_shown - job.started
+        outlets.node.get_logger().info(f'progressive: the preview went out {first:.1f} s into the job, then '
+                                       f'{max(interim.updates - 1, 0)} interim update(s)')
     return _publish(job, product, progress, outlets)
 
 
+def _restore(interim: Optional[InterimMarkers], outlets: Outlets) -> None:
+    """Put back the markers shown before the job; a failure there is logged, the job's own error stays."""
+    if interim is None:
+        return
+    try:
+        interim.restore()
+    except Exception as error:  # noqa: BLE001 -- the job's outcome must still be answered
+        outlets.node.get_logger().error(f'could not restore the markers: {type(error).__name__}: {error}')
+
+
 def _produce(job: Job, settings: Settings, model: ConvONet, progress: ProgressReporter, frame_id: str, output,
-             outlets: Outlets) -> Product:
+             outlets: Outlets, interim: Optional[InterimMarkers] = None) -> Product:
     """The mesh, its messages and its files; then the job commits to publishing them, unless it was
     cancelled meanwhile (ReconstructionCancelled, and no file is left)."""
     logger = outlets.node.get_logger()
-    result, points = _reconstruct(job, settings, model, progress, logger)
+    result, points = _reconstruct(job, settings, model, progress, logger, interim)
     progress('messages', 0, 1)
     start = time.perf_counter()
     options = settings.options
@@ -95,6 +118,7 @@ def _produce(job: Job, settings: Settings, model: ConvONet, progress: ProgressRe
     messages = mesh_messages(shown, points, frame_id, options, result.stats, job.cloud.colors is not None,
                              outlets.marker_blocks, outlets.mesh_uuid, with_shape=not job.omit_mesh)
     message_faces = len(shown.faces)
+    now_shown = shown_mesh(shown, messages.rgb, frame_id, result.stats.window_size)
     del shown
     seconds = dict(result.stats.seconds, messages=time.perf_counter() - start)
     staged = StagedFiles()
@@ -107,13 +131,14 @@ def _produce(job: Job, settings: Settings, model: ConvONet, progress: ProgressRe
         staged.discard()
         raise ReconstructionCancelled('reconstruction cancelled')
     staged.move_into_place()
+    outlets.shown = now_shown
     stats_msg = stats_message(result.stats, seconds, output)
     stats_msg.message_faces = message_faces
     return Product(result, messages, stats_msg)
 
 
 def _reconstruct(job: Job, settings: Settings, model: ConvONet, progress: ProgressReporter,
-                 logger) -> tuple[Result, np.ndarray]:
+                 logger, interim: Optional[InterimMarkers] = None) -> tuple[Result, np.ndarray]:
     """The core's reconstruction of the job's cloud (capped at max_points), and the points it was given;
     never an empty mesh."""
     points, colors = job.cloud.points, job.cloud.colors
@@ -126,9 +151,12 @@ def _reconstruct(job: Job, settings: Settings, model: ConvONet, progress: Progre
     config = settings.config
     logger.info(f'reconstructing {job.source}: {len(points)} points, profile {config.profile}, device '
                 f'{settings.device}')
+    deadline = job.deadline(settings.options.max_seconds)
+    if interim is not None:
+        interim.preview(model, job.region, job.cancel, deadline, progress)
     result = reconstruct(points, config, colors=colors, model=model, region=job.region, iterations=job.iterations,
-                         progress=progress, cancel=job.cancel, cache=job.cache,
-                         deadline=job.deadline(settings.options.max_seconds))
+                         progress=progress, cancel=job.cancel, cache=job.cache, deadline=deadline,
+                         partial=None if interim is None else interim.on_partial)
     if job.cancel.is_set():
         raise ReconstructionCancelled('reconstruction cancelled')
     if result.stats.stray_points_removed:

@@ -83,6 +83,10 @@ class NodeOptions:
                                                 '0.8 kB a face, and a building at a 1 cm grid makes tens of '
                                                 'millions); stats.message_faces says how many were sent',
                                  at_least=0, at_most=100_000_000)
+    progressive: bool = setting(False, 'while a job runs, the markers show a feed-forward mesh on a grid three '
+                                       'times coarser within seconds, then the optimised mesh slab by slab as its '
+                                       'windows finish (every few seconds), then the result; costs the preview\'s '
+                                       'time, which counts against max_seconds (docs/ros.md)')
     window_cache_mb: int = setting(1024, "memory for what earlier runs computed per window (field blocks, and "
                                          "adapted states for warm starts), kept for every later request, action "
                                          "goal and automatic run: windows whose points did not change are not "

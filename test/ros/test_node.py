@@ -664,6 +664,52 @@ def test_request_while_busy_is_refused_and_cancel_stops_the_job(node, ros, room_
     progress.close()
 
 
+def triangles_displayed(arrays) -> np.ndarray:
+    """The triangles a display shows after `arrays`, one sorted row of 9 coordinates each."""
+    points = [(p.x, p.y, p.z) for marker in assemble(arrays).values() for p in marker.points]
+    return np.unique(np.reshape(points, (-1, 9)), axis=0)
+
+
+def test_progressive_results_come_before_the_answer_and_a_cancel_puts_back_the_mesh(node, ros, room_map):
+    """With `progressive` the markers show the preview while the job runs, the answer's mesh after it; a job
+    cancelled after its preview went out leaves the topic showing the mesh from before it."""
+    # without the window cache: a run of a map reconstructed before skips the preview (its mesh is shown)
+    assert all(r.successful for r in set_parameters(ros, node, progressive=True, window_cache_mb=0))
+    markers = Collector(ros, MarkerArray, f'{PRIVATE}/mesh_markers', LATE_JOINER)
+    progress = Collector(ros, ReconstructionProgress, f'{PRIVATE}/progress')
+    try:
+        markers.wait_until_connected()
+        progress.wait_until_connected()
+        markers.settle()
+        before = len(markers.messages)
+        job = ros.reconstruct.call_async(request())
+        assert ros.spin_until(lambda: len(markers.messages) > before or job.done(), CALL_TIMEOUT)
+        assert not job.done(), 'no marker message before the answer'
+        assert ros.spin_until(job.done, CALL_TIMEOUT), node.log_tail()
+        response = job.result()
+        assert response.success, response.message
+        markers.settle()
+        assert len(markers.messages) - before >= 2  # the preview, (interim updates,) the result
+        node.wait_for_log(r'progressive: the preview went out \d+\.\d s into the job', timeout=5)
+        faces = response.stats.message_faces
+        check_markers(latched_markers(ros, faces), 'map', faces)
+        result_shown = triangles_displayed(markers.messages)
+        assert len(result_shown) == faces
+
+        cancelled_job = ros.reconstruct.call_async(request(iterations=10_000))
+        assert ros.spin_until(lambda: any(m.stage == 'preview' and m.done == 1 for m in progress.messages), 60)
+        assert ros.spin_until(lambda: any(m.stage == 'optimize' for m in progress.messages), 60)
+        assert ros.call(ros.cancel, Trigger.Request(), 10, node).success
+        assert ros.spin_until(cancelled_job.done, 30), node.log_tail()
+        assert_refused(cancelled_job.result(), 'cancelled', 'unchanged')
+        markers.settle()
+        np.testing.assert_array_equal(triangles_displayed(markers.messages), result_shown)
+    finally:
+        markers.close()
+        progress.close()
+        set_parameters(ros, node, progressive=False, window_cache_mb=1024)
+
+
 @pytest.mark.parametrize('stage', ['messages', 'write'])
 def test_a_cancel_after_the_optimisation_takes_effect_or_says_too_late(node, ros, room_map, out_dir, stage):
     """Cancel during the last stages: either nothing is published and no file is left, or the answer
