@@ -8,6 +8,7 @@ from sa_convonet_ros.synthetic.exterior import (
     LidarSetting,
     generate_exterior,
     lidar_stations,
+    observed_by_lidar,
     scan_exterior,
     window_columns,
     window_rows,
@@ -79,3 +80,14 @@ def test_scan_sees_every_part_at_lidar_spacing(house, scan):
 
 def test_scans_are_reproducible(house, scan):
     np.testing.assert_array_equal(scan_exterior(house, SMALL, COARSE, seed=0), scan)
+
+
+def test_the_lidar_observes_the_surface_its_points_lie_on_within_its_range(house, scan):
+    from scipy.spatial import cKDTree
+
+    truth, _ = house.sample_surface(40_000, seed=1)
+    observed = observed_by_lidar(house, truth, SMALL, COARSE)
+    near_scan = cKDTree(scan).query(truth, distance_upper_bound=0.05)[0] < np.inf
+    assert observed[near_scan].mean() > 0.98
+    assert near_scan.mean() < observed.mean() < 0.95
+    assert not observed_by_lidar(house, truth, SMALL, COARSE.__class__(stations=4, standoff=4.0, max_range=1.0)).any()

@@ -4,10 +4,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from sa_convonet_ros.synthetic import generate_room, make_primitive_gallery_scene
+from sa_convonet_ros.synthetic import generate_room, make_box_scene, make_primitive_gallery_scene
 from sa_convonet_ros.synthetic.scans import (
     SCAN_SETTINGS,
+    ScanInfo,
     ScanSetting,
+    in_sight,
+    look_rotation,
+    observed_by_cameras,
     plan_camera_poses,
     simulate_scans,
     surface_cloud,
@@ -125,3 +129,40 @@ def test_surface_cloud_noise(room):
     # Isotropic noise: the normal component is N(0, sigma), so the mean distance is about 0.8 sigma.
     assert 0.005 < np.abs(room.sdf(noisy, truncation=0.1)).mean() < 0.01
     np.testing.assert_array_equal(noisy, surface_cloud(room, 5000, noise_std=0.01, seed=0))
+
+
+def test_a_face_is_in_sight_from_its_side_even_at_a_grazing_angle_and_its_back_is_not():
+    box = make_box_scene(half_extents=(0.5, 0.5, 0.5))
+    front = np.c_[np.full(50, 0.5), np.linspace(-0.4, 0.4, 50), np.zeros(50)]  # the +x face
+    back = front * [-1, 1, 1]
+    side = np.c_[np.linspace(-0.4, 0.4, 50), np.full(50, 0.5), np.zeros(50)]  # the +y face
+    viewpoint = np.array([3.0, 0.55, 0.0])  # in front of +x, 5 cm above the +y face's plane: grazing it
+    assert in_sight(box, viewpoint, front, 10.0).all()
+    assert not in_sight(box, viewpoint, back, 10.0).any()
+    assert in_sight(box, viewpoint, side, 10.0).all()  # at 1.6 to 0.8 degrees
+    assert not in_sight(box, viewpoint, front, 2.0).any()  # out of range
+
+
+def test_cameras_observe_what_is_in_view_and_in_sight_only():
+    box = make_box_scene(half_extents=(0.5, 0.5, 0.5))
+    pose = np.eye(4)
+    pose[:3, :3], pose[:3, 3] = look_rotation(np.pi, 0.0), [3.0, 0.0, 0.0]  # looking along -x at the box
+    info = ScanInfo(SCAN_SETTINGS["dense"], pose[None], 0, 0, 0, 0.0)
+    front = np.c_[np.full(50, 0.5), np.linspace(-0.4, 0.4, 50), np.zeros(50)]
+    assert observed_by_cameras(box, front, info).all()
+    assert not observed_by_cameras(box, front * [-1, 1, 1], info).any()  # the back
+    beside = front + [0.0, 5.0, 0.0]  # in sight, but outside the 75-degree field of view
+    assert not observed_by_cameras(make_box_scene(center=(0.0, 5.0, 0.0)), beside, info).any()
+
+
+def test_the_scans_points_lie_on_the_observed_surface(room, scans):
+    """Every ground-truth point next to a scan point was observed, and more: surface the sensor saw at an
+    angle or a distance that gave few points."""
+    from scipy.spatial import cKDTree
+
+    points, info = scans["dense"]
+    truth, _ = room.sample_surface(60_000, seed=1)
+    observed = observed_by_cameras(room, truth, info)
+    near_scan = cKDTree(points).query(truth, distance_upper_bound=0.01)[0] < np.inf
+    assert observed[near_scan].mean() > 0.99
+    assert near_scan.mean() < observed.mean() < 0.9  # not the ceiling, the camera looks down

@@ -1,7 +1,7 @@
 """Synthetic worlds with exact geometry, for training, tests, benchmarks and the demo: procedural rooms,
 multi-room floors and a building exterior, and simulated robot scans of them. The reconstruction and the
 node never import this package."""
-from .exterior import ExteriorConfig, LidarSetting, generate_exterior, scan_exterior
+from .exterior import ExteriorConfig, LidarSetting, generate_exterior, observed_by_lidar, scan_exterior
 from .floors import Floor, FloorConfig, generate_floor, scan_floor
 from .freeform import Blob, FreeformPrimitive, HoledBox, Revolved, Sheet, SmoothBlend, Superellipsoid, Tube
 from .objects import HELD_OUT_FAMILIES, TRAINING_FAMILIES
@@ -12,6 +12,8 @@ from .scans import (
     ScanInfo,
     ScanSetting,
     cast_rays,
+    in_sight,
+    observed_by_cameras,
     plan_camera_poses,
     simulate_scans,
     surface_cloud,
@@ -26,12 +28,13 @@ from .scenes import (
 )
 
 __all__ = [
-    "ExteriorConfig", "LidarSetting", "generate_exterior", "scan_exterior",
+    "ExteriorConfig", "LidarSetting", "generate_exterior", "observed_by_lidar", "scan_exterior",
     "Box", "Capsule", "Cone", "Cylinder", "Primitive", "Sphere", "Torus", "rotation_from_z", "yaw_rotation",
     "Floor", "FloorConfig", "generate_floor", "scan_floor",
     "Blob", "FreeformPrimitive", "HoledBox", "Revolved", "Sheet", "SmoothBlend", "Superellipsoid", "Tube",
     "HELD_OUT_FAMILIES", "TRAINING_FAMILIES", "HELD_OUT_WORLD", "TRAINING_WORLD",
-    "RoomConfig", "generate_room", "SCAN_SETTINGS", "ScanInfo", "ScanSetting", "cast_rays", "plan_camera_poses",
+    "RoomConfig", "generate_room", "SCAN_SETTINGS", "ScanInfo", "ScanSetting", "cast_rays", "in_sight",
+    "observed_by_cameras", "plan_camera_poses",
     "simulate_scans", "surface_cloud", "voxel_downsample", "Scene", "make_box_scene",
     "make_crossing_planes_scene", "make_primitive_gallery_scene", "sample_occupancy_queries",
 ]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .primitives import Box, Cylinder, Primitive, Sphere
-from .scans import cast_rays, voxel_downsample
+from .scans import cast_rays, in_sight, voxel_downsample
 from .scenes import Scene
 
 
@@ -191,6 +191,22 @@ def lidar_directions(setting: LidarSetting) -> np.ndarray:
     elevation = np.arange(low, high + step / 2.0, step)
     a, e = np.meshgrid(azimuth, elevation, indexing="ij")
     return np.stack([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)], axis=-1).reshape(-1, 3)
+
+
+def observed_by_lidar(scene: Scene, targets: np.ndarray, config: ExteriorConfig | None = None,
+                      setting: LidarSetting | None = None, caster: str = "open3d") -> np.ndarray:
+    """Which surface points (M, 3) some station of `scan_exterior` saw: within the scanner's elevation range
+    and range, and not hidden behind another surface (whatever its angular step)."""
+    config, setting = config or ExteriorConfig(), setting or LidarSetting()
+    targets = np.asarray(targets, dtype=np.float64)
+    low, high = np.radians(setting.elevation_range_deg)
+    seen = np.zeros(len(targets), dtype=bool)
+    for station in lidar_stations(config, setting):
+        offsets = targets - station
+        elevation = np.arctan2(offsets[:, 2], np.linalg.norm(offsets[:, :2], axis=1))
+        index = np.flatnonzero((elevation >= low) & (elevation <= high) & ~seen)
+        seen[index] = in_sight(scene, station, targets[index], setting.max_range, caster)
+    return seen
 
 
 def scan_exterior(scene: Scene, config: ExteriorConfig | None = None, setting: LidarSetting | None = None,

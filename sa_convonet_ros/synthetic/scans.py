@@ -192,6 +192,46 @@ def simulate_scans(scene: Scene, setting: ScanSetting | str = "dense", seed: int
     return points, info
 
 
+# A surface point counts as seen from a viewpoint when the ray towards it stops no more than this short of it:
+# the ray meets the surface at the point itself (float32 casting), even at a grazing angle.
+SIGHT_TOLERANCE = 0.005
+
+
+def in_sight(scene: Scene, viewpoint: np.ndarray, targets: np.ndarray, max_range: float,
+             caster: str = "open3d") -> np.ndarray:
+    """Which surface points `targets` (M, 3) the straight line from `viewpoint` reaches before any other
+    surface, within `max_range`: the points a sensor there could return, whatever its resolution."""
+    offsets = np.asarray(targets, dtype=np.float64) - viewpoint
+    distance = np.linalg.norm(offsets, axis=1)
+    seen = (distance > 0) & (distance <= max_range)
+    if not seen.any():
+        return seen
+    directions = offsets[seen] / distance[seen, None]
+    origins = np.ascontiguousarray(np.broadcast_to(np.asarray(viewpoint, dtype=np.float64), directions.shape))
+    hit = cast_rays(scene, origins, directions, max_range + 1.0, caster)
+    seen[seen] = hit >= distance[seen] - SIGHT_TOLERANCE
+    return seen
+
+
+def observed_by_cameras(scene: Scene, targets: np.ndarray, info: ScanInfo, caster: str = "open3d") -> np.ndarray:
+    """Which surface points (M, 3) some camera pose of a `simulate_scans` run saw: inside its field of view
+    and range, and not hidden behind another surface. Independent of the image's resolution: a wall seen at a
+    grazing angle counts, the back of an object does not."""
+    setting = info.setting
+    tan_x = np.tan(np.radians(setting.horizontal_fov_deg) / 2.0)
+    tan_y = tan_x * setting.image_height / setting.image_width
+    targets = np.asarray(targets, dtype=np.float64)
+    seen = np.zeros(len(targets), dtype=bool)
+    for pose in info.camera_poses:
+        local = (targets - pose[:3, 3]) @ pose[:3, :3]  # camera frame: x right, y down, z forward
+        depth = local[:, 2]
+        framed = ((depth > 0) & (np.abs(local[:, 0]) <= tan_x * depth) & (np.abs(local[:, 1]) <= tan_y * depth)
+                  & (np.linalg.norm(local, axis=1) >= setting.min_range) & ~seen)
+        index = np.flatnonzero(framed)
+        seen[index] = in_sight(scene, pose[:3, 3], targets[index], setting.max_range, caster)
+    return seen
+
+
 def cast_rays(scene: Scene, origins: np.ndarray, directions: np.ndarray, max_range: float,
               caster: str = "open3d", device: str = "cpu") -> np.ndarray:
     """Distance (N,) along each unit ray to the scene's surface (inf, or beyond `max_range`, where it
