@@ -149,6 +149,11 @@ class OptimizationConfig:
                                           at_least=0)
     early_stop_tolerance: float = setting(1e-3, "relative loss improvement that counts for early stopping",
                                           at_least=0)
+    fit_tolerance: float = setting(0.0, "a window stops adapting once all but 3 % of its observed points lie within "
+                                        "this many grid cells of its surface, checked every fit_check_every steps; "
+                                        "one that does not fit keeps its steps (0 = every window runs them all)",
+                                   at_least=0)
+    fit_check_every: int = setting(10, "steps between two checks of the windows' fit (fit_tolerance)", at_least=1)
     warm_start_iterations: int = setting(0, "steps for a window whose earlier result is cached "
                                             "(0 = always cold)", at_least=0, at_most=1_000_000)
     precision: str = setting("fp32", "numerics of the optimisation steps", choices=PRECISIONS)

@@ -32,6 +32,7 @@ from .errors import ReconstructionCancelled
 from .feature_grids import FeatureGrids
 from .model import ConvONet
 from .window_batch import ResidualSampling, WindowBatch, sample_uce_queries
+from .window_fit import WindowFit
 
 
 def uce_per_query(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -148,13 +149,15 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
                      on_step: Callable[[int, int, float], None] | None = None,
                      cancel: threading.Event | None = None,
                      initial: list[WindowState | None] | None = None,
-                     deadline: float | None = None) -> WindowEnsemble:
+                     deadline: float | None = None, fit_cell: float | None = None) -> WindowEnsemble:
     """Run the UCE optimisation for every window of the batch; returns the adapted ensemble.
 
     `initial` (one entry per window, None for a cold start) continues from earlier results of the
     same windows instead of the pretrained weights: a warm start. At `deadline` (a time.monotonic()
     value) the steps stop and the windows keep the state they reached (`out_of_time` is set); a
-    deadline already past gives the feed-forward result."""
+    deadline already past gives the feed-forward result. `fit_cell`: a grid cell's edge in the windows' unit
+    frame, where `config.fit_tolerance` is set: a window that fits its points within that many cells stops
+    adapting (window_fit.py)."""
     iterations = config.iterations if iterations is None else iterations
     model.eval()  # no dropout/batch-norm; GroupNorm behaves the same either way
     for p in model.parameters():
@@ -173,6 +176,10 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
             ensemble.grids.restrict(touched)
     working = WorkingSet.start(ensemble, _parameter_groups(ensemble, config), config)
     plateau = WindowPlateau(len(batch), config.early_stop_patience, config.early_stop_tolerance)
+    fit = None
+    if config.fit_tolerance > 0 and fit_cell:
+        fit = WindowFit.start(*batch.loss_points(), config.fit_tolerance * fit_cell, fit_cell / 2,
+                              config.fit_check_every, seed + 1)
     for step in range(iterations):
         if cancel is not None and cancel.is_set():
             raise ReconstructionCancelled("reconstruction cancelled")
@@ -186,6 +193,8 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
         if on_step is not None:
             on_step(step + 1, iterations, value)
         stopped = plateau.update(losses, working.windows)
+        if fit is not None and fit.due(step + 1) and step + 1 < iterations:
+            stopped = stopped | fit.fitted(working.current_fields(), working.windows).cpu()
         if bool(stopped.all()):
             break
         if bool(stopped.any()):
@@ -333,6 +342,18 @@ class WorkingSet:
             residuals = copy.copy(self.residuals)
             residuals.weights = self.residuals.weights[stay]
         return WorkingSet(self.full, index, part, optimizer, residuals, self.base_rates)
+
+    def current_fields(self):
+        """decode(queries [w, M, 3]) -> logits [w, M] of the working windows as they are now."""
+        ensemble = self.ensemble
+        if ensemble.grids is not None:
+            ensemble.grids.sync()
+
+        def decode(queries: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                features = ensemble.grids.volume if ensemble.grids is not None else ensemble.encode()
+                return ensemble.decode(queries, features)
+        return decode
 
     def release_gradients(self) -> None:
         """Drop this set's gradients (the copies that stay get their own)."""

@@ -61,6 +61,8 @@ class RunStats:
     batches_run: int = 0
     steps_run: int = 0  # optimisation steps taken, over all batches (fewer than planned after an early stop)
     steps_planned: int = 0  # optimisation steps the batches were given
+    window_steps_run: int = 0  # steps summed over the windows (fewer where windows fitted their points early)
+    window_steps_planned: int = 0  # steps summed over the windows, as planned
     out_of_time: bool = False  # the deadline stopped the optimisation of some batch before its last step
     skipped_for_time: list[str] = field(default_factory=list)  # optional stages the deadline left out ("snap")
     final_loss: float = float("nan")
@@ -294,6 +296,8 @@ def run_stats(cloud: PreparedPoints, plan: WindowPlan, results: list[BatchResult
         windows_run=plan.windows_run, windows_skipped=plan.windows.skipped, windows_reused=len(plan.reused),
         windows_warm_started=plan.windows_warm_started, iterations=iterations, batches_run=len(results),
         steps_run=sum(r.steps_run for r in results), steps_planned=sum(batch.steps for batch in plan.batches),
+        window_steps_run=sum(r.window_steps for r in results),
+        window_steps_planned=sum(batch.steps * len(batch.windows) for batch in plan.batches),
         out_of_time=any(r.out_of_time for r in results), final_loss=float(np.mean(losses)) if losses else float("nan"),
         device=device, profile=profile, seconds=seconds,
         vertices=len(mesh.vertices), faces=len(mesh.faces), window_size=plan.grid.core_size,

@@ -179,6 +179,7 @@ class BatchOutput:
     steps_run: int
     out_of_time: bool
     seconds: float  # the worker's time on the batch (optimisation and field)
+    window_steps: int = 0  # steps summed over the batch's windows
 
 
 # ---------------------------------------------------------------------------------------------- worker
@@ -207,7 +208,8 @@ class BatchWorker:
                                 encoder_points=work.encoder_points, deadline=deadline)
         result = evaluate_batch(work.batch, ensemble, work.plan, work.points, meshing, keep_states)
         return BatchOutput(work.batch.number, [pack_block(block) for block in result.blocks], result.states,
-                         result.final_loss, result.steps_run, result.out_of_time, time.perf_counter() - start)
+                         result.final_loss, result.steps_run, result.out_of_time, time.perf_counter() - start,
+                         result.window_steps)
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -354,4 +356,5 @@ class RayRunner:
         for _ in range(output.steps_run):
             tally.advance("optimize")
         tally.advance("field")
-        return BatchResult(batch, blocks, output.states, output.final_loss, output.steps_run, output.out_of_time)
+        return BatchResult(batch, blocks, output.states, output.final_loss, output.steps_run, output.out_of_time,
+                           output.window_steps)

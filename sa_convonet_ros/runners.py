@@ -73,6 +73,7 @@ class BatchResult:
     final_loss: float
     steps_run: int
     out_of_time: bool = False  # its optimisation stopped at the deadline: not the settings' result
+    window_steps: int = 0  # steps summed over its windows (fewer than windows x steps_run where some stopped early)
 
 
 class StageClock:
@@ -124,7 +125,8 @@ def optimize_batch(batch: PlannedBatch, replica: ConvONet, plan: WindowPlan, poi
     tensors = WindowBatch.from_arrays(clouds, device, config.max_points_per_window, rng,
                                       max_samples=config.max_samples_per_window, targets=targets)
     return optimize_windows(replica, tensors, config, iterations=batch.steps, seed=config.seed + batch.number,
-                            on_step=on_step, cancel=cancel, initial=batch.initial, deadline=deadline)
+                            on_step=on_step, cancel=cancel, initial=batch.initial, deadline=deadline,
+                            fit_cell=plan.grid.voxel_size / plan.grid.crop_size)
 
 
 def evaluate_batch(batch: PlannedBatch, ensemble: WindowEnsemble, plan: WindowPlan, points: np.ndarray,
@@ -144,7 +146,7 @@ def evaluate_batch(batch: PlannedBatch, ensemble: WindowEnsemble, plan: WindowPl
               if keep_states and batch.steps else None)
     history = ensemble.loss_history
     return BatchResult(batch, blocks, states, history[-1] if history else float("nan"), len(history),
-                       ensemble.out_of_time)
+                       ensemble.out_of_time, sum(ensemble.window_steps))
 
 
 def _evaluate_block(ensemble: WindowEnsemble, slot: int, grid: WindowGrid, window: np.ndarray,
