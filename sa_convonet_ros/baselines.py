@@ -124,6 +124,28 @@ def screened_poisson(points: np.ndarray, depth: int = 9, density_quantile: float
     return _to_trimesh(mesh, keep_colors=colors is not None)
 
 
+def poisson_depth_for(points: np.ndarray, cell: float, scale: float = 1.1) -> int:
+    """The octree depth whose finest cell is at most `cell` metres on these points: Open3D's Poisson spans the
+    largest edge of their bounding box times `scale` with 2^depth cells (a fair match for a mesh on a `cell`
+    grid, where a fixed depth would be coarse on a large map and needlessly fine on a small one)."""
+    points = _finite_rows(_clean_points(points))[0]
+    extent = float(np.ptp(points, axis=0).max()) * scale if len(points) else 0.0
+    return int(np.clip(np.ceil(np.log2(max(extent / cell, 2.0)) - 1e-9), 1, 16))
+
+
+def trimmed_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float) -> trimesh.Trimesh:
+    """The mesh without its faces whose centre lies farther than `distance` from every point (the trim our own
+    meshes get), and without the vertices no face uses."""
+    from scipy.spatial import cKDTree
+
+    from .meshing import near_points
+
+    points = _finite_rows(_clean_points(points))[0]
+    keep = near_points(cKDTree(points), distance)(np.asarray(mesh.triangles_center))
+    trimmed = mesh.submesh([np.flatnonzero(keep)], append=True) if keep.any() else trimesh.Trimesh()
+    return trimmed
+
+
 def mean_point_spacing(points: np.ndarray) -> float:
     """Mean distance from each point to its nearest neighbour."""
     from scipy.spatial import cKDTree

@@ -61,3 +61,27 @@ def test_colors_are_carried_by_poisson(sphere_samples):
     mesh = screened_poisson(points, depth=5, colors=colors)
     assert mesh.visual.kind == "vertex"
     assert (np.asarray(mesh.visual.vertex_colors)[:, 0] > 200).all()
+
+
+def test_poisson_depth_follows_the_map_and_the_grid():
+    from sa_convonet_ros.baselines import poisson_depth_for
+
+    room = np.random.default_rng(0).uniform(0, 6.0, (1000, 3))
+    depth = poisson_depth_for(room, 0.01)
+    assert 6.0 * 1.1 / 2 ** depth <= 0.01 < 6.0 * 1.1 / 2 ** (depth - 1)
+    assert poisson_depth_for(room, 0.04) == depth - 2 and poisson_depth_for(room / 10, 0.01) < depth
+
+
+def test_a_trimmed_mesh_keeps_the_faces_near_the_points_only():
+    from sa_convonet_ros.baselines import trimmed_to_points
+
+    x, y = (g.ravel() for g in np.meshgrid(np.linspace(-1, 1, 41), np.linspace(-1, 1, 41)))  # 2 x 2 m, 5 cm cells
+    corner = (np.arange(40)[:, None] * 41 + np.arange(40)).ravel()
+    faces = np.r_[np.c_[corner, corner + 1, corner + 42], np.c_[corner, corner + 42, corner + 41]]
+    plane = trimesh.Trimesh(np.c_[x, y, np.zeros_like(x)], faces, process=False)
+    rng = np.random.default_rng(1)
+    points = np.c_[rng.uniform(-1, 0, 20_000), rng.uniform(-1, 1, 20_000), np.full(20_000, 0.01)]  # over x < 0
+    trimmed = trimmed_to_points(plane, points, 0.03)
+    centres = trimmed.triangles_center
+    assert (centres[:, 0] < 0.03).all()
+    assert trimmed.area == pytest.approx(2.0, abs=0.1)  # the half of the plane under the points
