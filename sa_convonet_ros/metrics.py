@@ -182,3 +182,66 @@ def evaluate_mesh_files(mesh_path: str | Path, gt_path: str | Path, taus: Sequen
         scan = read_point_cloud(input_path)
         mask = visible_mask(gt_points, scan.points, visibility_radius)
     return evaluate_mesh(read_mesh(mesh_path), gt_points, gt_normals, taus, n_samples, seed, mask)
+
+
+# A hole: observed surface that the mesh does not cross within this distance along the surface's normal. The
+# distance to the nearest triangle cannot see small holes: the middle of a 4 cm hole is 2 cm from its rim.
+HOLE_REACH = 0.02
+MIN_HOLE_AREA = 1e-3  # square metres: holes larger than about 3 x 3 cells of a 1 cm grid are counted
+
+
+def hole_metrics(mesh: trimesh.Trimesh, gt_points: np.ndarray, gt_normals: np.ndarray, observed: np.ndarray,
+                 point_area: float, far: Sequence[float] = (0.02, 0.05), reach: float = HOLE_REACH,
+                 min_area: float = MIN_HOLE_AREA) -> dict:
+    """What of the observed surface the mesh misses.
+
+    gt_points/gt_normals: uniform samples of the true surface, `observed` which of them a sensor saw (the
+    simulators' `observed_by_*`), `point_area` the surface area each sample stands for. Returns 'far@tau':
+    the share of the observed samples farther than tau from the mesh; 'holes': the share the mesh does not
+    cross within `reach` along their normal; 'hole_count' and 'hole_area' (m^2): the connected regions of
+    such samples (neighbours within 2.5 sample spacings) of at least `min_area`, and 'largest_hole' (m^2);
+    'hole_mask': which samples lie in a hole, for pictures."""
+    points = np.asarray(gt_points, dtype=np.float64)[observed]
+    normals = _unit(np.asarray(gt_normals, dtype=np.float64)[observed])
+    result = {"observed_points": int(len(points)), "hole_mask": np.zeros(len(observed), dtype=bool)}
+    if len(points) == 0:
+        return {**result, **{_tau_key("far", tau): np.nan for tau in far}, "holes": np.nan, "hole_count": 0,
+                "hole_area": 0.0, "largest_hole": 0.0}
+    distances = closest_points_on_mesh(mesh, points)[0] if len(mesh.faces) else np.full(len(points), np.inf)
+    result.update({_tau_key("far", tau): float(np.mean(distances > tau)) for tau in far})
+    missed = ~crossed_along_normals(mesh, points, normals, reach)
+    areas = hole_areas(points[missed], point_area)
+    result.update({"holes": float(missed.mean()), "hole_count": int(np.sum(areas >= min_area)),
+                   "hole_area": float(areas[areas >= min_area].sum()),
+                   "largest_hole": float(areas.max()) if len(areas) else 0.0})
+    result["hole_mask"][np.flatnonzero(observed)[missed]] = True
+    return result
+
+
+def crossed_along_normals(mesh: trimesh.Trimesh, points: np.ndarray, normals: np.ndarray, reach: float) -> np.ndarray:
+    """Whether the mesh crosses the segment from each point `reach` back along its normal to `reach` ahead."""
+    if len(mesh.faces) == 0:
+        return np.zeros(len(points), dtype=bool)
+    import open3d as o3d
+
+    centre = np.asarray(mesh.bounds, dtype=np.float64).mean(axis=0)  # float32 casting near the origin
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor((np.asarray(mesh.vertices) - centre).astype(np.float32)),
+                        o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)))
+    rays = np.concatenate([points - centre - reach * normals, normals], axis=1).astype(np.float32)
+    hit = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()
+    return hit <= 2 * reach
+
+
+def hole_areas(points: np.ndarray, point_area: float) -> np.ndarray:
+    """The areas (m^2) of the connected groups of `points` (missed surface samples): neighbours lie within
+    2.5 sample spacings of each other."""
+    if len(points) == 0:
+        return np.zeros(0)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pairs = cKDTree(points).query_pairs(2.5 * np.sqrt(point_area), output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(points),) * 2)
+    _, labels = connected_components(graph, directed=False)
+    return np.bincount(labels) * point_area

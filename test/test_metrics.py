@@ -133,3 +133,32 @@ def test_exact_completeness_far_from_the_origin():
     shifted.apply_translation(offset + [0, 0, 0.002])
     result = evaluate_mesh(shifted, gt_points + offset, gt_normals, n_samples=2000)
     assert result["completeness"] == pytest.approx(0.002, abs=1e-5)
+
+
+def test_the_holes_of_a_plane_with_a_cut_out_patch_are_found_with_their_area():
+    """A 2 x 2 m plane on a 1 cm grid without a 0.3 x 0.2 m patch and a 3 x 3 cm one: both holes are found
+    (the small one is 1.5 cm from its rim at most, where distances to the mesh see nothing)."""
+    from sa_convonet_ros.metrics import hole_metrics
+
+    n = 201
+    x, y = (g.ravel() for g in np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1, 1, n), indexing="ij"))
+    corner = (np.arange(n - 1)[:, None] * n + np.arange(n - 1)).ravel()
+    faces = np.r_[np.c_[corner, corner + n, corner + n + 1], np.c_[corner, corner + n + 1, corner + 1]]
+    plane = trimesh.Trimesh(np.c_[x, y, np.zeros_like(x)], faces, process=False)
+    centres = plane.triangles_center
+    cut = (((centres[:, 0] > 0.2) & (centres[:, 0] < 0.5) & (centres[:, 1] > -0.1) & (centres[:, 1] < 0.1))
+           | ((np.abs(centres[:, 0] + 0.5) < 0.015) & (np.abs(centres[:, 1] + 0.5) < 0.015)))
+    holed = plane.submesh([np.flatnonzero(~cut)], append=True)
+    rng = np.random.default_rng(0)
+    truth = np.c_[rng.uniform(-0.95, 0.95, (200_000, 2)), np.zeros(200_000)]
+    normals = np.tile([0.0, 0.0, 1.0], (len(truth), 1))
+    observed = truth[:, 0] > -0.9  # a strip the sensor never saw: not counted
+    area = 1.9 * 1.9 / len(truth)
+    scores = hole_metrics(holed, truth, normals, observed, area)
+    assert scores["hole_count"] == 1 and scores["hole_area"] == pytest.approx(0.06, rel=0.1)
+    assert scores["largest_hole"] == pytest.approx(0.06, rel=0.1)
+    assert scores["holes"] == pytest.approx((0.06 + 0.0009) / (1.85 * 1.9), rel=0.1)
+    small = scores["hole_mask"] & (np.abs(truth[:, 0] + 0.5) < 0.02)
+    assert small.sum() > 0.8 * 0.0009 / area  # the small hole's samples are holes too, below min_area
+    assert scores["far@0.05"] == pytest.approx(0.2 * 0.1 / (1.85 * 1.9), rel=0.1)  # the big patch's middle
+    assert hole_metrics(plane, truth, normals, observed, area)["holes"] == 0.0
