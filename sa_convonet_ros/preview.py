@@ -144,8 +144,8 @@ def _framing_points(points: np.ndarray, limit: int = 50_000) -> np.ndarray:
 # Visibility: ray casting (meshes) and a depth buffer (points)
 # --------------------------------------------------------------------------------------------
 
-def _cast_rays(vertices: np.ndarray, faces: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
-    """Per pixel: the face its ray hits first (-1 for background) and the barycentrics of the hit."""
+def _cast_rays(vertices: np.ndarray, faces: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel: the face its ray hits first (-1 for background), the barycentrics and the depth of the hit."""
     import open3d as o3d  # imported here: most processes that import previews never render a mesh
 
     scene = o3d.t.geometry.RaycastingScene()
@@ -158,7 +158,7 @@ def _cast_rays(vertices: np.ndarray, faces: np.ndarray, camera: Camera) -> tuple
     # The hit point is (1 - u - v) * corner 0 + u * corner 1 + v * corner 2.
     u, v = hits["primitive_uvs"].numpy().T
     bary_buffer = np.where(hit[:, None], np.stack([1.0 - u - v, u, v], axis=1), 0.0).astype(np.float32)
-    return face_buffer, bary_buffer
+    return face_buffer, bary_buffer, hits["t_hit"].numpy()  # the rays' z is 1: t is the depth
 
 
 def _pixel_rays(camera: Camera) -> np.ndarray:
@@ -222,11 +222,11 @@ def _mesh_colors(mesh: trimesh.Trimesh) -> tuple[str, np.ndarray | None]:
 
 def _shade_mesh(mesh: trimesh.Trimesh, camera: Camera, smooth: bool, color_by_height: bool,
                 up: str) -> tuple[np.ndarray, np.ndarray]:
-    """RGB image (H, W, 3) in [0, 1] and a coverage mask."""
+    """RGB image (H, W, 3) in [0, 1] and the depth per pixel (H, W) (inf where no face)."""
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
     finite_faces = np.isfinite(vertices).all(axis=1)[faces].all(axis=1)
-    face_buffer, bary_buffer = _cast_rays(vertices, faces[finite_faces], camera)
+    face_buffer, bary_buffer, depth = _cast_rays(vertices, faces[finite_faces], camera)
     face_of_pixel = np.flatnonzero(finite_faces)
 
     covered = face_buffer >= 0
@@ -250,7 +250,24 @@ def _shade_mesh(mesh: trimesh.Trimesh, camera: Camera, smooth: bool, color_by_he
 
     image = np.broadcast_to(BACKGROUND, (camera.height * camera.width, 3)).copy()
     image[covered] = base * _lighting(normals, view_dirs, camera)[:, None]
-    return image.reshape(camera.height, camera.width, 3), covered.reshape(camera.height, camera.width)
+    return image.reshape(camera.height, camera.width, 3), depth.reshape(camera.height, camera.width)
+
+
+MARK_COLOR = np.array([0.9, 0.05, 0.05])
+
+
+def _mark_points(image: np.ndarray, depth: np.ndarray, points: np.ndarray, camera: Camera,
+                 tolerance: float = 0.03) -> np.ndarray:
+    """The image with `points` painted red (2 x 2 px) where the mesh does not hide them: nearer than its
+    surface plus `tolerance` metres, or where it has none."""
+    u, v, point_depth = camera.project(np.asarray(points, dtype=np.float64))
+    x, y = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
+    for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        inside = (point_depth > 0) & (x + dx >= 0) & (x + dx < camera.width) & (y + dy >= 0) & (y + dy < camera.height)
+        px, py = x[inside] + dx, y[inside] + dy
+        shown = point_depth[inside] <= depth[py, px] + tolerance
+        image[py[shown], px[shown]] = MARK_COLOR
+    return image
 
 
 def _pixel_normals(vertices: np.ndarray, faces: np.ndarray, face_index: np.ndarray, bary: np.ndarray,
@@ -372,15 +389,16 @@ def _to_pil(image: np.ndarray) -> Image.Image:
 
 
 def _render_item(kind: str, data: np.ndarray, extra, camera: Camera, smooth: bool, color_by_height: bool,
-                 point_size: int | None, up: str) -> np.ndarray:
+                 point_size: int | None, up: str, marked: np.ndarray | None = None) -> np.ndarray:
     if kind == "mesh":
-        return _shade_mesh(extra, camera, smooth, color_by_height, up)[0]
+        image, depth = _shade_mesh(extra, camera, smooth, color_by_height, up)
+        return image if marked is None else _mark_points(image, depth, marked, camera)
     return _shade_points(data, extra, camera, point_size, up)[0]
 
 
 def _render_panel(item: Renderable, size: tuple[int, int], title: str | None, framing: np.ndarray,
                   view: View, up: str, smooth: bool, color_by_height: bool, point_size: int | None,
-                  supersample: int) -> Image.Image:
+                  supersample: int, marked: np.ndarray | None = None) -> Image.Image:
     """One image of ``size`` with an optional title band above the view."""
     width, height = int(size[0]), int(size[1])
     band = _title_band_height(height) if title else 0
@@ -389,7 +407,7 @@ def _render_panel(item: Renderable, size: tuple[int, int], title: str | None, fr
     camera = camera_for_points(framing, (width * scale, (height - band) * scale), view, up)
     if kind == "points" and point_size is not None:
         point_size = point_size * scale
-    rendered = _to_pil(_render_item(kind, data, extra, camera, smooth, color_by_height, point_size, up))
+    rendered = _to_pil(_render_item(kind, data, extra, camera, smooth, color_by_height, point_size, up, marked))
     if scale > 1:  # supersampling: average scale x scale samples per output pixel
         rendered = rendered.resize((width, height - band), Image.Resampling.BOX)
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
@@ -401,20 +419,21 @@ def _render_panel(item: Renderable, size: tuple[int, int], title: str | None, fr
 
 def render_mesh_png(mesh: trimesh.Trimesh, path: str | Path, size: tuple[int, int] = PREVIEW_SIZE,
                     view: View = "iso", title: str | None = None, up: str = "z", smooth: bool = True,
-                    color_by_height: bool = False, supersample: int = 1) -> Path:
+                    color_by_height: bool = False, supersample: int = 1, marked: np.ndarray | None = None) -> Path:
     """Render a mesh to a PNG of ``size`` (width, height) pixels.
 
     ``view``: one of VIEWS or (azimuth, elevation) degrees; ``up``: 'z' (ROS maps) or 'y'.
     Vertex/face colours are used when present, else light grey (or height colours).
     ``smooth`` interpolates vertex normals (except across creases); ``supersample`` > 1
-    anti-aliases (cost grows with its square). Raises ValueError for a mesh without faces or
-    finite vertices."""
+    anti-aliases (cost grows with its square). `marked` (points (M, 3)) are painted red where the mesh
+    does not hide them: the observed surface a mesh missed shows as red in its holes. Raises ValueError for a
+    mesh without faces or finite vertices."""
     if len(mesh.faces) == 0:
         raise ValueError("cannot render an empty mesh (it has no faces)")
     framing = _framing_points(_referenced_vertices(mesh))
     if len(framing) == 0:
         raise ValueError("cannot render a mesh without finite vertices")
-    image = _render_panel(mesh, size, title, framing, view, up, smooth, color_by_height, None, supersample)
+    image = _render_panel(mesh, size, title, framing, view, up, smooth, color_by_height, None, supersample, marked)
     return _save(image, path)
 
 

@@ -101,3 +101,25 @@ def test_a_mesh_over_the_preview_budget_renders_simplified_to_nearly_the_same_im
     assert np.mean(background[0] != background[1]) < 0.02  # the same silhouette
     difference = np.mean(np.abs(full - simplified))
     assert 0 < difference < 4.0  # of 255: simplified, yet the same sphere, colours and shading
+
+
+def test_marked_points_show_red_through_a_hole_and_not_behind_the_surface(tmp_path):
+    """The missed surface of a mesh painted over it: visible in the hole, hidden where the mesh covers it."""
+    from sa_convonet_ros.preview import MARK_COLOR
+
+    box = trimesh.creation.box(extents=(2.0, 2.0, 0.02))
+    for _ in range(4):
+        box = box.subdivide()
+    centres = box.triangles_center
+    holed = box.submesh([np.flatnonzero(~((np.abs(centres[:, 0]) < 0.3) & (np.abs(centres[:, 1]) < 0.3)))],
+                        append=True)
+    rng = np.random.default_rng(0)
+    in_hole = np.c_[rng.uniform(-0.25, 0.25, (2000, 2)), np.zeros(2000)]
+    below = np.c_[rng.uniform(0.5, 0.9, (2000, 2)), np.full(2000, -0.3)]  # under the covered part
+    path = render_mesh_png(holed, tmp_path / "holes.png", size=(200, 150), view="top",
+                           marked=np.vstack([in_hole, below]))
+    image = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    red = np.all(np.abs(image - np.round(MARK_COLOR * 255)) <= 2, axis=2)
+    rows, cols = np.nonzero(red)
+    assert red.sum() > 100
+    assert np.ptp(rows) < 0.3 * image.shape[0] and np.ptp(cols) < 0.3 * image.shape[1]  # only the hole

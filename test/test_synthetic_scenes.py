@@ -204,3 +204,13 @@ def test_rooms_of_a_fixed_size():
     lo, hi = scene.interior
     np.testing.assert_allclose(hi - lo, [3.5, 2.5, 2.0], atol=1e-9)
     assert scene.labels.count("wall") == 4
+
+
+def test_the_surface_area_of_a_union_leaves_out_what_is_buried():
+    """Two unit cubes side by side share a face: their union's boundary is 10 faces, not 12."""
+    from sa_convonet_ros.synthetic import Scene
+    from sa_convonet_ros.synthetic.primitives import Box
+
+    scene = Scene([Box(center=(0.0, 0.0, 0.0), half_extents=(0.5, 0.5, 0.5)),
+                   Box(center=(1.0, 0.0, 0.0), half_extents=(0.5, 0.5, 0.5))])
+    assert scene.surface_area() == pytest.approx(10.0, rel=0.01)

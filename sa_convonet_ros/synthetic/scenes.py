@@ -96,6 +96,19 @@ class Scene:
             self._mesh_cache = trimesh.util.concatenate([p.mesh() for p in self.primitives])
         return self._mesh_cache
 
+    def surface_area(self, samples: int = 200_000, seed: int = 0, epsilon: float = 1e-4) -> float:
+        """The area (m^2) of the union's boundary, estimated as `sample_surface` draws: the primitives' areas
+        times the share of their samples that lie on the boundary (within about 0.5 % at 200 k samples)."""
+        rng = np.random.default_rng(seed)
+        areas = np.array([p.area for p in self.primitives])
+        counts = rng.multinomial(samples, areas / areas.sum())
+        kept = 0
+        for primitive, count in zip(self.primitives, counts):
+            if count:
+                points, normals = primitive.sample_surface(int(count), rng)
+                kept += int(np.count_nonzero(~self.occupancy(points + epsilon * normals)))
+        return float(areas.sum() * kept / samples)
+
     def sample_surface(self, n: int, seed: int = 0, epsilon: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
         """`n` points uniformly distributed on the union's boundary, with outward unit normals.
 
