@@ -149,10 +149,14 @@ class OptimizationConfig:
                                           at_least=0)
     early_stop_tolerance: float = setting(1e-3, "relative loss improvement that counts for early stopping",
                                           at_least=0)
-    fit_tolerance: float = setting(0.0, "a window stops adapting once all but 3 % of its observed points lie within "
+    fit_tolerance: float = setting(0.0, "a window stops adapting once fit_share of its observed points lie within "
                                         "this many grid cells of its surface, checked every fit_check_every steps; "
                                         "one that does not fit keeps its steps (0 = every window runs them all)",
                                    at_least=0)
+    # A few outliers (a stray return) must not keep a window going, but a thin part's few points among a wall's
+    # thousands must: the share is high.
+    fit_share: float = setting(0.995, "the share of a window's observed points that must fit (fit_tolerance)",
+                               above=0, at_most=1)
     fit_check_every: int = setting(10, "steps between two checks of the windows' fit (fit_tolerance)", at_least=1)
     warm_start_iterations: int = setting(0, "steps for a window whose earlier result is cached "
                                             "(0 = always cold)", at_least=0, at_most=1_000_000)

@@ -178,7 +178,7 @@ def optimize_windows(model: ConvONet, batch: WindowBatch, config: OptimizationCo
     plateau = WindowPlateau(len(batch), config.early_stop_patience, config.early_stop_tolerance)
     fit = None
     if config.fit_tolerance > 0 and fit_cell:
-        fit = WindowFit.start(*batch.loss_points(), config.fit_tolerance * fit_cell, fit_cell / 2,
+        fit = WindowFit.start(*batch.loss_points(), config.fit_tolerance * fit_cell, config.fit_share, fit_cell / 2,
                               config.fit_check_every, seed + 1)
     for step in range(iterations):
         if cancel is not None and cancel.is_set():

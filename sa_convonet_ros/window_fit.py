@@ -12,10 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-# The share of a window's check points that must fit: a few outliers (sensor noise, a stray return) must not
-# keep a window going, but a chair leg's few hundred points among a wall's thousands must.
-FIT_QUANTILE = 0.97
-FIT_POINTS = 512  # check points per window, drawn once from its observed points: the same ones every check
+FIT_POINTS = 512  # check points per window, drawn once over its observed surface: the same ones every check
 
 
 @dataclass
@@ -23,19 +20,26 @@ class WindowFit:
     """The fit check of a batch's windows; distances in their unit-cube frames."""
 
     tolerance: float  # the points' largest distance from the level that counts as fitted
+    share: float  # the share of the check points that must lie within it
     spacing: float  # the half-width of the central differences: half a grid cell
     every: int  # steps between two checks
     points: torch.Tensor  # [W, FIT_POINTS, 3] per window of the batch
 
     @classmethod
-    def start(cls, source: torch.Tensor, counts: torch.Tensor, tolerance: float, spacing: float, every: int,
-              seed: int) -> "WindowFit":
-        """Check points drawn from each window's observed points `source` [W, N, 3] (`counts` valid each)."""
-        generator = torch.Generator(device=source.device).manual_seed(seed)
-        uniform = torch.rand(len(source), FIT_POINTS, device=source.device, generator=generator)
-        pick = (uniform * counts[:, None]).long()
-        points = torch.gather(source, 1, pick.unsqueeze(-1).expand(-1, -1, 3))
-        return cls(tolerance, spacing, every, points)
+    def start(cls, source: torch.Tensor, counts: torch.Tensor, tolerance: float, share: float, spacing: float,
+              every: int, seed: int) -> "WindowFit":
+        """Check points spread over each window's observed surface `source` [W, N, 3] (`counts` valid each):
+        one per cell of 4 grid cells (2 x `spacing` is one), so a sparsely seen wall weighs as much as a densely
+        seen floor of the same area; at most FIT_POINTS of them, drawn at random."""
+        generator = torch.Generator().manual_seed(seed)
+        points = torch.empty(len(source), FIT_POINTS, 3, dtype=source.dtype, device=source.device)
+        for window, count in enumerate(counts.tolist()):
+            cloud = source[window, :count]
+            cells = torch.floor(cloud / (8 * spacing)).long()
+            _, first = _first_of_each(cells)
+            pick = first[torch.randint(len(first), (FIT_POINTS,), generator=generator).to(first.device)]
+            points[window] = cloud[pick]
+        return cls(tolerance, share, spacing, every, points)
 
     def due(self, steps_done: int) -> bool:
         return steps_done % self.every == 0
@@ -44,7 +48,15 @@ class WindowFit:
         """Which of `windows` (indices into the batch) fit their points; `decode(queries [w, M, 3]) -> logits
         [w, M]` evaluates their current fields."""
         distances = level_distances(decode, self.points[windows], self.spacing)
-        return torch.quantile(distances, FIT_QUANTILE, dim=1) <= self.tolerance
+        return torch.quantile(distances, self.share, dim=1) <= self.tolerance
+
+
+def _first_of_each(cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows of `cells` [N, 3] and the index of the first row of each."""
+    unique, inverse = torch.unique(cells, dim=0, return_inverse=True)
+    first = torch.full((len(unique),), len(cells), dtype=torch.long, device=cells.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(cells), device=cells.device), reduce="amin")
+    return unique, first
 
 
 def level_distances(decode, points: torch.Tensor, spacing: float) -> torch.Tensor:

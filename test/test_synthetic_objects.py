@@ -5,6 +5,8 @@ import pytest
 from sa_convonet_ros.synthetic import (
     HELD_OUT_FAMILIES,
     HELD_OUT_WORLD,
+    TEST_FAMILIES,
+    TEST_WORLD,
     TRAINING_FAMILIES,
     TRAINING_WORLD,
     RoomConfig,
@@ -13,10 +15,12 @@ from sa_convonet_ros.synthetic import (
 from sa_convonet_ros.synthetic.objects import FAMILIES
 
 
-def test_training_and_held_out_families_are_disjoint():
+def test_training_held_out_and_test_families_are_disjoint():
     assert not set(TRAINING_FAMILIES) & set(HELD_OUT_FAMILIES)
+    assert not set(TEST_FAMILIES) & (set(TRAINING_FAMILIES) | set(HELD_OUT_FAMILIES))
     assert set(TRAINING_WORLD.object_families) == set(TRAINING_FAMILIES)
     assert set(HELD_OUT_WORLD.object_families) == set(HELD_OUT_FAMILIES)
+    assert set(TEST_WORLD.object_families) == set(HELD_OUT_FAMILIES) | set(TEST_FAMILIES)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -39,8 +43,9 @@ def test_rooms_without_families_are_unchanged_by_them():
         np.testing.assert_array_equal(a.center, b.center)
 
 
-@pytest.mark.parametrize("world, families", [(TRAINING_WORLD, TRAINING_FAMILIES), (HELD_OUT_WORLD, HELD_OUT_FAMILIES)],
-                         ids=["training", "held-out"])
+@pytest.mark.parametrize("world, families", [(TRAINING_WORLD, TRAINING_FAMILIES), (HELD_OUT_WORLD, HELD_OUT_FAMILIES),
+                                             (TEST_WORLD, {**HELD_OUT_FAMILIES, **TEST_FAMILIES})],
+                         ids=["training", "held-out", "test"])
 def test_worlds_place_only_their_own_families(world, families):
     labels = set()
     for seed in range(6):

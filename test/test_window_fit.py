@@ -29,7 +29,8 @@ def test_a_window_stops_when_its_points_fit_and_only_then():
     points = torch.zeros(2, 100, 3)
     points[1, :, 2] = 0.2  # window 1's points lie 0.2 above the level
     points[1, :3, 2] = 0.0
-    fit = WindowFit.start(points, torch.tensor([100, 100]), tolerance=0.01, spacing=0.005, every=10, seed=0)
+    fit = WindowFit.start(points, torch.tensor([100, 100]), tolerance=0.01, share=0.97, spacing=0.005, every=10,
+                          seed=0)
     assert fit.points.shape == (2, FIT_POINTS, 3) and fit.due(10) and not fit.due(15)
 
     def plane(queries):

@@ -8,8 +8,10 @@
 3. publishes the map as a latched (transient_local) sensor_msgs/PointCloud2 on `map_cloud`;
 4. calls /reconstruct_scene, printing the node's progress while it runs;
 5. receives the published RViz markers like a late RViz would, and checks them;
-6. writes the mesh (PLY) and a PNG preview, prints the statistics and the accuracy against the room's
-   exact ground truth (Chamfer-L1, normal consistency, F-score).
+6. writes the mesh (PLY) and a PNG preview, prints the statistics, the accuracy against the room's exact
+   ground truth (Chamfer-L1, normal consistency, F-scores over the surface the camera observed) and the
+   holes: the observed surface the mesh missed, also drawn in red over the mesh in `holes.png`.
+The node runs its default profile (`auto`) unless `--profile` names another.
 Needs the environment of scripts/ros_env.sh (scripts/demo.sh sets it up).
 """
 from __future__ import annotations
@@ -58,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    scene, points, colors = scan_room(args.seed, args.setting)
+    scene, points, colors, scan = scan_room(args.seed, args.setting)
     response, elapsed, markers = reconstruct_with_the_node(args, out, points, colors)
     if not response.success:
         print(f"[demo] reconstruction failed: {response.message}", file=sys.stderr)
         return 1
     print_outcome(response, elapsed, markers)
-    print_accuracy(scene, points, response.stats.output_path, args.seed)
+    print_quality(scene, scan, response.stats.output_path, args.seed, out / "holes.png")
     return 0
 
 
@@ -73,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=7, help="room seed")
     parser.add_argument("--setting", default="dense", choices=["dense", "sparse"], help="simulated scan setting")
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
-    parser.add_argument("--profile", default="fast")
+    parser.add_argument("--profile", default="", help="the node's profile; empty: its default (auto)")
     parser.add_argument("--iterations", type=int, default=-1, help="-1: the profile's value")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--checkpoint", default="", help="model file; empty: the shipped model")
@@ -82,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def scan_room(seed: int, setting: str):
-    """The room, its accumulated scan and the scan's colours by object."""
+    """The room, its accumulated scan, the scan's colours by object and what the scan did (ScanInfo)."""
     from sa_convonet_ros.synthetic import generate_room, simulate_scans
 
     print(f"[demo] room seed {seed}: generating and scanning ({setting})", flush=True)
@@ -91,7 +93,7 @@ def scan_room(seed: int, setting: str):
     low, high = scene.bounds
     print(f"[demo] map: {len(points)} points from {len(scan.camera_poses)} camera poses, room "
           f"{high[0] - low[0]:.1f} x {high[1] - low[1]:.1f} x {high[2] - low[2]:.1f} m", flush=True)
-    return scene, points, object_colors(scene, points)
+    return scene, points, object_colors(scene, points), scan
 
 
 def reconstruct_with_the_node(args, out: Path, points: np.ndarray, colors: np.ndarray):
@@ -99,7 +101,9 @@ def reconstruct_with_the_node(args, out: Path, points: np.ndarray, colors: np.nd
     from sa_convonet_ros.msg import ReconstructionProgress
     from sa_convonet_ros.srv import ReconstructScene
 
-    parameters = {"profile": args.profile, "device": args.device, "output_dir": str(out)}
+    parameters = {"device": args.device, "output_dir": str(out)}
+    if args.profile:
+        parameters["profile"] = args.profile
     if args.checkpoint:  # an empty override cannot be given on the command line; empty is the default
         parameters["checkpoint"] = args.checkpoint
     markers: list[MarkerArray] = []
@@ -154,19 +158,30 @@ def _triangles(markers) -> int:
     return sum(len(m.points) // 3 for m in markers)
 
 
-def print_accuracy(scene, points: np.ndarray, mesh_path: str, seed: int) -> None:
+def print_quality(scene, scan, mesh_path: str, seed: int, holes_png: Path) -> None:
+    """Accuracy against the room's exact surface, completeness and holes on the surface the camera observed
+    (in view, in range, in sight), and a picture of the mesh with the observed surface it missed in red."""
     import trimesh
 
-    from sa_convonet_ros.metrics import evaluate_mesh, visible_mask
+    from sa_convonet_ros.metrics import evaluate_mesh, hole_metrics
+    from sa_convonet_ros.preview import render_mesh_png
+    from sa_convonet_ros.synthetic import observed_by_cameras
 
     mesh = trimesh.load(mesh_path, force="mesh", process=False)
-    gt_points, gt_normals = scene.sample_surface(300_000, seed=seed + 1)
-    scores = evaluate_mesh(mesh, gt_points, gt_normals, taus=(0.02, 0.05),
-                           completeness_mask=visible_mask(gt_points, points, radius=0.03),
+    samples = 500_000
+    gt_points, gt_normals = scene.sample_surface(samples, seed=seed + 1)
+    observed = observed_by_cameras(scene, gt_points, scan)
+    scores = evaluate_mesh(mesh, gt_points, gt_normals, taus=(0.01, 0.02, 0.05), completeness_mask=observed,
                            gt_distance=scene.surface_distance)
-    print(f"[demo] accuracy vs ground truth (completeness on the part the camera saw): "
+    holes = hole_metrics(mesh, gt_points, gt_normals, observed, scene.surface_area() / samples)
+    print(f"[demo] accuracy vs ground truth (completeness on the surface the camera observed): "
           f"Chamfer-L1 {100 * scores['chamfer_l1']:.2f} cm, normal consistency {scores['normal_consistency']:.3f}, "
-          f"F@2cm {scores['fscore@0.02']:.3f}, F@5cm {scores['fscore@0.05']:.3f}")
+          f"F@1cm {scores['fscore@0.01']:.3f}, F@2cm {scores['fscore@0.02']:.3f}, F@5cm {scores['fscore@0.05']:.3f}")
+    render_mesh_png(mesh, holes_png, size=(1280, 960), marked=gt_points[holes["hole_mask"]],
+                    title="observed surface the mesh missed, in red")
+    print(f"[demo] holes: {100 * holes['holes']:.2f} % of the observed surface ({holes['hole_count']} hole(s) of "
+          f"10 cm² or more, {holes['hole_area']:.3f} m²); farther than 5 cm from the mesh: "
+          f"{100 * holes['far@0.05']:.2f} % -> {holes_png}")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ node never import this package."""
 from .exterior import ExteriorConfig, LidarSetting, generate_exterior, observed_by_lidar, scan_exterior
 from .floors import Floor, FloorConfig, generate_floor, scan_floor
 from .freeform import Blob, FreeformPrimitive, HoledBox, Revolved, Sheet, SmoothBlend, Superellipsoid, Tube
-from .objects import HELD_OUT_FAMILIES, TRAINING_FAMILIES
+from .objects import HELD_OUT_FAMILIES, TEST_FAMILIES, TRAINING_FAMILIES
 from .primitives import Box, Capsule, Cone, Cylinder, Primitive, Sphere, Torus, rotation_from_z, yaw_rotation
-from .rooms import HELD_OUT_WORLD, TRAINING_WORLD, RoomConfig, generate_room
+from .rooms import HELD_OUT_WORLD, TEST_WORLD, TRAINING_WORLD, RoomConfig, generate_room
 from .scans import (
     SCAN_SETTINGS,
     ScanInfo,
@@ -32,7 +32,7 @@ __all__ = [
     "Box", "Capsule", "Cone", "Cylinder", "Primitive", "Sphere", "Torus", "rotation_from_z", "yaw_rotation",
     "Floor", "FloorConfig", "generate_floor", "scan_floor",
     "Blob", "FreeformPrimitive", "HoledBox", "Revolved", "Sheet", "SmoothBlend", "Superellipsoid", "Tube",
-    "HELD_OUT_FAMILIES", "TRAINING_FAMILIES", "HELD_OUT_WORLD", "TRAINING_WORLD",
+    "HELD_OUT_FAMILIES", "TEST_FAMILIES", "TRAINING_FAMILIES", "HELD_OUT_WORLD", "TEST_WORLD", "TRAINING_WORLD",
     "RoomConfig", "generate_room", "SCAN_SETTINGS", "ScanInfo", "ScanSetting", "cast_rays", "in_sight",
     "observed_by_cameras", "plan_camera_poses",
     "simulate_scans", "surface_cloud", "voxel_downsample", "Scene", "make_box_scene",

@@ -4,8 +4,9 @@ TRAINING_FAMILIES broaden what the prior learns from (pebbles and cushions, lump
 handles, bent plates, piles of small parts). HELD_OUT_FAMILIES are kept out of training and only
 appear in the held-out benchmark rooms: creatures and statues (smooth blends), vases and columns
 (solids of revolution), mechanical brackets with holes, folded curtains, potted plants with leaves,
-knotted tubes, and tiny objects on tables. Tubes and sheets are building blocks of both, but no
-held-out object family is ever generated for training.
+knotted tubes, and tiny objects on tables. TEST_FAMILIES appear only in the sealed test set's rooms: floor
+lamps with thin bent poles and tubular stools and chairs. Tubes and sheets are building blocks of all, but no
+held-out or test family is ever generated for training.
 
 Every maker returns a `Part` in its own frame: footprint centred on the origin, resting on z = 0.
 """
@@ -256,6 +257,43 @@ def make_tiny(rng) -> Part:
     return Part(parts)
 
 
+# ------------------------------------------------------------------------------- sealed test families
+
+def make_floor_lamp(rng) -> Part:
+    """A floor lamp: a heavy disc, a thin pole bending over at the top, and a drum shade hanging from it."""
+    base_radius, pole_radius = _u(rng, 0.1, 0.2), _u(rng, 0.007, 0.014)
+    height, reach = _u(rng, 1.2, 1.8), _u(rng, 0.0, 0.4)
+    base = Cylinder(center=(0.0, 0.0, 0.015), radius=base_radius, height=0.03, label="floor_lamp")
+    bend = np.array([[0.0, 0.0, 0.03], [0.0, 0.0, height - 0.25], [reach * 0.5, 0.0, height],
+                     [reach, 0.0, height - 0.05]])
+    pole = Tube(path=bend, radius=pole_radius, label="floor_lamp")
+    shade_height = _u(rng, 0.15, 0.3)
+    shade = Revolved(radius=_u(rng, 0.1, 0.22), height=shade_height, amplitudes=[_u(rng, 0.01, 0.05)],
+                     frequencies=[np.pi / shade_height], phases=[np.pi / 2.0], label="floor_lamp")
+    return Part([base, pole, shade.transformed(np.eye(3), (reach, 0.0, height - 0.05 - shade_height))])
+
+
+def make_tube_chair(rng) -> Part:
+    """Tubular furniture: a stool or chair of bent steel tubes, a thin seat and, for a chair, a back loop."""
+    half, seat_height = _u(rng, 0.17, 0.25), _u(rng, 0.4, 0.75)
+    tube = _u(rng, 0.008, 0.015)
+    parts: list[Primitive] = []
+    for sx, sy in ((-1, -1), (-1, 1), (1, -1), (1, 1)):
+        foot = np.array([sx * (half + 0.03), sy * (half + 0.03), tube])
+        parts.append(Tube(path=[foot, [sx * half, sy * half, seat_height - 0.02]], radius=tube, label="tube_chair"))
+    rail = seat_height * _u(rng, 0.25, 0.45)
+    ring = [[sx * half, sy * half, rail] for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1), (-1, -1))]
+    parts.append(Tube(path=ring, radius=tube * 0.8, label="tube_chair"))
+    parts.append(Box(center=(0.0, 0.0, seat_height), half_extents=(half + 0.02, half + 0.02, _u(rng, 0.006, 0.02)),
+                     label="tube_chair"))
+    if rng.random() < 0.6:  # a chair: a back loop of one bent tube
+        top = seat_height + _u(rng, 0.3, 0.45)
+        loop = [[-half, -half, seat_height], [-half - 0.03, -half, top], [-half - 0.03, half, top],
+                [-half, half, seat_height]]
+        parts.append(Tube(path=loop, radius=tube, label="tube_chair"))
+    return Part(parts)
+
+
 # name -> (maker, where it stands: "floor", "wall" (against one) or "support" (floor, tables, cabinets))
 TRAINING_FAMILIES = {
     "pebble": (make_pebble, "support"),
@@ -274,4 +312,9 @@ HELD_OUT_FAMILIES = {
     "knot": (make_knot, "support"),
     "tiny": (make_tiny, "table"),
 }
-FAMILIES = {**TRAINING_FAMILIES, **HELD_OUT_FAMILIES}
+# Shapes nobody chose a setting on: only the sealed test set's rooms hold them (bench_quality --test).
+TEST_FAMILIES = {
+    "floor_lamp": (make_floor_lamp, "floor"),
+    "tube_chair": (make_tube_chair, "floor"),
+}
+FAMILIES = {**TRAINING_FAMILIES, **HELD_OUT_FAMILIES, **TEST_FAMILIES}

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .objects import FAMILIES, HELD_OUT_FAMILIES, TRAINING_FAMILIES, Part
+from .objects import FAMILIES, HELD_OUT_FAMILIES, TEST_FAMILIES, TRAINING_FAMILIES, Part
 from .primitives import Box, Capsule, Cone, Cylinder, Primitive, Sphere, Torus, rotation_from_z, yaw_rotation
 from .scenes import Scene
 
@@ -282,6 +282,8 @@ def generate_room(seed: int, config: RoomConfig | None = None) -> Scene:
 # plus free-form objects of disjoint families.
 TRAINING_WORLD = RoomConfig(object_families=tuple(TRAINING_FAMILIES), object_count=(2, 6))
 HELD_OUT_WORLD = RoomConfig(object_families=tuple(HELD_OUT_FAMILIES), object_count=(5, 9))
+# The sealed test set's rooms: the held-out families and the test families nobody looked at.
+TEST_WORLD = RoomConfig(object_families=tuple(HELD_OUT_FAMILIES) + tuple(TEST_FAMILIES), object_count=(6, 10))
 
 
 class _RoomBuilder:
