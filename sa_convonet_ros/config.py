@@ -196,6 +196,11 @@ class MeshingConfig:
     threshold: float = setting(0.5, "occupancy probability of the surface level", above=0, below=1)
     trim_distance: float | None = setting(0.04, "drop faces farther than this from every input point, metres "
                                                 "(0: keep every face)", at_least=0)
+    trim_spacing: float = setting(0.0, "where the points are sparser, keep faces up to this many times the "
+                                        "distance from their nearest point to its third-nearest neighbour (at most 3 "
+                                        "x trim_distance): the gaps between the points of a surface seen at a "
+                                        "grazing angle or from afar stay closed (0: trim_distance everywhere)",
+                                  at_least=0)
     eval_chunk: int = setting(200_000, "grid points decoded per network call", at_least=1, at_most=10_000_000)
     coarse_to_fine_margin: float = setting(0.0, "decode every second grid point first, then exactly only the "
                                                 "coarse cells within this many logits of the threshold; the "
@@ -213,6 +218,9 @@ class MeshingConfig:
     crest_depth: float = setting(0.0, "grid points next to an input point where the field peaks at most this many "
                                       "logits below the level are raised onto it: thin parts whose field only "
                                       "touches the level get a surface (0: off)", at_least=0)
+    trough_depth: float = setting(0.0, "grid points next to an input point where the field dips at most this many "
+                                       "logits above the level are lowered across it: walls whose field came out "
+                                       "inside on both of their sides get their surface back (0: off)", at_least=0)
     color_from_input: bool = setting(True, "colour vertices from the nearest input point when it has colours")
 
     def __post_init__(self) -> None:
@@ -392,6 +400,8 @@ def _auto_cpu() -> ReconstructionConfig:
     config.meshing.trim_distance = 0.02  # two grid cells; a sparse map's coarser grid takes its trim along
     config.meshing.snap_distance = 0.02  # two grid cells: the field's surface strays that far on coarse parts
     config.meshing.crest_depth = 1.0  # table tops and curtains whose field stops just short of the level
+    config.meshing.trough_depth = 1.0  # and walls whose field dips just short of it from inside
+    config.meshing.trim_spacing = 1.0  # surfaces seen at a grazing angle keep the gaps between their points
     config.meshing.coarse_to_fine_margin = 3.0  # a third fewer decodes, the same mesh (docs/decisions.md)
     config.meshing.grid_per_spacing = 0.6  # sparse maps: 1.5 cm and fewer samples, 1.7x faster (same doc)
     return config

@@ -124,34 +124,48 @@ CREST_FALL = 1.0
 
 
 def lift_crests(block: np.ndarray, level: float, depth: float, near: np.ndarray, decode: Decoder,
-                above: float = 0.1) -> int:
-    """Raise, in place, to `level + above` the grid points that are crests of the field just below the level:
-    within `depth` logits under it, no lower than either neighbour along the axis where the field falls most
-    (by CREST_FALL at least), and `near` an input point (bool mask of the block). Neighbours past the block's
-    faces come from `decode`. Returns how many were raised.
+                above: float = 0.1, trough_depth: float | None = None) -> int:
+    """Move across the level, in place, the grid points `near` an input point (bool mask of the block) where
+    the field peaks or dips just short of it: a crest within `depth` logits under the level is raised to
+    `level + above`, a trough within `trough_depth` (default: `depth`; 0: none) over it lowered to
+    `level - above`. A crest (trough) is no lower
+    (higher) than either neighbour along the axis where the field falls (rises) most, by CREST_FALL at least.
+    Neighbours past the block's faces come from `decode`. Returns how many were moved.
 
     The UCE loss only asks the field to reach the level at the observed points, from either side. Where a part
     is thinner than the prior resolves (a table top, a curtain) the field often only touches the level from
-    below: a valley whose crest marching cubes never crosses, and the part vanishes. A raised crest gives a
-    sheet through it, which the snap then lays on the points. Decided per grid point by the block that owns it,
-    so neighbouring blocks read the same values (no seam)."""
-    index = np.argwhere(near & (block <= level) & (block > level - depth))
+    below, and where a wall's field came out inside on both of its sides, only from above: a crest or a trough
+    marching cubes never crosses, and the surface vanishes there. A moved grid point gives a sheet through
+    it, which the snap then lays on the points. Decided per grid point by the block that owns it, so
+    neighbouring blocks read the same values (no seam)."""
+    raised = _extrema_near_level(block, level, depth, near, decode, side=1.0)
+    trough_depth = depth if trough_depth is None else trough_depth
+    lowered = _extrema_near_level(block, level, trough_depth, near, decode, side=-1.0)
+    block[tuple(raised.T)] = level + above
+    block[tuple(lowered.T)] = level - above
+    return len(raised) + len(lowered)
+
+
+def _extrema_near_level(block: np.ndarray, level: float, depth: float, near: np.ndarray, decode: Decoder,
+                        side: float) -> np.ndarray:
+    """Grid indices of the crests (side 1) or troughs (side -1) within `depth` of the level on the other side."""
+    offset = side * (block - level)  # a trough becomes a crest of the flipped field
+    index = np.argwhere(near & (offset <= 0) & (offset > -depth))
     if len(index) == 0:
-        return 0
-    centre = block[tuple(index.T)]
+        return index
+    centre = offset[tuple(index.T)]
     falls, crests = [], []
     for axis in range(3):
         step = np.zeros(3, dtype=np.int64)
         step[axis] = 1
-        before, after = _values_at(block, index - step, decode), _values_at(block, index + step, decode)
+        before = side * (_values_at(block, index - step, decode) - level)
+        after = side * (_values_at(block, index + step, decode) - level)
         falls.append(2 * centre - before - after)
         crests.append((centre >= before) & (centre >= after))
     falls = np.stack(falls)
     steepest = np.argmax(falls, axis=0)
     rows = np.arange(len(index))
-    raised = index[np.stack(crests)[steepest, rows] & (falls[steepest, rows] >= CREST_FALL)]
-    block[tuple(raised.T)] = level + above
-    return len(raised)
+    return index[np.stack(crests)[steepest, rows] & (falls[steepest, rows] >= CREST_FALL)]
 
 
 def _values_at(block: np.ndarray, index: np.ndarray, decode: Decoder) -> np.ndarray:

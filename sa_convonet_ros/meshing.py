@@ -287,14 +287,38 @@ def compacted(rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return rows[:filled]
 
 
-def near_points(tree: cKDTree, distance: float) -> Callable[[np.ndarray], np.ndarray]:
-    """Whether each of some positions [F, 3] lies within `distance` of a point of `tree`."""
+def near_points(tree: cKDTree, distance: float, reach: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """Whether each of some positions [F, 3] lies within `distance` of a point of `tree` (within its nearest
+    point's `reach`, one per point, where given)."""
     def near(positions: np.ndarray) -> np.ndarray:
         if len(positions) == 0:
             return np.zeros(0, dtype=bool)
-        gaps, _ = tree.query(positions, k=1, distance_upper_bound=distance, workers=-1)
-        return np.isfinite(gaps)
+        farthest = distance if reach is None else float(reach.max())
+        gaps, nearest = tree.query(positions, k=1, distance_upper_bound=farthest, workers=-1)
+        found = np.isfinite(gaps)
+        if reach is not None:
+            found[found] = gaps[found] <= reach[nearest[found]]
+        return found
     return near
+
+
+# A point's trim reach grows with the spacing around it up to this many times the trim distance: an isolated
+# return does not keep a large made-up surface.
+MAX_TRIM_STRETCH = 3.0
+
+
+def trim_reach(tree: cKDTree, distance: float, per_spacing: float) -> np.ndarray | None:
+    """How far from each point of `tree` faces are kept: `distance`, or `per_spacing` times the distance from
+    the point to its third-nearest neighbour where that is more (a surface seen at a grazing angle or from
+    afar leaves gaps between its points wider than where it was seen square on), at most MAX_TRIM_STRETCH
+    times `distance`. None where `per_spacing` is 0 (the same distance everywhere)."""
+    if per_spacing <= 0 or tree.n < 4:
+        return None
+    reach = np.empty(tree.n)
+    for start in range(0, tree.n, CHUNK):
+        gaps, _ = tree.query(tree.data[start:start + CHUNK], k=4, workers=-1)
+        reach[start:start + CHUNK] = per_spacing * gaps[:, 3]
+    return np.clip(reach, distance, MAX_TRIM_STRETCH * distance)
 
 
 def color_from_points(mesh: trimesh.Trimesh, points: np.ndarray, colors: np.ndarray,

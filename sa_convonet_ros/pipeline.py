@@ -36,7 +36,7 @@ from .denoise import NoiseEstimate
 from .errors import ReconstructionCancelled, ReconstructionError
 from .local_runner import LocalRunner
 from .memory import release_freed_memory
-from .meshing import StreamingMesher, color_from_points, near_points, snap_to_points
+from .meshing import StreamingMesher, color_from_points, near_points, snap_to_points, trim_reach
 from .model import ConvONet
 from .planning import WindowPlan, plan_windows
 from .points import PreparedPoints, prepare_points
@@ -131,18 +131,19 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
             cache.noise = cloud.noise
         config = scaled_to_map(config, cloud.points, cloud.noise)
         model = runner.load(model, config.checkpoint)
-    with clock.stage("windows"):
-        plan = plan_windows(cloud.points, config, steps, cache, model, workers=runner.round_size)
-    report("windows", len(plan.windows), len(plan.windows))
-    tally = ProgressTally(report, {"optimize": sum(batch.steps for batch in plan.batches),
-                                   "field": len(plan.batches)})
-    stop = cancel if cancel is not None else threading.Event()
     # One KD-tree of the points (about 35 B each) trims every block's faces as it is marched, so only the
     # kept faces are held until the mesh is assembled; snapping and colouring reuse it.
     tree = cKDTree(cloud.points)
     trim = config.meshing.trim_distance
+    reach = None if trim is None else trim_reach(tree, trim, config.meshing.trim_spacing)
+    with clock.stage("windows"):
+        plan = plan_windows(cloud.points, config, steps, cache, model, workers=runner.round_size, trim_reach=reach)
+    report("windows", len(plan.windows), len(plan.windows))
+    tally = ProgressTally(report, {"optimize": sum(batch.steps for batch in plan.batches),
+                                   "field": len(plan.batches)})
+    stop = cancel if cancel is not None else threading.Event()
     mesher = StreamingMesher(plan.grid, plan.block_keys(), config.meshing.threshold, axis=plan.sweep_axis,
-                             keep_faces=None if trim is None else near_points(tree, trim))
+                             keep_faces=None if trim is None else near_points(tree, trim, reach))
     # The batches run as mesh_blocks takes their results; closing the run ends it at once on an error.
     with contextlib.closing(runner.run(plan, cloud.points, config, tally, stop, clock, cloud.encoder_points,
                                        optimization_deadline(deadline, plan))) as finished:

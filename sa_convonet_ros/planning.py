@@ -40,7 +40,9 @@ class WindowPlan:
 
     grid: WindowGrid
     windows: WindowSet
-    band: float | None  # grid points farther than about this from every point stay empty (None: all)
+    # grid points farther than about this from every point stay empty: one distance, or one per point of the
+    # cloud the plan was made for (each point's trim reach and two cells); None: none stays empty
+    band: float | np.ndarray | None
     reused: dict[WindowKey, np.ndarray]  # field blocks taken from the cache as they are
     batches: list[PlannedBatch]
     settings_id: str | None = None  # fingerprint of the settings and the model; None without a cache
@@ -54,6 +56,12 @@ class WindowPlan:
     def windows_run(self) -> int:
         return sum(len(batch.windows) for batch in self.batches)
 
+    def crop_band(self, window: int) -> float | np.ndarray | None:
+        """The band around the points of a window's crop (one per point where the band is per point)."""
+        if isinstance(self.band, np.ndarray):
+            return self.band[self.windows.crop_points[window]]
+        return self.band
+
     @property
     def windows_warm_started(self) -> int:
         return sum(len(batch.windows) for batch in self.batches if batch.initial is not None)
@@ -62,14 +70,17 @@ class WindowPlan:
 
 
 def plan_windows(points: np.ndarray, config: ReconstructionConfig, steps: int, cache: WindowCache | None = None,
-                 model: ConvONet | None = None, workers: int = 1) -> WindowPlan:
+                 model: ConvONet | None = None, workers: int = 1, trim_reach: np.ndarray | None = None) -> WindowPlan:
     """The windows that hold enough points, split into blocks the cache still has, windows that start
     warm from a cached state, and cold ones; the last two batched (cold first), as many batches as a
-    multiple of the `workers` that run them side by side."""
+    multiple of the `workers` that run them side by side. `trim_reach`: how far from each point faces are
+    kept, where that differs per point (meshing.trim_reach); else the trim distance."""
     meshing, optimization = config.meshing, config.optimization
     grid = WindowGrid.from_sizes(config.windows.window_size, meshing.voxel_size, config.windows.margin)
     band = None if meshing.trim_distance is None else meshing.trim_distance + 2 * meshing.voxel_size
     windows = select_windows(points, grid, config.windows.min_points, band if band is not None else grid.margin)
+    if band is not None and trim_reach is not None:
+        band = trim_reach + 2 * meshing.voxel_size
     if len(windows) == 0:
         raise ReconstructionError(
             f"no window holds {config.windows.min_points} or more points near its core; "

@@ -137,7 +137,8 @@ def batch_input(plan: WindowPlan, batch: PlannedBatch, points: np.ndarray,
                                                           for crop in crops],
                         plan.windows.near_counts[batch.windows], 0)
     own = dataclasses.replace(batch, windows=list(range(len(batch.windows))))
-    return BatchInput(own, WindowPlan(plan.grid, windows, plan.band, {}, [own], plan.settings_id, plan.sweep_axis),
+    band = plan.band[used] if isinstance(plan.band, np.ndarray) else plan.band  # per point: the used ones'
+    return BatchInput(own, WindowPlan(plan.grid, windows, band, {}, [own], plan.settings_id, plan.sweep_axis),
                     points[used], None if encoder_points is None else encoder_points[used])
 
 

@@ -141,7 +141,7 @@ def evaluate_batch(batch: PlannedBatch, ensemble: WindowEnsemble, plan: WindowPl
             if cancel is not None and cancel.is_set():
                 raise ReconstructionCancelled("reconstruction cancelled")
             blocks.append(_evaluate_block(ensemble, slot, plan.grid, plan.windows.index[w],
-                                          points[plan.windows.crop_points[w]], plan.band, meshing, device))
+                                          points[plan.windows.crop_points[w]], plan.crop_band(w), meshing, device))
     states = ([ensemble.window_state(slot) for slot in range(len(batch.windows))]
               if keep_states and batch.steps else None)
     history = ensemble.loss_history
@@ -150,7 +150,7 @@ def evaluate_batch(batch: PlannedBatch, ensemble: WindowEnsemble, plan: WindowPl
 
 
 def _evaluate_block(ensemble: WindowEnsemble, slot: int, grid: WindowGrid, window: np.ndarray,
-                    crop_points: np.ndarray, band: float | None, meshing: MeshingConfig,
+                    crop_points: np.ndarray, band: float | np.ndarray | None, meshing: MeshingConfig,
                     device: torch.device) -> np.ndarray:
     """Logits of one window's core grid points (within the band of its points; the rest stays empty)."""
     chunk = meshing.eval_chunk
@@ -164,6 +164,7 @@ def _evaluate_block(ensemble: WindowEnsemble, slot: int, grid: WindowGrid, windo
     mask = core_band_mask(grid, window, crop_points, band)
     level = logit(meshing.threshold)
     block = evaluate_block(decode, mask, level, meshing.coarse_to_fine_margin)
-    if meshing.crest_depth > 0:
-        lift_crests(block, level, meshing.crest_depth, core_band_mask(grid, window, crop_points, 0.0), decode)
+    if meshing.crest_depth > 0 or meshing.trough_depth > 0:
+        lift_crests(block, level, meshing.crest_depth, core_band_mask(grid, window, crop_points, 0.0), decode,
+                    trough_depth=meshing.trough_depth)
     return block

@@ -156,22 +156,27 @@ def cell_corners(cells: np.ndarray) -> np.ndarray:
     return cells
 
 
-def core_band_mask(grid: WindowGrid, window: np.ndarray, points: np.ndarray, band: float | None) -> np.ndarray:
-    """Bool (cells,)*3: the core grid points within about `band` metres (L-inf, never less) of a point.
-
-    `band=None` selects the whole core.
-    """
+def core_band_mask(grid: WindowGrid, window: np.ndarray, points: np.ndarray,
+                   band: float | np.ndarray | None) -> np.ndarray:
+    """Bool (cells,)*3: the core grid points within about `band` metres (L-inf, never less) of a point;
+    `band` is one distance, or one per point; None selects the whole core."""
     shape = (grid.cells,) * 3
     if band is None:
         return np.ones(shape, dtype=bool)
-    reach = int(np.ceil(band / grid.voxel_size - 1e-9))  # the corner growth below covers the point's own cell
-    first = np.asarray(window, dtype=np.int64) * grid.cells - reach - 1  # one more cell: its far corners count
-    size = grid.cells + 2 * reach + 1
+    # the corner growth below covers the point's own cell
+    reaches = np.ceil(np.broadcast_to(np.asarray(band, dtype=np.float64), (len(points),)) / grid.voxel_size - 1e-9)
+    reaches = reaches.astype(np.int64)
+    top = int(reaches.max()) if len(points) else 0
+    first = np.asarray(window, dtype=np.int64) * grid.cells - top - 1  # one more cell: its far corners count
+    size = grid.cells + 2 * top + 1
     local = grid.cell_of(points) - first
-    local = local[np.all((local >= 0) & (local < size), axis=1)]
-    marks = np.zeros((size,) * 3, dtype=bool)
-    marks[local[:, 0], local[:, 1], local[:, 2]] = True
-    # a point in cell c touches grid points c and c+1: grow by one more on the high side
-    grown = cell_corners(ndimage.maximum_filter(marks, size=2 * reach + 1, mode="constant", cval=False))
-    core = slice(reach + 1, reach + 1 + grid.cells)
+    inside = np.all((local >= 0) & (local < size), axis=1)
+    grown = np.zeros((size,) * 3, dtype=bool)
+    for reach in np.unique(reaches[inside]):
+        marks = np.zeros((size,) * 3, dtype=bool)
+        chosen = local[inside & (reaches == reach)]
+        marks[chosen[:, 0], chosen[:, 1], chosen[:, 2]] = True
+        grown |= ndimage.maximum_filter(marks, size=2 * int(reach) + 1, mode="constant", cval=False)
+    cell_corners(grown)  # a point in cell c touches grid points c and c+1: grow by one more on the high side
+    core = slice(top + 1, top + 1 + grid.cells)
     return grown[core, core, core]

@@ -117,6 +117,19 @@ def test_a_crest_just_below_the_level_becomes_a_sheet_through_it(x_position):
     assert np.abs(vertices[:, 0] - x_position).max() < 1.0  # the sheet lies on the crest
 
 
+@pytest.mark.parametrize("x_position", [7.3, 0.2, 15.0])
+def test_a_trough_just_above_the_level_becomes_a_sheet_through_it(x_position):
+    """A wall whose field came out inside on both sides, dipping to 0.1 logits over the level at it."""
+    decoder = CountingDecoder(valley(x_position, -0.1), sharpness=-1.0)
+    block = full_block(decoder)
+    assert block.min() > 0  # marching cubes finds nothing
+    lowered = lift_crests(block, 0.0, 0.5, np.ones(block.shape, dtype=bool), decoder)
+    assert lowered == 16 * 16
+    assert np.argwhere(block < 0)[:, 0].tolist() == [round(x_position)] * lowered
+    vertices, _ = surface(block)
+    assert np.abs(vertices[:, 0] - x_position).max() < 1.0
+
+
 def test_crests_are_left_alone_when_deep_far_from_the_points_or_crossed_already():
     near = np.ones((16,) * 3, dtype=bool)
     for decoder, mask in [(CountingDecoder(valley(7.3, -0.8), sharpness=1.0), near),  # deeper than 0.5

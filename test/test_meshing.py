@@ -363,3 +363,24 @@ def test_assembling_snapping_and_colouring_hold_little_more_than_the_mesh(monkey
     assert len(mesh.faces) > 40_000
     # the mesh, its snapped vertices, colours: about 2.3x; whole-mesh temporaries made 16x
     assert peak < 3.5 * mesh_bytes
+
+
+def test_the_trim_reaches_farther_around_sparse_points_up_to_its_cap():
+    from sa_convonet_ros.meshing import MAX_TRIM_STRETCH, trim_reach
+
+    def patch(x0, spacing):
+        return np.stack(np.meshgrid(np.arange(x0, x0 + 1, spacing), np.arange(0, 1, spacing), [0.0], indexing="ij"),
+                        -1).reshape(-1, 3)
+
+    dense, sparse = patch(0.0, 0.01), patch(2.0, 0.04)
+    lonely = np.array([[5.0, 5.0, 5.0], [5.5, 5.0, 5.0], [5.0, 5.5, 5.0], [5.5, 5.5, 5.0]])
+    tree = cKDTree(np.vstack([dense, sparse, lonely]))
+    assert trim_reach(tree, 0.02, 0.0) is None
+    reach = trim_reach(tree, 0.02, 1.0)
+    parts = np.split(reach, [len(dense), len(dense) + len(sparse)])
+    assert np.allclose(parts[0], 0.02)  # 1 cm apart: the trim distance itself
+    assert np.median(parts[1]) == pytest.approx(0.04, rel=0.01)  # 4 cm apart: their spacing
+    assert np.allclose(parts[2], MAX_TRIM_STRETCH * 0.02)  # half a metre apart: no more than the cap
+    near = near_points(tree, 0.02, reach)
+    assert near(np.array([[0.5, 0.5, 0.03], [2.48, 0.48, 0.035], [2.48, 0.48, 0.05], [5.25, 5.25, 5.0]])).tolist() == [
+        False, True, False, False]

@@ -287,3 +287,28 @@ def test_the_deadline_leaves_the_later_stages_their_time_and_cuts_the_snap_when_
     late = reconstruct(room_corner, config, model=tiny_model, deadline=time.monotonic() - 1.0)
     assert on_time.stats.skipped_for_time == [] and not on_time.stats.out_of_time
     assert late.stats.skipped_for_time == ["snap"] and late.stats.out_of_time and late.stats.steps_run == 0
+
+
+def test_a_wall_seen_at_a_grazing_angle_keeps_the_gaps_between_its_points():
+    """A floor seen square on (1 cm between points) and a wall seen at a grazing angle (about 4 cm between
+    its points): a trim at two cells of the floor's grid cut the wall into islands around its points; the
+    trim that follows the spacing keeps it whole, on its plane, and the floor as it was."""
+    rng = np.random.default_rng(0)
+    x, y = (g.ravel() for g in np.meshgrid(np.arange(0.0, 1.2, 0.01), np.arange(0.0, 1.2, 0.01)))
+    floor = np.c_[x, y, np.zeros_like(x)]
+    wall = np.c_[rng.uniform(0, 1.2, 700), np.full(700, 1.15), rng.uniform(0.05, 1.0, 700)]
+    points = np.vstack([floor, wall]) + rng.normal(0, 0.001, (len(floor) + len(wall), 3))
+    model = load_model(device="cpu")
+    kept = {}
+    for spacing in (0.0, 1.0):
+        config = get_profile("auto", "cpu").updated(meshing={"trim_spacing": spacing})
+        mesh = reconstruct(points, config, model=model).mesh
+        centres = mesh.triangles_center
+        on_wall = (np.abs(centres[:, 1] - 1.15) < 0.05) & (centres[:, 2] > 0.1) & (centres[:, 2] < 0.95)
+        on_floor = (np.abs(centres[:, 2]) < 0.03) & (centres[:, 1] < 1.0)
+        kept[spacing] = (mesh.area_faces[on_wall].sum(), mesh.area_faces[on_floor].sum(),
+                         np.median(np.abs(centres[on_wall, 1] - 1.15)))
+    wall_area = 1.2 * 0.85
+    assert kept[0.0][0] < 0.8 * wall_area < 0.95 * wall_area < kept[1.0][0]
+    assert kept[1.0][2] < 0.005  # on the wall's plane
+    assert kept[1.0][1] == pytest.approx(kept[0.0][1], rel=0.02)

@@ -101,3 +101,16 @@ def test_band_mask_marks_grid_points_near_points_only():
     assert mask[distance <= 0.1].all()  # never less than the band
     assert not mask[distance > 0.1 + 0.05 + 1e-9].any()  # and at most one grid cell more
     assert core_band_mask(grid, w, points, band=None).all()
+
+
+def test_a_band_per_point_marks_the_union_of_each_point_s_own_band():
+    grid = WindowGrid.from_sizes(1.0, 0.05, 0.2)
+    w = np.array([0, 0, 0])
+    points = np.array([[0.2, 0.2, 0.2], [0.7, 0.6, 0.5], [1.05, 0.5, 0.5]])  # the last one past the core
+    bands = np.array([0.05, 0.2, 0.1])
+    union = np.zeros((grid.cells,) * 3, dtype=bool)
+    for point, band in zip(points, bands):
+        union |= core_band_mask(grid, w, point[None], band)
+    np.testing.assert_array_equal(core_band_mask(grid, w, points, bands), union)
+    same = core_band_mask(grid, w, points, 0.1)
+    np.testing.assert_array_equal(core_band_mask(grid, w, points, np.full(3, 0.1)), same)
