@@ -131,12 +131,12 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
             cache.noise = cloud.noise
         config = scaled_to_map(config, cloud.points, cloud.noise)
         model = runner.load(model, config.checkpoint)
-    # One KD-tree of the points (about 35 B each) trims every block's faces as it is marched, so only the
-    # kept faces are held until the mesh is assembled; snapping and colouring reuse it.
-    tree = cKDTree(cloud.points)
     trim = config.meshing.trim_distance
-    reach = None if trim is None else trim_reach(tree, trim, config.meshing.trim_spacing)
     with clock.stage("windows"):
+        # One KD-tree of the points (about 35 B each) trims every block's faces as it is marched, so only the
+        # kept faces are held until the mesh is assembled; snapping and colouring reuse it.
+        tree = cKDTree(cloud.points)
+        reach = None if trim is None else trim_reach(tree, trim, config.meshing.trim_spacing)
         plan = plan_windows(cloud.points, config, steps, cache, model, workers=runner.round_size, trim_reach=reach)
     report("windows", len(plan.windows), len(plan.windows))
     tally = ProgressTally(report, {"optimize": sum(batch.steps for batch in plan.batches),
@@ -237,8 +237,7 @@ def mesh_blocks(plan: WindowPlan, results: Iterable[BatchResult], mesher: Stream
     """The reused blocks, then each batch's blocks as it finishes, into the mesher (which releases them once
     meshed) and into the cache (a block cut short by the deadline is not the settings' result: only its
     state is kept, to continue from); `partial` hears of each advance of the marched slabs (whose faces were
-    trimmed at `trim_distance`). Returns the
-    results, emptied of their blocks and states."""
+    trimmed at `trim_distance`). Returns the results, emptied of their blocks and states."""
     clock = clock or StageClock([torch.device("cpu")])
     marched = mesher.final_below
 
