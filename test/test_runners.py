@@ -24,10 +24,11 @@ def test_one_batch_alone(tiny_model, room_corner):
     assert all(block.shape == (cells, cells, cells) and block.max() > block.min() for block in result.blocks)
 
 
-@pytest.mark.parametrize("trim", [0.03, 0.1])
+@pytest.mark.parametrize("trim, spacing", [(0.03, 0.0), (0.1, 0.0), (0.03, 1.0)])
 def test_the_field_band_around_the_points_keeps_every_face_the_whole_field_gives(tiny_model, room_corner,
-                                                                                monkeypatch, trim):
-    config = small_config().updated(meshing={"trim_distance": trim})  # a 4 cm grid
+                                                                                monkeypatch, trim, spacing):
+    """The band follows each point's trim reach where the trim follows the spacing."""
+    config = small_config().updated(meshing={"trim_distance": trim, "trim_spacing": spacing})  # a 4 cm grid
     banded = reconstruct(room_corner, config, model=tiny_model).mesh
     monkeypatch.setattr(runners_module, "core_band_mask", lambda grid, window, points, band: np.ones(
         (grid.cells,) * 3, dtype=bool))
