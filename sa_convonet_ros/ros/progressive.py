@@ -18,6 +18,7 @@ import trimesh
 from scipy.spatial import cKDTree
 from visualization_msgs.msg import MarkerArray
 
+from sa_convonet_ros.errors import ReconstructionCancelled
 from sa_convonet_ros.meshing import color_from_points, simplified
 from sa_convonet_ros.model import ConvONet
 from sa_convonet_ros.pipeline import PartialMesh, RunStats, reconstruct
@@ -46,19 +47,23 @@ class ShownMesh:
 class InterimMarkers:
     """The preview and the interim updates of one job on the marker topic; `restore` undoes them."""
 
-    def __init__(self, settings: Settings, points: np.ndarray, colors: Optional[np.ndarray], frame_id: str,
-                 blocks: MarkerBlocks, publish: Callable[[MarkerArray], None], before: Optional[ShownMesh]):
-        self._settings, self._points, self._colors, self._frame_id = settings, points, colors, frame_id
+    def __init__(self, settings: Settings, frame_id: str, blocks: MarkerBlocks,
+                 publish: Callable[[MarkerArray], None], before: Optional[ShownMesh]):
+        self._settings, self._frame_id = settings, frame_id
         self._blocks, self._publish, self._before = blocks, publish, before
+        self._points, self._colors = np.zeros((0, 3)), None
         self._preview: Optional[trimesh.Trimesh] = None
         self._tree: Optional[cKDTree] = None
         self._next = 0.0  # time.monotonic() from which an interim update may go out
         self.updates = 0  # interim updates published
         self.first_shown = float('nan')  # time.monotonic() when the preview's markers went out
+        self.error: Optional[str] = None  # why the interim meshes stopped, if they failed: the job goes on
 
-    def preview(self, model: ConvONet, region, cancel, deadline: Optional[float],
-                progress: Callable[[str, int, int], None]) -> None:
-        """The feed-forward mesh on the coarse grid, published whole; ReconstructionCancelled once cancelled."""
+    def preview(self, points: np.ndarray, colors: Optional[np.ndarray], model: ConvONet, region, cancel,
+                deadline: Optional[float], progress: Callable[[str, int, int], None]) -> None:
+        """The feed-forward mesh of `points` on the coarse grid, published whole. ReconstructionCancelled once
+        cancelled; any other failure only ends the interim meshes (`error`)."""
+        self._points, self._colors = points, colors
         config = self._settings.config
         meshing = config.meshing
         coarse = config.updated(
@@ -66,10 +71,17 @@ class InterimMarkers:
                      'trim_distance': None if meshing.trim_distance is None else PREVIEW_GRID * meshing.trim_distance,
                      'color_from_input': False},
             denoise={'denoise': False})
-        result = reconstruct(self._points, coarse, model=model, region=region, iterations=0, cancel=cancel,
-                             deadline=deadline, progress=lambda stage, done, total: progress('preview', 0, 1))
-        self._preview = result.mesh
-        self._show(simplified(result.mesh, self._settings.options.max_message_faces), result.stats)
+        try:
+            result = reconstruct(points, coarse, model=model, region=region, iterations=0, cancel=cancel,
+                                 deadline=deadline, progress=lambda stage, done, total: progress('preview', 0, 1))
+            self._preview = result.mesh
+            self._show(simplified(result.mesh, self._settings.options.max_message_faces), result.stats)
+        except ReconstructionCancelled:
+            raise
+        except Exception as error:  # noqa: BLE001 -- a preview that fails must not fail the job
+            self.error = f'{type(error).__name__}: {error}'
+            self._preview = None
+            return
         self.first_shown = time.monotonic()
         progress('preview', 1, 1)
 
@@ -77,15 +89,19 @@ class InterimMarkers:
         """`reconstruct`'s partial callback: the optimised faces so far, the preview's beyond them."""
         if part.complete or self._preview is None or time.monotonic() < self._next:
             return
-        # As dense as the result's markers will be: max_message_faces shared out by the slabs marched.
-        limit = self._settings.options.max_message_faces
-        mesh = simplified(part.mesh(), limit and max(1, round(limit * part.share)))
-        preview = self._preview
-        ahead = np.flatnonzero(preview.vertices[preview.faces].mean(axis=1)[:, part.axis] >= part.final_below)
-        if len(ahead):
-            mesh = trimesh.util.concatenate([mesh, preview.submesh([ahead], append=True)])
-        self._show(mesh, RunStats(window_size=part.window_size, voxel_size=part.voxel_size,
-                                  trim_distance=part.trim_distance))
+        try:
+            # As dense as the result's markers will be: max_message_faces shared out by the slabs marched.
+            limit = self._settings.options.max_message_faces
+            mesh = simplified(part.mesh(), limit and max(1, round(limit * part.share)))
+            preview = self._preview
+            centres = preview.vertices[preview.faces].mean(axis=1)[:, part.axis]
+            ahead = np.flatnonzero(centres >= part.final_below)
+            if len(ahead):
+                mesh = trimesh.util.concatenate([mesh, preview.submesh([ahead], append=True)])
+            self._show(mesh, RunStats(window_size=part.window_size, voxel_size=part.voxel_size,
+                                      trim_distance=part.trim_distance))
+        except Exception as error:  # noqa: BLE001 -- interim meshes that fail must not fail the job
+            self.error, self._preview = f'{type(error).__name__}: {error}', None
 
     def restore(self) -> None:
         """Put back what the topic showed before the job (nothing, if it showed nothing), once it showed an

@@ -63,8 +63,8 @@ def run_job(job: Job, settings: Settings, model: ConvONet, outlets: Outlets) -> 
     progress = ProgressReporter(outlets.node, job, frame_id, outlets.progress)
     # A later run whose windows the cache holds is quick, and the mesh shown meanwhile is its best preview.
     rerun = outlets.shown is not None and job.cache is not None and len(job.cache) > 0
-    interim = (InterimMarkers(settings, job.cloud.points, job.cloud.colors, frame_id, outlets.marker_blocks,
-                              outlets.markers, outlets.shown) if options.progressive and not rerun else None)
+    interim = (InterimMarkers(settings, frame_id, outlets.marker_blocks, outlets.markers, outlets.shown)
+               if options.progressive and not rerun else None)
     try:
         product = _produce(job, settings, model, progress, frame_id, output, outlets, interim)
     except ReconstructionCancelled:
@@ -84,7 +84,9 @@ def run_job(job: Job, settings: Settings, model: ConvONet, outlets: Outlets) -> 
         return Outcome(False, f'reconstruction failed: {type(error).__name__}: {error}', stats=stats_msg)
     finally:
         release_freed_memory()
-    if interim is not None:
+    if interim is not None and interim.error:
+        outlets.node.get_logger().warning(f'progressive: the interim meshes stopped: {interim.error}')
+    elif interim is not None:
         first = interim.first_shown - job.started
         outlets.node.get_logger().info(f'progressive: the preview went out {first:.1f} s into the job, then '
                                        f'{max(interim.updates - 1, 0)} interim update(s)')
@@ -153,7 +155,7 @@ def _reconstruct(job: Job, settings: Settings, model: ConvONet, progress: Progre
                 f'{settings.device}')
     deadline = job.deadline(settings.options.max_seconds)
     if interim is not None:
-        interim.preview(model, job.region, job.cancel, deadline, progress)
+        interim.preview(points, colors, model, job.region, job.cancel, deadline, progress)
     result = reconstruct(points, config, colors=colors, model=model, region=job.region, iterations=job.iterations,
                          progress=progress, cancel=job.cancel, cache=job.cache, deadline=deadline,
                          partial=None if interim is None else interim.on_partial)

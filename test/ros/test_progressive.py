@@ -2,8 +2,10 @@
 import threading
 
 import numpy as np
+import pytest
 import trimesh
 
+from sa_convonet_ros.errors import ReconstructionCancelled
 from sa_convonet_ros.pipeline import reconstruct
 from sa_convonet_ros.ros import progressive
 from sa_convonet_ros.ros.marker_blocks import MarkerBlocks
@@ -41,10 +43,10 @@ def test_the_preview_then_the_optimised_slabs_then_what_was_shown_before(tiny_mo
     first = blocks.update(earlier.vertices, earlier.faces, None, 'map', 0.4, 1000)
     blocks.commit(first)
     published.append(first.markers)
-    interim = InterimMarkers(settings, walls, None, 'map', blocks, published.append,
-                             shown_mesh(earlier, None, 'map', 0.8))
+    interim = InterimMarkers(settings, 'map', blocks, published.append, shown_mesh(earlier, None, 'map', 0.8))
     stages = []
-    interim.preview(tiny_model, None, threading.Event(), None, lambda stage, done, total: stages.append(stage))
+    interim.preview(walls, None, tiny_model, None, threading.Event(), None,
+                    lambda stage, done, total: stages.append(stage))
     assert stages[-1] == 'preview' and interim.updates == 1
     preview = shown_triangles(published)
     assert preview[:, 1::3].max() > 5.0 and preview[:, 2::3].min() > -0.2  # the 6 m walls, not the box
@@ -71,10 +73,30 @@ def test_the_preview_then_the_optimised_slabs_then_what_was_shown_before(tiny_mo
 def test_nothing_to_restore_before_anything_was_shown_and_an_empty_topic_stays_empty(tiny_model):
     settings = Settings(small_config(), 'cpu', NodeOptions(progressive=True))
     blocks, published = MarkerBlocks(), []
-    interim = InterimMarkers(settings, corridor(), None, 'map', blocks, published.append, None)
+    interim = InterimMarkers(settings, 'map', blocks, published.append, None)
     interim.restore()
     assert published == []
-    interim.preview(tiny_model, None, threading.Event(), None, lambda *args: None)
+    interim.preview(corridor(), None, tiny_model, None, threading.Event(), None, lambda *args: None)
     assert len(shown_triangles(published)) > 0
     interim.restore()
     assert len(shown_triangles(published)) == 0
+
+
+def test_a_preview_that_fails_ends_the_interim_meshes_not_the_job(tiny_model):
+    """Too few points for the coarse grid's windows: the preview fails, nothing is published, the job goes on."""
+    settings = Settings(small_config(), 'cpu', NodeOptions(progressive=True))
+    blocks, published = MarkerBlocks(), []
+    interim = InterimMarkers(settings, 'map', blocks, published.append, None)
+    interim.preview(np.zeros((3, 3)), None, tiny_model, None, threading.Event(), None, lambda *args: None)
+    assert published == [] and interim.updates == 0 and 'ReconstructionError' in interim.error
+    interim.restore()
+    assert published == []
+
+
+def test_a_cancelled_preview_cancels_the_job(tiny_model):
+    settings = Settings(small_config(), 'cpu', NodeOptions(progressive=True))
+    interim = InterimMarkers(settings, 'map', MarkerBlocks(), [].append, None)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(ReconstructionCancelled):
+        interim.preview(corridor(), None, tiny_model, None, cancel, None, lambda *args: None)
