@@ -172,11 +172,14 @@ def core_band_mask(grid: WindowGrid, window: np.ndarray, points: np.ndarray,
     local = grid.cell_of(points) - first
     inside = np.all((local >= 0) & (local < size), axis=1)
     grown = np.zeros((size,) * 3, dtype=bool)
-    for reach in np.unique(reaches[inside]):
-        marks = np.zeros((size,) * 3, dtype=bool)
+    for reach in np.unique(reaches[inside]).tolist():
         chosen = local[inside & (reaches == reach)]
-        marks[chosen[:, 0], chosen[:, 1], chosen[:, 2]] = True
-        grown |= ndimage.maximum_filter(marks, size=2 * int(reach) + 1, mode="constant", cval=False)
+        # only the box these points reach: a wall's points fill a thin slab of the window, not all of it
+        low, high = np.maximum(chosen.min(axis=0) - reach, 0), np.minimum(chosen.max(axis=0) + reach + 1, size)
+        marks = np.zeros(tuple(high - low), dtype=bool)
+        marks[tuple((chosen - low).T)] = True
+        box = tuple(slice(a, b) for a, b in zip(low, high))
+        grown[box] |= ndimage.maximum_filter(marks, size=2 * reach + 1, mode="constant", cval=False)
     cell_corners(grown)  # a point in cell c touches grid points c and c+1: grow by one more on the high side
     core = slice(top + 1, top + 1 + grid.cells)
     return grown[core, core, core]
