@@ -140,9 +140,12 @@ def trimmed_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float
 
     from .meshing import near_points
 
-    points = _finite_rows(_clean_points(points))[0]
-    keep = near_points(cKDTree(points), distance)(np.asarray(mesh.triangles_center))
-    trimmed = mesh.submesh([np.flatnonzero(keep)], append=True) if keep.any() else trimesh.Trimesh()
+    if len(mesh.faces) == 0:
+        return mesh
+    keep = near_points(cKDTree(_finite_rows(_clean_points(points))[0]), distance)(mesh.triangles_center)
+    trimmed = mesh.copy()
+    trimmed.update_faces(keep)
+    trimmed.remove_unreferenced_vertices()
     return trimmed
 
 

@@ -128,9 +128,9 @@ def lift_crests(block: np.ndarray, level: float, depth: float, near: np.ndarray,
     """Move across the level, in place, the grid points `near` an input point (bool mask of the block) where
     the field peaks or dips just short of it: a crest within `depth` logits under the level is raised to
     `level + above`, a trough within `trough_depth` (default: `depth`; 0: none) over it lowered to
-    `level - above`. A crest (trough) is no lower
-    (higher) than either neighbour along the axis where the field falls (rises) most, by CREST_FALL at least.
-    Neighbours past the block's faces come from `decode`. Returns how many were moved.
+    `level - above`. A crest (trough) is no lower (higher) than either neighbour along the axis where the field
+    falls (rises) most, by CREST_FALL at least. Neighbours past the block's faces come from `decode`. Returns
+    how many were moved.
 
     The UCE loss only asks the field to reach the level at the observed points, from either side. Where a part
     is thinner than the prior resolves (a table top, a curtain) the field often only touches the level from

@@ -290,10 +290,11 @@ def compacted(rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
 def near_points(tree: cKDTree, distance: float, reach: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """Whether each of some positions [F, 3] lies within `distance` of a point of `tree` (within its nearest
     point's `reach`, one per point, where given)."""
+    farthest = distance if reach is None else float(reach.max())
+
     def near(positions: np.ndarray) -> np.ndarray:
         if len(positions) == 0:
             return np.zeros(0, dtype=bool)
-        farthest = distance if reach is None else float(reach.max())
         gaps, nearest = tree.query(positions, k=1, distance_upper_bound=farthest, workers=-1)
         found = np.isfinite(gaps)
         if reach is not None:

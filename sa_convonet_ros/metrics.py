@@ -39,16 +39,25 @@ def visible_mask(gt_points: np.ndarray, input_points: np.ndarray, radius: float 
     return np.isfinite(distances)
 
 
-def closest_points_on_mesh(mesh: trimesh.Trimesh, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact Euclidean distance (n,) from each point to the mesh's triangles, and the index (n,) of the
-    closest triangle (Open3D's BVH; float32 inside, so distances are exact to ~1e-7 of the extent)."""
+def mesh_raycaster(mesh: trimesh.Trimesh):
+    """Open3D's BVH of the mesh, built once for several queries, and the centre it is relative to: shifted to
+    the mesh's centre so that float32 keeps its precision for maps far from the origin."""
     import open3d as o3d
 
-    # Shift to the mesh's centre so float32 keeps its precision for maps far from the origin.
     centre = np.asarray(mesh.bounds, dtype=np.float64).mean(axis=0)
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor((np.asarray(mesh.vertices) - centre).astype(np.float32)),
                         o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)))
+    return scene, centre
+
+
+def closest_points_on_mesh(mesh: trimesh.Trimesh, points: np.ndarray, raycaster=None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Euclidean distance (n,) from each point to the mesh's triangles, and the index (n,) of the
+    closest triangle (Open3D's BVH; float32 inside, so distances are exact to ~1e-7 of the extent).
+    `raycaster`: the mesh's `mesh_raycaster`, when the caller has one."""
+    import open3d as o3d
+
+    scene, centre = raycaster or mesh_raycaster(mesh)
     query = o3d.core.Tensor((np.asarray(points, dtype=np.float64) - centre).astype(np.float32))
     closest = scene.compute_closest_points(query)
     distances = np.linalg.norm(closest["points"].numpy().astype(np.float64) + centre - points, axis=1)
@@ -207,9 +216,13 @@ def hole_metrics(mesh: trimesh.Trimesh, gt_points: np.ndarray, gt_normals: np.nd
     if len(points) == 0:
         return {**result, **{_tau_key("far", tau): np.nan for tau in far}, "holes": np.nan, "hole_count": 0,
                 "hole_area": 0.0, "largest_hole": 0.0}
-    distances = closest_points_on_mesh(mesh, points)[0] if len(mesh.faces) else np.full(len(points), np.inf)
+    if len(mesh.faces):
+        raycaster = mesh_raycaster(mesh)  # one BVH for both queries
+        distances = closest_points_on_mesh(mesh, points, raycaster)[0]
+        missed = ~crossed_along_normals(mesh, points, normals, reach, raycaster)
+    else:
+        distances, missed = np.full(len(points), np.inf), np.ones(len(points), dtype=bool)
     result.update({_tau_key("far", tau): float(np.mean(distances > tau)) for tau in far})
-    missed = ~crossed_along_normals(mesh, points, normals, reach)
     areas = hole_areas(points[missed], point_area)
     result.update({"holes": float(missed.mean()), "hole_count": int(np.sum(areas >= min_area)),
                    "hole_area": float(areas[areas >= min_area].sum()),
@@ -218,16 +231,15 @@ def hole_metrics(mesh: trimesh.Trimesh, gt_points: np.ndarray, gt_normals: np.nd
     return result
 
 
-def crossed_along_normals(mesh: trimesh.Trimesh, points: np.ndarray, normals: np.ndarray, reach: float) -> np.ndarray:
-    """Whether the mesh crosses the segment from each point `reach` back along its normal to `reach` ahead."""
+def crossed_along_normals(mesh: trimesh.Trimesh, points: np.ndarray, normals: np.ndarray, reach: float,
+                          raycaster=None) -> np.ndarray:
+    """Whether the mesh crosses the segment from each point `reach` back along its normal to `reach` ahead
+    (`raycaster`: the mesh's `mesh_raycaster`, when the caller has one)."""
     if len(mesh.faces) == 0:
         return np.zeros(len(points), dtype=bool)
     import open3d as o3d
 
-    centre = np.asarray(mesh.bounds, dtype=np.float64).mean(axis=0)  # float32 casting near the origin
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor((np.asarray(mesh.vertices) - centre).astype(np.float32)),
-                        o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)))
+    scene, centre = raycaster or mesh_raycaster(mesh)
     rays = np.concatenate([points - centre - reach * normals, normals], axis=1).astype(np.float32)
     hit = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()
     return hit <= 2 * reach

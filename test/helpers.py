@@ -4,11 +4,10 @@ mean UCE, a window's whole core), which the tests hold the package's own against
 import numpy as np
 import torch
 import trimesh
-from scipy.spatial import cKDTree
 
 from sa_convonet_ros.cache import WindowCache
 from sa_convonet_ros.config import ModelConfig, get_profile
-from sa_convonet_ros.meshing import BlockField, StreamingMesher, near_points
+from sa_convonet_ros.meshing import BlockField, StreamingMesher
 from sa_convonet_ros.optimize import uce_per_query
 from sa_convonet_ros.windows import WindowGrid
 
@@ -29,17 +28,6 @@ def extract_mesh(field: BlockField, threshold: float = 0.5) -> trimesh.Trimesh:
     for key in sorted(field.blocks):
         mesher.add(key, field.blocks[key])
     return mesher.mesh()
-
-
-def trim_far_faces(mesh: trimesh.Trimesh, points: np.ndarray, distance: float) -> trimesh.Trimesh:
-    """The mesh without the faces whose centre is farther than `distance` from every point."""
-    if len(mesh.faces) == 0:
-        return mesh
-    keep = near_points(cKDTree(points), distance)(mesh.triangles_center)
-    mesh = mesh.copy()
-    mesh.update_faces(keep)
-    mesh.remove_unreferenced_vertices()
-    return mesh
 
 
 def uce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

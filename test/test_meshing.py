@@ -7,6 +7,7 @@ import trimesh
 from scipy.spatial import cKDTree
 from skimage import measure
 
+from sa_convonet_ros.baselines import trimmed_to_points
 from sa_convonet_ros.meshing import (
     EMPTY_LOGIT,
     BlockField,
@@ -16,7 +17,7 @@ from sa_convonet_ros.meshing import (
 )
 from sa_convonet_ros.windows import WindowGrid
 
-from helpers import extract_mesh, trim_far_faces
+from helpers import extract_mesh
 
 
 def analytic_field(grid, windows, signed_distance, sharpness=50.0):
@@ -161,7 +162,7 @@ def test_trimming_keeps_faces_near_the_points_and_colours_come_from_them():
     gaps, _ = cKDTree(cap_points).query(sphere.triangles_center)
     np.testing.assert_array_equal(near, gaps <= 0.1)
     assert near_points(cKDTree(cap_points), 0.1)(np.zeros((0, 3))).shape == (0,)
-    trimmed = trim_far_faces(sphere, cap_points, distance=0.1)
+    trimmed = trimmed_to_points(sphere, cap_points, distance=0.1)
     assert 0 < len(trimmed.faces) == near.sum() < len(sphere.faces)
     assert trimmed.vertices[:, 2].min() > 0.3
     colours = np.tile([[1.0, 0.0, 0.0]], (len(cap_points), 1))

@@ -9,6 +9,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from sa_convonet_ros import optimize as optimize_module
+from sa_convonet_ros.baselines import trimmed_to_points
 from sa_convonet_ros.cache import WindowCache
 from sa_convonet_ros.config import get_profile
 from sa_convonet_ros.errors import ReconstructionCancelled, ReconstructionError
@@ -21,7 +22,7 @@ from sa_convonet_ros.points import prepare_points
 from sa_convonet_ros.runners import ProgressTally, StageClock
 from sa_convonet_ros.window_scale import scaled_to_map
 
-from helpers import extract_mesh, small_config, trim_far_faces
+from helpers import extract_mesh, small_config
 
 
 def test_shipped_model_reconstructs_a_room_corner(room_corner):
@@ -175,7 +176,7 @@ def test_the_stages_one_by_one_make_the_mesh_of_reconstruct(tiny_model, room_cor
     # the same surface as the blocks meshed in one piece and trimmed at the end (the order may differ)
     blocks = BlockField(plan.grid, {key: cache.get(key, fingerprint) for batch in plan.batches
                                     for key, fingerprint in zip(batch.keys, batch.fingerprints)})
-    at_once = finish_mesh(trim_far_faces(extract_mesh(blocks), cloud.points, config.meshing.trim_distance),
+    at_once = finish_mesh(trimmed_to_points(extract_mesh(blocks), cloud.points, config.meshing.trim_distance),
                           cloud, config.meshing)
     np.testing.assert_array_equal(np.unique(at_once.triangles.reshape(-1, 9), axis=0),
                                   np.unique(whole.triangles.reshape(-1, 9), axis=0))

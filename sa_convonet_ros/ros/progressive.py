@@ -93,9 +93,8 @@ class InterimMarkers:
             # As dense as the result's markers will be: max_message_faces shared out by the slabs marched.
             limit = self._settings.options.max_message_faces
             mesh = simplified(part.mesh(), limit and max(1, round(limit * part.share)))
-            preview = self._preview
-            centres = preview.vertices[preview.faces].mean(axis=1)[:, part.axis]
-            ahead = np.flatnonzero(centres >= part.final_below)
+            preview = self._preview  # its face centres are computed once and cached by trimesh
+            ahead = np.flatnonzero(preview.triangles_center[:, part.axis] >= part.final_below)
             if len(ahead):
                 mesh = trimesh.util.concatenate([mesh, preview.submesh([ahead], append=True)])
             self._show(mesh, RunStats(window_size=part.window_size, voxel_size=part.voxel_size,

@@ -94,10 +94,15 @@ def look_rotation(yaw: float, pitch: float) -> np.ndarray:
     return np.stack([right, down, forward], axis=1)
 
 
+def _half_view_tangents(setting: ScanSetting) -> tuple[float, float]:
+    """tan of half the field of view, horizontally and vertically (square pixels)."""
+    tan_x = float(np.tan(np.radians(setting.horizontal_fov_deg) / 2.0))
+    return tan_x, tan_x * setting.image_height / setting.image_width
+
+
 def _camera_ray_directions(setting: ScanSetting) -> np.ndarray:
     """Unit ray directions in the camera's optical frame, (H*W,3), row-major over the image."""
-    tan_x = np.tan(np.radians(setting.horizontal_fov_deg) / 2.0)
-    tan_y = tan_x * setting.image_height / setting.image_width  # square pixels
+    tan_x, tan_y = _half_view_tangents(setting)
     u = (np.arange(setting.image_width) + 0.5) / setting.image_width * 2.0 - 1.0
     v = (np.arange(setting.image_height) + 0.5) / setting.image_height * 2.0 - 1.0
     grid_u, grid_v = np.meshgrid(u * tan_x, v * tan_y)
@@ -218,8 +223,7 @@ def observed_by_cameras(scene: Scene, targets: np.ndarray, info: ScanInfo, caste
     and range, and not hidden behind another surface. Independent of the image's resolution: a wall seen at a
     grazing angle counts, the back of an object does not."""
     setting = info.setting
-    tan_x = np.tan(np.radians(setting.horizontal_fov_deg) / 2.0)
-    tan_y = tan_x * setting.image_height / setting.image_width
+    tan_x, tan_y = _half_view_tangents(setting)
     targets = np.asarray(targets, dtype=np.float64)
     seen = np.zeros(len(targets), dtype=bool)
     for pose in info.camera_poses:

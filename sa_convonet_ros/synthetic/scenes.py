@@ -99,15 +99,19 @@ class Scene:
     def surface_area(self, samples: int = 200_000, seed: int = 0, epsilon: float = 1e-4) -> float:
         """The area (m^2) of the union's boundary, estimated as `sample_surface` draws: the primitives' areas
         times the share of their samples that lie on the boundary (within about 0.5 % at 200 k samples)."""
-        rng = np.random.default_rng(seed)
+        _, _, on_boundary = self._area_weighted_samples(samples, np.random.default_rng(seed), epsilon)
+        return float(sum(p.area for p in self.primitives) * on_boundary.mean())
+
+    def _area_weighted_samples(self, count: int, rng: np.random.Generator,
+                               epsilon: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`count` samples of the primitives' surfaces (area-weighted), their outward normals, and which lie on
+        the union's boundary (the scene is free just outside them, at `epsilon` along the normal)."""
         areas = np.array([p.area for p in self.primitives])
-        counts = rng.multinomial(samples, areas / areas.sum())
-        kept = 0
-        for primitive, count in zip(self.primitives, counts):
-            if count:
-                points, normals = primitive.sample_surface(int(count), rng)
-                kept += int(np.count_nonzero(~self.occupancy(points + epsilon * normals)))
-        return float(areas.sum() * kept / samples)
+        per_primitive = rng.multinomial(count, areas / areas.sum())
+        samples = [p.sample_surface(k, rng) for p, k in zip(self.primitives, per_primitive) if k > 0]
+        points = np.concatenate([s[0] for s in samples])
+        normals = np.concatenate([s[1] for s in samples])
+        return points, normals, ~self.occupancy(points + epsilon * normals)
 
     def sample_surface(self, n: int, seed: int = 0, epsilon: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
         """`n` points uniformly distributed on the union's boundary, with outward unit normals.
@@ -117,16 +121,11 @@ class Scene:
         removes samples buried in, or covered by, other primitives.
         """
         rng = np.random.default_rng(seed)
-        areas = np.array([p.area for p in self.primitives])
         kept_points, kept_normals, kept_count = [], [], 0
         acceptance = 1.0
         while kept_count < n:
             draw = int(np.ceil((n - kept_count) / acceptance * 1.2)) + 16
-            per_primitive = rng.multinomial(draw, areas / areas.sum())
-            samples = [p.sample_surface(k, rng) for p, k in zip(self.primitives, per_primitive) if k > 0]
-            points = np.concatenate([s[0] for s in samples])
-            normals = np.concatenate([s[1] for s in samples])
-            keep = ~self.occupancy(points + epsilon * normals)
+            points, normals, keep = self._area_weighted_samples(draw, rng, epsilon)
             acceptance = max(keep.mean(), 0.05)
             kept_points.append(points[keep])
             kept_normals.append(normals[keep])
