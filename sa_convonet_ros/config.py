@@ -178,6 +178,11 @@ class WindowConfig:
     window_size: float = setting(1.2, "edge of a window's core, metres (rounded to a multiple of the voxel "
                                       "size; at most 256 voxels)", above=0, at_most=100.0)
     margin: float = setting(0.2, "context around the core fed to the encoder, metres", at_least=0, at_most=100.0)
+    # The encoder needs the context; the loss only the points whose fit reaches the core's faces: UCE samples
+    # drawn from the rest of the margin are mostly spent on surfaces other windows own.
+    loss_margin: float = setting(0.0, "the UCE loss draws its samples from the points within this many metres of "
+                                      "the core, or within their own trim band of it (0: the whole margin)",
+                                 at_least=0, at_most=100.0)
     min_points: int = setting(50, "windows with fewer points near their core are skipped", at_least=1)
     window_scale: float = setting(0.0, "multiply window_size, margin and the mesh grid's lengths by this "
                                        "(0 = auto: from the measured point spacing, 1 up to 2 cm between points, "
@@ -387,14 +392,17 @@ def _feedforward() -> ReconstructionConfig:
 
 def _auto_cpu() -> ReconstructionConfig:
     # The tuning rooms' best within a CPU's budget (docs/decisions.md, "The auto profile"): UCE targets
-    # denoised on noisy maps, a 1 cm grid, 80 steps on half of fast's samples with the feature grids'
-    # learning rate doubled (as good as 100 steps at fast's rate), vertices snapped onto the points.
+    # denoised on noisy maps, a 1 cm grid, 80 steps with the feature grids' learning rate doubled (as good
+    # as 100 steps at fast's rate), vertices snapped onto the points.
     config = _fast()
     config.profile = "auto:cpu"
     config.optimization.iterations = 80
     config.optimization.feature_learning_rate = 2e-2
-    config.optimization.surface_samples = 1024
-    config.optimization.off_surface_samples = 512
+    # The loss draws from the points near each core only (5 cm, or a point's trim band): a third fewer samples
+    # per step keep the cores' sample density, and the validation rooms' meshes (docs/decisions.md).
+    config.windows.loss_margin = 0.05
+    config.optimization.surface_samples = 640
+    config.optimization.off_surface_samples = 320
     config.optimization.window_batch = 8  # per window, the cheapest step on a CPU's caches
     config.meshing.voxel_size = 0.01
     config.meshing.trim_distance = 0.02  # two grid cells; a sparse map's coarser grid takes its trim along

@@ -47,6 +47,7 @@ class WindowPlan:
     batches: list[PlannedBatch]
     settings_id: str | None = None  # fingerprint of the settings and the model; None without a cache
     sweep_axis: int = 0
+    loss_margin: float = 0.0  # metres around the cores the UCE samples come from (0: the whole crops)
 
     def block_keys(self) -> list[WindowKey]:
         """Every window's key: the blocks the field will consist of."""
@@ -61,6 +62,17 @@ class WindowPlan:
         if isinstance(self.band, np.ndarray):
             return self.band[self.windows.crop_points[window]]
         return self.band
+
+    def loss_mask(self, window: int, unit_points: np.ndarray) -> np.ndarray | None:
+        """Which of a window's crop points (in its unit frame) the UCE loss draws from: those within
+        `loss_margin` of the core, or within their own band of it (a face they keep may lie in the core);
+        None: all of them."""
+        if not self.loss_margin or self.loss_margin >= self.grid.margin:
+            return None
+        band = self.crop_band(window)
+        reach = self.loss_margin if band is None else np.maximum(self.loss_margin, band)
+        keep = self.grid.outside_core(unit_points) <= reach
+        return keep if keep.any() else None
 
     @property
     def windows_warm_started(self) -> int:
@@ -90,14 +102,14 @@ def plan_windows(points: np.ndarray, config: ReconstructionConfig, steps: int, c
     if cache is None:
         every = [(w, tuple(int(v) for v in windows.index[w]), "", None) for w in range(len(windows))]
         batches = _batched(every, steps, optimization.window_batch, workers=workers)
-        return WindowPlan(grid, windows, band, {}, batches, sweep_axis=axis)
+        return WindowPlan(grid, windows, band, {}, batches, sweep_axis=axis, loss_margin=config.windows.loss_margin)
     settings_id = settings_fingerprint(config, steps, model_fingerprint(model))
     warm_steps = min(optimization.warm_start_iterations, steps)
     reused, cold, warm = _split_by_cache(points, windows, cache, settings_id, warm_start=warm_steps > 0)
     batches = _batched(cold, steps, optimization.window_batch, workers=workers)
     batches += _batched(warm, warm_steps, optimization.window_batch, first_number=len(batches), workers=workers)
     batches.sort(key=lambda batch: windows.index[batch.windows[0], axis])  # cold and warm ones, slab by slab
-    return WindowPlan(grid, windows, band, reused, batches, settings_id, axis)
+    return WindowPlan(grid, windows, band, reused, batches, settings_id, axis, config.windows.loss_margin)
 
 
 def sweep_axis(window_index: np.ndarray) -> int:

@@ -122,6 +122,9 @@ def optimize_batch(batch: PlannedBatch, replica: ConvONet, plan: WindowPlan, poi
     if encoder_points is not None:  # the encoder sees the measured points, the loss the denoised ones
         clouds, targets = [plan.grid.to_unit(encoder_points[plan.windows.crop_points[w]], plan.windows.index[w])
                            for w in batch.windows], clouds
+    loss_masks = [plan.loss_mask(w, cloud) for w, cloud in zip(batch.windows, targets or clouds)]
+    if any(mask is not None for mask in loss_masks):  # the loss sees the points near the cores only
+        targets = [cloud if mask is None else cloud[mask] for cloud, mask in zip(targets or clouds, loss_masks)]
     tensors = WindowBatch.from_arrays(clouds, device, config.max_points_per_window, rng,
                                       max_samples=config.max_samples_per_window, targets=targets)
     return optimize_windows(replica, tensors, config, iterations=batch.steps, seed=config.seed + batch.number,

@@ -62,6 +62,7 @@ def scaled(config: ReconstructionConfig, scale: float) -> ReconstructionConfig:
     return dataclasses.replace(
         config,
         windows=dataclasses.replace(windows, window_size=windows.window_size * scale, margin=windows.margin * scale,
+                                    loss_margin=windows.loss_margin * scale,
                                     window_scale=1.0),
         meshing=_meshing_on_grid(config.meshing, config.meshing.voxel_size * scale, scale))
 

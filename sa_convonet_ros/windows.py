@@ -53,6 +53,11 @@ class WindowGrid:
         """World points -> the unit-cube frame of one window (float64 in, float32 out, after centring)."""
         return ((np.asarray(points, dtype=np.float64) - self.center(window)) / self.crop_size).astype(np.float32)
 
+    def outside_core(self, unit_points: np.ndarray) -> np.ndarray:
+        """Metres (L-inf) by which points in a window's unit-cube frame lie outside its core (0 inside)."""
+        overshoot = np.abs(np.asarray(unit_points, dtype=np.float64)) * self.crop_size - self.core_size / 2.0
+        return np.clip(overshoot.max(axis=-1, initial=0.0), 0.0, None)
+
     def unit_points_at(self, index: np.ndarray) -> np.ndarray:
         """Grid points of a window's core by their index in it ([..., 3] integers; the same for every
         window) in the window's unit-cube frame, float32."""

@@ -24,6 +24,24 @@ def test_one_batch_alone(tiny_model, room_corner):
     assert all(block.shape == (cells, cells, cells) and block.max() > block.min() for block in result.blocks)
 
 
+def test_the_loss_draws_from_the_points_near_each_core_only(tiny_model, room_corner):
+    """With a loss margin the UCE samples come from the points within it of the core (or within their own band
+    of it); the encoder still sees the whole crop."""
+    config = small_config(iterations=1).updated(windows={"loss_margin": 0.05})
+    plan = plan_windows(room_corner, config, steps=1)
+    batch = plan.batches[0]
+    ensemble = optimize_batch(batch, tiny_model, plan, room_corner, config.optimization)
+    samples, counts = ensemble.batch.loss_points()
+    reach = max(0.05, plan.band)
+    for slot, w in enumerate(batch.windows):
+        unit = samples[slot, :counts[slot]].numpy()
+        crop = room_corner[plan.windows.crop_points[w]]
+        near = plan.grid.outside_core(plan.grid.to_unit(crop, plan.windows.index[w])) <= reach
+        assert len(unit) == np.count_nonzero(near) < len(crop)
+        assert plan.grid.outside_core(unit).max() <= reach + 1e-6
+        assert int(ensemble.batch.counts[slot]) == min(len(crop), config.optimization.max_points_per_window)
+
+
 @pytest.mark.parametrize("trim, spacing", [(0.03, 0.0), (0.1, 0.0), (0.03, 1.0)])
 def test_the_field_band_around_the_points_keeps_every_face_the_whole_field_gives(tiny_model, room_corner,
                                                                                 monkeypatch, trim, spacing):

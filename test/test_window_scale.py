@@ -57,8 +57,9 @@ def test_supported_spacings_give_no_warning(caplog):
 
 
 def test_scaling_multiplies_every_metric_length_once():
-    config = get_profile("fast")
+    config = get_profile("fast").updated(windows={"loss_margin": 0.05})
     grown = scaled(config, 2.5)
+    assert grown.windows.loss_margin == pytest.approx(2.5 * 0.05)
     assert grown.windows.window_size == pytest.approx(2.5 * config.windows.window_size)
     assert grown.windows.margin == pytest.approx(2.5 * config.windows.margin)
     assert grown.meshing.voxel_size == pytest.approx(2.5 * config.meshing.voxel_size)

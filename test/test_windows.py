@@ -114,3 +114,11 @@ def test_a_band_per_point_marks_the_union_of_each_point_s_own_band():
     np.testing.assert_array_equal(core_band_mask(grid, w, points, bands), union)
     same = core_band_mask(grid, w, points, 0.1)
     np.testing.assert_array_equal(core_band_mask(grid, w, points, np.full(3, 0.1)), same)
+
+
+def test_outside_core_measures_metres_past_the_core_s_faces():
+    grid = WindowGrid.from_sizes(1.0, 0.1, 0.2)  # a 1 m core in a 1.4 m crop
+    window = np.array([0, 0, 0])
+    centre = grid.center(window)
+    world = centre + np.array([[0.0, 0.0, 0.0], [0.45, -0.3, 0.2], [0.6, 0.0, 0.0], [0.55, -0.65, 0.1]])
+    np.testing.assert_allclose(grid.outside_core(grid.to_unit(world, window)), [0.0, 0.0, 0.1, 0.15], atol=1e-6)
