@@ -206,6 +206,10 @@ class MeshingConfig:
                                         "x trim_distance): the gaps between the points of a surface seen at a "
                                         "grazing angle or from afar stay closed (0: trim_distance everywhere)",
                                   at_least=0)
+    trim_surround: float = setting(0.0, "faces kept only by trim_spacing's wider reach must lie among their 8 "
+                                        "nearest points, not beyond them: the points' mean offset from the face "
+                                        "at most this share of their mean distance (0: no test)", at_least=0,
+                                   at_most=1)
     eval_chunk: int = setting(200_000, "grid points decoded per network call", at_least=1, at_most=10_000_000)
     coarse_to_fine_margin: float = setting(0.0, "decode every second grid point first, then exactly only the "
                                                 "coarse cells within this many logits of the threshold; the "
@@ -410,6 +414,7 @@ def _auto_cpu() -> ReconstructionConfig:
     config.meshing.crest_depth = 1.0  # table tops and curtains whose field stops just short of the level
     config.meshing.trough_depth = 1.0  # and walls whose field dips just short of it from inside
     config.meshing.trim_spacing = 1.0  # surfaces seen at a grazing angle keep the gaps between their points
+    config.meshing.trim_surround = 0.6  # but not the surface prolonged past their last points
     config.meshing.coarse_to_fine_margin = 3.0  # a third fewer decodes, the same mesh (docs/decisions.md)
     config.meshing.grid_per_spacing = 0.6  # sparse maps: 1.5 cm and fewer samples, 1.7x faster (same doc)
     return config

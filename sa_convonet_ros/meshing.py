@@ -287,9 +287,11 @@ def compacted(rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return rows[:filled]
 
 
-def near_points(tree: cKDTree, distance: float, reach: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
+def near_points(tree: cKDTree, distance: float, reach: np.ndarray | None = None,
+                surround: float = 0.0) -> Callable[[np.ndarray], np.ndarray]:
     """Whether each of some positions [F, 3] lies within `distance` of a point of `tree` (within its nearest
-    point's `reach`, one per point, where given)."""
+    point's `reach`, one per point, where given). With `surround`, a position kept only by a reach wider than
+    `distance` must also lie among its nearest points (`surrounded`)."""
     farthest = distance if reach is None else float(reach.max())
 
     def near(positions: np.ndarray) -> np.ndarray:
@@ -299,8 +301,27 @@ def near_points(tree: cKDTree, distance: float, reach: np.ndarray | None = None)
         found = np.isfinite(gaps)
         if reach is not None:
             found[found] = gaps[found] <= reach[nearest[found]]
+            if surround > 0:
+                stretched = np.flatnonzero(found & (gaps > distance))
+                found[stretched] = surrounded(tree, positions[stretched], surround)
         return found
     return near
+
+
+SURROUND_NEIGHBOURS = 8  # the points whose spread around a face tells a gap between them from an edge beyond them
+
+
+def surrounded(tree: cKDTree, positions: np.ndarray, limit: float) -> np.ndarray:
+    """Whether each position lies among its SURROUND_NEIGHBOURS nearest points of `tree` rather than beyond
+    them: the mean of their offsets from it is at most `limit` times their mean length. A face in a gap between
+    the points of a surface seen at a grazing angle has points on every side; one that prolongs a surface past
+    its last points (the far side of a thin part, a lid over an opening) has them on one side only."""
+    if len(positions) == 0 or tree.n < SURROUND_NEIGHBOURS:
+        return np.ones(len(positions), dtype=bool)
+    _, index = tree.query(positions, k=SURROUND_NEIGHBOURS, workers=-1)
+    offsets = tree.data[index] - positions[:, None, :]
+    spread = np.linalg.norm(offsets, axis=2).mean(axis=1)
+    return np.linalg.norm(offsets.mean(axis=1), axis=1) <= limit * spread
 
 
 # A point's trim reach grows with the spacing around it up to this many times the trim distance: an isolated

@@ -143,7 +143,8 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
                                    "field": len(plan.batches)})
     stop = cancel if cancel is not None else threading.Event()
     mesher = StreamingMesher(plan.grid, plan.block_keys(), config.meshing.threshold, axis=plan.sweep_axis,
-                             keep_faces=None if trim is None else near_points(tree, trim, reach))
+                             keep_faces=None if trim is None else near_points(tree, trim, reach,
+                                                                              config.meshing.trim_surround))
     # The batches run as mesh_blocks takes their results; closing the run ends it at once on an error.
     with contextlib.closing(runner.run(plan, cloud.points, config, tally, stop, clock, cloud.encoder_points,
                                        optimization_deadline(deadline, plan))) as finished:

@@ -385,3 +385,19 @@ def test_the_trim_reaches_farther_around_sparse_points_up_to_its_cap():
     near = near_points(tree, 0.02, reach)
     assert near(np.array([[0.5, 0.5, 0.03], [2.48, 0.48, 0.035], [2.48, 0.48, 0.05], [5.25, 5.25, 5.0]])).tolist() == [
         False, True, False, False]
+
+
+def test_the_wider_reach_keeps_the_gaps_between_points_not_the_surface_past_their_edge():
+    from sa_convonet_ros.meshing import surrounded, trim_reach
+
+    # a wall seen at a grazing angle: rows of points 3 cm apart along x, 6 cm apart along y, the last at y = 0.48
+    rows = np.stack(np.meshgrid(np.arange(0, 1, 0.03), np.arange(0, 0.5, 0.06), [0.0], indexing="ij"),
+                    -1).reshape(-1, 3)
+    tree = cKDTree(rows)
+    gap, beyond = np.array([[0.465, 0.27, 0.0]]), np.array([[0.465, 0.51, 0.0]])  # both 3.4 cm from a point
+    assert surrounded(tree, gap, 0.6).tolist() == [True] and surrounded(tree, beyond, 0.6).tolist() == [False]
+    reach = trim_reach(tree, 0.02, 1.0)
+    positions = np.vstack([gap, beyond, [[0.465, 0.49, 0.0]]])  # the last within the trim distance itself
+    assert near_points(tree, 0.02, reach)(positions).tolist() == [True, True, True]
+    assert near_points(tree, 0.02, reach, surround=0.6)(positions).tolist() == [True, False, True]
+    assert surrounded(tree, np.zeros((0, 3)), 0.6).shape == (0,)

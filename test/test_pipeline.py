@@ -293,23 +293,27 @@ def test_the_deadline_leaves_the_later_stages_their_time_and_cuts_the_snap_when_
 def test_a_wall_seen_at_a_grazing_angle_keeps_the_gaps_between_its_points():
     """A floor seen square on (1 cm between points) and a wall seen at a grazing angle (about 4 cm between
     its points): a trim at two cells of the floor's grid cut the wall into islands around its points; the
-    trim that follows the spacing keeps it whole, on its plane, and the floor as it was."""
+    trim that follows the spacing keeps it whole, on its plane, and the floor as it was; the surround test
+    keeps most of that, without the surface the wider reach prolonged past the wall's sides."""
     rng = np.random.default_rng(0)
     x, y = (g.ravel() for g in np.meshgrid(np.arange(0.0, 1.2, 0.01), np.arange(0.0, 1.2, 0.01)))
     floor = np.c_[x, y, np.zeros_like(x)]
     wall = np.c_[rng.uniform(0, 1.2, 700), np.full(700, 1.15), rng.uniform(0.05, 1.0, 700)]
     points = np.vstack([floor, wall]) + rng.normal(0, 0.001, (len(floor) + len(wall), 3))
     model = load_model(device="cpu")
-    kept = {}
-    for spacing in (0.0, 1.0):
-        config = get_profile("auto", "cpu").updated(meshing={"trim_spacing": spacing})
+    wall_area, kept = 1.1 * 0.85, {}
+    for spacing, surround in ((0.0, 0.0), (1.0, 0.0), (1.0, 0.6)):
+        config = get_profile("auto", "cpu").updated(meshing={"trim_spacing": spacing, "trim_surround": surround})
         mesh = reconstruct(points, config, model=model).mesh
         centres = mesh.triangles_center
         on_wall = (np.abs(centres[:, 1] - 1.15) < 0.05) & (centres[:, 2] > 0.1) & (centres[:, 2] < 0.95)
+        inside = on_wall & (centres[:, 0] > 0.05) & (centres[:, 0] < 1.15)
+        past_sides = on_wall & ((centres[:, 0] < 0.0) | (centres[:, 0] > 1.2))
         on_floor = (np.abs(centres[:, 2]) < 0.03) & (centres[:, 1] < 1.0)
-        kept[spacing] = (mesh.area_faces[on_wall].sum(), mesh.area_faces[on_floor].sum(),
-                         np.median(np.abs(centres[on_wall, 1] - 1.15)))
-    wall_area = 1.2 * 0.85
-    assert kept[0.0][0] < 0.8 * wall_area < 0.95 * wall_area < kept[1.0][0]
-    assert kept[1.0][2] < 0.005  # on the wall's plane
-    assert kept[1.0][1] == pytest.approx(kept[0.0][1], rel=0.02)
+        kept[spacing, surround] = (mesh.area_faces[inside].sum() / wall_area, mesh.area_faces[on_floor].sum(),
+                                   np.median(np.abs(centres[on_wall, 1] - 1.15)), mesh.area_faces[past_sides].sum())
+    fixed, wider, surrounded = kept[0.0, 0.0], kept[1.0, 0.0], kept[1.0, 0.6]
+    assert fixed[0] < 0.8 and wider[0] > 0.95 and surrounded[0] > 0.85
+    assert surrounded[3] < 0.25 * wider[3]
+    assert surrounded[2] < 0.005  # on the wall's plane
+    assert surrounded[1] == pytest.approx(fixed[1], rel=0.02)
