@@ -138,8 +138,9 @@ def batch_input(plan: WindowPlan, batch: PlannedBatch, points: np.ndarray,
                         plan.windows.near_counts[batch.windows], 0)
     own = dataclasses.replace(batch, windows=list(range(len(batch.windows))))
     band = plan.band[used] if isinstance(plan.band, np.ndarray) else plan.band  # per point: the used ones'
-    return BatchInput(own, WindowPlan(plan.grid, windows, band, {}, [own], plan.settings_id, plan.sweep_axis),
-                    points[used], None if encoder_points is None else encoder_points[used])
+    # the driver's plan with only this batch: every other setting of it (the loss margin, ...) travels as it is
+    work = dataclasses.replace(plan, windows=windows, band=band, reused={}, batches=[own])
+    return BatchInput(own, work, points[used], None if encoder_points is None else encoder_points[used])
 
 
 @dataclass

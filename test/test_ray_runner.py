@@ -63,11 +63,12 @@ def test_a_packed_block_comes_back_exactly():
 
 
 def test_a_job_travels_with_only_its_windows_points_in_their_order(corner):
-    config = small_config()
+    config = small_config().updated(windows={"loss_margin": 0.05})
     cloud = prepare_points(corner, config)
     plan = plan_windows(cloud.points, config, steps=8)
     batch = plan.batches[1]
     work = batch_input(plan, batch, cloud.points, cloud.encoder_points)
+    assert (work.plan.loss_margin, work.plan.sweep_axis, work.plan.grid) == (0.05, plan.sweep_axis, plan.grid)
     assert work.batch.number == batch.number and work.batch.windows == list(range(len(batch.windows)))
     crops = [plan.windows.crop_points[w] for w in batch.windows]
     assert len(work.points) == len(np.unique(np.concatenate(crops))) < len(cloud.points)
