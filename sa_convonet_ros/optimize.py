@@ -290,7 +290,7 @@ class WorkingSet:
     full: WindowEnsemble
     windows: torch.Tensor  # indices into the full batch
     ensemble: WindowEnsemble  # the full one until a window stops, then one of the windows left
-    optimizer: torch.optim.Optimizer
+    optimizer: FusedAdam | torch.optim.Adam
     residuals: ResidualSampling | None
     base_rates: list[float]
 
@@ -299,7 +299,7 @@ class WorkingSet:
         # The fused kernel updates all stacked tensors in one pass (CPU and CUDA have one).
         fused = config.fused_adam and full.batch.points.device.type in ("cpu", "cuda")
         residuals = ResidualSampling(full.batch, config.residual_sampling) if config.residual_sampling > 0 else None
-        return cls(full, torch.arange(len(full.batch)), full, torch.optim.Adam(groups, fused=fused), residuals,
+        return cls(full, torch.arange(len(full.batch)), full, _adam(groups, fused), residuals,
                    [group["lr"] for group in groups])
 
     def set_learning_rates(self, step: int, config: OptimizationConfig) -> None:
@@ -328,7 +328,7 @@ class WorkingSet:
                 part.features = self.full.features[index]
         groups = [{**{k: v for k, v in group.items() if k != "params"}, "params": params}
                   for group, params in zip(self.optimizer.param_groups, _adapted_tensors(part))]
-        optimizer = torch.optim.Adam(groups, fused=self.optimizer.defaults.get("fused"))
+        optimizer = _adam(groups, bool(self.optimizer.defaults.get("fused")))
         grid_rows = None if self.ensemble.grids is None else self.ensemble.grids.state_rows(stay)
         for old, new in zip(self.parameters(), [p for g in groups for p in g["params"]]):
             state = self.optimizer.state.get(old)
@@ -373,6 +373,50 @@ class WorkingSet:
                 self.full.stacked[name][self.windows] = tensor
             if self.full.grids is not None:
                 self.full.grids.values[self.windows] = self.ensemble.grids.values
+
+
+class FusedAdam:
+    """Adam with torch's defaults, as torch's fused kernel: one call per parameter group and step.
+
+    Written out because torch.optim's first use imports torch._dynamo, about a second on a CPU, which every
+    CLI run paid; `torch.optim.Adam(fused=True)` makes the same calls, so the steps are the same bit for bit."""
+
+    defaults = {"fused": True}
+
+    def __init__(self, groups: list[dict], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.param_groups = groups
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+        self.betas, self.eps = betas, eps
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for parameter in group["params"]:
+                parameter.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            states = [self.state.get(p) or self.state.setdefault(p, self._fresh_state(p)) for p in params]
+            steps = [state["step"] for state in states]
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_(params, [p.grad for p in params], [state["exp_avg"] for state in states],
+                               [state["exp_avg_sq"] for state in states], [], steps, lr=group["lr"],
+                               beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
+                               amsgrad=False, maximize=False, grad_scale=None, found_inf=None)
+
+    @staticmethod
+    def _fresh_state(parameter: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"step": torch.zeros((), dtype=torch.float32, device=parameter.device),
+                "exp_avg": torch.zeros_like(parameter, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(parameter, memory_format=torch.preserve_format)}
+
+
+def _adam(groups: list[dict], fused: bool) -> FusedAdam | torch.optim.Adam:
+    """The fused kernel where the device has one, else torch's Adam (its for-each form)."""
+    return FusedAdam(groups) if fused else torch.optim.Adam(groups)
 
 
 def _adapted_tensors(ensemble: WindowEnsemble) -> list[list[torch.Tensor]]:

@@ -1,5 +1,7 @@
 """The UCE loss, its sampling, and the batched per-window optimisation."""
 import math
+import subprocess
+import sys
 import threading
 import time
 
@@ -11,7 +13,7 @@ from sa_convonet_ros.config import ModelConfig, OptimizationConfig
 from sa_convonet_ros.errors import ReconstructionCancelled
 from sa_convonet_ros.feature_grids import FeatureGrids
 from sa_convonet_ros.model import ConvONet
-from sa_convonet_ros.optimize import cells_touched, optimize_windows, optimized_parameter_names, uce_per_query
+from sa_convonet_ros.optimize import FusedAdam, cells_touched, optimize_windows, optimized_parameter_names, uce_per_query
 from sa_convonet_ros.window_batch import ResidualSampling, WindowBatch, sample_uce_queries
 
 from helpers import TINY, uce_loss
@@ -256,6 +258,48 @@ def test_the_fused_adam_kernel_takes_the_same_steps():
                                     surface_samples=256, off_surface_samples=256)
         histories.append(optimize_windows(ConvONet(TINY), batch, config, seed=0).loss_history)
     np.testing.assert_allclose(histories[0], histories[1], rtol=1e-4)
+
+
+def test_our_fused_adam_steps_as_torchs_fused_adam_bit_for_bit():
+    generator = torch.Generator().manual_seed(0)
+    ours = [torch.randn(5, 7, generator=generator, requires_grad=True), torch.randn(3, generator=generator,
+                                                                                  requires_grad=True)]
+    theirs = [tensor.detach().clone().requires_grad_(True) for tensor in ours]
+    rates = (1e-2, 3e-4)
+    ours_adam = FusedAdam([{"params": [tensor], "lr": rate} for tensor, rate in zip(ours, rates)])
+    their_adam = torch.optim.Adam([{"params": [tensor], "lr": rate} for tensor, rate in zip(theirs, rates)],
+                                  fused=True)
+    for step in range(12):
+        gradients = [torch.randn(tensor.shape, generator=generator) for tensor in ours]
+        for adam, tensors in ((ours_adam, ours), (their_adam, theirs)):
+            adam.zero_grad(set_to_none=True)
+            tensors[0].grad = gradients[0].clone()
+            if step % 3:  # a parameter without a gradient keeps its value and its moments
+                tensors[1].grad = gradients[1].clone()
+            adam.step()
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    assert all(torch.equal(ours_adam.state[a]["exp_avg_sq"], their_adam.state[b]["exp_avg_sq"])
+               for a, b in zip(ours, theirs))
+
+
+def test_optimising_does_not_import_torch_dynamo():
+    """torch.optim's first use imports torch._dynamo, a second of every CLI run: the steps do without it."""
+    script = (
+        "import sys, numpy as np, torch\n"
+        "sys.path.insert(0, 'test')\n"
+        "from helpers import TINY\n"
+        "from sa_convonet_ros.config import OptimizationConfig\n"
+        "from sa_convonet_ros.model import ConvONet\n"
+        "from sa_convonet_ros.optimize import optimize_windows\n"
+        "from sa_convonet_ros.window_batch import WindowBatch\n"
+        "points = np.random.default_rng(0).uniform(-0.5, 0.5, (500, 3)).astype(np.float32)\n"
+        "batch = WindowBatch.from_arrays([points], torch.device('cpu'), 1000, np.random.default_rng(0))\n"
+        "config = OptimizationConfig(iterations=3, optimize_features=True, surface_samples=64,\n"
+        "                            off_surface_samples=64)\n"
+        "optimize_windows(ConvONet(TINY), batch, config, seed=0)\n"
+        "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo was imported'\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def crossing_sheets(n, seed):
