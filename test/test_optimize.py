@@ -13,7 +13,13 @@ from sa_convonet_ros.config import ModelConfig, OptimizationConfig
 from sa_convonet_ros.errors import ReconstructionCancelled
 from sa_convonet_ros.feature_grids import FeatureGrids
 from sa_convonet_ros.model import ConvONet
-from sa_convonet_ros.optimize import FusedAdam, cells_touched, optimize_windows, optimized_parameter_names, uce_per_query
+from sa_convonet_ros.optimize import (
+    FusedAdam,
+    cells_touched,
+    optimize_windows,
+    optimized_parameter_names,
+    uce_per_query,
+)
 from sa_convonet_ros.window_batch import ResidualSampling, WindowBatch, sample_uce_queries
 
 from helpers import TINY, uce_loss
