@@ -461,7 +461,7 @@ def _message_steps(small) -> dict:
         rgb = colors if colors is not None else height_colors(small.vertices[:, 2])
         markers = MarkerBlocks().update(small.vertices, small.faces, rgb, "map", 0.6, 200_000).markers
         shape = mesh_to_shape_msg(small.vertices, small.faces)
-        return markers, shape, serialize_message(markers), serialize_message(shape)
+        return markers, shape, markers.serialized(), serialize_message(shape)
 
     def mesh_msgs():
         rgba = np.ones((len(small.vertices), 4), dtype=np.float32)

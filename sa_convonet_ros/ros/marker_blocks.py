@@ -15,25 +15,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from visualization_msgs.msg import MarkerArray
 
-from sa_convonet_ros.ros.markers import (
-    UNIFORM_GREY,
-    VertexObjects,
-    delete_all,
-    deleted,
-    triangle_markers,
-    vertex_color_objects,
-)
+from sa_convonet_ros.ros.markers import UNIFORM_GREY, NumpyMarkerArray, delete_all, deleted, vertex_rgba8
 
 MARKER_HISTORY = 4  # messages the latched topic keeps: the last whole mesh and up to 3 updates after it
 
 
 @dataclass
 class Update:
-    """One MarkerArray to publish, what it carries, and what the topic shows once it is published."""
+    """One MarkerArray to publish (`markers.serialized()`), what it carries, and what the topic shows once it is
+    published."""
 
-    markers: MarkerArray
+    markers: NumpyMarkerArray
     whole: bool  # it replaces everything (DELETEALL first)
     triangles: int  # triangles it carries
     blocks_sent: int
@@ -62,18 +55,13 @@ class MarkerBlocks:
         digests = {name: block_digest(vertices, faces[index], rgb) for name, index in blocks.items()}
         whole = (self.since_whole is None or self.since_whole >= self.history - 1 or frame_id != self.frame_id)
         changed = [name for name in blocks if whole or self.published.get(name, (None,))[0] != digests[name]]
-        array = MarkerArray(markers=[delete_all(frame_id)] if whole else [])
-        # Message objects only for the vertices the changed blocks use: an update is a small part of a mesh.
-        used = np.unique(faces[np.concatenate([blocks[name] for name in changed])]) if changed else faces[:0, 0]
-        slot = np.zeros(len(vertices), dtype=np.int64)
-        slot[used] = np.arange(len(used))
-        palette = None if rgb is None or not changed else vertex_color_objects(np.asarray(rgb)[used])
-        shared = VertexObjects(vertices[used], palette, uniform_color) if changed else None
+        array = NumpyMarkerArray([delete_all(frame_id)] if whole else [])
+        rgba = vertex_rgba8(rgb)
         sent, triangles = {}, 0
         for name in changed:
-            markers = triangle_markers(shared, slot[faces[blocks[name]]], frame_id, name, max_triangles_per_marker)
-            array.markers += markers
-            sent[name] = (digests[name], len(markers))
+            markers = array.add_triangles(vertices, faces[blocks[name]], rgba, frame_id, name,
+                                          max_triangles_per_marker, uniform_color)
+            sent[name] = (digests[name], markers)
             triangles += len(blocks[name])
         vanished = 0 if whole else self._delete_stale(array, blocks, sent, frame_id)
         published = {name: sent.get(name, self.published.get(name)) for name in blocks}
@@ -84,13 +72,13 @@ class MarkerBlocks:
         """The update was published: the topic shows its mesh now."""
         self.published, self.frame_id, self.since_whole = update.published, update.frame_id, update.since_whole
 
-    def _delete_stale(self, array: MarkerArray, blocks: dict, sent: dict, frame_id: str) -> int:
+    def _delete_stale(self, array: NumpyMarkerArray, blocks: dict, sent: dict, frame_id: str) -> int:
         """DELETE markers of blocks that vanished, and the ids a changed block no longer uses."""
         count = 0
         for name, (_, markers) in self.published.items():
             kept = sent[name][1] if name in sent else (markers if name in blocks else 0)
             for marker_id in range(kept, markers):
-                array.markers.append(deleted(frame_id, name, marker_id))
+                array.append(deleted(frame_id, name, marker_id))
             count += name not in blocks
         return count
 

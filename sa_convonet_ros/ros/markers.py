@@ -1,12 +1,13 @@
 """Triangle meshes as messages: RViz markers (stock RViz, no plugin) and shape_msgs/Mesh.
 
-Building geometry_msgs/Point and std_msgs/ColorRGBA objects is the slow part in Python, so
-one Point is made per mesh vertex and one ColorRGBA per distinct 8-bit colour, and the
-per-corner lists of a TRIANGLE_LIST only repeat references to them. Serialisation reads
-each entry, so shared objects cost nothing on the wire; callers must not mutate them.
+A TRIANGLE_LIST marker lists every corner of its triangles as a geometry_msgs/Point (and a std_msgs/ColorRGBA):
+millions of Python objects for a mesh of a million faces, slower to build and to serialize than the
+reconstruction's own meshing. `NumpyMarkerArray` keeps the corners as arrays and writes them to the wire
+directly (`serialized`); the message objects are built only where a caller asks for them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from sa_convonet_ros.colors import COLOR_MODES, height_colors
+from sa_convonet_ros.ros.serialized import CdrWriter
 
 # Confidence ramp, from "filled in by the prior" (0) to "observed" (1): red, yellow, green.
 _CONFIDENCE_ANCHORS = np.array([[0.85, 0.12, 0.12], [0.95, 0.80, 0.15], [0.15, 0.80, 0.30]])
@@ -61,36 +63,79 @@ def mesh_to_markers(
     if color_mode == "confidence" and confidence is None:
         raise ValueError("color_mode 'confidence' needs the per-vertex confidence")
 
-    array = MarkerArray(markers=[delete_all(frame_id, namespace)])
-    if len(faces) == 0:
-        return array
-    shared = VertexObjects(vertices, _colors_of_mode(color_mode, vertices, colors, confidence), uniform_color)
-    array.markers += triangle_markers(shared, faces, frame_id, namespace, max_triangles_per_marker, lifetime)
-    return array
+    array = NumpyMarkerArray([delete_all(frame_id, namespace)])
+    rgba = vertex_rgba8(vertex_rgb(color_mode, vertices, colors, confidence))
+    array.add_triangles(vertices, faces, rgba, frame_id, namespace, max_triangles_per_marker, uniform_color, lifetime)
+    return array.message()
 
 
-class VertexObjects:
-    """One Point per vertex and one ColorRGBA per distinct colour (or a uniform colour), shared by markers."""
+@dataclass
+class NumpyMarkerArray:
+    """A MarkerArray whose TRIANGLE_LIST markers keep their corners (and the corners' colours) as arrays:
+    `serialized()` is the message on the wire, for `Publisher.publish`; `markers` builds the message objects."""
 
-    def __init__(self, vertices: np.ndarray, colors: list | None, uniform_color: Sequence[float]) -> None:
-        self.points, self.colors, self.uniform = _points(vertices), colors, _color(uniform_color)
+    heads: list[Marker] = field(default_factory=list)  # each marker without its points and colours
+    corners: list[np.ndarray | None] = field(default_factory=list)  # [3 k, 3] float64 per marker, or None
+    corner_colors: list[np.ndarray | None] = field(default_factory=list)  # [3 k, 4] float32, or None
 
+    def __post_init__(self) -> None:
+        self.corners += [None] * (len(self.heads) - len(self.corners))
+        self.corner_colors += [None] * (len(self.heads) - len(self.corner_colors))
 
-def triangle_markers(shared: VertexObjects, faces: np.ndarray, frame_id: str, namespace: str,
-                     max_triangles_per_marker: int, lifetime: float = 0.0) -> list:
-    """TRIANGLE_LIST markers of the faces, ids 0..k-1 in `namespace`, at most `max_triangles_per_marker`
-    triangles each (none for no faces: RViz rejects an empty list)."""
-    markers = []
-    for marker_id, start in enumerate(range(0, len(faces), max_triangles_per_marker)):
-        corners = faces[start:start + max_triangles_per_marker].reshape(-1).tolist()
-        marker = _triangle_marker(frame_id, namespace, marker_id, lifetime)
-        marker.points = list(map(shared.points.__getitem__, corners))
-        if shared.colors is None:
-            marker.color = shared.uniform
-        else:
-            marker.colors = list(map(shared.colors.__getitem__, corners))
-        markers.append(marker)
-    return markers
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    def append(self, marker: Marker, corners: np.ndarray | None = None, colors: np.ndarray | None = None) -> None:
+        self.heads.append(marker)
+        self.corners.append(corners)
+        self.corner_colors.append(colors)
+
+    def add_triangles(self, vertices: np.ndarray, faces: np.ndarray, rgba: np.ndarray | None, frame_id: str,
+                      namespace: str, max_triangles_per_marker: int,
+                      uniform_color: Sequence[float] = (*UNIFORM_GREY, 1.0), lifetime: float = 0.0) -> int:
+        """TRIANGLE_LIST markers of the faces, ids 0..k-1 in `namespace`, at most `max_triangles_per_marker`
+        triangles each (none for no faces: RViz rejects an empty list); `rgba`: per-vertex colours, or None
+        for `uniform_color`. Returns how many markers."""
+        count = 0
+        for marker_id, start in enumerate(range(0, len(faces), max_triangles_per_marker)):
+            corners = faces[start:start + max_triangles_per_marker].reshape(-1)
+            marker = _triangle_marker(frame_id, namespace, marker_id, lifetime)
+            if rgba is None:
+                marker.color = _color(uniform_color)
+            self.append(marker, vertices[corners], None if rgba is None else rgba[corners])
+            count += 1
+        return count
+
+    @property
+    def markers(self) -> list[Marker]:
+        """The markers as message objects (new ones at each call)."""
+        built = []
+        for head, corners, colors in zip(self.heads, self.corners, self.corner_colors):
+            marker = Marker()
+            for name in Marker.get_fields_and_field_types():
+                setattr(marker, name, getattr(head, name))
+            if corners is not None:
+                marker.points = [Point(x=x, y=y, z=z) for x, y, z in corners.tolist()]
+            if colors is not None:
+                marker.colors = [ColorRGBA(r=r, g=g, b=b, a=a) for r, g, b, a in colors.tolist()]
+            built.append(marker)
+        return built
+
+    def message(self) -> MarkerArray:
+        return MarkerArray(markers=self.markers)
+
+    def serialized(self) -> bytes:
+        """visualization_msgs/MarkerArray in CDR, the corners written from their arrays."""
+        writer = CdrWriter()
+        writer.uint32(len(self.heads))
+        for head, corners, colors in zip(self.heads, self.corners, self.corner_colors):
+            arrays = {}
+            if corners is not None:
+                arrays["points"] = corners
+            if colors is not None:
+                arrays["colors"] = colors
+            writer.message(head, arrays)
+        return writer.bytes()
 
 
 def delete_all(frame_id: str, namespace: str = "reconstruction") -> Marker:
@@ -179,12 +224,6 @@ def _check_colors(colors, num_vertices: int) -> np.ndarray:
     return colors[:, :3]
 
 
-def _colors_of_mode(color_mode: str, vertices: np.ndarray, colors, confidence) -> list | None:
-    """One ColorRGBA per vertex for the colour mode, or None (uniform: the marker's own colour)."""
-    rgb = vertex_rgb(color_mode, vertices, colors, confidence)
-    return None if rgb is None else vertex_color_objects(rgb)
-
-
 def vertex_rgb(color_mode: str, vertices: np.ndarray, colors=None, confidence=None) -> np.ndarray | None:
     """(V, 3) RGB in [0, 1] per vertex for the colour mode, or None for 'uniform'."""
     if color_mode == "rgb" and colors is not None:
@@ -225,15 +264,12 @@ def _color(rgba: Sequence[float]) -> ColorRGBA:
     return ColorRGBA(r=r, g=g, b=b, a=rest[0] if rest else 1.0)
 
 
-def vertex_color_objects(rgb: np.ndarray) -> list:
-    """One ColorRGBA reference per vertex, one object per distinct 8-bit colour.
-
-    8 bits per channel is what RViz renders, and meshes coloured from point clouds or by a
-    ramp have far fewer distinct colours than vertices.
-    """
-    channels = np.clip(np.rint(np.asarray(rgb, dtype=np.float64) * 255.0), 0, 255).astype(np.uint32)
-    packed = (channels[:, 0] << 16) | (channels[:, 1] << 8) | channels[:, 2]
-    unique, per_vertex = np.unique(packed, return_inverse=True)
-    levels = np.stack([(unique >> shift) & 0xFF for shift in (16, 8, 0)], axis=1) / 255.0
-    palette = [ColorRGBA(r=r, g=g, b=b, a=1.0) for r, g, b in levels.tolist()]
-    return list(map(palette.__getitem__, per_vertex.reshape(-1).tolist()))
+def vertex_rgba8(rgb: np.ndarray | None) -> np.ndarray | None:
+    """(V, 4) float32 RGBA per vertex, opaque, each channel rounded to 8 bits (what RViz renders, and what
+    lets a marker block's digest ignore differences it cannot show); None stays None."""
+    if rgb is None:
+        return None
+    channels = np.clip(np.rint(np.asarray(rgb, dtype=np.float64) * 255.0), 0, 255)
+    rgba = np.ones((len(channels), 4), dtype=np.float32)
+    rgba[:, :3] = channels / 255.0
+    return rgba

@@ -45,6 +45,7 @@ from sa_convonet_ros.memory import keep_heap_compact
 from sa_convonet_ros.msg import ReconstructionProgress, ReconstructionStats
 from sa_convonet_ros.ros.jobs import Job, JobSlot, Outcome, job_from_request
 from sa_convonet_ros.ros.marker_blocks import MARKER_HISTORY, MarkerBlocks
+from sa_convonet_ros.ros.markers import NumpyMarkerArray
 from sa_convonet_ros.ros.messages import mesh_msgs_types
 from sa_convonet_ros.ros.parameters import NodeParameters
 from sa_convonet_ros.ros.pointcloud2 import CloudArrays, cloud_to_arrays
@@ -81,7 +82,7 @@ class ReconstructionNode(Node):
         self._on_settings_changed()
         self._create_interface()
         self._slot = JobSlot(self.resolve_service_name('~/cancel'), self.get_logger().error)
-        self._outlets = Outlets(self, self._marker_publisher.publish, MarkerBlocks(), self._stats_publisher.publish,
+        self._outlets = Outlets(self, self._publish_markers, MarkerBlocks(), self._stats_publisher.publish,
                                 self._progress_publisher.publish, *self._mesh_msgs_outlets())
         settings = self._node_parameters.settings
         qos = self._map_subscription.qos_profile
@@ -90,6 +91,9 @@ class ReconstructionNode(Node):
             f'service {self._service_name}, action {self._action_name}, mesh markers on {self._marker_topic}; '
             + (f'model {settings.checkpoint or "(shipped default)"} on {settings.device}'
                if not self._node_parameters.problem() else f'NOT READY: {self._node_parameters.problem()}'))
+
+    def _publish_markers(self, array: NumpyMarkerArray) -> None:
+        self._marker_publisher.publish(array.serialized())  # the wire format at once: no message objects
 
     def _create_interface(self) -> None:
         # Maps are converted in their own group so they keep arriving during a reconstruction;

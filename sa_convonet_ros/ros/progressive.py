@@ -16,13 +16,13 @@ from typing import Callable, Optional
 import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
-from visualization_msgs.msg import MarkerArray
 
 from sa_convonet_ros.errors import ReconstructionCancelled
 from sa_convonet_ros.meshing import color_from_points, simplified
 from sa_convonet_ros.model import ConvONet
 from sa_convonet_ros.pipeline import PartialMesh, RunStats, reconstruct
 from sa_convonet_ros.ros.marker_blocks import MarkerBlocks
+from sa_convonet_ros.ros.markers import NumpyMarkerArray
 from sa_convonet_ros.ros.messages import BLOCK_EDGE_IN_WINDOWS, mesh_messages
 from sa_convonet_ros.ros.settings import Settings
 
@@ -48,7 +48,7 @@ class InterimMarkers:
     """The preview and the interim updates of one job on the marker topic; `restore` undoes them."""
 
     def __init__(self, settings: Settings, frame_id: str, blocks: MarkerBlocks,
-                 publish: Callable[[MarkerArray], None], before: Optional[ShownMesh]):
+                 publish: Callable[[NumpyMarkerArray], None], before: Optional[ShownMesh]):
         self._settings, self._frame_id = settings, frame_id
         self._blocks, self._publish, self._before = blocks, publish, before
         self._points, self._colors = np.zeros((0, 3)), None
@@ -114,7 +114,7 @@ class InterimMarkers:
         else:
             update = self._blocks.update(before.vertices, before.faces, before.rgb, before.frame_id,
                                          before.block_size, self._settings.options.max_triangles_per_marker)
-        if update.markers.markers:
+        if update.markers:
             self._publish(update.markers)
         self._blocks.commit(update)
 
@@ -128,7 +128,7 @@ class InterimMarkers:
             color_from_points(mesh, self._points, self._colors, self._tree)
         messages = mesh_messages(mesh, self._points, self._frame_id, self._settings.options, stats,
                                  self._colors is not None, self._blocks, with_shape=False)
-        if messages.markers.markers.markers:
+        if messages.markers.markers:
             self._publish(messages.markers.markers)
         self._blocks.commit(messages.markers)
         now = time.monotonic()

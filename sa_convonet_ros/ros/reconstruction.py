@@ -9,7 +9,6 @@ from typing import Callable, Optional
 
 import numpy as np
 from rclpy.node import Node
-from visualization_msgs.msg import MarkerArray
 
 from sa_convonet_ros.errors import ReconstructionCancelled, ReconstructionError
 from sa_convonet_ros.memory import release_freed_memory
@@ -20,6 +19,7 @@ from sa_convonet_ros.pipeline import Result, reconstruct
 from sa_convonet_ros.points import subsample_evenly
 from sa_convonet_ros.ros.jobs import Job, Outcome, ProgressReporter
 from sa_convonet_ros.ros.marker_blocks import MarkerBlocks
+from sa_convonet_ros.ros.markers import NumpyMarkerArray
 from sa_convonet_ros.ros.messages import MeshMessages, mesh_messages, stats_message
 from sa_convonet_ros.ros.outputs import OutputError, StagedFiles, output_paths
 from sa_convonet_ros.ros.progressive import InterimMarkers, ShownMesh, shown_mesh
@@ -32,7 +32,7 @@ class Outlets:
     ones (serialized messages, under `mesh_uuid`) only where the node publishes those."""
 
     node: Node
-    markers: Callable[[MarkerArray], None]
+    markers: Callable[[NumpyMarkerArray], None]  # publishes `serialized()` on the marker topic
     marker_blocks: MarkerBlocks  # what the marker topic shows, block by block
     stats: Callable[[ReconstructionStats], None]
     progress: Callable[[ReconstructionProgress], None]
@@ -176,7 +176,7 @@ def _publish(job: Job, product: Product, progress: ProgressReporter, outlets: Ou
     stats_msg.input_points = len(cloud.points) + cloud.num_removed  # as received, before any subsampling
     # Only the marker blocks that changed (every few runs the whole mesh, DELETEALL first): one message.
     update = product.messages.markers
-    if update.markers.markers:
+    if update.markers:
         outlets.markers(update.markers)
         outlets.marker_blocks.commit(update)
     outlets.node.get_logger().info(
