@@ -88,10 +88,13 @@ def split_into_blocks(vertices: np.ndarray, faces: np.ndarray, block_size: float
     if len(faces) == 0:
         return {}
     cells = np.floor(vertices[faces].mean(axis=1) / block_size).astype(np.int64)
-    unique, inverse = np.unique(cells, axis=0, return_inverse=True)
-    order = np.argsort(inverse.reshape(-1), kind="stable")
-    bounds = np.searchsorted(inverse.reshape(-1)[order], np.arange(len(unique) + 1))
-    return {f"block_{i}_{j}_{k}": order[bounds[n]:bounds[n + 1]] for n, (i, j, k) in enumerate(unique.tolist())}
+    # one int64 key per cell, ordered as the cells are lexicographically (np.unique by rows is ten times slower)
+    low, span = cells.min(axis=0), np.ptp(cells, axis=0) + 1
+    keys = ((cells[:, 0] - low[0]) * span[1] + (cells[:, 1] - low[1])) * span[2] + (cells[:, 2] - low[2])
+    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(unique) + 1))
+    return {f"block_{i}_{j}_{k}": order[bounds[n]:bounds[n + 1]] for n, (i, j, k) in enumerate(cells[first].tolist())}
 
 
 def block_digest(vertices: np.ndarray, faces: np.ndarray, rgb: np.ndarray | None) -> int:
