@@ -457,11 +457,12 @@ def _message_steps(small) -> dict:
 
     colors = np.asarray(small.visual.vertex_colors)[:, :3] / 255.0 if small.visual.kind == "vertex" else None
 
-    def messages():  # as the node sends a whole mesh: blocks of half its 1.2 m windows
+    def markers():  # as the node sends a whole mesh: blocks of half its 1.2 m windows
         rgb = colors if colors is not None else height_colors(small.vertices[:, 2])
-        markers = MarkerBlocks().update(small.vertices, small.faces, rgb, "map", 0.6, 200_000).markers
-        shape = mesh_to_shape_msg(small.vertices, small.faces)
-        return markers, shape, markers.serialized(), serialize_message(shape)
+        return MarkerBlocks().update(small.vertices, small.faces, rgb, "map", 0.6, 200_000).markers.serialized()
+
+    def shape():  # the service's response
+        return serialize_message(mesh_to_shape_msg(small.vertices, small.faces))
 
     def mesh_msgs():
         rgba = np.ones((len(small.vertices), 4), dtype=np.float32)
@@ -469,8 +470,9 @@ def _message_steps(small) -> dict:
         return (mesh_geometry_stamped(small.vertices, small.vertex_normals, small.faces, "map", "bench"),
                 mesh_vertex_colors_stamped(rgba, "map", "bench"))
 
-    messages.on_simplified = mesh_msgs.on_simplified = True
-    return {"ROS messages of the simplified mesh: markers, shape_msgs/Mesh, both serialised": messages,
+    markers.on_simplified = shape.on_simplified = mesh_msgs.on_simplified = True
+    return {"RViz markers of the simplified mesh, serialised": markers,
+            "shape_msgs/Mesh of the simplified mesh, serialised": shape,
             "mesh_msgs of the simplified mesh (geometry with normals, vertex colours), serialised with numpy":
             mesh_msgs}
 
