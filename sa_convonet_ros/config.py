@@ -230,6 +230,10 @@ class MeshingConfig:
     trough_depth: float = setting(0.0, "grid points next to an input point where the field dips at most this many "
                                        "logits above the level are lowered across it: walls whose field came out "
                                        "inside on both of their sides get their surface back (0: off)", at_least=0)
+    crest_reach: float = setting(0.0, "grid points within this many grid cells of an input point may be raised or "
+                                      "lowered (crest_depth, trough_depth): the gaps between the sparse points of a "
+                                      "wall seen at a grazing angle too (0: the corners of a point's own cell)",
+                                 at_least=0, at_most=10)
     color_from_input: bool = setting(True, "colour vertices from the nearest input point when it has colours")
 
     def __post_init__(self) -> None:
@@ -413,6 +417,7 @@ def _auto_cpu() -> ReconstructionConfig:
     config.meshing.snap_distance = 0.02  # two grid cells: the field's surface strays that far on coarse parts
     config.meshing.crest_depth = 1.0  # table tops and curtains whose field stops just short of the level
     config.meshing.trough_depth = 1.0  # and walls whose field dips just short of it from inside
+    config.meshing.crest_reach = 2.0  # also between the points of a wall seen at a grazing angle
     config.meshing.trim_spacing = 1.0  # surfaces seen at a grazing angle keep the gaps between their points
     config.meshing.trim_surround = 0.6  # but not the surface prolonged past their last points
     config.meshing.coarse_to_fine_margin = 3.0  # a third fewer decodes, the same mesh (docs/decisions.md)

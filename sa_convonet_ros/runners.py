@@ -168,6 +168,12 @@ def _evaluate_block(ensemble: WindowEnsemble, slot: int, grid: WindowGrid, windo
     level = logit(meshing.threshold)
     block = evaluate_block(decode, mask, level, meshing.coarse_to_fine_margin)
     if meshing.crest_depth > 0 or meshing.trough_depth > 0:
-        lift_crests(block, level, meshing.crest_depth, core_band_mask(grid, window, crop_points, 0.0), decode,
+        lift_crests(block, level, meshing.crest_depth, lift_candidates(grid, window, crop_points, meshing), decode,
                     trough_depth=meshing.trough_depth)
     return block
+
+
+def lift_candidates(grid: WindowGrid, window: np.ndarray, crop_points: np.ndarray,
+                    meshing: MeshingConfig) -> np.ndarray:
+    """The core grid points `lift_crests` may move: within `crest_reach` grid cells of an input point."""
+    return core_band_mask(grid, window, crop_points, meshing.crest_reach * grid.voxel_size)

@@ -6,9 +6,12 @@ import pytest
 import torch
 
 from sa_convonet_ros import runners as runners_module
+from sa_convonet_ros.config import MeshingConfig
+from sa_convonet_ros.field import lift_crests
 from sa_convonet_ros.pipeline import reconstruct
 from sa_convonet_ros.planning import plan_windows
-from sa_convonet_ros.runners import STAGES, StageClock, evaluate_batch, optimize_batch
+from sa_convonet_ros.runners import STAGES, StageClock, evaluate_batch, lift_candidates, optimize_batch
+from sa_convonet_ros.windows import WindowGrid
 
 from helpers import small_config
 
@@ -54,6 +57,30 @@ def test_the_field_band_around_the_points_keeps_every_face_the_whole_field_gives
     assert len(whole.faces) > 1000
     np.testing.assert_array_equal(np.unique(banded.triangles.reshape(-1, 9), axis=0),
                                   np.unique(whole.triangles.reshape(-1, 9), axis=0))
+
+
+@pytest.mark.parametrize("reach, covered", [(0.0, False), (2.0, True)])
+def test_crests_between_the_rows_of_a_grazing_wall_are_lifted_within_the_reach(reach, covered):
+    """A wall seen at a grazing angle: rows of points 4 cells apart, its field a crest just short of the level
+    all along it. Lifted only at the points' own cells, the wall keeps open stripes between the rows; with a
+    reach of two cells every grid point of the wall is lifted."""
+    grid = WindowGrid.from_sizes(0.4, 0.01, 0.1)  # 40 cells
+    rows = np.arange(0.005, 0.4, 0.04)
+    y, z = np.meshgrid(rows, np.arange(0.0, 0.4, 0.005), indexing="ij")
+    wall_x = 20  # the wall runs through grid layer 20, the points within it
+    points = np.c_[np.full(y.size, wall_x * 0.01 + 0.002), y.ravel(), z.ravel()]
+    index = np.indices((grid.cells,) * 3).reshape(3, -1).T
+    block = (-np.abs(index[:, 0] - wall_x) - 0.1).reshape((grid.cells,) * 3).astype(np.float32)  # crest at -0.1
+
+    def decode(at: np.ndarray) -> np.ndarray:
+        return (-np.abs(at[:, 0] - wall_x) - 0.1).astype(np.float32)
+
+    near = lift_candidates(grid, np.zeros(3, dtype=np.int64), points, MeshingConfig(crest_reach=reach))
+    lift_crests(block, 0.0, 1.0, near, decode)
+    wall = block[wall_x] > 0
+    assert wall.all() == covered
+    assert wall[np.round(rows * 100 - 0.5).astype(int)].all()  # the rows' own cells, either way
+    assert (block[np.arange(grid.cells) != wall_x] < 0).all()  # nothing lifted off the wall
 
 
 def test_stage_clock_adds_up_each_stage():
