@@ -7,8 +7,7 @@ directly (`serialized`); the message objects are built only where a caller asks 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Duration
@@ -69,26 +68,20 @@ def mesh_to_markers(
     return array.message()
 
 
-@dataclass
 class NumpyMarkerArray:
     """A MarkerArray whose TRIANGLE_LIST markers keep their corners (and the corners' colours) as arrays:
     `serialized()` is the message on the wire, for `Publisher.publish`; `markers` builds the message objects."""
 
-    heads: list[Marker] = field(default_factory=list)  # each marker without its points and colours
-    corners: list[np.ndarray | None] = field(default_factory=list)  # [3 k, 3] float64 per marker, or None
-    corner_colors: list[np.ndarray | None] = field(default_factory=list)  # [3 k, 4] float32, or None
-
-    def __post_init__(self) -> None:
-        self.corners += [None] * (len(self.heads) - len(self.corners))
-        self.corner_colors += [None] * (len(self.heads) - len(self.corner_colors))
+    def __init__(self, markers: Iterable[Marker] = ()) -> None:
+        # each marker without its points and colours, and those as arrays: "points" [3 k, 3] float64 and
+        # "colors" [3 k, 4] float32 (none for a marker without them)
+        self.entries: list[tuple[Marker, dict[str, np.ndarray]]] = [(marker, {}) for marker in markers]
 
     def __len__(self) -> int:
-        return len(self.heads)
+        return len(self.entries)
 
-    def append(self, marker: Marker, corners: np.ndarray | None = None, colors: np.ndarray | None = None) -> None:
-        self.heads.append(marker)
-        self.corners.append(corners)
-        self.corner_colors.append(colors)
+    def append(self, marker: Marker, **arrays: np.ndarray) -> None:
+        self.entries.append((marker, arrays))
 
     def add_triangles(self, vertices: np.ndarray, faces: np.ndarray, rgba: np.ndarray | None, frame_id: str,
                       namespace: str, max_triangles_per_marker: int,
@@ -102,7 +95,9 @@ class NumpyMarkerArray:
             marker = _triangle_marker(frame_id, namespace, marker_id, lifetime)
             if rgba is None:
                 marker.color = _color(uniform_color)
-            self.append(marker, vertices[corners], None if rgba is None else rgba[corners])
+                self.append(marker, points=vertices[corners])
+            else:
+                self.append(marker, points=vertices[corners], colors=rgba[corners])
             count += 1
         return count
 
@@ -110,14 +105,14 @@ class NumpyMarkerArray:
     def markers(self) -> list[Marker]:
         """The markers as message objects (new ones at each call)."""
         built = []
-        for head, corners, colors in zip(self.heads, self.corners, self.corner_colors):
+        for head, arrays in self.entries:
             marker = Marker()
             for name in Marker.get_fields_and_field_types():
                 setattr(marker, name, getattr(head, name))
-            if corners is not None:
-                marker.points = [Point(x=x, y=y, z=z) for x, y, z in corners.tolist()]
-            if colors is not None:
-                marker.colors = [ColorRGBA(r=r, g=g, b=b, a=a) for r, g, b, a in colors.tolist()]
+            if "points" in arrays:
+                marker.points = [Point(x=x, y=y, z=z) for x, y, z in arrays["points"].tolist()]
+            if "colors" in arrays:
+                marker.colors = [ColorRGBA(r=r, g=g, b=b, a=a) for r, g, b, a in arrays["colors"].tolist()]
             built.append(marker)
         return built
 
@@ -127,13 +122,8 @@ class NumpyMarkerArray:
     def serialized(self) -> bytes:
         """visualization_msgs/MarkerArray in CDR, the corners written from their arrays."""
         writer = CdrWriter()
-        writer.uint32(len(self.heads))
-        for head, corners, colors in zip(self.heads, self.corners, self.corner_colors):
-            arrays = {}
-            if corners is not None:
-                arrays["points"] = corners
-            if colors is not None:
-                arrays["colors"] = colors
+        writer.uint32(len(self.entries))
+        for head, arrays in self.entries:
             writer.message(head, arrays)
         return writer.bytes()
 
