@@ -52,11 +52,11 @@ class MarkerBlocks:
         one uniform colour)."""
         vertices, faces = np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64).reshape(-1, 3)
         blocks = split_into_blocks(vertices, faces, block_size)
-        digests = {name: block_digest(vertices, faces[index], rgb) for name, index in blocks.items()}
+        rgba = vertex_rgba8(rgb)  # the markers' colours: what a block's digest tells apart too
+        digests = {name: block_digest(vertices, faces[index], rgba) for name, index in blocks.items()}
         whole = (self.since_whole is None or self.since_whole >= self.history - 1 or frame_id != self.frame_id)
         changed = [name for name in blocks if whole or self.published.get(name, (None,))[0] != digests[name]]
         array = NumpyMarkerArray([delete_all(frame_id)] if whole else [])
-        rgba = vertex_rgba8(rgb)
         sent, triangles = {}, 0
         for name in changed:
             markers = array.add_triangles(vertices, faces[blocks[name]], rgba, frame_id, name,
@@ -97,13 +97,14 @@ def split_into_blocks(vertices: np.ndarray, faces: np.ndarray, block_size: float
     return {f"block_{i}_{j}_{k}": order[bounds[n]:bounds[n + 1]] for n, (i, j, k) in enumerate(cells[first].tolist())}
 
 
-def block_digest(vertices: np.ndarray, faces: np.ndarray, rgb: np.ndarray | None) -> int:
-    """A digest of a block's triangles and their corners' 8-bit colours that does not depend on the faces'
-    order (the mesh may list an unchanged block's faces in another order after another run)."""
+def block_digest(vertices: np.ndarray, faces: np.ndarray, rgba: np.ndarray | None) -> int:
+    """A digest of a block's triangles and their corners' colours as the markers carry them (`vertex_rgba8`:
+    8 bits a channel) that does not depend on the faces' order (the mesh may list an unchanged block's faces in
+    another order after another run)."""
     rows = vertices[faces].reshape(len(faces), -1).view(np.uint64)
-    if rgb is not None:
-        channels = np.clip(np.rint(np.asarray(rgb)[faces] * 255.0), 0, 255).astype(np.uint64).reshape(len(faces), -1)
-        rows = np.concatenate([rows, channels], axis=1)
+    if rgba is not None:
+        colours = np.ascontiguousarray(rgba[faces], dtype=np.float32).reshape(len(faces), -1).view(np.uint32)
+        rows = np.concatenate([rows, colours.astype(np.uint64)], axis=1)
     mixed = np.zeros(len(faces), dtype=np.uint64)
     with np.errstate(over="ignore"):  # the arithmetic is modulo 2^64 on purpose
         for column in rows.T:

@@ -5,7 +5,7 @@ import trimesh
 from visualization_msgs.msg import Marker
 
 from sa_convonet_ros.ros.marker_blocks import MarkerBlocks, block_digest, split_into_blocks
-from sa_convonet_ros.ros.markers import assemble
+from sa_convonet_ros.ros.markers import assemble, vertex_rgba8
 
 
 def sent(blocks, *args):
@@ -68,7 +68,7 @@ def test_vanished_blocks_and_unused_ids_are_deleted_and_every_fourth_message_is_
 
 def test_colours_count_in_a_blocks_digest():
     vertices, faces = floor_with_box(False)
-    grey = np.full((len(vertices), 3), 0.5)
+    grey = vertex_rgba8(np.full((len(vertices), 3), 0.5))
     red = grey.copy()
     red[:, 0] = 1.0
     assert block_digest(vertices, faces, grey) == block_digest(vertices, faces[::-1], grey)
