@@ -55,8 +55,12 @@ class CdrWriter:
         """A sequence of fixed-size structs of one primitive type each (rows x columns of `dtype`)."""
         self.uint32(len(rows))
         if len(rows):
-            self._align(alignment)
-            self._put(np.ascontiguousarray(rows, dtype=dtype).tobytes())
+            self._packed(rows, dtype, alignment)
+
+    def _packed(self, values, dtype: str, alignment: int) -> None:
+        """Values of one primitive type in one piece, aligned to their size."""
+        self._align(alignment)
+        self._put(np.ascontiguousarray(values, dtype=dtype).tobytes())
 
     def bytes(self) -> bytes:
         return b"".join(self.parts)
@@ -102,8 +106,7 @@ class CdrWriter:
     def _items(self, element: str, items) -> None:
         if element in PRIMITIVES and len(items):  # bytes and arrays of numbers in one piece
             code = PRIMITIVES[element]
-            self._align(struct.calcsize(code))
-            self._put(np.asarray(items, dtype="<" + code).tobytes())
+            self._packed(items, "<" + code, struct.calcsize(code))
         else:
             for item in items:
                 self.value(element, item)
