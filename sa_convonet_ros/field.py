@@ -15,10 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy import ndimage
 
 from .meshing import EMPTY_LOGIT
-from .windows import cell_corners
+from .windows import cell_corners, grow_marks
 
 Decoder = Callable[[np.ndarray], np.ndarray]  # grid indices [M, 3] -> logits [M]
 
@@ -114,8 +113,7 @@ def _dilate_cells(cells: np.ndarray, shape: tuple) -> np.ndarray:
     """Grid points 2c .. 2c + 2 (per axis) of every marked coarse cell c, cropped to `shape`."""
     marks = np.zeros(tuple(2 * n + 1 for n in cells.shape), dtype=bool)
     marks[1::2, 1::2, 1::2] = cells  # the cell's centre point, then grown by one grid point on every side
-    grown = ndimage.maximum_filter(marks, size=3, mode="constant", cval=False)
-    return grown[tuple(slice(0, n) for n in shape)]
+    return grow_marks(marks, 1)[tuple(slice(0, n) for n in shape)]
 
 
 # A crest's two neighbours lie together at least this many logits below it: a thin part's valley (about 2 on

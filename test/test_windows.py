@@ -1,8 +1,9 @@
 """Window tiling: every occupied grid cell belongs to exactly one window; crops and bands are right."""
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from sa_convonet_ros.windows import WindowGrid, core_band_mask, select_windows, window_memberships
+from sa_convonet_ros.windows import WindowGrid, core_band_mask, grow_marks, select_windows, window_memberships
 
 from helpers import core_min, core_unit_points
 
@@ -114,6 +115,15 @@ def test_a_band_per_point_marks_the_union_of_each_point_s_own_band():
     np.testing.assert_array_equal(core_band_mask(grid, w, points, bands), union)
     same = core_band_mask(grid, w, points, 0.1)
     np.testing.assert_array_equal(core_band_mask(grid, w, points, np.full(3, 0.1)), same)
+
+
+@pytest.mark.parametrize("reach", [0, 1, 2, 5])
+def test_grown_marks_are_a_box_dilation_cut_at_the_volume_s_edges(reach):
+    rng = np.random.default_rng(reach)
+    marks = rng.random((17, 9, 23)) < 0.02
+    marks[0, 0, 0] = marks[-1, 4, -1] = True  # marks on the edges grow inwards only
+    expected = ndimage.maximum_filter(marks, size=2 * reach + 1, mode="constant", cval=False)
+    np.testing.assert_array_equal(grow_marks(marks.copy(), reach), expected)
 
 
 def test_outside_core_measures_metres_past_the_core_s_faces():
