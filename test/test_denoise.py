@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from sa_convonet_ros.denoise import estimate_noise, project_to_local_surfaces
+import sa_convonet_ros.denoise as denoise_module
+from sa_convonet_ros.denoise import estimate_noise, plane_fits, project_to_local_surfaces
 
 
 def plane(spacing=0.01, size=1.0, noise=0.0, seed=0):
@@ -18,6 +19,18 @@ def sphere(radius=0.5, count=60_000, noise=0.0, seed=0):
     directions = rng.normal(size=(count, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     return directions * (radius + rng.normal(scale=noise, size=(count, 1)))
+
+
+def test_plane_fits_split_over_threads_are_the_one_thread_fits(monkeypatch):
+    points = sphere(count=5_000, noise=0.01)
+    neighbours = np.random.default_rng(1).integers(0, len(points), size=(1_001, 8))
+    alone = plane_fits(points, neighbours)
+    monkeypatch.setattr(denoise_module, "ROWS_PER_THREAD", 100)
+    monkeypatch.setattr(denoise_module, "available_cores", lambda: 3)
+    split = plane_fits(points, neighbours)
+    for one, threaded in zip(alone, split):
+        assert threaded.shape == one.shape
+        np.testing.assert_allclose(threaded, one, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("noise", [0.002, 0.005, 0.015])
