@@ -29,7 +29,7 @@ def evaluate_block(decode: Decoder, mask: np.ndarray, threshold_logit: float, ma
     block = np.full(mask.shape, EMPTY_LOGIT, dtype=np.float32)
     if margin <= 0:
         block[mask] = _decode_at(decode, np.argwhere(mask))
-        return block
+        return _unlike_empty(block, mask)
     coarse = _coarse_field(decode, mask)
     block[mask] = _upsample(coarse)[tuple(slice(0, n) for n in mask.shape)][mask]
     exact = mask & (_cells_near_surface(coarse, threshold_logit, margin, mask.shape) | _faces(mask.shape))
@@ -37,6 +37,13 @@ def evaluate_block(decode: Decoder, mask: np.ndarray, threshold_logit: float, ma
     # Marching cubes places a vertex from both ends of an edge: decode the interpolated ends too.
     ends = mask & ~exact & _edge_ends_across(block, threshold_logit)
     block[ends] = _decode_at(decode, np.argwhere(ends))
+    return _unlike_empty(block, mask)
+
+
+def _unlike_empty(block: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The block, with an evaluated value that happens to equal EMPTY_LOGIT moved by one float32 step: the
+    mesher tells the grid points nobody evaluated by that value."""
+    block[mask & (block == EMPTY_LOGIT)] = np.nextafter(np.float32(EMPTY_LOGIT), np.float32(0))
     return block
 
 

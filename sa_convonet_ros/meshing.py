@@ -24,7 +24,7 @@ from .windows import WindowGrid
 # Vertices or faces per pass of the steps that go over a whole mesh: bounds their temporaries to tens of
 # MB whatever the mesh's size (a building-size map makes tens of millions of faces).
 CHUNK = 1 << 16
-EMPTY_LOGIT = -10.0  # "certainly outside": the value of grid points nobody evaluated
+EMPTY_LOGIT = -10.0  # "certainly outside": the value of grid points nobody evaluated, and of no evaluated one
 BlockKey = tuple[int, int, int]
 
 
@@ -41,17 +41,33 @@ class BlockField:
 
     def padded_block(self, key: BlockKey) -> np.ndarray:
         """The block plus one layer from its +x/+y/+z neighbours: (cells+1)^3 grid points."""
+        return self._padded(key)[0]
+
+    def padded_block_and_cubes(self, key: BlockKey) -> tuple[np.ndarray, np.ndarray]:
+        """`padded_block`, and which of its cubes have all eight corners evaluated or in a block nobody made
+        (a bool array of its shape, marking a cube at its highest corner, as skimage's marching-cubes mask)."""
+        volume, absent = self._padded(key)
+        evaluated = absent | (volume != EMPTY_LOGIT)
+        edges = evaluated[1:] & evaluated[:-1]  # both ends of each edge along axis 0, then of each square
+        squares = edges[:, 1:] & edges[:, :-1]
+        cubes = np.zeros(volume.shape, dtype=bool)
+        cubes[1:, 1:, 1:] = squares[:, :, 1:] & squares[:, :, :-1]
+        return volume, cubes
+
+    def _padded(self, key: BlockKey) -> tuple[np.ndarray, np.ndarray]:
         k = self.grid.cells
         out = np.full((k + 1,) * 3, self.fill_value, dtype=np.float32)
+        absent = np.zeros(out.shape, dtype=bool)
         for offset in itertools.product((0, 1), repeat=3):
             values = self.blocks.get((key[0] + offset[0], key[1] + offset[1], key[2] + offset[2]))
-            if values is None:
-                continue
             # offset 0 along an axis: the whole block; offset 1: the neighbour's first layer
             dst = tuple(slice(0, k) if o == 0 else slice(k, k + 1) for o in offset)
+            if values is None:
+                absent[dst] = True
+                continue
             src = tuple(slice(0, k) if o == 0 else slice(0, 1) for o in offset)
             out[dst] = values[src]
-        return out
+        return out, absent
 
 
 def logit(probability: float) -> float:
@@ -70,12 +86,15 @@ class StreamingMesher:
 
     `keep_faces` (face centres in metres [F, 3] -> bool [F]) drops faces as each block is marched, so
     the pieces held until the end are the faces kept, not all the faces marched (a face's trimming
-    depends on its own centre only).
+    depends on its own centre only). With `evaluated_cubes_only`, a cube with a corner that a block left
+    unevaluated (EMPTY_LOGIT in a block that exists) is not marched: where `keep_faces` keeps only faces
+    well inside the evaluated band, that skips the shell the band's edge makes, and no kept face.
     """
 
     def __init__(self, grid: WindowGrid, keys: Iterable[BlockKey], threshold: float = 0.5,
                  fill_value: float = EMPTY_LOGIT, axis: int = 0,
-                 keep_faces: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 keep_faces: Callable[[np.ndarray], np.ndarray] | None = None,
+                 evaluated_cubes_only: bool = False) -> None:
         self.level = logit(threshold)
         if fill_value >= self.level:
             raise ValueError("fill_value must lie outside the surface (below the level)")
@@ -88,6 +107,7 @@ class StreamingMesher:
         self._first = self._next
         self._pieces: list[MeshPiece] = []
         self._keep_faces = keep_faces
+        self._evaluated_cubes_only = evaluated_cubes_only
         self.peak_blocks = 0  # the most blocks held at once
         self.faces_marched = 0  # faces marching cubes made, before `keep_faces`
 
@@ -112,12 +132,13 @@ class StreamingMesher:
                 for key in self._by_slab.get(s, []) for offset in itertools.product((0, 1), repeat=3)}
         order = [self.axis] + [a for a in range(3) if a != self.axis]
         for key in sorted((k for k in keys if k[self.axis] == slab), key=lambda k: [k[a] for a in order]):
-            volume = self.field.padded_block(key)
-            if volume.max() < self.level or volume.min() > self.level:
+            volume, cubes = (self.field.padded_block_and_cubes(key) if self._evaluated_cubes_only
+                             else (self.field.padded_block(key), None))
+            if volume.max() < self.level or volume.min() > self.level or (cubes is not None and not cubes.any()):
                 continue
             try:
                 verts, tris, _, _ = measure.marching_cubes(volume, level=self.level, allow_degenerate=False,
-                                                          gradient_direction="ascent")  # inside = high values
+                                                          gradient_direction="ascent", mask=cubes)  # inside: high
             except RuntimeError:  # "no surface": only grid values exactly at the level, no crossing
                 continue
             self.faces_marched += len(tris)

@@ -142,9 +142,12 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     tally = ProgressTally(report, {"optimize": sum(batch.steps for batch in plan.batches),
                                    "field": len(plan.batches)})
     stop = cancel if cancel is not None else threading.Event()
+    # A kept face lies within its trim reach of a point, two grid cells inside the band the field is evaluated
+    # in (planning.plan_windows): the cubes with unevaluated corners hold only faces the trim drops.
     mesher = StreamingMesher(plan.grid, plan.block_keys(), config.meshing.threshold, axis=plan.sweep_axis,
                              keep_faces=None if trim is None else near_points(tree, trim, reach,
-                                                                              config.meshing.trim_surround))
+                                                                              config.meshing.trim_surround),
+                             evaluated_cubes_only=trim is not None)
     # The batches run as mesh_blocks takes their results; closing the run ends it at once on an error.
     with contextlib.closing(runner.run(plan, cloud.points, config, tally, stop, clock, cloud.encoder_points,
                                        optimization_deadline(deadline, plan))) as finished:

@@ -89,6 +89,7 @@ def plan_windows(points: np.ndarray, config: ReconstructionConfig, steps: int, c
     kept, where that differs per point (meshing.trim_reach); else the trim distance."""
     meshing, optimization = config.meshing, config.optimization
     grid = WindowGrid.from_sizes(config.windows.window_size, meshing.voxel_size, config.windows.margin)
+    # Two grid cells past the trim: the cube of a kept face lies wholly inside the band the field is evaluated in.
     band = None if meshing.trim_distance is None else meshing.trim_distance + 2 * meshing.voxel_size
     windows = select_windows(points, grid, config.windows.min_points, band if band is not None else grid.margin)
     if band is not None and trim_reach is not None:

@@ -36,6 +36,15 @@ def surface(block):
     return vertices, faces
 
 
+@pytest.mark.parametrize("margin", [0.0, 3.0])
+def test_a_decoded_value_never_reads_as_unevaluated(margin):
+    mask = np.zeros((8, 8, 8), dtype=bool)
+    mask[2:6, 2:6, 2:6] = True
+    block = evaluate_block(lambda index: np.full(len(index), EMPTY_LOGIT, np.float32), mask, 0.0, margin)
+    assert (block[~mask] == EMPTY_LOGIT).all()
+    assert (block[mask] != EMPTY_LOGIT).all() and np.allclose(block[mask], EMPTY_LOGIT)
+
+
 def test_margin_zero_decodes_every_masked_point_and_nothing_else():
     shape = sphere((10, 11, 12), 6.3)
     mask = band_mask(24, shape, 4)

@@ -121,6 +121,27 @@ def test_faces_dropped_block_by_block_leave_the_faces_trimming_the_whole_mesh_ke
     assert len(kept.vertices) == len(np.unique(kept.faces))  # no vertex left without a face
 
 
+def test_cubes_with_unevaluated_corners_hold_only_faces_past_the_band_s_trim():
+    field = tube_along_y()
+    tube_distance = lambda p: np.abs(np.hypot(p[..., 0] - 0.31, p[..., 2] - 0.29) - 0.2)  # noqa: E731
+    k, voxel = field.grid.cells, field.grid.voxel_size
+    for key, block in field.blocks.items():  # evaluated within 3 cells of the surface only, as a band
+        index = np.stack(np.meshgrid(*[np.arange(k) + key[a] * k for a in range(3)], indexing="ij"), -1)
+        block[tube_distance(index * voxel) > 3 * voxel] = EMPTY_LOGIT
+    del field.blocks[(0, 5, 0)]  # a window nobody made: the cubes next to it are marched as before
+    near_surface = lambda centres: tube_distance(centres) < voxel  # noqa: E731  (two cells inside the band)
+    meshers = [StreamingMesher(field.grid, field.blocks, axis=1, keep_faces=near_surface,
+                               evaluated_cubes_only=only) for only in (False, True)]
+    for mesher in meshers:
+        for key in sorted(field.blocks, key=lambda k: (k[1], k)):
+            mesher.add(key, field.blocks[key])
+    every_cube, evaluated_cubes = (mesher.mesh() for mesher in meshers)
+    assert meshers[1].faces_marched < 0.85 * meshers[0].faces_marched  # the shell inside the tube is not marched
+    assert len(evaluated_cubes.faces) > 0
+    np.testing.assert_array_equal(evaluated_cubes.vertices, every_cube.vertices)
+    np.testing.assert_array_equal(evaluated_cubes.faces, every_cube.faces)
+
+
 def test_blocks_arriving_in_any_order_give_the_same_mesh():
     field = tube_along_y()
     ordered = StreamingMesher(field.grid, field.blocks, axis=1)
