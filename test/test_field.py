@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from skimage import measure
 
-from sa_convonet_ros.field import _upsample, evaluate_block, lift_crests
+from sa_convonet_ros.field import _coarse_cells_holding, _upsample, evaluate_block, lift_crests
 from sa_convonet_ros.meshing import EMPTY_LOGIT
 
 
@@ -34,6 +34,16 @@ def band_mask(cells, signed_distance, band):
 def surface(block):
     vertices, faces, _, _ = measure.marching_cubes(block, level=0.0, allow_degenerate=False)
     return vertices, faces
+
+
+@pytest.mark.parametrize("shape", [(9, 8, 7), (10, 10, 10), (1, 2, 3)])
+def test_coarse_cells_holding_a_mark_are_those_of_the_marks_halved_indices(shape):
+    mask = np.random.default_rng(len(shape)).random(shape) < 0.05
+    mask[-1, -1, -1] = True  # the last grid point falls in the extra coarse layer's first cell
+    coarse_shape = tuple(n // 2 + 1 for n in shape)
+    expected = np.zeros(coarse_shape, dtype=bool)
+    expected[tuple((np.argwhere(mask) // 2).T)] = True
+    np.testing.assert_array_equal(_coarse_cells_holding(mask, coarse_shape), expected)
 
 
 @pytest.mark.parametrize("margin", [0.0, 3.0])
