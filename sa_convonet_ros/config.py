@@ -210,7 +210,8 @@ class MeshingConfig:
                                         "nearest points, not beyond them: the points' mean offset from the face "
                                         "at most this share of their mean distance (0: no test)", at_least=0,
                                    at_most=1)
-    eval_chunk: int = setting(200_000, "grid points decoded per network call", at_least=1, at_most=10_000_000)
+    eval_chunk: int = setting(0, "grid points decoded per network call (0 = auto: 4,096 on a CPU, whose caches "
+                                 "hold their layers, 200,000 on a GPU)", at_least=0, at_most=10_000_000)
     coarse_to_fine_margin: float = setting(0.0, "decode every second grid point first, then exactly only the "
                                                 "coarse cells within this many logits of the threshold; the "
                                                 "rest is interpolated (0: decode every grid point)", at_least=0)

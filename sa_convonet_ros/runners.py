@@ -33,6 +33,10 @@ from .windows import WindowGrid, core_band_mask
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 STAGES = ("prepare", "windows", "optimize", "field", "marching_cubes", "trim_color")
+# Grid points per decoder call where `eval_chunk` is 0. On a CPU a call's layers stay in the caches: 0.7x the
+# time of 200,000-point calls for a field decode, and less memory (docs/benchmarks.md, "Decodes in cache-sized
+# calls"); a GPU wants few, large calls.
+CPU_EVAL_CHUNK, GPU_EVAL_CHUNK = 4_096, 200_000
 
 
 class BatchRunner(Protocol):
@@ -156,7 +160,7 @@ def _evaluate_block(ensemble: WindowEnsemble, slot: int, grid: WindowGrid, windo
                     crop_points: np.ndarray, band: float | np.ndarray | None, meshing: MeshingConfig,
                     device: torch.device) -> np.ndarray:
     """Logits of one window's core grid points (within the band of its points; the rest stays empty)."""
-    chunk = meshing.eval_chunk
+    chunk = meshing.eval_chunk or (CPU_EVAL_CHUNK if device.type == "cpu" else GPU_EVAL_CHUNK)
 
     def decode(index: np.ndarray) -> np.ndarray:
         queries = torch.from_numpy(grid.unit_points_at(index)).to(device)

@@ -1,4 +1,5 @@
 """What any runner does with one batch, and the run's bookkeeping (stage clock)."""
+import dataclasses
 import time
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 from sa_convonet_ros import runners as runners_module
 from sa_convonet_ros.config import MeshingConfig
 from sa_convonet_ros.field import lift_crests
+from sa_convonet_ros.optimize import WindowEnsemble
 from sa_convonet_ros.pipeline import reconstruct
 from sa_convonet_ros.planning import plan_windows
 from sa_convonet_ros.runners import STAGES, StageClock, evaluate_batch, lift_candidates, optimize_batch
@@ -25,6 +27,26 @@ def test_one_batch_alone(tiny_model, room_corner):
     cells = plan.grid.cells
     assert len(result.blocks) == len(result.states) == len(batch.windows) and result.steps_run == 2
     assert all(block.shape == (cells, cells, cells) and block.max() > block.min() for block in result.blocks)
+
+
+def test_a_cpu_decodes_the_field_in_cache_sized_calls_with_the_values_of_one_call(tiny_model, room_corner,
+                                                                                  monkeypatch):
+    config = small_config(iterations=1)
+    plan = plan_windows(room_corner, config, steps=1)
+    batch = plan.batches[0]
+    ensemble = optimize_batch(batch, tiny_model, plan, room_corner, config.optimization)
+    calls = []
+    decode_window = WindowEnsemble.decode_window
+    monkeypatch.setattr(WindowEnsemble, "decode_window", lambda self, window, queries, features: (
+        calls.append(len(queries)), decode_window(self, window, queries, features))[1])
+    meshing = config.meshing
+    in_chunks = evaluate_batch(batch, ensemble, plan, room_corner, dataclasses.replace(meshing, eval_chunk=0))
+    assert max(calls) == runners_module.CPU_EVAL_CHUNK and sum(calls) > 3 * runners_module.CPU_EVAL_CHUNK
+    calls.clear()
+    at_once = evaluate_batch(batch, ensemble, plan, room_corner, dataclasses.replace(meshing, eval_chunk=10 ** 7))
+    assert max(calls) > runners_module.CPU_EVAL_CHUNK
+    for chunked, whole in zip(in_chunks.blocks, at_once.blocks):
+        np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-5)
 
 
 def test_the_loss_draws_from_the_points_near_each_core_only(tiny_model, room_corner):
