@@ -34,8 +34,8 @@ from .windows import WindowGrid, core_band_mask
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 STAGES = ("prepare", "windows", "optimize", "field", "marching_cubes", "trim_color")
 # Grid points per decoder call where `eval_chunk` is 0. On a CPU a call's layers stay in the caches: 0.7x the
-# time of 200,000-point calls for a field decode, and less memory (docs/benchmarks.md, "Decodes in cache-sized
-# calls"); a GPU wants few, large calls.
+# time of 200,000-point calls for a field decode, and less memory (docs/benchmarks.md, "Work off the steps");
+# a GPU wants few, large calls.
 CPU_EVAL_CHUNK, GPU_EVAL_CHUNK = 4_096, 200_000
 
 
