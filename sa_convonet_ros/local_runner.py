@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from functools import partial
@@ -16,12 +17,22 @@ from typing import Callable, Iterator, TypeVar
 import numpy as np
 import torch
 
-from .config import ReconstructionConfig
+from .config import MeshingConfig, ReconstructionConfig
 from .devices import resolve_devices
 from .errors import ReconstructionCancelled
 from .model import ConvONet
-from .planning import WindowPlan
-from .runners import BatchResult, ProgressTally, StageClock, evaluate_batch, load_on, optimize_batch
+from .optimize import WindowEnsemble
+from .planning import PlannedBatch, WindowPlan
+from .runners import (
+    BatchResult,
+    ProgressTally,
+    StageClock,
+    batch_result,
+    evaluate_batch,
+    load_on,
+    optimize_batch,
+    window_block,
+)
 
 T = TypeVar("T")
 
@@ -70,9 +81,13 @@ class LocalRunner:
                                                       deadline=deadline, encoder_points=encoder_points)
                                               for batch, replica in zip(batches, replicas)], stop)
                 with clock.stage("field"):
-                    results = side_by_side([partial(evaluate_batch, batch, ensemble, plan, points, config.meshing,
-                                                    keep_states, stop)
-                                            for batch, ensemble in zip(batches, ensembles)], stop)
+                    if all(device.type == "cpu" for device in self.devices):
+                        results = windows_side_by_side(batches, ensembles, plan, points, config.meshing, keep_states,
+                                                       stop, len(batches))
+                    else:  # each device decodes its own batch's windows, where their networks are
+                        results = side_by_side([partial(evaluate_batch, batch, ensemble, plan, points,
+                                                        config.meshing, keep_states, stop)
+                                                for batch, ensemble in zip(batches, ensembles)], stop)
                 del ensembles  # the round's networks go before the next round's are made
                 for _ in batches:
                     tally.advance("field")
@@ -117,6 +132,27 @@ def model_replicas(model: ConvONet | None, checkpoint: str | None, devices: list
     # One model per worker, even on the same device: functional_call swaps a module's parameters
     # while it runs, so two threads must never share one.
     return [model] + [copy.deepcopy(model).to(d) for d in devices[1:]]
+
+
+def windows_side_by_side(batches: list[PlannedBatch], ensembles: list[WindowEnsemble], plan: WindowPlan,
+                         points: np.ndarray, meshing: MeshingConfig, keep_states: bool, stop: threading.Event,
+                         workers: int) -> list[BatchResult]:
+    """The round's batch results, their windows' field blocks decoded by `workers` threads that each take the
+    next window of any batch: no thread waits for another's last batch to end (on a dense room, one core stood
+    idle for a third of the field stage when each thread decoded its own batch)."""
+    tasks = [(number, slot) for number, batch in enumerate(batches) for slot in range(len(batch.windows))]
+    blocks = [[None] * len(batch.windows) for batch in batches]
+    taken = itertools.count()  # next() of a count is atomic under the GIL: each task goes to one thread
+
+    def decode_windows() -> None:
+        while (index := next(taken)) < len(tasks):
+            number, slot = tasks[index]
+            blocks[number][slot] = window_block(batches[number], ensembles[number], slot, plan, points, meshing,
+                                                stop)
+
+    side_by_side([decode_windows] * max(1, min(workers, len(tasks))), stop)
+    return [batch_result(batch, ensemble, batch_blocks, keep_states)
+            for batch, ensemble, batch_blocks in zip(batches, ensembles, blocks)]
 
 
 def side_by_side(tasks: list[Callable[[], T]], stop: threading.Event) -> list[T]:

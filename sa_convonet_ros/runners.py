@@ -141,14 +141,25 @@ def evaluate_batch(batch: PlannedBatch, ensemble: WindowEnsemble, plan: WindowPl
                    cancel: threading.Event | None = None) -> BatchResult:
     """The field blocks of the batch's windows under their adapted networks (and their states if kept);
     ReconstructionCancelled between two windows once `cancel` is set."""
-    device = ensemble.batch.points.device
-    blocks = []
+    blocks = [window_block(batch, ensemble, slot, plan, points, meshing, cancel) for slot in range(len(batch.windows))]
+    return batch_result(batch, ensemble, blocks, keep_states)
+
+
+def window_block(batch: PlannedBatch, ensemble: WindowEnsemble, slot: int, plan: WindowPlan, points: np.ndarray,
+                 meshing: MeshingConfig, cancel: threading.Event | None = None) -> np.ndarray:
+    """The field block of the batch's window in `slot` (any thread may decode any window: decoding reads the
+    ensemble only); ReconstructionCancelled once `cancel` is set."""
+    if cancel is not None and cancel.is_set():
+        raise ReconstructionCancelled("reconstruction cancelled")
+    w = batch.windows[slot]
     with torch.no_grad():
-        for slot, w in enumerate(batch.windows):
-            if cancel is not None and cancel.is_set():
-                raise ReconstructionCancelled("reconstruction cancelled")
-            blocks.append(_evaluate_block(ensemble, slot, plan.grid, plan.windows.index[w],
-                                          points[plan.windows.crop_points[w]], plan.crop_band(w), meshing, device))
+        return _evaluate_block(ensemble, slot, plan.grid, plan.windows.index[w], points[plan.windows.crop_points[w]],
+                               plan.crop_band(w), meshing, ensemble.batch.points.device)
+
+
+def batch_result(batch: PlannedBatch, ensemble: WindowEnsemble, blocks: list[np.ndarray],
+                 keep_states: bool = False) -> BatchResult:
+    """The batch's result from its windows' blocks (and their states if kept)."""
     states = ([ensemble.window_state(slot) for slot in range(len(batch.windows))]
               if keep_states and batch.steps else None)
     history = ensemble.loss_history
