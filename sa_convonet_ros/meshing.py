@@ -19,7 +19,7 @@ from scipy.spatial import cKDTree
 from skimage import measure
 
 from .denoise import plane_fits
-from .windows import WindowGrid
+from .windows import WindowGrid, cell_corners
 
 # Vertices or faces per pass of the steps that go over a whole mesh: bounds their temporaries to tens of
 # MB whatever the mesh's size (a building-size map makes tens of millions of faces).
@@ -47,11 +47,9 @@ class BlockField:
         """`padded_block`, and which of its cubes have all eight corners evaluated or in a block nobody made
         (a bool array of its shape, marking a cube at its highest corner, as skimage's marching-cubes mask)."""
         volume, absent = self._padded(key)
-        evaluated = absent | (volume != EMPTY_LOGIT)
-        edges = evaluated[1:] & evaluated[:-1]  # both ends of each edge along axis 0, then of each square
-        squares = edges[:, 1:] & edges[:, :-1]
-        cubes = np.zeros(volume.shape, dtype=bool)
-        cubes[1:, 1:, 1:] = squares[:, :, 1:] & squares[:, :, :-1]
+        # an unevaluated grid point p touches the cubes spanning p-1..p and p..p+1, marked at p and p+1
+        cubes = ~cell_corners(~absent & (volume == EMPTY_LOGIT))
+        cubes[0, :, :] = cubes[:, 0, :] = cubes[:, :, 0] = False  # no cube ends at the first layer
         return volume, cubes
 
     def _padded(self, key: BlockKey) -> tuple[np.ndarray, np.ndarray]:
