@@ -225,6 +225,9 @@ class MeshingConfig:
     snap_neighbours: int = setting(6, "points whose plane each vertex is snapped onto (its normal)", at_least=3)
     snap_anchors: int = setting(3, "the plane passes through the mean of this many nearest of them (fewer: curved "
                                    "parts flattened less; at most snap_neighbours)", at_least=1)
+    smooth_iterations: int = setting(0, "Taubin smoothing passes over the finished (snapped) mesh, its borders held "
+                                        "in place: faces tilted by the grid's steps and by each vertex's own snap "
+                                        "plane even out without the mesh shrinking (0: off)", at_least=0, at_most=100)
     crest_depth: float = setting(0.0, "grid points next to an input point where the field peaks at most this many "
                                       "logits below the level are raised onto it: thin parts whose field only "
                                       "touches the level get a surface (0: off)", at_least=0)

@@ -377,6 +377,29 @@ def color_from_points(mesh: trimesh.Trimesh, points: np.ndarray, colors: np.ndar
     mesh.visual.vertex_colors = rgba
 
 
+def smooth_inside_borders(mesh: trimesh.Trimesh, iterations: int) -> trimesh.Trimesh:
+    """The mesh after `iterations` passes of Taubin's smoothing (trimesh's, alternately shrinking and
+    inflating), with the vertices on its borders held in place: marching cubes on a grid and a snap that
+    lays each vertex on its own points' plane leave faces tilted against their neighbours; this evens them out
+    without the mesh shrinking, and a held border keeps holes and the trimmed edges where they are. The
+    result shares the faces (and colours) of `mesh`."""
+    if iterations <= 0 or len(mesh.faces) == 0:
+        return mesh
+    edges = mesh.edges_sorted
+    border = np.unique(edges[trimesh.grouping.group_rows(edges, require_count=1)])
+    smoothed = trimesh.Trimesh(vertices=np.array(mesh.vertices), faces=mesh.faces, process=False)
+    laplacian = trimesh.smoothing.laplacian_calculation(smoothed, pinned_vertices=border)
+    trimesh.smoothing.filter_taubin(smoothed, lamb=TAUBIN_SHRINK, nu=TAUBIN_INFLATE, iterations=iterations,
+                                    laplacian_operator=laplacian)
+    if mesh.visual.kind == "vertex":
+        smoothed.visual.vertex_colors = mesh.visual.vertex_colors
+    return smoothed
+
+
+# Taubin's factors: a pass band of 1/0.5 - 1/0.53 = 0.11 keeps the surface's shape and damps grid-scale ripples.
+TAUBIN_SHRINK, TAUBIN_INFLATE = 0.5, 0.53
+
+
 def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, neighbours: int = 6,
                    tree: cKDTree | None = None, anchors: int = 3) -> trimesh.Trimesh:
     """Each vertex moved along the normal of the plane fitted to its nearest points onto that plane, by at

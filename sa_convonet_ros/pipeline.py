@@ -36,7 +36,7 @@ from .denoise import NoiseEstimate
 from .errors import ReconstructionCancelled, ReconstructionError
 from .local_runner import LocalRunner
 from .memory import release_freed_memory
-from .meshing import StreamingMesher, color_from_points, near_points, snap_to_points, trim_reach
+from .meshing import StreamingMesher, color_from_points, near_points, smooth_inside_borders, snap_to_points, trim_reach
 from .model import ConvONet
 from .planning import WindowPlan, plan_windows
 from .points import PreparedPoints, prepare_points
@@ -64,7 +64,7 @@ class RunStats:
     window_steps_run: int = 0  # steps summed over the windows (fewer where windows fitted their points early)
     window_steps_planned: int = 0  # steps summed over the windows, as planned
     out_of_time: bool = False  # the deadline stopped the optimisation of some batch before its last step
-    skipped_for_time: list[str] = field(default_factory=list)  # optional stages the deadline left out ("snap")
+    skipped_for_time: list[str] = field(default_factory=list)  # the refinements a deadline left out ("snap")
     final_loss: float = float("nan")
     device: str = ""
     profile: str = ""
@@ -158,15 +158,14 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
         mesh = mesher.mesh()
     release_freed_memory()  # the pieces, freed as the mesh was assembled: back to the system before snapping
     _check(stop)
-    late = deadline is not None and time.monotonic() >= deadline and snaps(config.meshing.snap_distance,
-                                                                           cloud.noise)
+    late = deadline is not None and time.monotonic() >= deadline
     with clock.stage("trim_color"):
-        mesh = finish_mesh(mesh, cloud, config.meshing, tree, snap=not late)
+        mesh = finish_mesh(mesh, cloud, config.meshing, tree, refine=not late)
     report("mesh", 1, 1)
     stats = run_stats(cloud, plan, results, mesh, profile=config.profile, iterations=steps,
                       device=runner.describe(), seconds=clock.seconds)
     stats.peak_field_blocks, stats.faces_marched = mesher.peak_blocks, mesher.faces_marched
-    stats.skipped_for_time = ["snap"] if late else []
+    stats.skipped_for_time = refinements(config.meshing, cloud.noise) if late else []
     stats.trim_distance = float("nan") if trim is None else float(trim)  # as run: it grows with the grid
     stats.distributed = runner.traffic()
     return Result(mesh=mesh, stats=stats)
@@ -273,17 +272,27 @@ def mesh_blocks(plan: WindowPlan, results: Iterable[BatchResult], mesher: Stream
 
 
 def finish_mesh(mesh: trimesh.Trimesh, cloud: PreparedPoints, meshing: MeshingConfig,
-                tree: cKDTree | None = None, snap: bool = True) -> trimesh.Trimesh:
-    """The (trimmed) mesh with its vertices snapped onto the points' planes when configured (and `snap`), and
-    coloured from the input's colours. `tree`: the points' KD-tree, when the caller has one."""
+                tree: cKDTree | None = None, refine: bool = True) -> trimesh.Trimesh:
+    """The (trimmed) mesh with its vertices snapped onto the points' planes and then smoothed, as configured
+    (and `refine`: a run past its deadline skips both), and coloured from the input's colours. `tree`: the
+    points' KD-tree, when the caller has one."""
     if tree is None and len(mesh.faces):
         tree = cKDTree(cloud.points)  # one tree for both (built once, ~35 B/point)
-    if snap and snaps(meshing.snap_distance, cloud.noise):
+    steps = refinements(meshing, cloud.noise) if refine else []
+    if "snap" in steps:
         mesh = snap_to_points(mesh, cloud.points, meshing.snap_distance, meshing.snap_neighbours, tree=tree,
                               anchors=meshing.snap_anchors)
+    if "smoothing" in steps:
+        mesh = smooth_inside_borders(mesh, meshing.smooth_iterations)
     if cloud.colors is not None and meshing.color_from_input:
         color_from_points(mesh, cloud.points, cloud.colors, tree)
     return mesh
+
+
+def refinements(meshing: MeshingConfig, noise: NoiseEstimate | None) -> list[str]:
+    """The optional steps after marching cubes the settings ask for on this map, in their order."""
+    return [name for name, wanted in (("snap", snaps(meshing.snap_distance, noise)),
+                                      ("smoothing", meshing.smooth_iterations > 0)) if wanted]
 
 
 def snaps(distance: float, noise: NoiseEstimate | None) -> bool:

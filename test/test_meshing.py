@@ -422,3 +422,45 @@ def test_the_wider_reach_keeps_the_gaps_between_points_not_the_surface_past_thei
     assert near_points(tree, 0.02, reach)(positions).tolist() == [True, True, True]
     assert near_points(tree, 0.02, reach, surround=0.6)(positions).tolist() == [True, False, True]
     assert surrounded(tree, np.zeros((0, 3)), 0.6).shape == (0,)
+
+
+def _noisy_sheet(cells: int = 40, spacing: float = 0.01, noise: float = 0.002, seed: int = 0) -> trimesh.Trimesh:
+    """A flat square sheet at z = 0, its vertices jittered along z (as snapped vertices are)."""
+    ticks = np.arange(cells + 1) * spacing
+    x, y = np.meshgrid(ticks, ticks, indexing="ij")
+    z = np.random.default_rng(seed).normal(0.0, noise, x.shape)
+    index = np.arange(x.size).reshape(x.shape)
+    a, b, c, d = index[:-1, :-1], index[1:, :-1], index[1:, 1:], index[:-1, 1:]
+    faces = np.r_[np.c_[a.ravel(), b.ravel(), c.ravel()], np.c_[a.ravel(), c.ravel(), d.ravel()]]
+    return trimesh.Trimesh(np.c_[x.ravel(), y.ravel(), z.ravel()], faces, process=False)
+
+
+def test_smoothing_evens_out_tilted_faces_and_holds_the_border():
+    from sa_convonet_ros.meshing import smooth_inside_borders
+
+    sheet = _noisy_sheet()
+    sheet.visual.vertex_colors = np.tile([10, 20, 30, 255], (len(sheet.vertices), 1)).astype(np.uint8)
+    smoothed = smooth_inside_borders(sheet, 4)
+    tilt = [np.mean(1.0 - np.abs(mesh.face_normals[:, 2])) for mesh in (sheet, smoothed)]
+    assert tilt[1] < 0.5 * tilt[0]
+    before, after = np.asarray(sheet.vertices), np.asarray(smoothed.vertices)
+    border = (np.isclose(before[:, :2], 0.0) | np.isclose(before[:, :2], 0.4)).any(axis=1)
+    np.testing.assert_array_equal(after[border], before[border])
+    assert np.abs(after[~border] - before[~border]).max() > 1e-4
+    assert abs(after[:, 2].mean()) < 2e-4  # no drift off the sheet
+    np.testing.assert_array_equal(smoothed.faces, sheet.faces)
+    np.testing.assert_array_equal(smoothed.visual.vertex_colors, sheet.visual.vertex_colors)
+    assert smooth_inside_borders(sheet, 0) is sheet
+
+
+def test_smoothing_does_not_shrink_a_closed_surface():
+    """Taubin's inflating passes undo the shrinking ones': a ball keeps its radius where plain Laplacian
+    passes of the same count shrink it."""
+    from sa_convonet_ros.meshing import smooth_inside_borders
+
+    ball = trimesh.creation.icosphere(subdivisions=3, radius=0.1)
+    rng = np.random.default_rng(1)
+    ball.vertices = ball.vertices * (1.0 + rng.normal(0.0, 0.01, (len(ball.vertices), 1)))
+    radius = np.linalg.norm(smooth_inside_borders(ball, 10).vertices, axis=1).mean()
+    shrunk = trimesh.smoothing.filter_laplacian(ball.copy(), lamb=0.5, iterations=10, volume_constraint=False)
+    assert abs(radius - 0.1) < 0.001 < 0.1 - np.linalg.norm(shrunk.vertices, axis=1).mean()

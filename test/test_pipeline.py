@@ -276,8 +276,10 @@ def test_a_map_with_a_stray_point_far_away_reconstructs_without_it(tiny_model, r
     assert np.array_equal(stray.mesh.faces, alone.mesh.faces)
 
 
-def test_the_deadline_leaves_the_later_stages_their_time_and_cuts_the_snap_when_late(tiny_model, room_corner):
-    config = small_config(iterations=2).updated(meshing={"snap_distance": 0.05}, denoise={"denoise": False})
+def test_the_deadline_leaves_the_later_stages_their_time_and_cuts_the_refinements_when_late(tiny_model,
+                                                                                           room_corner):
+    config = small_config(iterations=2).updated(meshing={"snap_distance": 0.05, "smooth_iterations": 2},
+                                                denoise={"denoise": False})
     plan = plan_windows(room_corner, config, steps=2)
     now = time.monotonic()
     later = optimization_deadline(now + 1000.0, plan)
@@ -287,7 +289,8 @@ def test_the_deadline_leaves_the_later_stages_their_time_and_cuts_the_snap_when_
     on_time = reconstruct(room_corner, config, model=tiny_model, deadline=time.monotonic() + 600)
     late = reconstruct(room_corner, config, model=tiny_model, deadline=time.monotonic() - 1.0)
     assert on_time.stats.skipped_for_time == [] and not on_time.stats.out_of_time
-    assert late.stats.skipped_for_time == ["snap"] and late.stats.out_of_time and late.stats.steps_run == 0
+    assert late.stats.skipped_for_time == ["snap", "smoothing"] and late.stats.out_of_time
+    assert late.stats.steps_run == 0
 
 
 def test_a_wall_seen_at_a_grazing_angle_keeps_the_gaps_between_its_points():
