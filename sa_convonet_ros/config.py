@@ -424,6 +424,7 @@ def _auto_cpu() -> ReconstructionConfig:
     config.meshing.crest_reach = 2.0  # also between the points of a wall seen at a grazing angle
     config.meshing.trim_spacing = 1.0  # surfaces seen at a grazing angle keep the gaps between their points
     config.meshing.trim_surround = 0.6  # but not the surface prolonged past their last points
+    config.meshing.smooth_iterations = 6  # faces tilted by the grid and by each vertex's own snap plane
     config.meshing.coarse_to_fine_margin = 3.0  # a third fewer decodes, the same mesh (docs/decisions.md)
     config.meshing.grid_per_spacing = 0.6  # sparse maps: 1.5 cm and fewer samples, 1.7x faster (same doc)
     return config

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse
 import trimesh
 from scipy.spatial import cKDTree
 from skimage import measure
@@ -385,15 +386,35 @@ def smooth_inside_borders(mesh: trimesh.Trimesh, iterations: int) -> trimesh.Tri
     result shares the faces (and colours) of `mesh`."""
     if iterations <= 0 or len(mesh.faces) == 0:
         return mesh
-    edges = mesh.edges_sorted
-    border = np.unique(edges[trimesh.grouping.group_rows(edges, require_count=1)])
     smoothed = trimesh.Trimesh(vertices=np.array(mesh.vertices), faces=mesh.faces, process=False)
-    laplacian = trimesh.smoothing.laplacian_calculation(smoothed, pinned_vertices=border)
     trimesh.smoothing.filter_taubin(smoothed, lamb=TAUBIN_SHRINK, nu=TAUBIN_INFLATE, iterations=iterations,
-                                    laplacian_operator=laplacian)
+                                    laplacian_operator=umbrella_operator(np.asarray(mesh.faces), len(mesh.vertices)))
     if mesh.visual.kind == "vertex":
         smoothed.visual.vertex_colors = mesh.visual.vertex_colors
     return smoothed
+
+
+def umbrella_operator(faces: np.ndarray, vertex_count: int) -> scipy.sparse.csr_matrix:
+    """The mean of each vertex's neighbours as a sparse matrix, vertices on the border (on an edge only one
+    face has) or on no face mapped to themselves: trimesh's `laplacian_calculation` with equal weights and the
+    border pinned, from one count of the edges' faces (3-6x faster than trimesh's grouping of edge rows)."""
+    uses = _edge_uses(faces, vertex_count)
+    rows, cols = np.concatenate([uses.row, uses.col]), np.concatenate([uses.col, uses.row])
+    held = np.bincount(rows, minlength=vertex_count) == 0
+    once = uses.data == 1
+    held[uses.row[once]] = held[uses.col[once]] = True
+    inside = ~held[rows]
+    rows = np.concatenate([rows[inside], np.flatnonzero(held)])
+    cols = np.concatenate([cols[inside], np.flatnonzero(held)])
+    degree = np.bincount(rows, minlength=vertex_count)
+    return scipy.sparse.csr_matrix((1.0 / degree[rows], (rows, cols)), shape=(vertex_count, vertex_count))
+
+
+def _edge_uses(faces: np.ndarray, vertex_count: int) -> scipy.sparse.coo_matrix:
+    """How many faces use each edge (row < column), one entry per edge."""
+    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    return scipy.sparse.coo_matrix((np.ones(len(edges), dtype=np.int32), (edges[:, 0], edges[:, 1])),
+                                   shape=(vertex_count, vertex_count)).tocsr().tocoo()  # duplicates summed
 
 
 # Taubin's factors: a pass band of 1/0.5 - 1/0.53 = 0.11 keeps the surface's shape and damps grid-scale ripples.

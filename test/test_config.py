@@ -110,6 +110,8 @@ def test_auto_is_the_best_the_device_affords(monkeypatch):
     assert gpu.optimization.iterations > cpu.optimization.iterations
     assert gpu.optimization.surface_samples > cpu.optimization.surface_samples
     assert cpu.denoise.denoise and gpu.denoise.denoise
+    paper = get_profile("paper")  # the published method's mesh stays as marched
+    assert cpu.meshing.smooth_iterations == gpu.meshing.smooth_iterations > 0 == paper.meshing.smooth_iterations
     assert cpu.meshing.grid_per_spacing > 0 == gpu.meshing.grid_per_spacing  # only a CPU coarsens sparse maps
     assert get_profile("auto:gpu") == gpu  # a run's resolved profile can be asked for by name
     with pytest.raises(ValueError, match="choose one of auto, fast, paper, feedforward"):

@@ -464,3 +464,17 @@ def test_smoothing_does_not_shrink_a_closed_surface():
     radius = np.linalg.norm(smooth_inside_borders(ball, 10).vertices, axis=1).mean()
     shrunk = trimesh.smoothing.filter_laplacian(ball.copy(), lamb=0.5, iterations=10, volume_constraint=False)
     assert abs(radius - 0.1) < 0.001 < 0.1 - np.linalg.norm(shrunk.vertices, axis=1).mean()
+
+
+def test_the_umbrella_operator_is_trimeshs_laplacian_with_the_border_pinned():
+    from sa_convonet_ros.meshing import umbrella_operator
+
+    ball = trimesh.creation.icosphere(subdivisions=2)
+    opened = trimesh.Trimesh(ball.vertices, ball.faces[1:], process=False)  # a hole where face 0 was
+    for mesh in (_noisy_sheet(cells=5), ball, opened):
+        border = np.unique(mesh.outline().vertex_nodes) if mesh is not ball else None
+        expected = trimesh.smoothing.laplacian_calculation(mesh, pinned_vertices=border).toarray()
+        np.testing.assert_allclose(umbrella_operator(np.asarray(mesh.faces), len(mesh.vertices)).toarray(), expected)
+    np.testing.assert_array_equal(np.unique(opened.outline().vertex_nodes), np.sort(ball.faces[0]))
+    loose = umbrella_operator(np.asarray(ball.faces), len(ball.vertices) + 1)  # a vertex on no face stays
+    assert loose[len(ball.vertices), len(ball.vertices)] == 1.0
