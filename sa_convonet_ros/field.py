@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .meshing import EMPTY_LOGIT
-from .windows import cell_corners, grow_marks
+from .windows import cell_corners, grow_marks, marked_indices
 
 Decoder = Callable[[np.ndarray], np.ndarray]  # grid indices [M, 3] -> logits [M]
 
@@ -28,15 +28,15 @@ def evaluate_block(decode: Decoder, mask: np.ndarray, threshold_logit: float, ma
     reach one layer past the block."""
     block = np.full(mask.shape, EMPTY_LOGIT, dtype=np.float32)
     if margin <= 0:
-        block[mask] = _decode_at(decode, np.argwhere(mask))
+        block[mask] = _decode_at(decode, marked_indices(mask))
         return _unlike_empty(block, mask)
     coarse = _coarse_field(decode, mask)
     block[mask] = _upsample(coarse)[tuple(slice(0, n) for n in mask.shape)][mask]
     exact = mask & (_cells_near_surface(coarse, threshold_logit, margin, mask.shape) | _faces(mask.shape))
-    block[exact] = _decode_at(decode, np.argwhere(exact))
+    block[exact] = _decode_at(decode, marked_indices(exact))
     # Marching cubes places a vertex from both ends of an edge: decode the interpolated ends too.
     ends = mask & ~exact & _edge_ends_across(block, threshold_logit)
-    block[ends] = _decode_at(decode, np.argwhere(ends))
+    block[ends] = _decode_at(decode, marked_indices(ends))
     return _unlike_empty(block, mask)
 
 
@@ -57,7 +57,7 @@ def _coarse_field(decode: Decoder, mask: np.ndarray) -> np.ndarray:
     shape = tuple(n // 2 + 1 for n in mask.shape)  # coarse point c sits on grid point 2c; the last covers cells - 1
     needed = cell_corners(_coarse_cells_holding(mask, shape))
     coarse = np.full(shape, EMPTY_LOGIT, dtype=np.float32)
-    coarse_index = np.argwhere(needed)
+    coarse_index = marked_indices(needed)
     coarse[needed] = _decode_at(decode, 2 * coarse_index)
     return coarse
 
@@ -161,16 +161,15 @@ def _extrema_near_level(block: np.ndarray, level: float, depth: float, near: np.
                         side: float) -> np.ndarray:
     """Grid indices of the crests (side 1) or troughs (side -1) within `depth` of the level on the other side."""
     offset = side * (block - level)  # a trough becomes a crest of the flipped field
-    index = np.argwhere(near & (offset <= 0) & (offset > -depth))
+    flat = np.flatnonzero(near & (offset <= 0) & (offset > -depth))
+    index = np.stack(np.unravel_index(flat, block.shape), axis=1)
     if len(index) == 0:
         return index
-    centre = offset[tuple(index.T)]
+    centre = offset.ravel()[flat]
     falls, crests = [], []
     for axis in range(3):
-        step = np.zeros(3, dtype=np.int64)
-        step[axis] = 1
-        before = side * (_values_at(block, index - step, decode) - level)
-        after = side * (_values_at(block, index + step, decode) - level)
+        before = side * (_neighbours(block, flat, index, axis, -1, decode) - level)
+        after = side * (_neighbours(block, flat, index, axis, 1, decode) - level)
         falls.append(2 * centre - before - after)
         crests.append((centre >= before) & (centre >= after))
     falls = np.stack(falls)
@@ -179,10 +178,16 @@ def _extrema_near_level(block: np.ndarray, level: float, depth: float, near: np.
     return index[np.stack(crests)[steepest, rows] & (falls[steepest, rows] >= CREST_FALL)]
 
 
-def _values_at(block: np.ndarray, index: np.ndarray, decode: Decoder) -> np.ndarray:
-    """The block's values at grid indices, decoded where they lie one layer past its faces."""
-    outside = np.any((index < 0) | (index >= np.array(block.shape)), axis=1)
-    values = np.empty(len(index), dtype=np.float32)
-    values[~outside] = block[tuple(index[~outside].T)]
-    values[outside] = _decode_at(decode, index[outside])
+def _neighbours(block: np.ndarray, flat: np.ndarray, index: np.ndarray, axis: int, step: int,
+                decode: Decoder) -> np.ndarray:
+    """The block's values one grid point along `axis` (by `step`, -1 or 1) from the grid points at flat
+    positions `flat` (indices `index`), decoded where that lies one layer past its faces. Flat positions
+    gather 3x faster than index triples."""
+    stride = int(np.prod(block.shape[axis + 1:]))
+    outside = index[:, axis] == (0 if step < 0 else block.shape[axis] - 1)
+    values = np.empty(len(flat), dtype=np.float32)
+    values[~outside] = block.ravel()[flat[~outside] + step * stride]
+    beyond = index[outside]
+    beyond[:, axis] += step
+    values[outside] = _decode_at(decode, beyond)
     return values

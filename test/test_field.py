@@ -118,22 +118,23 @@ def full_block(decoder, cells=16):
     return decoder(index).reshape((cells,) * 3)
 
 
-def valley(x_position, crest, sharpness=1.0):
+def valley(x_position, crest, sharpness=1.0, axis=0):
     """A field (logits = -sharpness * this) that only touches the level from below: its crest, `crest` logits
-    under it, at x_position."""
-    return lambda x: np.abs(x[..., 0] - x_position) - crest / sharpness
+    under it, at x_position along `axis`."""
+    return lambda x: np.abs(x[..., axis] - x_position) - crest / sharpness
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
 @pytest.mark.parametrize("x_position", [7.3, 0.2, 15.0])  # inside the block, on its first and its last layer
-def test_a_crest_just_below_the_level_becomes_a_sheet_through_it(x_position):
-    decoder = CountingDecoder(valley(x_position, -0.1), sharpness=1.0)
+def test_a_crest_just_below_the_level_becomes_a_sheet_through_it(x_position, axis):
+    decoder = CountingDecoder(valley(x_position, -0.1, axis=axis), sharpness=1.0)
     block = full_block(decoder)
     assert block.max() < 0  # marching cubes finds nothing
     raised = lift_crests(block, 0.0, 0.5, np.ones(block.shape, dtype=bool), decoder)
     assert raised == 16 * 16  # the whole crest plane, the block's faces included (neighbours decoded)
-    assert np.argwhere(block > 0)[:, 0].tolist() == [round(x_position)] * raised
+    assert np.argwhere(block > 0)[:, axis].tolist() == [round(x_position)] * raised
     vertices, _ = surface(block)
-    assert np.abs(vertices[:, 0] - x_position).max() < 1.0  # the sheet lies on the crest
+    assert np.abs(vertices[:, axis] - x_position).max() < 1.0  # the sheet lies on the crest
 
 
 @pytest.mark.parametrize("x_position", [7.3, 0.2, 15.0])

@@ -3,7 +3,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from sa_convonet_ros.windows import WindowGrid, core_band_mask, grow_marks, select_windows, window_memberships
+from sa_convonet_ros.windows import (
+    WindowGrid,
+    core_band_mask,
+    grow_marks,
+    marked_indices,
+    select_windows,
+    window_memberships,
+)
 
 from helpers import core_min, core_unit_points
 
@@ -124,6 +131,14 @@ def test_grown_marks_are_a_box_dilation_cut_at_the_volume_s_edges(reach):
     marks[0, 0, 0] = marks[-1, 4, -1] = True  # marks on the edges grow inwards only
     expected = ndimage.maximum_filter(marks, size=2 * reach + 1, mode="constant", cval=False)
     np.testing.assert_array_equal(grow_marks(marks.copy(), reach), expected)
+
+
+def test_marked_indices_are_argwheres():
+    marks = np.random.default_rng(0).random((17, 9, 23)) < 0.05
+    for volume in (marks, np.zeros((4, 5, 6), dtype=bool), marks[:, :1, :]):
+        found = marked_indices(volume)
+        np.testing.assert_array_equal(found, np.argwhere(volume))
+        assert found.shape == (volume.sum(), 3) and found.dtype == np.intp
 
 
 def test_outside_core_measures_metres_past_the_core_s_faces():
