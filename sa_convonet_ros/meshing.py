@@ -397,24 +397,19 @@ def smooth_inside_borders(mesh: trimesh.Trimesh, iterations: int) -> trimesh.Tri
 def umbrella_operator(faces: np.ndarray, vertex_count: int) -> scipy.sparse.csr_matrix:
     """The mean of each vertex's neighbours as a sparse matrix, vertices on the border (on an edge only one
     face has) or on no face mapped to themselves: trimesh's `laplacian_calculation` with equal weights and the
-    border pinned, from one count of the edges' faces (3-6x faster than trimesh's grouping of edge rows)."""
-    uses = _edge_uses(faces, vertex_count)
-    rows, cols = np.concatenate([uses.row, uses.col]), np.concatenate([uses.col, uses.row])
-    held = np.bincount(rows, minlength=vertex_count) == 0
+    border pinned, from one sparse count of the edges' faces: 4-5x faster on 900 k vertices."""
+    first, second = faces.ravel(), faces[:, [1, 2, 0]].ravel()
+    low, high = np.minimum(first, second), np.maximum(first, second)
+    uses = scipy.sparse.csr_matrix((np.ones(len(low), dtype=np.int32), (low, high)),
+                                   shape=(vertex_count, vertex_count))  # faces per edge: duplicates summed
     once = uses.data == 1
-    held[uses.row[once]] = held[uses.col[once]] = True
-    inside = ~held[rows]
-    rows = np.concatenate([rows[inside], np.flatnonzero(held)])
-    cols = np.concatenate([cols[inside], np.flatnonzero(held)])
-    degree = np.bincount(rows, minlength=vertex_count)
-    return scipy.sparse.csr_matrix((1.0 / degree[rows], (rows, cols)), shape=(vertex_count, vertex_count))
-
-
-def _edge_uses(faces: np.ndarray, vertex_count: int) -> scipy.sparse.coo_matrix:
-    """How many faces use each edge (row < column), one entry per edge."""
-    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
-    return scipy.sparse.coo_matrix((np.ones(len(edges), dtype=np.int32), (edges[:, 0], edges[:, 1])),
-                                   shape=(vertex_count, vertex_count)).tocsr().tocoo()  # duplicates summed
+    held = np.zeros(vertex_count, dtype=bool)
+    held[np.repeat(np.arange(vertex_count), np.diff(uses.indptr))[once]] = held[uses.indices[once]] = True
+    neighbours = (uses + uses.T).tocsr()
+    degree = np.diff(neighbours.indptr)
+    held |= degree == 0
+    neighbours.data = np.repeat(np.where(held, 0.0, 1.0 / np.maximum(degree, 1)), degree)
+    return (neighbours + scipy.sparse.diags(held.astype(np.float64))).tocsr()
 
 
 # Taubin's factors: a pass band of 1/0.5 - 1/0.53 = 0.11 keeps the surface's shape and damps grid-scale ripples.
