@@ -223,9 +223,12 @@ class MeshPiece:
         return (corners.mean(axis=1) + np.asarray(self.key, dtype=np.float64) * grid.cells) * grid.voxel_size
 
     def kept(self, keep: np.ndarray) -> MeshPiece:
-        """The piece with only the faces where `keep` is true, and only the vertices they use."""
-        used, faces = np.unique(self.faces[keep], return_inverse=True)
-        return MeshPiece(self.key, self.vertices[used], faces.reshape(-1, 3).astype(np.int32))
+        """The piece with only the faces where `keep` is true, and only the vertices they use (in their order)."""
+        faces = self.faces[keep]
+        used = np.zeros(len(self.vertices), dtype=bool)
+        used[faces] = True
+        renumbered = np.cumsum(used, dtype=np.int32) - 1  # marks, not np.unique: no sort
+        return MeshPiece(self.key, self.vertices[used], renumbered[faces])
 
 
 def merge_border_copies(vertices: np.ndarray, faces: np.ndarray, border: np.ndarray, digits: int = 5) -> np.ndarray:

@@ -478,3 +478,17 @@ def test_the_umbrella_operator_is_trimeshs_laplacian_with_the_border_pinned():
     np.testing.assert_array_equal(np.unique(opened.outline().vertex_nodes), np.sort(ball.faces[0]))
     loose = umbrella_operator(np.asarray(ball.faces), len(ball.vertices) + 1)  # a vertex on no face stays
     assert loose[len(ball.vertices), len(ball.vertices)] == 1.0
+
+
+def test_a_piece_keeps_the_chosen_faces_and_only_their_vertices_in_order():
+    from sa_convonet_ros.meshing import MeshPiece
+
+    vertices = np.arange(18, dtype=np.float32).reshape(6, 3)
+    faces = np.array([[0, 1, 2], [2, 3, 4], [4, 5, 0], [1, 3, 5]], dtype=np.int32)
+    keep = np.array([False, True, False, True])
+    kept = MeshPiece((0, 0, 0), vertices, faces).kept(keep)
+    np.testing.assert_array_equal(kept.vertices, vertices[[1, 2, 3, 4, 5]])
+    np.testing.assert_array_equal(kept.vertices[kept.faces], vertices[faces[keep]])
+    assert kept.faces.dtype == np.int32
+    none = MeshPiece((0, 0, 0), vertices, faces).kept(np.zeros(4, dtype=bool))
+    assert none.vertices.shape == (0, 3) and none.faces.shape == (0, 3)
