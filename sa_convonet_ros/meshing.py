@@ -1,4 +1,4 @@
-"""One mesh from the occupancy field on the global grid: block-wise marching cubes, trimming, colours.
+"""One mesh from the occupancy field on the global grid: block-wise marching cubes and trimming.
 
 The field is stored per window core (a `cells`^3 block of logits); grid points that were not evaluated
 (windows that were skipped, points outside the evaluation band) hold `fill_value` (empty space). Marching
@@ -14,12 +14,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse
 import trimesh
 from scipy.spatial import cKDTree
 from skimage import measure
 
-from .denoise import plane_fits
 from .windows import WindowGrid, cell_corners
 
 # Vertices or faces per pass of the steps that go over a whole mesh: bounds their temporaries to tens of
@@ -364,90 +362,6 @@ def trim_reach(tree: cKDTree, distance: float, per_spacing: float) -> np.ndarray
         gaps, _ = tree.query(tree.data[start:start + CHUNK], k=4, workers=-1)
         reach[start:start + CHUNK] = per_spacing * gaps[:, 3]
     return np.clip(reach, distance, MAX_TRIM_STRETCH * distance)
-
-
-def color_from_points(mesh: trimesh.Trimesh, points: np.ndarray, colors: np.ndarray,
-                      tree: cKDTree | None = None) -> None:
-    """Give each vertex the colour (RGB in [0, 1]) of its nearest input point."""
-    if len(mesh.vertices) == 0:
-        return
-    tree = cKDTree(points) if tree is None else tree
-    vertices = np.asarray(mesh.vertices)
-    rgba = np.full((len(vertices), 4), 255, dtype=np.uint8)
-    for start in range(0, len(vertices), CHUNK):
-        _, nearest = tree.query(vertices[start:start + CHUNK], k=1, workers=-1)
-        rgb = np.clip(np.asarray(colors[nearest], dtype=np.float64), 0.0, 1.0)
-        rgba[start:start + CHUNK, :3] = (rgb * 255).round()
-    mesh.visual.vertex_colors = rgba
-
-
-def smooth_inside_borders(mesh: trimesh.Trimesh, iterations: int) -> trimesh.Trimesh:
-    """The mesh after `iterations` passes of Taubin's smoothing (trimesh's, alternately shrinking and
-    inflating), with the vertices on its borders held in place: marching cubes on a grid and a snap that
-    lays each vertex on its own points' plane leave faces tilted against their neighbours; this evens them out
-    without the mesh shrinking, and a held border keeps holes and the trimmed edges where they are. The
-    result shares the faces (and colours) of `mesh`."""
-    if iterations <= 0 or len(mesh.faces) == 0:
-        return mesh
-    smoothed = trimesh.Trimesh(vertices=np.array(mesh.vertices), faces=mesh.faces, process=False)
-    trimesh.smoothing.filter_taubin(smoothed, lamb=TAUBIN_SHRINK, nu=TAUBIN_INFLATE, iterations=iterations,
-                                    laplacian_operator=umbrella_operator(np.asarray(mesh.faces), len(mesh.vertices)))
-    if mesh.visual.kind == "vertex":
-        smoothed.visual.vertex_colors = mesh.visual.vertex_colors
-    return smoothed
-
-
-def umbrella_operator(faces: np.ndarray, vertex_count: int) -> scipy.sparse.csr_matrix:
-    """The mean of each vertex's neighbours as a sparse matrix, vertices on the border (on an edge only one
-    face has) or on no face mapped to themselves: trimesh's `laplacian_calculation` with equal weights and the
-    border pinned, from one sparse count of the edges' faces: 4-5x faster on 900 k vertices."""
-    first, second = faces.ravel(), faces[:, [1, 2, 0]].ravel()
-    low, high = np.minimum(first, second), np.maximum(first, second)
-    uses = scipy.sparse.csr_matrix((np.ones(len(low), dtype=np.int32), (low, high)),
-                                   shape=(vertex_count, vertex_count))  # faces per edge: duplicates summed
-    once = uses.data == 1
-    held = np.zeros(vertex_count, dtype=bool)
-    held[np.repeat(np.arange(vertex_count), np.diff(uses.indptr))[once]] = held[uses.indices[once]] = True
-    neighbours = (uses + uses.T).tocsr()
-    degree = np.diff(neighbours.indptr)
-    held |= degree == 0
-    neighbours.data = np.repeat(np.where(held, 0.0, 1.0 / np.maximum(degree, 1)), degree)
-    return (neighbours + scipy.sparse.diags(held.astype(np.float64))).tocsr()
-
-
-# Taubin's factors: a pass band of 1/0.5 - 1/0.53 = 0.11 keeps the surface's shape and damps grid-scale ripples.
-TAUBIN_SHRINK, TAUBIN_INFLATE = 0.5, 0.53
-
-
-def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, neighbours: int = 6,
-                   tree: cKDTree | None = None, anchors: int = 3) -> trimesh.Trimesh:
-    """Each vertex moved along the normal of the plane fitted to its nearest points onto that plane, by at
-    most `distance`: detail finer than the grid comes from the points themselves. The plane's normal comes
-    from the `neighbours` nearest points, its position from the mean of the `anchors` nearest of them: the
-    mean of all lies inside a curved surface (a rounded edge or a fold would be flattened), that of the few
-    nearest much less. Vertices without `neighbours` points within 4 x `distance` (completed surface) stay.
-    The result shares the faces of `mesh`.
-
-    The mesh's own normals are not consulted: on a coarse grid they step (a 45-degree roof's are the
-    grid's axes), and a vertex whose neighbours lie on another surface moves by at most `distance`."""
-    if len(mesh.vertices) == 0 or len(points) < neighbours:
-        return mesh
-    anchors = min(anchors, neighbours)
-    vertices = np.asarray(mesh.vertices)
-    tree = cKDTree(points) if tree is None else tree
-    moved = vertices.copy()
-    for start in range(0, len(vertices), CHUNK):  # the plane fits cost about 600 B a vertex
-        part = slice(start, start + CHUNK)
-        gaps, index = tree.query(vertices[part], k=neighbours, distance_upper_bound=4 * distance, workers=-1)
-        near = np.isfinite(gaps).all(axis=1)
-        _, plane_normal, _ = plane_fits(points, index[near])
-        anchor = points[index[near, :anchors]].mean(axis=1)  # the query sorts neighbours nearest first
-        offset = np.einsum("ni,ni->n", vertices[part][near] - anchor, plane_normal)
-        moved[part][near] -= np.clip(offset, -distance, distance)[:, None] * plane_normal
-    snapped = trimesh.Trimesh(vertices=moved, faces=mesh.faces, process=False)
-    if mesh.visual.kind == "vertex":
-        snapped.visual.vertex_colors = mesh.visual.vertex_colors
-    return snapped
 
 
 def simplified(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh:

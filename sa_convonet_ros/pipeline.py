@@ -36,11 +36,12 @@ from .denoise import NoiseEstimate
 from .errors import ReconstructionCancelled, ReconstructionError
 from .local_runner import LocalRunner
 from .memory import release_freed_memory
-from .meshing import StreamingMesher, color_from_points, near_points, smooth_inside_borders, snap_to_points, trim_reach
+from .meshing import StreamingMesher, near_points, trim_reach
 from .model import ConvONet
 from .planning import WindowPlan, plan_windows
 from .points import PreparedPoints, prepare_points
 from .ray_runner import connect
+from .refine import color_from_points, smooth_inside_borders, snap_to_points
 from .runners import BatchResult, BatchRunner, Progress, ProgressTally, StageClock
 from .window_scale import scaled_to_map
 

@@ -18,9 +18,10 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from sa_convonet_ros.errors import ReconstructionCancelled
-from sa_convonet_ros.meshing import color_from_points, simplified
+from sa_convonet_ros.meshing import simplified
 from sa_convonet_ros.model import ConvONet
 from sa_convonet_ros.pipeline import PartialMesh, RunStats, reconstruct
+from sa_convonet_ros.refine import color_from_points
 from sa_convonet_ros.ros.marker_blocks import MarkerBlocks
 from sa_convonet_ros.ros.markers import NumpyMarkerArray
 from sa_convonet_ros.ros.messages import BLOCK_EDGE_IN_WINDOWS, mesh_messages
