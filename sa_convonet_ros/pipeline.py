@@ -282,7 +282,7 @@ def finish_mesh(mesh: trimesh.Trimesh, cloud: PreparedPoints, meshing: MeshingCo
     steps = refinements(meshing, cloud.noise) if refine else []
     if "snap" in steps:
         mesh = snap_to_points(mesh, cloud.points, meshing.snap_distance, meshing.snap_neighbours, tree=tree,
-                              anchors=meshing.snap_anchors)
+                              anchors=meshing.snap_anchors, reach=meshing.snap_reach)
     if "smoothing" in steps:
         mesh = smooth_inside_borders(mesh, meshing.smooth_iterations)
     if cloud.colors is not None and meshing.color_from_input:

@@ -70,12 +70,13 @@ TAUBIN_SHRINK, TAUBIN_INFLATE = 0.5, 0.53
 
 
 def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, neighbours: int = 6,
-                   tree: cKDTree | None = None, anchors: int = 3) -> trimesh.Trimesh:
+                   tree: cKDTree | None = None, anchors: int = 3, reach: float = 4.0) -> trimesh.Trimesh:
     """Each vertex moved along the normal of the plane fitted to its nearest points onto that plane, by at
     most `distance`: detail finer than the grid comes from the points themselves. The plane's normal comes
     from the `neighbours` nearest points, its position from the mean of the `anchors` nearest of them: the
     mean of all lies inside a curved surface (a rounded edge or a fold would be flattened), that of the few
-    nearest much less. Vertices without `neighbours` points within 4 x `distance` (completed surface) stay.
+    nearest much less. Vertices without `neighbours` points within `reach` x `distance` (completed surface)
+    stay.
     The result shares the faces of `mesh`.
 
     The mesh's own normals are not consulted: on a coarse grid they step (a 45-degree roof's are the
@@ -88,7 +89,8 @@ def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, n
     moved = vertices.copy()
     for start in range(0, len(vertices), CHUNK):  # the plane fits cost about 600 B a vertex
         part = slice(start, start + CHUNK)
-        gaps, index = tree.query(vertices[part], k=neighbours, distance_upper_bound=4 * distance, workers=-1)
+        gaps, index = tree.query(vertices[part], k=neighbours, distance_upper_bound=reach * distance,
+                                   workers=-1)
         near = np.isfinite(gaps).all(axis=1)
         _, plane_normal, _ = plane_fits(points, index[near])
         anchor = points[index[near, :anchors]].mean(axis=1)  # the query sorts neighbours nearest first

@@ -22,6 +22,11 @@ def test_snapping_moves_vertices_onto_the_points_plane_by_at_most_the_distance()
     np.testing.assert_array_equal(snapped[:, :2], before[:, :2])
     far = before[:, 2] < 0.103 - 0.04
     assert far.any() and np.array_equal(snapped[far], before[far])
+    wider = np.asarray(snap_to_points(plane, points, distance=0.01, reach=8.0).vertices)  # within 8 cm
+    reached = far & (before[:, 2] > 0.103 - 0.075)
+    assert reached.any() and np.allclose(wider[reached, 2], before[reached, 2] + 0.01)
+    farther = before[:, 2] < 0.103 - 0.085
+    assert farther.any() and np.array_equal(wider[farther], before[farther])
     limited = snap_to_points(plane, points, distance=0.001)
     assert np.abs(np.asarray(limited.vertices) - before).max() <= 0.001 + 1e-12
 
