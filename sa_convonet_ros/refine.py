@@ -50,7 +50,8 @@ def smooth_inside_borders(mesh: trimesh.Trimesh, iterations: int) -> trimesh.Tri
 def umbrella_operator(faces: np.ndarray, vertex_count: int) -> scipy.sparse.csr_matrix:
     """The mean of each vertex's neighbours as a sparse matrix, vertices on the border (on an edge only one
     face has) or on no face mapped to themselves: trimesh's `laplacian_calculation` with equal weights and the
-    border pinned, from one sparse count of the edges' faces: 4-5x faster on 900 k vertices."""
+    border pinned, from one sparse count of the edges' faces (on 900 k vertices 0.26 s against trimesh's 1.35 s
+    once warm; 0.75 s against 1.0 s on a first call)."""
     first, second = faces.ravel(), faces[:, [1, 2, 0]].ravel()
     low, high = np.minimum(first, second), np.maximum(first, second)
     uses = scipy.sparse.csr_matrix((np.ones(len(low), dtype=np.int32), (low, high)),
