@@ -225,8 +225,9 @@ class MeshingConfig:
     snap_neighbours: int = setting(6, "points whose plane each vertex is snapped onto (its normal)", at_least=3)
     snap_anchors: int = setting(3, "the plane passes through the mean of this many nearest of them (fewer: curved "
                                    "parts flattened less; at most snap_neighbours)", at_least=1)
-    snap_reach: float = setting(4.0, "a vertex is snapped only where its snap_neighbours points lie within this many "
-                                     "times snap_distance (farther: completed surface, left as the field made it)",
+    snap_reach: float = setting(6.0, "a vertex is snapped only where its snap_neighbours points lie within this many "
+                                     "times snap_distance (farther: completed surface, left as the field made it); "
+                                     "beyond 4 times, a vertex on the mesh's border moves along its own normal only",
                                 above=0, at_most=100)
     smooth_iterations: int = setting(0, "Taubin smoothing passes over the finished (snapped) mesh, its borders held "
                                         "in place: faces tilted by the grid's steps and by each vertex's own snap "

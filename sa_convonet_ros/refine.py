@@ -52,18 +52,31 @@ def umbrella_operator(faces: np.ndarray, vertex_count: int) -> scipy.sparse.csr_
     face has) or on no face mapped to themselves: trimesh's `laplacian_calculation` with equal weights and the
     border pinned, from one sparse count of the edges' faces (on 900 k vertices 0.26 s against trimesh's 1.35 s
     once warm; 0.75 s against 1.0 s on a first call)."""
-    first, second = faces.ravel(), faces[:, [1, 2, 0]].ravel()
-    low, high = np.minimum(first, second), np.maximum(first, second)
-    uses = scipy.sparse.csr_matrix((np.ones(len(low), dtype=np.int32), (low, high)),
-                                   shape=(vertex_count, vertex_count))  # faces per edge: duplicates summed
-    once = uses.data == 1
-    held = np.zeros(vertex_count, dtype=bool)
-    held[np.repeat(np.arange(vertex_count), np.diff(uses.indptr))[once]] = held[uses.indices[once]] = True
+    uses, held = _edge_uses(faces, vertex_count)
     neighbours = (uses + uses.T).tocsr()
     degree = np.diff(neighbours.indptr)
     held |= degree == 0
     neighbours.data = np.repeat(np.where(held, 0.0, 1.0 / np.maximum(degree, 1)), degree)
     return (neighbours + scipy.sparse.diags(held.astype(np.float64))).tocsr()
+
+
+def border_vertices(faces: np.ndarray, vertex_count: int) -> np.ndarray:
+    """Which vertices lie on the mesh's border (an edge only one face has): the rims of holes and trimmed
+    edges."""
+    return _edge_uses(faces, vertex_count)[1]
+
+
+def _edge_uses(faces: np.ndarray, vertex_count: int) -> tuple[scipy.sparse.csr_matrix, np.ndarray]:
+    """The faces on each edge (lower vertex index as the row), and the border mask, from one sparse sum:
+    scipy adds up duplicate entries, a sort trimesh's `group_rows` would do in Python's stead."""
+    first, second = faces.ravel(), faces[:, [1, 2, 0]].ravel()
+    low, high = np.minimum(first, second), np.maximum(first, second)
+    uses = scipy.sparse.csr_matrix((np.ones(len(low), dtype=np.int32), (low, high)),
+                                   shape=(vertex_count, vertex_count))
+    once = uses.data == 1
+    border = np.zeros(vertex_count, dtype=bool)
+    border[np.repeat(np.arange(vertex_count), np.diff(uses.indptr))[once]] = border[uses.indices[once]] = True
+    return uses, border
 
 
 # Taubin's factors: a pass band of 1/0.5 - 1/0.53 = 0.11 keeps the surface's shape and damps grid-scale ripples.
@@ -77,17 +90,19 @@ def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, n
     from the `neighbours` nearest points, its position from the mean of the `anchors` nearest of them: the
     mean of all lies inside a curved surface (a rounded edge or a fold would be flattened), that of the few
     nearest much less. Vertices without `neighbours` points within `reach` x `distance` (completed surface)
-    stay.
+    stay; those on the mesh's border whose points lie beyond `FIRM_REACH` x `distance` move along their own
+    normal only (the part of the move along the mesh's normal).
     The result shares the faces of `mesh`.
 
-    The mesh's own normals are not consulted: on a coarse grid they step (a 45-degree roof's are the
-    grid's axes), and a vertex whose neighbours lie on another surface moves by at most `distance`."""
+    Elsewhere the mesh's own normals are not consulted: on a coarse grid they step (a 45-degree roof's are
+    the grid's axes), and a vertex whose neighbours lie on another surface moves by at most `distance`."""
     if len(mesh.vertices) == 0 or len(points) < neighbours:
         return mesh
     anchors = min(anchors, neighbours)
     vertices = np.asarray(mesh.vertices)
     tree = cKDTree(points) if tree is None else tree
-    moved = vertices.copy()
+    loose = border_vertices(np.asarray(mesh.faces), len(vertices)) if reach > FIRM_REACH else None
+    moves = np.zeros_like(vertices)
     for start in range(0, len(vertices), CHUNK):  # the plane fits cost about 600 B a vertex
         part = slice(start, start + CHUNK)
         gaps, index = tree.query(vertices[part], k=neighbours, distance_upper_bound=reach * distance,
@@ -96,8 +111,20 @@ def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, n
         _, plane_normal, _ = plane_fits(points, index[near])
         anchor = points[index[near, :anchors]].mean(axis=1)  # the query sorts neighbours nearest first
         offset = np.einsum("ni,ni->n", vertices[part][near] - anchor, plane_normal)
-        moved[part][near] -= np.clip(offset, -distance, distance)[:, None] * plane_normal
-    snapped = trimesh.Trimesh(vertices=moved, faces=mesh.faces, process=False)
+        moves[part][near] = -np.clip(offset, -distance, distance)[:, None] * plane_normal
+        if loose is not None:
+            loose[part][near] &= gaps[near, -1] > FIRM_REACH * distance
+            loose[part][~near] = False
+    if loose is not None and loose.any():
+        normals = np.asarray(mesh.vertex_normals)[loose]
+        moves[loose] = np.einsum("ni,ni->n", moves[loose], normals)[:, None] * normals
+    snapped = trimesh.Trimesh(vertices=vertices + moves, faces=mesh.faces, process=False)
     if mesh.visual.kind == "vertex":
         snapped.visual.vertex_colors = mesh.visual.vertex_colors
     return snapped
+
+
+# Within 4 x the snap distance a border vertex's points are near enough for their plane to place the trimmed
+# edge too; beyond it, a move across the surface would open the hole or the edge further (docs/decisions.md,
+# "What F@1cm still loses").
+FIRM_REACH = 4.0

@@ -313,10 +313,12 @@ def test_a_wall_seen_at_a_grazing_angle_keeps_the_gaps_between_its_points():
         inside = on_wall & (centres[:, 0] > 0.05) & (centres[:, 0] < 1.15)
         past_sides = on_wall & ((centres[:, 0] < 0.0) | (centres[:, 0] > 1.2))
         on_floor = (np.abs(centres[:, 2]) < 0.03) & (centres[:, 1] < 1.0)
-        kept[spacing, surround] = (mesh.area_faces[inside].sum() / wall_area, mesh.area_faces[on_floor].sum(),
+        corners = mesh.triangles[inside]  # their area as seen square on: the wall covered, not its ripples
+        covered = 0.5 * np.abs(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])[:, 1]).sum()
+        kept[spacing, surround] = (covered / wall_area, mesh.area_faces[on_floor].sum(),
                                    np.median(np.abs(centres[on_wall, 1] - 1.15)), mesh.area_faces[past_sides].sum())
     fixed, wider, surrounded = kept[0.0, 0.0], kept[1.0, 0.0], kept[1.0, 0.6]
-    assert fixed[0] < 0.8 and wider[0] > 0.95 and surrounded[0] > 0.85
+    assert fixed[0] < 0.8 and wider[0] > 0.9 and surrounded[0] > 0.84
     assert surrounded[3] < 0.25 * wider[3]
     assert surrounded[2] < 0.005  # on the wall's plane
     assert surrounded[1] == pytest.approx(fixed[1], rel=0.02)

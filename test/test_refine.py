@@ -31,6 +31,28 @@ def test_snapping_moves_vertices_onto_the_points_plane_by_at_most_the_distance()
     assert np.abs(np.asarray(limited.vertices) - before).max() <= 0.001 + 1e-12
 
 
+def test_a_border_vertex_snapped_from_afar_moves_along_its_own_normal_only():
+    """Points 4.5-5.5 cm above a flat sheet, on a slightly tilted plane: beyond 4 x the snap distance the
+    interior follows the plane's normal, while the sheet's rim moves straight up and stays where it was
+    across the surface (the trimmed edge does not open further)."""
+    ticks = np.linspace(0.0, 0.2, 21)
+    x, y = np.meshgrid(ticks, ticks, indexing="ij")
+    vertices = np.c_[x.ravel(), y.ravel(), np.zeros(x.size)]
+    corner = (np.arange(20)[:, None] * 21 + np.arange(20)[None, :]).ravel()
+    faces = np.r_[np.c_[corner, corner + 21, corner + 22], np.c_[corner, corner + 22, corner + 1]]
+    sheet = trimesh.Trimesh(vertices, faces, process=False)
+    ticks = np.arange(-0.05, 0.25, 0.005)
+    px, py = np.meshgrid(ticks, ticks, indexing="ij")
+    points = np.c_[px.ravel(), py.ravel(), 0.045 + 0.05 * px.ravel()]
+    assert np.array_equal(snap_to_points(sheet, points, distance=0.01, reach=4.0).vertices, vertices)
+    snapped = np.asarray(snap_to_points(sheet, points, distance=0.01, reach=6.0).vertices)
+    rim = (np.isclose(vertices[:, :2], 0.0) | np.isclose(vertices[:, :2], 0.2)).any(axis=1)
+    normal = np.array([-0.05, 0.0, 1.0]) / np.hypot(0.05, 1.0)
+    np.testing.assert_allclose(snapped[~rim] - vertices[~rim], np.tile(0.01 * normal, ((~rim).sum(), 1)), atol=1e-9)
+    np.testing.assert_array_equal(snapped[rim, :2], vertices[rim, :2])
+    np.testing.assert_allclose(snapped[rim, 2], 0.01 * normal[2], atol=1e-9)
+
+
 def test_snapping_a_stepped_surface_lands_on_the_points_whatever_its_normals():
     """A gentle slope meshed as steps: the risers' vertices have normals far from the slope's (as a coarse
     grid's surface does); snapping brings every vertex near the points onto them all the same."""
