@@ -101,8 +101,8 @@ def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, n
     anchors = min(anchors, neighbours)
     vertices = np.asarray(mesh.vertices)
     tree = cKDTree(points) if tree is None else tree
-    loose = border_vertices(np.asarray(mesh.faces), len(vertices)) if reach > FIRM_REACH else None
-    moves = np.zeros_like(vertices)
+    faces = np.asarray(mesh.faces)
+    moves, far = np.zeros_like(vertices), np.zeros(len(vertices), dtype=bool)
     for start in range(0, len(vertices), CHUNK):  # the plane fits cost about 600 B a vertex
         part = slice(start, start + CHUNK)
         gaps, index = tree.query(vertices[part], k=neighbours, distance_upper_bound=reach * distance,
@@ -112,16 +112,23 @@ def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, n
         anchor = points[index[near, :anchors]].mean(axis=1)  # the query sorts neighbours nearest first
         offset = np.einsum("ni,ni->n", vertices[part][near] - anchor, plane_normal)
         moves[part][near] = -np.clip(offset, -distance, distance)[:, None] * plane_normal
-        if loose is not None:
-            loose[part][near] &= gaps[near, -1] > FIRM_REACH * distance
-            loose[part][~near] = False
-    if loose is not None and loose.any():
-        normals = np.asarray(mesh.vertex_normals)[loose]
+        far[part][near] = gaps[near, -1] > FIRM_REACH * distance
+    if far.any():
+        around = faces[far[faces].any(axis=1)]  # every face of a far vertex: its border status is exact
+        loose = far & border_vertices(around, len(vertices))
+        normals = _vertex_normals(vertices, around, loose)
         moves[loose] = np.einsum("ni,ni->n", moves[loose], normals)[:, None] * normals
-    snapped = trimesh.Trimesh(vertices=vertices + moves, faces=mesh.faces, process=False)
+    snapped = trimesh.Trimesh(vertices=vertices + moves, faces=faces, process=False)
     if mesh.visual.kind == "vertex":
         snapped.visual.vertex_colors = mesh.visual.vertex_colors
     return snapped
+
+
+def _vertex_normals(vertices: np.ndarray, faces: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """trimesh's vertex normals of the vertices `which` (bool), from the faces around them only: the same
+    values as the whole mesh's (tested), at a tenth of the time where they are few."""
+    around = trimesh.Trimesh(vertices=vertices, faces=faces[which[faces].any(axis=1)], process=False)
+    return np.asarray(around.vertex_normals)[which]
 
 
 # Within 4 x the snap distance a border vertex's points are near enough for their plane to place the trimmed

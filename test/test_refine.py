@@ -4,7 +4,13 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from sa_convonet_ros.denoise import plane_fits
-from sa_convonet_ros.refine import smooth_inside_borders, snap_to_points, umbrella_operator
+from sa_convonet_ros.refine import (
+    _vertex_normals,
+    border_vertices,
+    smooth_inside_borders,
+    snap_to_points,
+    umbrella_operator,
+)
 
 
 def test_snapping_moves_vertices_onto_the_points_plane_by_at_most_the_distance():
@@ -147,3 +153,16 @@ def test_the_umbrella_operator_is_trimeshs_laplacian_with_the_border_pinned():
     np.testing.assert_array_equal(np.unique(opened.outline().vertex_nodes), np.sort(ball.faces[0]))
     loose = umbrella_operator(np.asarray(ball.faces), len(ball.vertices) + 1)  # a vertex on no face stays
     assert loose[len(ball.vertices), len(ball.vertices)] == 1.0
+
+
+def test_border_vertices_and_the_normals_of_a_few_are_trimeshs():
+    ball = trimesh.creation.icosphere(subdivisions=3)
+    opened = trimesh.Trimesh(ball.vertices * [1.0, 0.7, 1.3], ball.faces[ball.triangles_center[:, 2] < 0.6],
+                             process=False)  # an egg with its top cut off
+    border = border_vertices(np.asarray(opened.faces), len(opened.vertices))
+    np.testing.assert_array_equal(np.flatnonzero(border), np.unique(opened.outline().vertex_nodes))
+    assert not border_vertices(np.asarray(ball.faces), len(ball.vertices)).any()
+    which = border.copy()
+    which[::7] = True
+    np.testing.assert_array_equal(_vertex_normals(np.asarray(opened.vertices), np.asarray(opened.faces), which),
+                                  opened.vertex_normals[which])
