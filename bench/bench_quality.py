@@ -4,7 +4,7 @@
 
 Rooms (seeds from --first-seed on, never used in training) are generated and scanned by the project's own
 simulator, in the `dense` (1 cm voxels, 5 mm noise) and `sparse` (4 cm voxels, 15 mm noise) settings.
-Seeds 100000-100002 and the exteriors of seeds 0-2 were used to choose settings: they are the validation set;
+Seeds 100000-100004 and the exteriors of seeds 0-2 were used to choose settings: they are the validation set;
 the sealed test set is `--test` (docs/benchmarks.md). `--world held-out` (the default) furnishes the rooms
 with object families the prior never saw (creatures, statues, vases, brackets, curtains, plants, knots, tiny
 objects; see synthetic/objects.py); `--world plain` with the furniture alone. `--world exterior` is a
