@@ -12,6 +12,7 @@ import scipy.sparse
 import trimesh
 from scipy.spatial import cKDTree
 
+from .config import MeshingConfig
 from .denoise import plane_fits
 from .meshing import CHUNK
 
@@ -83,15 +84,17 @@ def _edge_uses(faces: np.ndarray, vertex_count: int) -> tuple[scipy.sparse.csr_m
 TAUBIN_SHRINK, TAUBIN_INFLATE = 0.5, 0.53
 
 
-def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float, neighbours: int = 6,
-                   tree: cKDTree | None = None, anchors: int = 3, reach: float = 4.0) -> trimesh.Trimesh:
+def snap_to_points(mesh: trimesh.Trimesh, points: np.ndarray, distance: float,
+                   neighbours: int = MeshingConfig.snap_neighbours, tree: cKDTree | None = None,
+                   anchors: int = MeshingConfig.snap_anchors, reach: float = MeshingConfig.snap_reach
+                   ) -> trimesh.Trimesh:
     """Each vertex moved along the normal of the plane fitted to its nearest points onto that plane, by at
     most `distance`: detail finer than the grid comes from the points themselves. The plane's normal comes
     from the `neighbours` nearest points, its position from the mean of the `anchors` nearest of them: the
     mean of all lies inside a curved surface (a rounded edge or a fold would be flattened), that of the few
-    nearest much less. Vertices without `neighbours` points within `reach` x `distance` (completed surface)
-    stay; those on the mesh's border whose points lie beyond `FIRM_REACH` x `distance` move along their own
-    normal only (the part of the move along the mesh's normal).
+    nearest much less (the defaults: the configuration's). Vertices without `neighbours` points within
+    `reach` x `distance` (completed surface) stay; those on the mesh's border whose points lie beyond
+    `FIRM_REACH` x `distance` move along their own normal only (the part of the move along the mesh's normal).
     The result shares the faces of `mesh`.
 
     Elsewhere the mesh's own normals are not consulted: on a coarse grid they step (a 45-degree roof's are

@@ -20,7 +20,7 @@ def test_snapping_moves_vertices_onto_the_points_plane_by_at_most_the_distance()
     x, y = np.meshgrid(ticks, ticks)
     points = np.c_[x.ravel(), y.ravel(), np.full(x.size, 0.103)]  # 3 mm above the top face
     before = np.asarray(plane.vertices)
-    snapped = np.asarray(snap_to_points(plane, points, distance=0.01).vertices)
+    snapped = np.asarray(snap_to_points(plane, points, distance=0.01, reach=4.0).vertices)
     top = before[:, 2] > 0.09
     interior = top & (np.abs(before[:, :2]) < 0.45).all(axis=1)
     np.testing.assert_allclose(snapped[interior, 2], 0.103, atol=1e-9)
@@ -33,7 +33,7 @@ def test_snapping_moves_vertices_onto_the_points_plane_by_at_most_the_distance()
     assert reached.any() and np.allclose(wider[reached, 2], before[reached, 2] + 0.01)
     farther = before[:, 2] < 0.103 - 0.085
     assert farther.any() and np.array_equal(wider[farther], before[farther])
-    limited = snap_to_points(plane, points, distance=0.001)
+    limited = snap_to_points(plane, points, distance=0.001, reach=4.0)
     assert np.abs(np.asarray(limited.vertices) - before).max() <= 0.001 + 1e-12
 
 
