@@ -257,6 +257,9 @@ def main(argv=None) -> int:
                         help="settings replaced in the UCE profiles, as JSON, "
                              "e.g. '{\"meshing\": {\"voxel_size\": 0.01}}'")
     parser.add_argument("--png-dir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also append every scene's and method's full figures (unrounded) to this file, "
+                             "one JSON object per line")
     parser.add_argument("--test", action="store_true",
                         help="the sealed test set (SEALED_TEST), instead of --world/--first-seed/--scenes/--settings")
     args = parser.parse_args(argv)
@@ -269,6 +272,20 @@ def main(argv=None) -> int:
     else:
         run_set(args, model, device, args.world, args.first_seed, args.scenes, args.settings)
     return 0
+
+
+def append_record(path: Path, world: str, setting: str, seed: int, method: str, seconds: float, scores: dict,
+                  stats, updates) -> None:
+    """One line of JSON with a method's unrounded figures on one scene (the tables round them), its run's
+    grid and windows where it is ours, and the settings replaced."""
+    figures = {k: float(v) for k, v in scores.items() if np.isscalar(v)}
+    if stats is not None:
+        figures.update(window_size=stats.window_size, voxel_size=stats.voxel_size, windows_run=stats.windows_run,
+                       window_steps_run=stats.window_steps_run, trim_distance=stats.trim_distance)
+    record = {"world": world, "setting": setting, "seed": seed, "method": method, "seconds": seconds,
+              "updates": updates, **{k: v if np.isfinite(v) else None for k, v in figures.items()}}
+    with open(path, "a") as out:
+        out.write(json.dumps(record) + "\n")
 
 
 def run_set(args, model, device, world: str, first_seed: int, scenes: int, settings) -> None:
@@ -287,6 +304,8 @@ def run_set(args, model, device, world: str, first_seed: int, scenes: int, setti
                     poisson = mesh, seconds
                 scores = case.score(mesh)
                 entries.append((seed, method, seconds, scores, len(case.points), stats))
+                if args.json:
+                    append_record(args.json, world, setting, seed, method, seconds, scores, stats, args.updates)
                 if args.png_dir and len(mesh.faces):
                     from sa_convonet_ros.preview import render_mesh_png
 
