@@ -135,6 +135,10 @@ class OptimizationConfig:
                                        at_least=0, at_most=1_000_000)
     residual_sampling: float = setting(0.0, "fraction of surface samples drawn where the fit is worst "
                                             "(0 = uniform)", at_least=0, at_most=1)
+    samples_by_area: bool = setting(False, "draw each observed point as a surface sample in proportion to the "
+                                           "area it keeps (its trim reach squared; with meshing.trim_spacing): "
+                                           "a surface seen from afar gets as many samples per square metre as "
+                                           "one seen close up (off: each point alike)")
     sigma: float = setting(0.1, "noise std of off-surface samples, in unit-cube units of a window", above=0)
     max_points_per_window: int = setting(4096, "input points fed to the encoder per window (as in training)",
                                          at_least=1, at_most=1_000_000)
@@ -420,6 +424,9 @@ def _auto_cpu() -> ReconstructionConfig:
     config.optimization.surface_samples = 640
     config.optimization.off_surface_samples = 320
     config.optimization.window_batch = 8  # per window, the cheapest step on a CPU's caches
+    # Dense maps hold their far walls' points 4 cm apart and the floor's 1 cm: by point, the far walls got a
+    # sixteenth of the samples per square metre and fitted worse (docs/decisions.md).
+    config.optimization.samples_by_area = True
     config.meshing.voxel_size = 0.01
     config.meshing.trim_distance = 0.02  # two grid cells; a sparse map's coarser grid takes its trim along
     config.meshing.snap_distance = 0.02  # two grid cells: the field's surface strays that far on coarse parts

@@ -18,6 +18,9 @@ from .model import ConvONet
 from .optimize import WindowState
 from .windows import WindowGrid, WindowSet, select_windows
 
+# The field's band reaches this many grid cells past the trim: the cube of a kept face lies wholly inside it.
+BAND_CELLS = 2
+
 
 @dataclass
 class PlannedBatch:
@@ -63,6 +66,13 @@ class WindowPlan:
             return self.band[self.windows.crop_points[window]]
         return self.band
 
+    def crop_reach(self, window: int) -> np.ndarray | None:
+        """How far from each point of a window's crop its faces are kept (its trim reach), where that differs
+        per point; None where one distance holds for all."""
+        if not isinstance(self.band, np.ndarray):
+            return None
+        return self.crop_band(window) - BAND_CELLS * self.grid.voxel_size
+
     def loss_mask(self, window: int, unit_points: np.ndarray) -> np.ndarray | None:
         """Which of a window's crop points (in its unit frame) the UCE loss draws from: those within
         `loss_margin` of the core, or within their own band of it (a face they keep may lie in the core);
@@ -89,11 +99,10 @@ def plan_windows(points: np.ndarray, config: ReconstructionConfig, steps: int, c
     kept, where that differs per point (meshing.trim_reach); else the trim distance."""
     meshing, optimization = config.meshing, config.optimization
     grid = WindowGrid.from_sizes(config.windows.window_size, meshing.voxel_size, config.windows.margin)
-    # Two grid cells past the trim: the cube of a kept face lies wholly inside the band the field is evaluated in.
-    band = None if meshing.trim_distance is None else meshing.trim_distance + 2 * meshing.voxel_size
+    band = None if meshing.trim_distance is None else meshing.trim_distance + BAND_CELLS * meshing.voxel_size
     windows = select_windows(points, grid, config.windows.min_points, band if band is not None else grid.margin)
     if band is not None and trim_reach is not None:
-        band = trim_reach + 2 * meshing.voxel_size
+        band = trim_reach + BAND_CELLS * meshing.voxel_size
     if len(windows) == 0:
         raise ReconstructionError(
             f"no window holds {config.windows.min_points} or more points near its core; "

@@ -129,11 +129,24 @@ def optimize_batch(batch: PlannedBatch, replica: ConvONet, plan: WindowPlan, poi
     loss_masks = [plan.loss_mask(w, cloud) for w, cloud in zip(batch.windows, targets or clouds)]
     if any(mask is not None for mask in loss_masks):  # the loss sees the points near the cores only
         targets = [cloud if mask is None else cloud[mask] for cloud, mask in zip(targets or clouds, loss_masks)]
+    weights = sample_areas(plan, batch.windows, loss_masks) if config.samples_by_area else None
     tensors = WindowBatch.from_arrays(clouds, device, config.max_points_per_window, rng,
-                                      max_samples=config.max_samples_per_window, targets=targets)
+                                      max_samples=config.max_samples_per_window, targets=targets, weights=weights)
     return optimize_windows(replica, tensors, config, iterations=batch.steps, seed=config.seed + batch.number,
                             on_step=on_step, cancel=cancel, initial=batch.initial, deadline=deadline,
                             fit_cell=plan.grid.voxel_size / plan.grid.crop_size)
+
+
+def sample_areas(plan: WindowPlan, windows: list[int], loss_masks: list[np.ndarray | None]) -> list[np.ndarray] | None:
+    """The area each point the loss samples from keeps, per window: its trim reach squared. None where one
+    reach holds for every point (no `trim_spacing`, or no trim): there, drawing by area is drawing alike."""
+    areas = []
+    for w, mask in zip(windows, loss_masks):
+        reach = plan.crop_reach(w)
+        if reach is None:
+            return None
+        areas.append(np.square(reach if mask is None else reach[mask]))
+    return areas
 
 
 def evaluate_batch(batch: PlannedBatch, ensemble: WindowEnsemble, plan: WindowPlan, points: np.ndarray,

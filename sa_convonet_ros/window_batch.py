@@ -26,19 +26,27 @@ class WindowBatch:
     counts: torch.Tensor  # [W] number of real points
     samples: torch.Tensor | None = None  # [W, S, 3]; None: draw from `points`
     sample_counts: torch.Tensor | None = None  # [W]
+    # [W, S]: each window's running share of its sample weights (ending at 1); None: every point alike
+    sample_cdf: torch.Tensor | None = None
 
     @classmethod
     def from_arrays(cls, clouds: list[np.ndarray], device: torch.device, max_points: int,
                     rng: np.random.Generator, max_samples: int | None = None,
-                    targets: list[np.ndarray] | None = None) -> "WindowBatch":
+                    targets: list[np.ndarray] | None = None,
+                    weights: list[np.ndarray] | None = None) -> "WindowBatch":
         """`targets` (one per cloud): the points the loss samples from when they differ from the encoder's
-        input (e.g. denoised ones); by default the clouds themselves."""
+        input (e.g. denoised ones); by default the clouds themselves. `weights` (one per cloud, one per
+        point the loss samples from): how likely each is drawn as a surface sample; by default alike."""
         points, mask, counts = pad_clouds([_cap(c, max_points, rng) for c in clouds], device)
-        if targets is None and (max_samples is None or all(len(c) <= max_points for c in clouds)):
+        if targets is None and weights is None and (max_samples is None or all(len(c) <= max_points for c in clouds)):
             return cls(points, mask, counts)
-        limit = max_samples or max(len(c) for c in (targets or clouds))
-        samples, _, sample_counts = pad_clouds([_cap(c, limit, rng) for c in (targets or clouds)], device)
-        return cls(points, mask, counts, samples, sample_counts)
+        sources = targets or clouds
+        limit = max_samples or max(len(c) for c in sources)
+        kept = [_cap(np.arange(len(c)), limit, rng) for c in sources]  # the same rows of points and weights
+        samples, _, sample_counts = pad_clouds([c[rows] for c, rows in zip(sources, kept)], device)
+        cdf = None if weights is None else running_shares([w[rows] for w, rows in zip(weights, kept)], samples.shape[1],
+                                                          device)
+        return cls(points, mask, counts, samples, sample_counts, cdf)
 
     def __len__(self) -> int:
         return self.points.shape[0]
@@ -49,7 +57,7 @@ class WindowBatch:
             return None if tensor is None else tensor[index]
 
         return WindowBatch(self.points[index], self.mask[index], self.counts[index], pick(self.samples),
-                           pick(self.sample_counts))
+                           pick(self.sample_counts), pick(self.sample_cdf))
 
     def loss_points(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The points the UCE loss draws from, [W, S, 3], and how many are real per window, [W]."""
@@ -60,6 +68,17 @@ class WindowBatch:
 
 def _cap(cloud: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
     return cloud if len(cloud) <= limit else cloud[rng.choice(len(cloud), limit, replace=False)]
+
+
+def running_shares(weights: list[np.ndarray], length: int, device: torch.device) -> torch.Tensor:
+    """Each window's cumulative weights over its total, [W, length] float32, padding rows at 1 (a uniform
+    draw in [0, 1) finds its point by a binary search)."""
+    shares = torch.ones(len(weights), length, device=device)
+    for w, row in enumerate(weights):
+        total = np.cumsum(np.asarray(row, dtype=np.float64))
+        if len(total) and total[-1] > 0:
+            shares[w, :len(total)] = torch.as_tensor(total / total[-1], dtype=torch.float32, device=device)
+    return shares
 
 
 def pad_clouds(clouds: list, device: torch.device):
@@ -108,7 +127,9 @@ def sample_uce_queries(batch: WindowBatch, n_surface: int, n_off_surface: int, s
                        rows: torch.Tensor | None = None, among: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Surface samples (target 0.5) and noisy off-surface samples (target 1.0) from each window's points.
 
-    With `residuals`, part of the surface samples is drawn where the fit is worst (see ResidualSampling).
+    Surface samples follow the batch's `sample_cdf` where it has one (uniformly over the points otherwise);
+    off-surface samples are centred on points drawn alike. With `residuals`, part of the surface samples is
+    drawn where the fit is worst (see ResidualSampling).
     `rows`: the batch is these windows of a batch of `among`, and draws what their rows of that batch's
     uniform draws would be (so a window's samples do not depend on which others still adapt)."""
     windows, device = len(batch), batch.points.device
@@ -120,6 +141,9 @@ def sample_uce_queries(batch: WindowBatch, n_surface: int, n_off_surface: int, s
     if rows is not None:
         uniform, noise = uniform[rows], noise[rows]
     pick = (uniform * counts[:, None]).long()
+    if batch.sample_cdf is not None:
+        by_area = torch.searchsorted(batch.sample_cdf, uniform[:, :n_surface].contiguous(), right=True)
+        pick[:, :n_surface] = torch.minimum(by_area, counts[:, None] - 1)
     if residuals is not None:
         weighted = residuals.weighted_count(n_surface)
         if weighted:

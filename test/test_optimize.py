@@ -427,3 +427,28 @@ def test_the_replay_of_many_steps_gives_way_to_the_budget_and_the_cancel():
     touched = cells_touched(FeatureGrids(ensemble.encoded, 0.1), batch, config, torch.Generator(), 3,
                             deadline=time.monotonic() + 60)
     assert touched is not None and 0 < touched.float().mean() < 1
+
+
+def test_surface_samples_follow_the_point_weights_and_the_off_surface_centres_do_not():
+    cloud = np.c_[np.arange(4) * 0.1, np.zeros(4), np.zeros(4)].astype(np.float32)
+    batch = WindowBatch.from_arrays([cloud], CPU, max_points=10, rng=np.random.default_rng(0),
+                                    weights=[np.array([0.0, 1.0, 1.0, 6.0])])
+    queries, _ = sample_uce_queries(batch, 40_000, 40_000, sigma=1e-4, generator=torch.Generator().manual_seed(0))
+    drawn = np.round(queries[0, :, 0].numpy() / 0.1).astype(int)
+    surface, centres = np.bincount(drawn[:40_000], minlength=4), np.bincount(drawn[40_000:], minlength=4)
+    assert surface[0] == 0  # a point of no area is never a surface sample
+    assert surface / 40_000 == pytest.approx([0.0, 0.125, 0.125, 0.75], abs=0.01)
+    assert centres / 40_000 == pytest.approx([0.25] * 4, abs=0.01)
+
+
+def test_capped_samples_keep_their_own_weights():
+    cloud = np.c_[np.arange(500) / 500, np.zeros(500), np.zeros(500)].astype(np.float32)
+    weights = np.arange(500) + 1.0  # each point's weight from its own x
+    batch = WindowBatch.from_arrays([cloud], CPU, max_points=100, rng=np.random.default_rng(0), max_samples=50,
+                                    weights=[weights])
+    kept = np.round(batch.samples[0, :, 0].numpy() * 500).astype(int)
+    assert len(set(kept)) == 50
+    shares = np.diff(batch.sample_cdf[0].numpy(), prepend=0.0)
+    assert shares == pytest.approx((kept + 1.0) / (kept + 1.0).sum(), abs=1e-6)
+    again = batch.subset(torch.tensor([0]))
+    assert torch.equal(again.sample_cdf, batch.sample_cdf)

@@ -112,3 +112,18 @@ def test_stage_clock_adds_up_each_stage():
         with clock.stage("field"):
             time.sleep(0.01)
     assert clock.seconds["field"] >= 0.02 and clock.seconds["optimize"] == 0
+
+
+def test_the_loss_points_weigh_the_area_their_own_trim_reach_keeps(room_corner):
+    config = small_config(iterations=1)
+    reach = np.random.default_rng(0).uniform(0.02, 0.06, len(room_corner))
+    plan = plan_windows(room_corner, config, steps=1, trim_reach=reach)
+    windows = plan.batches[0].windows
+    masks = [plan.loss_mask(w, plan.grid.to_unit(room_corner[plan.windows.crop_points[w]], plan.windows.index[w]))
+             for w in windows]
+    areas = runners_module.sample_areas(plan, windows, masks)
+    for w, mask, area in zip(windows, masks, areas):
+        own = reach[plan.windows.crop_points[w]]
+        assert area == pytest.approx(np.square(own if mask is None else own[mask]))
+    alike = plan_windows(room_corner, config, steps=1)  # one reach for every point
+    assert runners_module.sample_areas(alike, windows, masks) is None
