@@ -140,6 +140,13 @@ class OptimizationConfig:
                                            "a surface seen from afar gets as many samples per square metre as "
                                            "one seen close up (off: each point alike)")
     sigma: float = setting(0.1, "noise std of off-surface samples, in unit-cube units of a window", above=0)
+    off_surface_clearance: float = setting(0.0, "off-surface samples centred on a point of a sparse surface (see "
+                                                "clearance_gap) lie at least this share of sigma off the point's "
+                                                "plane: none lands on the surface between its points (0 = off)",
+                                           at_least=0, at_most=1)
+    clearance_gap: float = setting(3.0, "a surface counts as sparse for off_surface_clearance where a point's "
+                                        "third-nearest neighbour lies at least this many grid cells away",
+                                   above=0)
     max_points_per_window: int = setting(4096, "input points fed to the encoder per window (as in training)",
                                          at_least=1, at_most=1_000_000)
     max_samples_per_window: int = setting(100_000, "observed points the UCE loss samples from, per window",
@@ -427,6 +434,9 @@ def _auto_cpu() -> ReconstructionConfig:
     # Dense maps hold their far walls' points 4 cm apart and the floor's 1 cm: by point, the far walls got a
     # sixteenth of the samples per square metre and fitted worse (docs/decisions.md).
     config.optimization.samples_by_area = True
+    # A far wall's points lie 4 grid cells apart: off-surface samples landing on it between them kept the field
+    # off the level there, and holes opened between points (docs/decisions.md).
+    config.optimization.off_surface_clearance = 0.2
     config.meshing.voxel_size = 0.01
     config.meshing.trim_distance = 0.02  # two grid cells; a sparse map's coarser grid takes its trim along
     config.meshing.snap_distance = 0.02  # two grid cells: the field's surface strays that far on coarse parts

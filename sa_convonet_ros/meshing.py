@@ -350,18 +350,26 @@ def surrounded(tree: cKDTree, positions: np.ndarray, limit: float) -> np.ndarray
 MAX_TRIM_STRETCH = 3.0
 
 
-def trim_reach(tree: cKDTree, distance: float, per_spacing: float) -> np.ndarray | None:
-    """How far from each point of `tree` faces are kept: `distance`, or `per_spacing` times the distance from
-    the point to its third-nearest neighbour where that is more (a surface seen at a grazing angle or from
-    afar leaves gaps between its points wider than where it was seen square on), at most MAX_TRIM_STRETCH
-    times `distance`. None where `per_spacing` is 0 (the same distance everywhere)."""
-    if per_spacing <= 0 or tree.n < 4:
-        return None
-    reach = np.empty(tree.n)
+def point_gaps(tree: cKDTree) -> np.ndarray:
+    """Each point's distance to its third-nearest neighbour: the local spacing, wider where a surface was
+    seen at a grazing angle or from afar (inf where the cloud has fewer than four points)."""
+    gaps = np.full(tree.n, np.inf)
+    if tree.n < 4:
+        return gaps
     for start in range(0, tree.n, CHUNK):
-        gaps, _ = tree.query(tree.data[start:start + CHUNK], k=4, workers=-1)
-        reach[start:start + CHUNK] = per_spacing * gaps[:, 3]
-    return np.clip(reach, distance, MAX_TRIM_STRETCH * distance)
+        distances, _ = tree.query(tree.data[start:start + CHUNK], k=4, workers=-1)
+        gaps[start:start + CHUNK] = distances[:, 3]
+    return gaps
+
+
+def trim_reach(gaps: np.ndarray, distance: float, per_spacing: float) -> np.ndarray | None:
+    """How far from each point faces are kept: `distance`, or `per_spacing` times the point's gap
+    (`point_gaps`) where that is more (a surface seen at a grazing angle or from afar leaves gaps between its
+    points wider than where it was seen square on), at most MAX_TRIM_STRETCH times `distance`. None where
+    `per_spacing` is 0 (the same distance everywhere) or the cloud has fewer than four points."""
+    if per_spacing <= 0 or len(gaps) < 4:
+        return None
+    return np.clip(per_spacing * gaps, distance, MAX_TRIM_STRETCH * distance)
 
 
 def simplified(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh:

@@ -253,7 +253,7 @@ def cells_touched(grids: FeatureGrids, batch: WindowBatch, config: OptimizationC
             if deadline is not None and now - started > REPLAY_SHARE_OF_BUDGET * (deadline - started):
                 return None
         queries, _ = sample_uce_queries(batch, config.surface_samples, config.off_surface_samples, config.sigma,
-                                        replay)
+                                        replay, clearance=config.off_surface_clearance)
         touched[grids.corner_rows(queries)[0]] = True
     return touched
 
@@ -432,7 +432,8 @@ def _step(working: WorkingSet, config: OptimizationConfig, generator: torch.Gene
     ensemble, residuals = working.ensemble, working.residuals
     rows = None if ensemble is working.full else working.windows
     queries, targets = sample_uce_queries(ensemble.batch, config.surface_samples, config.off_surface_samples,
-                                          config.sigma, generator, residuals, rows, len(working.full.batch))
+                                          config.sigma, generator, residuals, rows, len(working.full.batch),
+                                          config.off_surface_clearance)
     with precision_mode(config.precision, ensemble.batch.points.device):
         if ensemble.grids is not None:
             logits = ensemble.decode(queries, sampled=ensemble.grids.sample(queries))

@@ -36,13 +36,14 @@ from .denoise import NoiseEstimate
 from .errors import ReconstructionCancelled, ReconstructionError
 from .local_runner import LocalRunner
 from .memory import release_freed_memory
-from .meshing import StreamingMesher, near_points, trim_reach
+from .meshing import StreamingMesher, near_points, point_gaps, trim_reach
 from .model import ConvONet
 from .planning import WindowPlan, plan_windows
 from .points import PreparedPoints, prepare_points
 from .ray_runner import connect
 from .refine import color_from_points, smooth_inside_borders, snap_to_points
 from .runners import BatchResult, BatchRunner, Progress, ProgressTally, StageClock
+from .window_batch import ClearancePlanes
 from .window_scale import scaled_to_map
 
 
@@ -137,8 +138,9 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
         # One KD-tree of the points (about 35 B each) trims every block's faces as it is marched, so only the
         # kept faces are held until the mesh is assembled; snapping and colouring reuse it.
         tree = cKDTree(cloud.points)
-        reach = None if trim is None else trim_reach(tree, trim, config.meshing.trim_spacing)
-        plan = plan_windows(cloud.points, config, steps, cache, model, workers=runner.round_size, trim_reach=reach)
+        reach, clearance = spacing_dependents(tree, config, steps)
+        plan = plan_windows(cloud.points, config, steps, cache, model, workers=runner.round_size, trim_reach=reach,
+                            clearance=clearance)
     report("windows", len(plan.windows), len(plan.windows))
     tally = ProgressTally(report, {"optimize": sum(batch.steps for batch in plan.batches),
                                    "field": len(plan.batches)})
@@ -170,6 +172,22 @@ def reconstruct(points: np.ndarray, config: ReconstructionConfig | None = None, 
     stats.trim_distance = float("nan") if trim is None else float(trim)  # as run: it grows with the grid
     stats.distributed = runner.traffic()
     return Result(mesh=mesh, stats=stats)
+
+
+def spacing_dependents(tree: cKDTree, config: ReconstructionConfig,
+                       steps: int) -> tuple[np.ndarray | None, ClearancePlanes | None]:
+    """What follows each point's local spacing, where the settings ask for it: its trim reach
+    (meshing.trim_reach), and the planes off-surface samples keep clear of where the points are sparse."""
+    meshing, optimization = config.meshing, config.optimization
+    wants_reach = meshing.trim_distance is not None and meshing.trim_spacing > 0
+    wants_clearance = steps > 0 and optimization.off_surface_clearance > 0
+    if not (wants_reach or wants_clearance):
+        return None, None
+    gaps = point_gaps(tree)
+    reach = trim_reach(gaps, meshing.trim_distance, meshing.trim_spacing) if wants_reach else None
+    clearance = (ClearancePlanes.where_sparse(tree, gaps, optimization.clearance_gap * meshing.voxel_size)
+                 if wants_clearance else None)
+    return reach, clearance
 
 
 def _check(stop: threading.Event) -> None:

@@ -16,6 +16,7 @@ from .config import ReconstructionConfig
 from .errors import ReconstructionError
 from .model import ConvONet
 from .optimize import WindowState
+from .window_batch import ClearancePlanes
 from .windows import WindowGrid, WindowSet, select_windows
 
 # The field's band reaches this many grid cells past the trim: the cube of a kept face lies wholly inside it.
@@ -51,6 +52,7 @@ class WindowPlan:
     settings_id: str | None = None  # fingerprint of the settings and the model; None without a cache
     sweep_axis: int = 0
     loss_margin: float = 0.0  # metres around the cores the UCE samples come from (0: the whole crops)
+    clearance: ClearancePlanes | None = None  # the planes off-surface samples keep clear of, at the cloud's points
 
     def block_keys(self) -> list[WindowKey]:
         """Every window's key: the blocks the field will consist of."""
@@ -73,6 +75,10 @@ class WindowPlan:
             return None
         return self.crop_band(window) - BAND_CELLS * self.grid.voxel_size
 
+    def crop_normals(self, window: int) -> np.ndarray | None:
+        """The clearance planes' normals at the points of a window's crop (zero rows: none); None: none."""
+        return None if self.clearance is None else self.clearance.at(self.windows.crop_points[window])
+
     def loss_mask(self, window: int, unit_points: np.ndarray) -> np.ndarray | None:
         """Which of a window's crop points (in its unit frame) the UCE loss draws from: those within
         `loss_margin` of the core, or within their own band of it (a face they keep may lie in the core);
@@ -92,11 +98,13 @@ class WindowPlan:
 
 
 def plan_windows(points: np.ndarray, config: ReconstructionConfig, steps: int, cache: WindowCache | None = None,
-                 model: ConvONet | None = None, workers: int = 1, trim_reach: np.ndarray | None = None) -> WindowPlan:
+                 model: ConvONet | None = None, workers: int = 1, trim_reach: np.ndarray | None = None,
+                 clearance: ClearancePlanes | None = None) -> WindowPlan:
     """The windows that hold enough points, split into blocks the cache still has, windows that start
     warm from a cached state, and cold ones; the last two batched (cold first), as many batches as a
     multiple of the `workers` that run them side by side. `trim_reach`: how far from each point faces are
-    kept, where that differs per point (meshing.trim_reach); else the trim distance."""
+    kept, where that differs per point (meshing.trim_reach); else the trim distance. `clearance`: the planes
+    the windows' off-surface samples keep clear of."""
     meshing, optimization = config.meshing, config.optimization
     grid = WindowGrid.from_sizes(config.windows.window_size, meshing.voxel_size, config.windows.margin)
     band = None if meshing.trim_distance is None else meshing.trim_distance + BAND_CELLS * meshing.voxel_size
@@ -112,14 +120,15 @@ def plan_windows(points: np.ndarray, config: ReconstructionConfig, steps: int, c
     if cache is None:
         every = [(w, tuple(int(v) for v in windows.index[w]), "", None) for w in range(len(windows))]
         batches = _batched(every, steps, optimization.window_batch, workers=workers)
-        return WindowPlan(grid, windows, band, {}, batches, sweep_axis=axis, loss_margin=config.windows.loss_margin)
+        return WindowPlan(grid, windows, band, {}, batches, sweep_axis=axis, loss_margin=config.windows.loss_margin,
+                          clearance=clearance)
     settings_id = settings_fingerprint(config, steps, model_fingerprint(model))
     warm_steps = min(optimization.warm_start_iterations, steps)
     reused, cold, warm = _split_by_cache(points, windows, cache, settings_id, warm_start=warm_steps > 0)
     batches = _batched(cold, steps, optimization.window_batch, workers=workers)
     batches += _batched(warm, warm_steps, optimization.window_batch, first_number=len(batches), workers=workers)
     batches.sort(key=lambda batch: windows.index[batch.windows[0], axis])  # cold and warm ones, slab by slab
-    return WindowPlan(grid, windows, band, reused, batches, settings_id, axis, config.windows.loss_margin)
+    return WindowPlan(grid, windows, band, reused, batches, settings_id, axis, config.windows.loss_margin, clearance)
 
 
 def sweep_axis(window_index: np.ndarray) -> int:

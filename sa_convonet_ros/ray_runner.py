@@ -139,7 +139,8 @@ def batch_input(plan: WindowPlan, batch: PlannedBatch, points: np.ndarray,
     own = dataclasses.replace(batch, windows=list(range(len(batch.windows))))
     band = plan.band[used] if isinstance(plan.band, np.ndarray) else plan.band  # per point: the used ones'
     # the driver's plan with only this batch: every other setting of it (the loss margin, ...) travels as it is
-    work = dataclasses.replace(plan, windows=windows, band=band, reused={}, batches=[own])
+    clearance = None if plan.clearance is None else plan.clearance.among(used)
+    work = dataclasses.replace(plan, windows=windows, band=band, reused={}, batches=[own], clearance=clearance)
     return BatchInput(own, work, points[used], None if encoder_points is None else encoder_points[used])
 
 

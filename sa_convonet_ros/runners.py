@@ -130,8 +130,10 @@ def optimize_batch(batch: PlannedBatch, replica: ConvONet, plan: WindowPlan, poi
     if any(mask is not None for mask in loss_masks):  # the loss sees the points near the cores only
         targets = [cloud if mask is None else cloud[mask] for cloud, mask in zip(targets or clouds, loss_masks)]
     weights = sample_areas(plan, batch.windows, loss_masks) if config.samples_by_area else None
+    normals = clearance_normals(plan, batch.windows, loss_masks) if config.off_surface_clearance else None
     tensors = WindowBatch.from_arrays(clouds, device, config.max_points_per_window, rng,
-                                      max_samples=config.max_samples_per_window, targets=targets, weights=weights)
+                                      max_samples=config.max_samples_per_window, targets=targets, weights=weights,
+                                      normals=normals)
     return optimize_windows(replica, tensors, config, iterations=batch.steps, seed=config.seed + batch.number,
                             on_step=on_step, cancel=cancel, initial=batch.initial, deadline=deadline,
                             fit_cell=plan.grid.voxel_size / plan.grid.crop_size)
@@ -147,6 +149,16 @@ def sample_areas(plan: WindowPlan, windows: list[int], loss_masks: list[np.ndarr
             return None
         areas.append(np.square(reach if mask is None else reach[mask]))
     return areas
+
+
+def clearance_normals(plan: WindowPlan, windows: list[int],
+                      loss_masks: list[np.ndarray | None]) -> list[np.ndarray] | None:
+    """The planes the off-surface samples of each point the loss samples from keep clear of, per window
+    (zero rows: none); None where the plan holds no planes."""
+    if plan.clearance is None:
+        return None
+    normals = [plan.crop_normals(w) for w in windows]
+    return [n if mask is None else n[mask] for n, mask in zip(normals, loss_masks)]
 
 
 def evaluate_batch(batch: PlannedBatch, ensemble: WindowEnsemble, plan: WindowPlan, points: np.ndarray,

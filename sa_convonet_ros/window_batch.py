@@ -3,6 +3,10 @@
 Each window's points are in its own unit-cube frame, padded to one length: the encoder's input (capped as
 in training) and the observed points the loss samples from. A step draws, per window, surface samples
 (observed points, target 0.5) and off-surface samples (observed points plus Gaussian noise, target 1.0).
+
+Where a surface's points lie several grid cells apart (a far wall), off-surface samples that land on the
+surface between its points teach the field to stay off the level there, and holes open between points the
+mesh would join; such samples are moved out to a clearance from the local plane (`ClearancePlanes`).
 """
 from __future__ import annotations
 
@@ -11,6 +15,51 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
+
+from .denoise import plane_fits
+
+# Points per plane fit of the clearance: a lattice's nearest ring and a little more.
+CLEARANCE_NEIGHBOURS = 8
+# Rows per pass of the clearance's plane fits: bounds their temporaries to tens of MB on any map.
+CLEARANCE_CHUNK = 1 << 16
+
+
+@dataclass
+class ClearancePlanes:
+    """The planes some points' off-surface samples keep clear of: `index` (sorted) into a cloud's points,
+    `normals` (K, 3) the unit normals of the planes through their nearest points."""
+
+    index: np.ndarray
+    normals: np.ndarray
+
+    @classmethod
+    def where_sparse(cls, tree: cKDTree, gaps: np.ndarray, min_gap: float) -> "ClearancePlanes":
+        """Planes at the points of `tree` whose gap (meshing.point_gaps) is at least `min_gap`."""
+        index = np.flatnonzero(np.isfinite(gaps) & (gaps >= min_gap))  # inf: too few points for a plane
+        normals = np.zeros((len(index), 3), dtype=np.float32)
+        k = min(CLEARANCE_NEIGHBOURS, tree.n)
+        for start in range(0, len(index), CLEARANCE_CHUNK):
+            _, neighbours = tree.query(tree.data[index[start:start + CLEARANCE_CHUNK]], k=k, workers=-1)
+            normals[start:start + CLEARANCE_CHUNK] = plane_fits(tree.data, neighbours)[1]
+        return cls(index, normals)
+
+    def among(self, points: np.ndarray) -> "ClearancePlanes":
+        """The planes at the cloud's points `points` (sorted indices), indexed by their place in `points`."""
+        if len(points) == 0:
+            return ClearancePlanes(self.index[:0], self.normals[:0])
+        place = np.minimum(np.searchsorted(points, self.index), len(points) - 1)
+        held = points[place] == self.index
+        return ClearancePlanes(place[held], self.normals[held])
+
+    def at(self, points: np.ndarray) -> np.ndarray:
+        """The normals at the cloud's points `points` (indices), (n, 3); zero where no plane is held."""
+        out = np.zeros((len(points), 3), dtype=np.float32)
+        if len(self.index):
+            slot = np.minimum(np.searchsorted(self.index, points), len(self.index) - 1)
+            held = self.index[slot] == points
+            out[held] = self.normals[slot[held]]
+        return out
 
 
 @dataclass
@@ -28,17 +77,23 @@ class WindowBatch:
     sample_counts: torch.Tensor | None = None  # [W]
     # [W, S]: each window's running share of its sample weights (ending at 1); None: every point alike
     sample_cdf: torch.Tensor | None = None
+    # [W, S, 3]: the plane normal each loss point's off-surface samples keep clear of (zero: none); None: none
+    sample_normals: torch.Tensor | None = None
 
     @classmethod
     def from_arrays(cls, clouds: list[np.ndarray], device: torch.device, max_points: int,
                     rng: np.random.Generator, max_samples: int | None = None,
                     targets: list[np.ndarray] | None = None,
-                    weights: list[np.ndarray] | None = None) -> "WindowBatch":
+                    weights: list[np.ndarray] | None = None,
+                    normals: list[np.ndarray] | None = None) -> "WindowBatch":
         """`targets` (one per cloud): the points the loss samples from when they differ from the encoder's
         input (e.g. denoised ones); by default the clouds themselves. `weights` (one per cloud, one per
-        point the loss samples from): how likely each is drawn as a surface sample; by default alike."""
+        point the loss samples from): how likely each is drawn as a surface sample; by default alike.
+        `normals` (one (n, 3) per cloud, aligned the same way): the planes their off-surface samples keep
+        clear of (`ClearancePlanes`; zero rows: none)."""
         points, mask, counts = pad_clouds([_cap(c, max_points, rng) for c in clouds], device)
-        if targets is None and weights is None and (max_samples is None or all(len(c) <= max_points for c in clouds)):
+        if (targets is None and weights is None and normals is None
+                and (max_samples is None or all(len(c) <= max_points for c in clouds))):
             return cls(points, mask, counts)
         sources = targets or clouds
         limit = max_samples or max(len(c) for c in sources)
@@ -46,7 +101,8 @@ class WindowBatch:
         samples, _, sample_counts = pad_clouds([c[rows] for c, rows in zip(sources, kept)], device)
         cdf = None if weights is None else running_shares([w[rows] for w, rows in zip(weights, kept)], samples.shape[1],
                                                           device)
-        return cls(points, mask, counts, samples, sample_counts, cdf)
+        planes = None if normals is None else pad_clouds([n[rows] for n, rows in zip(normals, kept)], device)[0]
+        return cls(points, mask, counts, samples, sample_counts, cdf, planes)
 
     def __len__(self) -> int:
         return self.points.shape[0]
@@ -57,7 +113,7 @@ class WindowBatch:
             return None if tensor is None else tensor[index]
 
         return WindowBatch(self.points[index], self.mask[index], self.counts[index], pick(self.samples),
-                           pick(self.sample_counts), pick(self.sample_cdf))
+                           pick(self.sample_counts), pick(self.sample_cdf), pick(self.sample_normals))
 
     def loss_points(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The points the UCE loss draws from, [W, S, 3], and how many are real per window, [W]."""
@@ -124,12 +180,14 @@ class ResidualSampling:
 
 def sample_uce_queries(batch: WindowBatch, n_surface: int, n_off_surface: int, sigma: float,
                        generator: torch.Generator, residuals: ResidualSampling | None = None,
-                       rows: torch.Tensor | None = None, among: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                       rows: torch.Tensor | None = None, among: int = 0,
+                       clearance: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Surface samples (target 0.5) and noisy off-surface samples (target 1.0) from each window's points.
 
     Surface samples follow the batch's `sample_cdf` where it has one (uniformly over the points otherwise);
-    off-surface samples are centred on points drawn alike. With `residuals`, part of the surface samples is
-    drawn where the fit is worst (see ResidualSampling).
+    off-surface samples are centred on points drawn alike, and those of a point with a plane in
+    `sample_normals` lie at least `clearance` × `sigma` off it (moved along its normal). With `residuals`,
+    part of the surface samples is drawn where the fit is worst (see ResidualSampling).
     `rows`: the batch is these windows of a batch of `among`, and draws what their rows of that batch's
     uniform draws would be (so a window's samples do not depend on which others still adapt)."""
     windows, device = len(batch), batch.points.device
@@ -151,7 +209,19 @@ def sample_uce_queries(batch: WindowBatch, n_surface: int, n_off_surface: int, s
                                                    generator=generator)
         residuals.last_pick = pick[:, :n_surface]
     queries = torch.gather(source, 1, pick.unsqueeze(-1).expand(-1, -1, 3))
+    if clearance > 0 and batch.sample_normals is not None:
+        normals = torch.gather(batch.sample_normals, 1, pick[:, n_surface:].unsqueeze(-1).expand(-1, -1, 3))
+        noise = _cleared(noise, normals, clearance * sigma)
     queries = torch.cat([queries[:, :n_surface], queries[:, n_surface:] + noise], dim=1)
     targets = torch.cat([torch.full((windows, n_surface), 0.5, device=device),
                          torch.ones(windows, n_off_surface, device=device)], dim=1)
     return queries, targets
+
+
+def _cleared(noise: torch.Tensor, normals: torch.Tensor, distance: float) -> torch.Tensor:
+    """The offsets `noise` [W, n, 3], those closer than `distance` to their plane (unit `normals`, zero: no
+    plane) moved out along the normal to that distance, on their own side."""
+    along = (noise * normals).sum(dim=-1, keepdim=True)
+    side = torch.where(along >= 0, 1.0, -1.0)
+    short = torch.where(along.abs() < distance, side * distance - along, torch.zeros_like(along))
+    return noise + short * normals

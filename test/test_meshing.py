@@ -315,7 +315,7 @@ def test_assembling_snapping_and_colouring_hold_little_more_than_the_mesh(monkey
 
 
 def test_the_trim_reaches_farther_around_sparse_points_up_to_its_cap():
-    from sa_convonet_ros.meshing import MAX_TRIM_STRETCH, trim_reach
+    from sa_convonet_ros.meshing import MAX_TRIM_STRETCH, point_gaps, trim_reach
 
     def patch(x0, spacing):
         return np.stack(np.meshgrid(np.arange(x0, x0 + 1, spacing), np.arange(0, 1, spacing), [0.0], indexing="ij"),
@@ -324,8 +324,8 @@ def test_the_trim_reaches_farther_around_sparse_points_up_to_its_cap():
     dense, sparse = patch(0.0, 0.01), patch(2.0, 0.04)
     lonely = np.array([[5.0, 5.0, 5.0], [5.5, 5.0, 5.0], [5.0, 5.5, 5.0], [5.5, 5.5, 5.0]])
     tree = cKDTree(np.vstack([dense, sparse, lonely]))
-    assert trim_reach(tree, 0.02, 0.0) is None
-    reach = trim_reach(tree, 0.02, 1.0)
+    assert trim_reach(point_gaps(tree), 0.02, 0.0) is None
+    reach = trim_reach(point_gaps(tree), 0.02, 1.0)
     parts = np.split(reach, [len(dense), len(dense) + len(sparse)])
     assert np.allclose(parts[0], 0.02)  # 1 cm apart: the trim distance itself
     assert np.median(parts[1]) == pytest.approx(0.04, rel=0.01)  # 4 cm apart: their spacing
@@ -336,7 +336,7 @@ def test_the_trim_reaches_farther_around_sparse_points_up_to_its_cap():
 
 
 def test_the_wider_reach_keeps_the_gaps_between_points_not_the_surface_past_their_edge():
-    from sa_convonet_ros.meshing import surrounded, trim_reach
+    from sa_convonet_ros.meshing import point_gaps, surrounded, trim_reach
 
     # a wall seen at a grazing angle: rows of points 3 cm apart along x, 6 cm apart along y, the last at y = 0.48
     rows = np.stack(np.meshgrid(np.arange(0, 1, 0.03), np.arange(0, 0.5, 0.06), [0.0], indexing="ij"),
@@ -344,7 +344,7 @@ def test_the_wider_reach_keeps_the_gaps_between_points_not_the_surface_past_thei
     tree = cKDTree(rows)
     gap, beyond = np.array([[0.465, 0.27, 0.0]]), np.array([[0.465, 0.51, 0.0]])  # both 3.4 cm from a point
     assert surrounded(tree, gap, 0.6).tolist() == [True] and surrounded(tree, beyond, 0.6).tolist() == [False]
-    reach = trim_reach(tree, 0.02, 1.0)
+    reach = trim_reach(point_gaps(tree), 0.02, 1.0)
     positions = np.vstack([gap, beyond, [[0.465, 0.49, 0.0]]])  # the last within the trim distance itself
     assert near_points(tree, 0.02, reach)(positions).tolist() == [True, True, True]
     assert near_points(tree, 0.02, reach, surround=0.6)(positions).tolist() == [True, False, True]

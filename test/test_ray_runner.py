@@ -17,6 +17,7 @@ from sa_convonet_ros.planning import plan_windows
 from sa_convonet_ros.points import prepare_points
 from sa_convonet_ros.ray_runner import batch_input, connect, pack_block, unpack_block
 from sa_convonet_ros.synthetic import generate_room, simulate_scans
+from sa_convonet_ros.window_batch import ClearancePlanes
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,9 @@ def test_a_packed_block_comes_back_exactly():
 def test_a_job_travels_with_only_its_windows_points_in_their_order(corner):
     config = small_config().updated(windows={"loss_margin": 0.05})
     cloud = prepare_points(corner, config)
-    plan = plan_windows(cloud.points, config, steps=8)
+    every_third = np.arange(0, len(cloud.points), 3)
+    normals = np.random.default_rng(0).normal(size=(len(every_third), 3)).astype(np.float32)
+    plan = plan_windows(cloud.points, config, steps=8, clearance=ClearancePlanes(every_third, normals))
     batch = plan.batches[1]
     work = batch_input(plan, batch, cloud.points, cloud.encoder_points)
     assert (work.plan.loss_margin, work.plan.sweep_axis, work.plan.grid) == (0.05, plan.sweep_axis, plan.grid)
@@ -75,6 +78,7 @@ def test_a_job_travels_with_only_its_windows_points_in_their_order(corner):
     for slot, w in enumerate(batch.windows):
         assert np.array_equal(work.points[work.plan.windows.crop_points[slot]], cloud.points[crops[slot]])
         assert np.array_equal(work.plan.windows.index[slot], plan.windows.index[w])
+        assert np.array_equal(work.plan.crop_normals(slot), plan.crop_normals(w))  # the planes travel along
     copies = 1 if cloud.encoder_points is None else 2  # the encoder may see the points as measured
     assert work.nbytes == 24 * copies * len(work.points) + 4 * sum(len(crop) for crop in crops)
 
