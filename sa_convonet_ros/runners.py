@@ -128,7 +128,7 @@ def optimize_batch(batch: PlannedBatch, replica: ConvONet, plan: WindowPlan, poi
                            for w in batch.windows], clouds
     loss_masks = [plan.loss_mask(w, cloud) for w, cloud in zip(batch.windows, targets or clouds)]
     if any(mask is not None for mask in loss_masks):  # the loss sees the points near the cores only
-        targets = [cloud if mask is None else cloud[mask] for cloud, mask in zip(targets or clouds, loss_masks)]
+        targets = on_loss_points(targets or clouds, loss_masks)
     weights = sample_areas(plan, batch.windows, loss_masks) if config.samples_by_area else None
     normals = clearance_normals(plan, batch.windows, loss_masks) if config.off_surface_clearance else None
     tensors = WindowBatch.from_arrays(clouds, device, config.max_points_per_window, rng,
@@ -139,16 +139,19 @@ def optimize_batch(batch: PlannedBatch, replica: ConvONet, plan: WindowPlan, poi
                             fit_cell=plan.grid.voxel_size / plan.grid.crop_size)
 
 
+def on_loss_points(per_crop: list[np.ndarray], loss_masks: list[np.ndarray | None]) -> list[np.ndarray]:
+    """Per window, the rows of an array over its crop's points that belong to the points the loss samples
+    from (`WindowPlan.loss_mask`; None: all of them)."""
+    return [rows if mask is None else rows[mask] for rows, mask in zip(per_crop, loss_masks)]
+
+
 def sample_areas(plan: WindowPlan, windows: list[int], loss_masks: list[np.ndarray | None]) -> list[np.ndarray] | None:
     """The area each point the loss samples from keeps, per window: its trim reach squared. None where one
     reach holds for every point (no `trim_spacing`, or no trim): there, drawing by area is drawing alike."""
-    areas = []
-    for w, mask in zip(windows, loss_masks):
-        reach = plan.crop_reach(w)
-        if reach is None:
-            return None
-        areas.append(np.square(reach if mask is None else reach[mask]))
-    return areas
+    reaches = [plan.crop_reach(w) for w in windows]
+    if any(reach is None for reach in reaches):
+        return None
+    return [np.square(reach) for reach in on_loss_points(reaches, loss_masks)]
 
 
 def clearance_normals(plan: WindowPlan, windows: list[int],
@@ -157,8 +160,7 @@ def clearance_normals(plan: WindowPlan, windows: list[int],
     (zero rows: none); None where the plan holds no planes."""
     if plan.clearance is None:
         return None
-    normals = [plan.crop_normals(w) for w in windows]
-    return [n if mask is None else n[mask] for n, mask in zip(normals, loss_masks)]
+    return on_loss_points([plan.crop_normals(w) for w in windows], loss_masks)
 
 
 def evaluate_batch(batch: PlannedBatch, ensemble: WindowEnsemble, plan: WindowPlan, points: np.ndarray,

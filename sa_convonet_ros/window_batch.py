@@ -46,20 +46,23 @@ class ClearancePlanes:
 
     def among(self, points: np.ndarray) -> "ClearancePlanes":
         """The planes at the cloud's points `points` (sorted indices), indexed by their place in `points`."""
-        if len(points) == 0:
-            return ClearancePlanes(self.index[:0], self.normals[:0])
-        place = np.minimum(np.searchsorted(points, self.index), len(points) - 1)
-        held = points[place] == self.index
+        place, held = _places(points, self.index)
         return ClearancePlanes(place[held], self.normals[held])
 
     def at(self, points: np.ndarray) -> np.ndarray:
         """The normals at the cloud's points `points` (indices), (n, 3); zero where no plane is held."""
         out = np.zeros((len(points), 3), dtype=np.float32)
-        if len(self.index):
-            slot = np.minimum(np.searchsorted(self.index, points), len(self.index) - 1)
-            held = self.index[slot] == points
-            out[held] = self.normals[slot[held]]
+        slot, held = _places(self.index, points)
+        out[held] = self.normals[slot[held]]
         return out
+
+
+def _places(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of `ids` stands in `sorted_ids`, and whether it is there at all (bool)."""
+    if len(sorted_ids) == 0:
+        return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
+    place = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return place, sorted_ids[place] == ids
 
 
 @dataclass
