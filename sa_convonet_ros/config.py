@@ -225,7 +225,9 @@ class MeshingConfig:
                                  "hold their layers, 200,000 on a GPU)", at_least=0, at_most=10_000_000)
     coarse_to_fine_margin: float = setting(0.0, "decode every second grid point first, then exactly only the "
                                                 "coarse cells within this many logits of the threshold; the "
-                                                "rest is interpolated (0: decode every grid point)", at_least=0)
+                                                "rest is interpolated (0: decode every grid point). Misses a dip "
+                                                "of the field narrower than two cells, as on walls seen from "
+                                                "afar: off in every profile", at_least=0)
     grid_per_spacing: float = setting(0.0, "on a sparser map the grid is this many times the measured point "
                                            "spacing (rounded to 5 mm) where that is coarser than voxel_size, and "
                                            "the UCE samples per window shrink with the square of the ratio "
@@ -446,7 +448,6 @@ def _auto_cpu() -> ReconstructionConfig:
     config.meshing.trim_spacing = 1.0  # surfaces seen at a grazing angle keep the gaps between their points
     config.meshing.trim_surround = 0.6  # but not the surface prolonged past their last points
     config.meshing.smooth_iterations = 6  # faces tilted by the grid and by each vertex's own snap plane
-    config.meshing.coarse_to_fine_margin = 3.0  # a third fewer decodes, the same mesh (docs/decisions.md)
     config.meshing.grid_per_spacing = 0.6  # sparse maps: 1.5 cm and fewer samples, 1.7x faster (same doc)
     return config
 
@@ -462,7 +463,6 @@ def _auto_gpu() -> ReconstructionConfig:
     config.optimization.off_surface_samples = fast.off_surface_samples
     config.optimization.window_batch = 64
     config.optimization.precision = "tf32"
-    config.meshing.coarse_to_fine_margin = 0.0  # decoding is cheap there; the bookkeeping runs on the CPU
     config.meshing.grid_per_spacing = 0.0  # the finer grid and full samples are affordable on every map
     # With the 1 cm grid kept on sparse maps (points 2.5 cm apart), a 2 cm trim would cut between points.
     config.meshing.trim_distance = 0.03
