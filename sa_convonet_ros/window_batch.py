@@ -5,8 +5,8 @@ in training) and the observed points the loss samples from. A step draws, per wi
 (observed points, target 0.5) and off-surface samples (observed points plus Gaussian noise, target 1.0).
 
 Where a surface's points lie several grid cells apart (a far wall), off-surface samples that land on the
-surface between its points teach the field to stay off the level there, and holes open between points the
-mesh would join; such samples are moved out to a clearance from the local plane (`ClearancePlanes`).
+surface between its points push the field off the level where the mesh should join them; such samples are
+moved out to a clearance from the local plane (`ClearancePlanes`).
 """
 from __future__ import annotations
 
